@@ -1,0 +1,190 @@
+"""
+The event journal: one line of JSON per observation, all on one clock.
+
+Every part of a run writes here: the probe inside each server process, the harness (signals,
+preStop, SIGKILL, exit) and the traffic driver (one line per request). Each line is
+`{"t": ..., "pid": ..., "kind": ..., **fields}` with `t = time.monotonic_ns()`. On Linux the
+monotonic clock is shared by every process of the machine, so the lines of all writers merge
+into one timeline by sorting on `t`.
+
+A line is written with a single `os.write` on an `O_APPEND` descriptor: several workers can share
+one file, and nothing already written is lost when a process is SIGKILLed. A SIGKILL can still
+tear the line being written, so the reader tolerates a torn *last* line.
+
+This module is the one place that knows the event kinds (`Kind`) and the line format.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+
+class Kind(StrEnum):
+    """Every kind of event a journal may hold, grouped by who writes it."""
+
+    # The probe, inside each server process.
+    PROBE_LOADED = "probe.loaded"
+    PROBE_ERROR = "probe.error"
+    STARTUP_RECEIVED = "lifespan.startup.received"
+    STARTUP_COMPLETE = "lifespan.startup.complete"
+    STARTUP_FAILED = "lifespan.startup.failed"
+    SHUTDOWN_RECEIVED = "lifespan.shutdown.received"
+    SHUTDOWN_COMPLETE = "lifespan.shutdown.complete"
+    SHUTDOWN_FAILED = "lifespan.shutdown.failed"
+    REQUEST_START = "request.start"
+    RESPONSE_START = "request.response"
+    RESPONSE_END = "request.body_end"
+    REQUEST_END = "request.end"
+    TASK_QUEUED = "task.queued"
+    TASK_STARTED = "task.started"
+    TASK_FINISHED = "task.finished"
+    TASK_CANCELLED = "task.cancelled"
+    TASK_FAILED = "task.failed"
+    LOOP_LAG = "loop.lag"
+    LOOP_STALL = "loop.stall"
+    # The application, through `chaos.record`.
+    POOL_OPEN = "pool.open"
+    POOL_CLOSED = "pool.closed"
+    POOL_USE_AFTER_CLOSE = "pool.use_after_close"
+    # The harness.
+    RUN_START = "run.start"
+    SERVER_SPAWNED = "server.spawned"
+    SERVER_READY = "server.ready"
+    PRESTOP_START = "prestop.start"
+    PRESTOP_END = "prestop.end"
+    SIGNAL_SENT = "signal.sent"
+    SIGKILL_SENT = "signal.sigkill"
+    SERVER_EXITED = "server.exited"
+    INTEGRITY_CHECKED = "integrity.checked"
+    # The traffic driver, one per request.
+    CLIENT_REQUEST = "client.request"
+
+
+@dataclass(frozen=True)
+class Event:
+    """One observation. `fields` holds everything beyond the three common keys."""
+
+    t: int
+    pid: int
+    kind: str
+    fields: Mapping[str, Any] = field(default_factory=dict)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.fields.get(key, default)
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {"t": self.t, "pid": self.pid, "kind": self.kind, **self.fields},
+            separators=(",", ":"),
+            default=str,
+        )
+
+    @classmethod
+    def from_json(cls, line: str) -> Event:
+        raw = json.loads(line)
+        if not isinstance(raw, dict):
+            raise ValueError("a journal line must be a JSON object")
+        t, pid, kind = raw.pop("t"), raw.pop("pid"), raw.pop("kind")
+        if not isinstance(t, int) or not isinstance(pid, int) or not isinstance(kind, str):
+            raise ValueError('"t" and "pid" must be integers and "kind" a string')
+        return cls(t=t, pid=pid, kind=kind, fields=raw)
+
+
+class JournalError(Exception):
+    """The journal cannot be read: missing, or corrupt before its last line."""
+
+
+class JournalWriter:
+    """Appends events to a journal file; safe to share between threads and processes."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        self._lock = threading.Lock()
+
+    def write(self, kind: str, **fields: Any) -> Event:
+        event = Event(t=time.monotonic_ns(), pid=os.getpid(), kind=kind, fields=fields)
+        self.write_event(event)
+        return event
+
+    def write_event(self, event: Event) -> None:
+        data = (event.to_json() + "\n").encode()
+        with self._lock:
+            if self._fd >= 0:
+                os.write(self._fd, data)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._fd >= 0:
+                os.close(self._fd)
+                self._fd = -1
+
+
+def parse_lines(lines: Iterable[str], *, source: str = "journal") -> list[Event]:
+    """
+    Parse journal lines, tolerating a torn last line (a writer was SIGKILLed mid-write).
+
+    A bad line anywhere else means the file is not a journal, and raises `JournalError`.
+    """
+    events: list[Event] = []
+    pending: tuple[int, str] | None = None
+    for number, line in enumerate(lines, start=1):
+        if pending is not None:
+            raise JournalError(f"{source}: line {pending[0]} is not a journal event: {pending[1]}")
+        if not line.strip():
+            continue
+        try:
+            events.append(Event.from_json(line))
+        except (ValueError, KeyError) as exc:
+            pending = (number, str(exc))
+    events.sort(key=lambda event: event.t)
+    return events
+
+
+def read_journal(path: str | os.PathLike[str]) -> list[Event]:
+    """Every event of a journal file, in time order."""
+    try:
+        text = Path(path).read_text(encoding="utf-8", errors="replace")
+    except OSError as exc:
+        raise JournalError(f"cannot read journal {path}: {exc.strerror}") from None
+    return parse_lines(text.splitlines(), source=str(path))
+
+
+class JournalTail:
+    """Reads the events appended to a journal since the last call; for waiting on evidence."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self._offset = 0
+        self._partial = b""
+
+    def poll(self) -> list[Event]:
+        try:
+            with open(self.path, "rb") as file:
+                file.seek(self._offset)
+                chunk = file.read()
+        except FileNotFoundError:
+            return []
+        self._offset += len(chunk)
+        data = self._partial + chunk
+        *complete, self._partial = data.split(b"\n")
+        events = []
+        for line in complete:
+            try:
+                events.append(Event.from_json(line.decode("utf-8", errors="replace")))
+            except (ValueError, KeyError):
+                continue
+        return events
+
+
+def of_kind(events: Iterable[Event], *kinds: str) -> Iterator[Event]:
+    wanted = set(kinds)
+    return (event for event in events if event.kind in wanted)

@@ -1,0 +1,451 @@
+"""
+In-server instrumentation: the eyes drainspec has inside each server process.
+
+`Probe` wraps any ASGI app, so user code needs no change. It writes to the journal named by
+`DRAINSPEC_JOURNAL`:
+
+- lifespan startup/shutdown, received and completed (or failed);
+- each request: start, response start (status), last body byte, and the return or cancellation
+  of the ASGI call. Starlette runs background tasks inside that call, so its end is the end of
+  all the work a request caused;
+- each Starlette background task: queued, started, finished, cancelled or failed. Sync tasks
+  record their end from their own thread, because a cancelled `await` leaves the thread running;
+- each bare `asyncio` task an endpoint spawns (fire-and-forget work nobody awaits);
+- event-loop lag from a heartbeat, and a watchdog thread that records the main thread's stack
+  while the loop is stalled, so the report can name the blocking frame.
+
+Apps add their own events (`pool.open`, `pool.closed`, `pool.use_after_close`) with `record`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import functools
+import itertools
+import os
+import sys
+import threading
+import time
+import traceback
+import urllib.parse
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from chaos.journal import JournalWriter, Kind
+
+JOURNAL_ENV = "DRAINSPEC_JOURNAL"
+STALL_ENV = "DRAINSPEC_STALL_MS"
+REQUEST_ID_HEADER = b"x-drainspec-id"
+DEFAULT_STALL_MS = 250.0
+HEARTBEAT_SECONDS = 0.02
+
+# Code under these directories is plumbing (frameworks, drivers, the standard library): the
+# tasks it spawns are not work an app forgot to await.
+_LIBRARY_DIRS = tuple(
+    {os.path.dirname(os.__file__), *(p for p in sys.path if p.endswith("-packages"))}
+)
+
+current_request: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "drainspec_request", default=None
+)
+
+_writer: JournalWriter | None = None
+_writer_lock = threading.Lock()
+_ids = itertools.count(1)
+Scope = dict[str, Any]
+Message = dict[str, Any]
+Receive = Callable[[], Coroutine[Any, Any, Message]]
+Send = Callable[[Message], Coroutine[Any, Any, None]]
+ASGIApp = Callable[[Scope, Receive, Send], Coroutine[Any, Any, None]]
+
+
+def _journal() -> JournalWriter | None:
+    global _writer
+    if _writer is None:
+        path = os.environ.get(JOURNAL_ENV)
+        if not path:
+            return None
+        with _writer_lock:
+            if _writer is None:
+                _writer = JournalWriter(path)
+    return _writer
+
+
+def record(kind: str, **fields: Any) -> None:
+    """
+    Write one event to the run's journal; a no-op outside a drainspec run.
+
+    The current request id (if any) and the thread name are added, so the report can say
+    which request or thread did it: `record("pool.use_after_close", pool="main")`.
+    """
+    writer = _journal()
+    if writer is None:
+        return
+    request = current_request.get()
+    if request is not None:
+        fields.setdefault("request", request)
+    thread = threading.current_thread()
+    if thread is not threading.main_thread():
+        fields.setdefault("thread", thread.name)
+    writer.write(kind, **fields)
+
+
+def _new_id(prefix: str) -> str:
+    return f"{prefix}{os.getpid()}.{next(_ids)}"
+
+
+def _name_of(func: Any) -> str:
+    func = getattr(func, "func", func)  # functools.partial
+    frame = getattr(func, "cr_frame", None)
+    module = frame.f_globals.get("__name__") if frame is not None else None
+    module = module or getattr(func, "__module__", None) or "?"
+    return f"{module}.{getattr(func, '__qualname__', repr(func))}"
+
+
+# --- Starlette background tasks ---------------------------------------------------------------
+
+
+def patch_starlette_background() -> bool:
+    """
+    Instrument `starlette.background.BackgroundTask` so that every task's fate is journaled.
+
+    A task is `queued` when it is created (FastAPI creates it inside the endpoint), `started`
+    when the response has been sent and the runner reaches it, then `finished`, `failed` or
+    `cancelled`. Tasks queued behind a cancelled one never start: their `queued` event alone
+    is the evidence that they were dropped.
+    """
+    try:
+        from starlette import background
+    except ImportError:
+        return False
+    task_class: Any = background.BackgroundTask
+    if getattr(task_class, "_drainspec_patched", False):
+        return True
+    original_init = task_class.__init__
+    original_call = task_class.__call__
+
+    def __init__(self: Any, func: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        original_init(self, func, *args, **kwargs)
+        task_id = _new_id("t")
+        self._drainspec_id = task_id
+        record(Kind.TASK_QUEUED, task=task_id, name=_name_of(func), sync=not self.is_async)
+        if not self.is_async:
+            self.func = _sync_task_body(task_id, self.func)
+
+    async def __call__(self: Any) -> None:
+        task_id = getattr(self, "_drainspec_id", None)
+        if task_id is None:
+            await original_call(self)
+            return
+        record(Kind.TASK_STARTED, task=task_id)
+        try:
+            await original_call(self)
+        except asyncio.CancelledError:
+            record(Kind.TASK_CANCELLED, task=task_id)
+            raise
+        except BaseException as exc:
+            if self.is_async:
+                record(Kind.TASK_FAILED, task=task_id, error=_describe(exc))
+            raise
+        else:
+            if self.is_async:
+                record(Kind.TASK_FINISHED, task=task_id)
+
+    task_class.__init__ = __init__
+    task_class.__call__ = __call__
+    task_class._drainspec_patched = True
+    return True
+
+
+def _sync_task_body(task_id: str, func: Callable[..., Any]) -> Callable[..., Any]:
+    """The thread's own end is the task's end: a cancelled await does not stop a thread."""
+
+    @functools.wraps(func)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        try:
+            result = func(*args, **kwargs)
+        except BaseException as exc:
+            record(Kind.TASK_FAILED, task=task_id, error=_describe(exc))
+            raise
+        record(Kind.TASK_FINISHED, task=task_id)
+        return result
+
+    return run
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+# --- bare asyncio tasks -------------------------------------------------------------------------
+
+
+def _spawned_by_app(coro: Any) -> bool:
+    code = getattr(coro, "cr_code", None)
+    if code is None:
+        return False
+    filename = code.co_filename
+    return not filename.startswith(_LIBRARY_DIRS) and not filename.startswith(_OWN_DIR)
+
+
+_OWN_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def install_task_factory(loop: asyncio.AbstractEventLoop) -> None:
+    """Journal every task an app spawns while handling a request (fire-and-forget work)."""
+    previous = loop.get_task_factory()
+    if getattr(previous, "_drainspec", False):
+        return
+
+    def factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Future[Any]:
+        if previous is not None:
+            task = previous(loop, coro, **kwargs)
+        else:
+            task = asyncio.Task(coro, loop=loop, **kwargs)
+        if current_request.get() is not None and _spawned_by_app(coro):
+            task_id = _new_id("a")
+            record(Kind.TASK_QUEUED, task=task_id, name=_name_of(coro), spawned=True)
+            record(Kind.TASK_STARTED, task=task_id)
+            task.add_done_callback(functools.partial(_record_task_end, task_id))
+        return task
+
+    factory._drainspec = True  # type: ignore[attr-defined]
+    loop.set_task_factory(factory)  # type: ignore[arg-type]
+
+
+def _record_task_end(task_id: str, task: asyncio.Future[Any]) -> None:
+    if task.cancelled():
+        record(Kind.TASK_CANCELLED, task=task_id)
+    elif (exc := task.exception()) is not None:
+        record(Kind.TASK_FAILED, task=task_id, error=_describe(exc))
+    else:
+        record(Kind.TASK_FINISHED, task=task_id)
+
+
+# --- event-loop watchdog ------------------------------------------------------------------------
+
+
+class LoopWatchdog:
+    """
+    A heartbeat task on the loop, and a thread that watches it.
+
+    The heartbeat journals `loop.lag` when a beat comes late; the thread journals `loop.stall`
+    with the loop thread's stack while the beat is overdue, which is the only moment the
+    blocking frame can still be seen.
+    """
+
+    def __init__(self, stall_seconds: float) -> None:
+        self.stall_seconds = stall_seconds
+        self._last_beat = time.monotonic()
+        self._stopped = threading.Event()
+        self._loop_thread = threading.get_ident()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._loop_thread = threading.get_ident()
+        self._last_beat = time.monotonic()
+        self._task = asyncio.get_running_loop().create_task(self._beat())
+        thread = threading.Thread(target=self._watch, name="drainspec-watchdog", daemon=True)
+        thread.start()
+
+    def stop(self) -> None:
+        """The loop may legitimately stop running after teardown; stop judging it."""
+        self._stopped.set()
+        if self._task is not None:
+            self._task.cancel()
+
+    async def _beat(self) -> None:
+        while not self._stopped.is_set():
+            expected = time.monotonic() + HEARTBEAT_SECONDS
+            await asyncio.sleep(HEARTBEAT_SECONDS)
+            now = time.monotonic()
+            self._last_beat = now
+            lag = now - expected
+            if lag >= self.stall_seconds and not self._stopped.is_set():
+                record(Kind.LOOP_LAG, lag_ms=round(lag * 1000, 1))
+
+    def _watch(self) -> None:
+        reported_beat = None
+        while not self._stopped.wait(self.stall_seconds / 4):
+            beat = self._last_beat
+            overdue = time.monotonic() - beat - HEARTBEAT_SECONDS
+            if overdue < self.stall_seconds or beat == reported_beat:
+                continue
+            reported_beat = beat
+            frame = sys._current_frames().get(self._loop_thread)
+            if frame is None:
+                continue
+            stack = traceback.format_stack(frame)[-8:]
+            record(
+                Kind.LOOP_STALL,
+                stalled_ms=round(overdue * 1000, 1),
+                frame=_innermost_app_frame(frame),
+                stack=[line.rstrip() for line in stack],
+            )
+
+
+def _innermost_app_frame(frame: Any) -> str:
+    """The innermost frame outside the standard library: where the app blocked the loop."""
+    stdlib = os.path.dirname(os.__file__)
+    first = frame
+    while frame is not None:
+        filename = frame.f_code.co_filename
+        if not filename.startswith(stdlib):
+            return f"{filename}:{frame.f_lineno} in {frame.f_code.co_name}"
+        frame = frame.f_back
+    return f"{first.f_code.co_filename}:{first.f_lineno} in {first.f_code.co_name}"
+
+
+# --- the ASGI wrapper ---------------------------------------------------------------------------
+
+
+class Probe:
+    """ASGI middleware that journals lifespan, requests and tasks of the app it wraps."""
+
+    def __init__(self, app: ASGIApp, *, stall_ms: float | None = None) -> None:
+        self.app = app
+        if stall_ms is None:
+            stall_ms = float(os.environ.get(STALL_ENV, DEFAULT_STALL_MS))
+        self.watchdog = LoopWatchdog(stall_ms / 1000)
+        self._started = False
+
+    def _ensure_started(self) -> None:
+        if not self._started:
+            self._started = True
+            install_task_factory(asyncio.get_running_loop())
+            self.watchdog.start()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(scope, receive, send)
+        elif scope["type"] == "http":
+            self._ensure_started()
+            if scope["path"].startswith(BUILTIN_PREFIX):
+                await _builtin(scope, receive, send)
+            else:
+                await self._http(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
+
+    async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def receive_journaled() -> Message:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                self._ensure_started()
+                record(Kind.STARTUP_RECEIVED)
+            elif message["type"] == "lifespan.shutdown":
+                record(Kind.SHUTDOWN_RECEIVED)
+            return message
+
+        async def send_journaled(message: Message) -> None:
+            kind = message["type"]
+            if kind == "lifespan.shutdown.complete":
+                self.watchdog.stop()
+            if kind in _LIFESPAN_SENT:
+                fields = {"message": message["message"]} if message.get("message") else {}
+                record(_LIFESPAN_SENT[kind], **fields)
+            await send(message)
+
+        await self.app(scope, receive_journaled, send_journaled)
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request_id = _request_id(scope)
+        token = current_request.set(request_id)
+        record(Kind.REQUEST_START, method=scope["method"], path=scope["path"])
+
+        async def send_journaled(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                record(Kind.RESPONSE_START, status=message["status"])
+            elif message["type"] == "http.response.body" and not message.get("more_body"):
+                await send(message)
+                record(Kind.RESPONSE_END)
+                return
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_journaled)
+        except asyncio.CancelledError:
+            record(Kind.REQUEST_END, outcome="cancelled")
+            raise
+        except BaseException as exc:
+            record(Kind.REQUEST_END, outcome="error", error=_describe(exc))
+            raise
+        else:
+            record(Kind.REQUEST_END, outcome="returned")
+        finally:
+            current_request.reset(token)
+
+
+_LIFESPAN_SENT = {
+    "lifespan.startup.complete": Kind.STARTUP_COMPLETE,
+    "lifespan.startup.failed": Kind.STARTUP_FAILED,
+    "lifespan.shutdown.complete": Kind.SHUTDOWN_COMPLETE,
+    "lifespan.shutdown.failed": Kind.SHUTDOWN_FAILED,
+}
+
+
+def _request_id(scope: Scope) -> str:
+    for name, value in scope.get("headers", ()):
+        if name == REQUEST_ID_HEADER:
+            return str(value.decode("latin-1"))
+    return _new_id("s")
+
+
+# --- built-in endpoints -------------------------------------------------------------------------
+
+BUILTIN_PREFIX = "/__drainspec/"
+
+
+async def _builtin(scope: Scope, receive: Receive, send: Send) -> None:
+    """
+    Endpoints the probe answers itself, so any app can be driven without changing it.
+
+    `/__drainspec/hold?seconds=S` holds a request in flight for S seconds;
+    `/__drainspec/background?seconds=S` answers at once, then runs an S-second background task
+    inside the same ASGI call, exactly as Starlette does.
+    """
+    token = current_request.set(_request_id(scope))
+    try:
+        record(Kind.REQUEST_START, method=scope["method"], path=scope["path"])
+        query = urllib.parse.parse_qs(scope.get("query_string", b"").decode())
+        seconds = float(query.get("seconds", ["1"])[0])
+        action = scope["path"][len(BUILTIN_PREFIX) :]
+        if action not in ("hold", "background"):
+            await _respond(send, 404, b"unknown drainspec endpoint\n")
+            record(Kind.REQUEST_END, outcome="returned")
+            return
+        try:
+            if action == "hold":
+                await asyncio.sleep(seconds)
+                await _respond(send, 200, b"held\n")
+            else:
+                await _respond(send, 200, b"queued\n")
+                await _builtin_background_task(seconds)
+        except asyncio.CancelledError:
+            record(Kind.REQUEST_END, outcome="cancelled")
+            raise
+        record(Kind.REQUEST_END, outcome="returned")
+    finally:
+        current_request.reset(token)
+
+
+async def _builtin_background_task(seconds: float) -> None:
+    task_id = _new_id("t")
+    record(Kind.TASK_QUEUED, task=task_id, name="drainspec.background", sync=False)
+    record(Kind.TASK_STARTED, task=task_id)
+    try:
+        await asyncio.sleep(seconds)
+    except asyncio.CancelledError:
+        record(Kind.TASK_CANCELLED, task=task_id)
+        raise
+    record(Kind.TASK_FINISHED, task=task_id)
+
+
+async def _respond(send: Send, status: int, body: bytes) -> None:
+    record(Kind.RESPONSE_START, status=status)
+    headers = [(b"content-type", b"text/plain"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+    record(Kind.RESPONSE_END)

@@ -1,0 +1,261 @@
+"""
+How a server is launched, made ready, and reaped.
+
+Every server runs the probe's import string (`chaos.asgi:app`) on a loopback port, in its own
+session, so that the whole tree it forks can be found and killed afterwards. Signals that judge
+the shutdown are not sent here: that is the kubelet's job (`chaos.kubelet`). This module only
+cleans up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import importlib.util
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+from chaos.journal import JournalTail, Kind
+
+PROBE_APP = "chaos.asgi:app"
+HOST = "127.0.0.1"
+
+
+class SetupError(Exception):
+    """The run cannot start: bad input or an environment that cannot run the check (exit 2)."""
+
+
+@dataclass(frozen=True)
+class Server:
+    """A server drainspec knows how to launch; `module` is run with `python -m`."""
+
+    name: str
+    module: str
+    package: str  # what to install when it is missing
+
+    def argv(self, port: int, workers: int, extra: Sequence[str]) -> list[str]:
+        python = [sys.executable, "-m", self.module]
+        if self.name == "uvicorn":
+            args = [PROBE_APP, "--host", HOST, "--port", str(port)]
+            if workers > 1:
+                args += ["--workers", str(workers)]
+        elif self.name == "gunicorn":
+            args = [PROBE_APP, "--bind", f"{HOST}:{port}", "--workers", str(workers)]
+            args += ["--worker-class", "uvicorn_worker.UvicornWorker", "--no-control-socket"]
+        elif self.name == "hypercorn":
+            args = [PROBE_APP, "--bind", f"{HOST}:{port}", "--workers", str(workers)]
+        elif self.name == "granian":
+            args = ["--interface", "asgi", "--host", HOST, "--port", str(port)]
+            args += ["--workers", str(workers), PROBE_APP]
+        else:  # pragma: no cover - SERVERS holds only the names above
+            raise SetupError(f"unknown server {self.name!r}")
+        return python + args + list(extra)
+
+
+SERVERS = {
+    "uvicorn": Server("uvicorn", "uvicorn", "uvicorn"),
+    "gunicorn": Server("gunicorn", "gunicorn", "gunicorn uvicorn-worker"),
+    "hypercorn": Server("hypercorn", "hypercorn", "hypercorn"),
+    "granian": Server("granian", "granian", "granian"),
+}
+
+
+def server_argv(
+    server: str, port: int, *, workers: int = 1, extra: Sequence[str] = (), command: str | None = None
+) -> list[str]:
+    """The argv that starts `server` (or a user's `command` template) on the probe."""
+    if command is not None:
+        try:
+            words = shlex.split(command)
+        except ValueError as exc:
+            raise SetupError(f"--command is not a valid shell-style command: {exc}") from None
+        if not words:
+            raise SetupError("--command is empty; give the server command with {port} and {app}")
+        argv = [word.format(port=port, host=HOST, app=PROBE_APP) for word in words]
+        if not _on_path(argv[0]):
+            raise SetupError(f"{argv[0]!r} was not found; check the --command or your PATH")
+        return argv + list(extra)
+    try:
+        spec = SERVERS[server]
+    except KeyError:
+        known = ", ".join(SERVERS)
+        raise SetupError(f"unknown server {server!r}; choose one of {known}, or --command") from None
+    if importlib.util.find_spec(spec.module) is None:
+        raise SetupError(f"{spec.name} is not installed here; install it: pip install {spec.package}")
+    if spec.name == "gunicorn" and importlib.util.find_spec("uvicorn_worker") is None:
+        raise SetupError("gunicorn needs uvicorn workers; install them: pip install uvicorn-worker")
+    return spec.argv(port, workers, extra)
+
+
+def _on_path(program: str) -> bool:
+    import shutil
+
+    return shutil.which(program) is not None
+
+
+def free_port() -> int:
+    with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+def check_port_free(port: int) -> None:
+    with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
+        try:
+            sock.bind((HOST, port))
+        except OSError:
+            raise SetupError(
+                f"port {port} on {HOST} is already in use; free it, pick another with --port, "
+                "or omit --port to use a free one"
+            ) from None
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    """If drainspec itself is killed, the server it started dies too (PR_SET_PDEATHSIG)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)
+
+
+def spawn(
+    argv: Sequence[str], *, env: Mapping[str, str], cwd: str | os.PathLike[str], log: Path
+) -> subprocess.Popen[bytes]:
+    """Start a server in a new session (its own process group), output to `log`."""
+    with open(log, "ab") as output:
+        try:
+            return subprocess.Popen(
+                list(argv),
+                env=dict(env),
+                cwd=cwd,
+                stdin=subprocess.DEVNULL,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,
+            )
+        except OSError as exc:
+            raise SetupError(f"cannot start {argv[0]!r}: {exc.strerror}") from None
+
+
+async def wait_exit(process: subprocess.Popen[bytes], timeout: float) -> int | None:
+    """Wait until the process exits (reaping it); None if it still runs after `timeout`."""
+    loop = asyncio.get_running_loop()
+    exited = asyncio.Event()
+    try:
+        pidfd = os.pidfd_open(process.pid)
+    except (OSError, AttributeError):
+        pidfd = -1
+    if pidfd >= 0:
+        loop.add_reader(pidfd, exited.set)
+    try:
+        deadline = loop.time() + timeout
+        while process.poll() is None:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return None
+            # The pidfd wakes us the moment the process exits; the bound covers platforms
+            # without pidfds, where this degrades to polling.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(exited.wait(), min(remaining, 0.05 if pidfd < 0 else 1.0))
+        return process.returncode
+    finally:
+        if pidfd >= 0:
+            loop.remove_reader(pidfd)
+            os.close(pidfd)
+
+
+async def wait_ready(
+    process: subprocess.Popen[bytes],
+    tail: JournalTail,
+    *,
+    port: int,
+    workers: int,
+    timeout: float,
+    log: Path,
+) -> None:
+    """
+    Wait for evidence that the server is ready: every worker's lifespan startup completed in the
+    journal, and the port accepting connections. Any sign it never will is a `SetupError`.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    started = 0
+    while started < workers:
+        for event in tail.poll():
+            if event.kind == Kind.PROBE_ERROR:
+                raise SetupError(f"the app cannot be loaded: {event.get('error')}")
+            if event.kind == Kind.STARTUP_FAILED:
+                message = event.get("message") or "see the server log"
+                raise SetupError(f"the app failed at startup: {_one_line(message)}")
+            if event.kind == Kind.STARTUP_COMPLETE:
+                started += 1
+        if started >= workers:
+            break
+        if process.poll() is not None:
+            raise SetupError(
+                f"the server exited with code {process.returncode} before it was ready: "
+                f"{last_log_line(log)}"
+            )
+        if loop.time() > deadline:
+            raise SetupError(
+                f"the server was not ready within {timeout:g}s (no lifespan startup in the "
+                f"journal); raise --ready-timeout or check the log {log}"
+            )
+        await asyncio.sleep(0.02)
+    while not await _accepts(port):
+        if process.poll() is not None or loop.time() > deadline:
+            raise SetupError(f"the server never accepted connections on {HOST}:{port}; see {log}")
+        await asyncio.sleep(0.02)
+
+
+async def _accepts(port: int) -> bool:
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_connection(HOST, port), 1.0)
+    except (OSError, TimeoutError):
+        return False
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+    return True
+
+
+def _one_line(text: str) -> str:
+    lines = [line.strip() for line in str(text).strip().splitlines() if line.strip()]
+    return lines[-1] if lines else ""
+
+
+def last_log_line(log: Path) -> str:
+    try:
+        text = log.read_text(errors="replace")
+    except OSError:
+        return "(no server output)"
+    return _one_line(text) or "(no server output)"
+
+
+def reap(process: subprocess.Popen[bytes], timeout: float = 5.0) -> None:
+    """
+    Kill and reap whatever is left of the server's tree: the leader, its process group, and
+    any descendant that moved to a group of its own. Safe to call more than once.
+    """
+    descendants: list[psutil.Process] = []
+    with contextlib.suppress(psutil.Error):
+        descendants = psutil.Process(process.pid).children(recursive=True)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGKILL)
+    for child in descendants:
+        with contextlib.suppress(psutil.Error):
+            child.kill()
+    deadline = time.monotonic() + timeout
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(timeout=max(0.1, deadline - time.monotonic()))
+    psutil.wait_procs(descendants, timeout=max(0.1, deadline - time.monotonic()))
