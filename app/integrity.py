@@ -48,7 +48,5 @@ def check(events: Sequence[Event], environ: Mapping[str, str]) -> list[str]:
         if name not in found:
             problems.append(f"user {name!r} was confirmed with 2xx but is not in the database")
         elif found[name] != OUTBOX_ROWS_PER_USER:
-            problems.append(
-                f"user {name!r} has {found[name]} outbox rows, expected {OUTBOX_ROWS_PER_USER}"
-            )
+            problems.append(f"user {name!r} has {found[name]} outbox rows, expected {OUTBOX_ROWS_PER_USER}")
     return problems

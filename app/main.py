@@ -110,6 +110,12 @@ def slow_sync(request: Request, seconds: float = 1.0) -> dict[str, float]:
     return {"slept": seconds}
 
 
+def _primary_key(result: Any) -> int:
+    key = result.inserted_primary_key
+    assert key is not None
+    return int(key[0])
+
+
 @router.post("/register/{name}")
 async def register(
     name: str, request: Request, background_tasks: BackgroundTasks, deliver_seconds: float = 1.0
@@ -117,11 +123,11 @@ async def register(
     db = database(request)
     async with db.connection() as conn:
         result = await conn.execute(insert(users).values(name=name))
-        user_id = result.inserted_primary_key[0]
+        user_id = _primary_key(result)
         outbox_ids = []
         for message in (f"welcome {name}", f"tell admins about {name}"):
             row = await conn.execute(insert(outbox).values(user_id=user_id, message=message))
-            outbox_ids.append(row.inserted_primary_key[0])
+            outbox_ids.append(_primary_key(row))
     background_tasks.add_task(request.app.state.deliver, db, outbox_ids[0], deliver_seconds)
     background_tasks.add_task(deliver_sync, db, outbox_ids[1])
     return {"id": user_id}

@@ -29,7 +29,7 @@ def load(import_string: str) -> ASGIApp:
         raise _fail(f'importing "{import_string}" raised {type(exc).__name__}: {exc}') from None
     if not callable(app):
         raise _fail(f'"{import_string}" is not an ASGI app (got {type(app).__name__})')
-    return app  # type: ignore[no-any-return]
+    return app
 
 
 def _fail(message: str) -> SystemExit:

@@ -36,6 +36,7 @@ class Kind(StrEnum):
     STARTUP_RECEIVED = "lifespan.startup.received"
     STARTUP_COMPLETE = "lifespan.startup.complete"
     STARTUP_FAILED = "lifespan.startup.failed"
+    LIFESPAN_UNSUPPORTED = "lifespan.unsupported"
     SHUTDOWN_RECEIVED = "lifespan.shutdown.received"
     SHUTDOWN_COMPLETE = "lifespan.shutdown.complete"
     SHUTDOWN_FAILED = "lifespan.shutdown.failed"

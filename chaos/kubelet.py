@@ -11,6 +11,7 @@ put the server's own events against the grace clock.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -61,10 +62,8 @@ class Termination:
 def send_signal(process: subprocess.Popen[bytes], sig: signal.Signals, journal: JournalWriter) -> None:
     """Deliver `sig` to the main process only, as a container runtime does to PID 1."""
     journal.write(Kind.SIGNAL_SENT, signal=sig.name, target=process.pid)
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.kill(process.pid, sig)
-    except ProcessLookupError:
-        pass
 
 
 async def terminate(

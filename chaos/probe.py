@@ -42,9 +42,7 @@ HEARTBEAT_SECONDS = 0.02
 
 # Code under these directories is plumbing (frameworks, drivers, the standard library): the
 # tasks it spawns are not work an app forgot to await.
-_LIBRARY_DIRS = tuple(
-    {os.path.dirname(os.__file__), *(p for p in sys.path if p.endswith("-packages"))}
-)
+_LIBRARY_DIRS = tuple({os.path.dirname(os.__file__), *(p for p in sys.path if p.endswith("-packages"))})
 
 current_request: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "drainspec_request", default=None
@@ -212,7 +210,7 @@ def install_task_factory(loop: asyncio.AbstractEventLoop) -> None:
         return task
 
     factory._drainspec = True  # type: ignore[attr-defined]
-    loop.set_task_factory(factory)  # type: ignore[arg-type]
+    loop.set_task_factory(factory)
 
 
 def _record_task_end(task_id: str, task: asyncio.Future[Any]) -> None:
@@ -339,8 +337,12 @@ class Probe:
                 record(Kind.SHUTDOWN_RECEIVED)
             return message
 
+        answered = False
+
         async def send_journaled(message: Message) -> None:
+            nonlocal answered
             kind = message["type"]
+            answered = True
             if kind == "lifespan.shutdown.complete":
                 self.watchdog.stop()
             if kind in _LIFESPAN_SENT:
@@ -348,7 +350,12 @@ class Probe:
                 record(_LIFESPAN_SENT[kind], **fields)
             await send(message)
 
-        await self.app(scope, receive_journaled, send_journaled)
+        try:
+            await self.app(scope, receive_journaled, send_journaled)
+        except Exception as exc:
+            if not answered:  # the app does not speak lifespan; servers then run without it
+                record(Kind.LIFESPAN_UNSUPPORTED, error=_describe(exc))
+            raise
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         request_id = _request_id(scope)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -28,6 +29,7 @@ from chaos.target import SetupError
 IntegrityCheck = Callable[[Sequence[Event], Mapping[str, str]], list[str]]
 JOURNAL_FILE = "journal.jsonl"
 SERVER_LOG = "server.log"
+DATA_DIR = "data"  # the app's private, empty directory: DRAINSPEC_RUN_DIR
 CLIENT_SLACK_SECONDS = 5.0
 
 
@@ -42,6 +44,9 @@ def prepare_run_dir(path: str | os.PathLike[str]) -> Path:
     for name in (JOURNAL_FILE, SERVER_LOG):
         with contextlib.suppress(FileNotFoundError):
             (run_dir / name).unlink()
+    data = run_dir / DATA_DIR
+    shutil.rmtree(data, ignore_errors=True)
+    data.mkdir(mode=0o700)
     return run_dir
 
 
@@ -58,7 +63,7 @@ def load_integrity_check(import_string: str) -> IntegrityCheck:
         raise SetupError(f"--integrity: importing {import_string!r} raised {exc!r}") from None
     if not callable(check):
         raise SetupError(f"--integrity: {import_string!r} is not a function")
-    return check  # type: ignore[no-any-return]
+    return check
 
 
 def server_environment(scenario: Scenario, run_dir: Path, journal: Path) -> dict[str, str]:
@@ -68,7 +73,7 @@ def server_environment(scenario: Scenario, run_dir: Path, journal: Path) -> dict
     env[JOURNAL_ENV] = str(journal)
     env[STALL_ENV] = str(scenario.stall_ms)
     env["DRAINSPEC_APP"] = scenario.app
-    env["DRAINSPEC_RUN_DIR"] = str(run_dir)
+    env["DRAINSPEC_RUN_DIR"] = str(run_dir / DATA_DIR)
     env["PYTHONUNBUFFERED"] = "1"
     env.update(scenario.env)
     return env

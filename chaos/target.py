@@ -72,7 +72,12 @@ SERVERS = {
 
 
 def server_argv(
-    server: str, port: int, *, workers: int = 1, extra: Sequence[str] = (), command: str | None = None
+    server: str,
+    port: int,
+    *,
+    workers: int = 1,
+    extra: Sequence[str] = (),
+    command: str | None = None,
 ) -> list[str]:
     """The argv that starts `server` (or a user's `command` template) on the probe."""
     if command is not None:
@@ -184,8 +189,9 @@ async def wait_ready(
     log: Path,
 ) -> None:
     """
-    Wait for evidence that the server is ready: every worker's lifespan startup completed in the
-    journal, and the port accepting connections. Any sign it never will is a `SetupError`.
+    Wait for evidence that the server is ready: every worker's lifespan startup completed (or
+    the app turned out not to speak lifespan) in the journal, and the port accepting
+    connections. Any sign it never will is a `SetupError`.
     """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
@@ -197,14 +203,13 @@ async def wait_ready(
             if event.kind == Kind.STARTUP_FAILED:
                 message = event.get("message") or "see the server log"
                 raise SetupError(f"the app failed at startup: {_one_line(message)}")
-            if event.kind == Kind.STARTUP_COMPLETE:
+            if event.kind in (Kind.STARTUP_COMPLETE, Kind.LIFESPAN_UNSUPPORTED):
                 started += 1
         if started >= workers:
             break
         if process.poll() is not None:
             raise SetupError(
-                f"the server exited with code {process.returncode} before it was ready: "
-                f"{last_log_line(log)}"
+                f"the server exited with code {process.returncode} before it was ready: {last_log_line(log)}"
             )
         if loop.time() > deadline:
             raise SetupError(

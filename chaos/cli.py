@@ -1,0 +1,196 @@
+"""
+The `drainspec` command.
+
+    drainspec run --app PKG.MODULE:ATTR [options] [-- SERVER ARGS...]
+    drainspec report JOURNAL
+
+Exit codes: 0 every verdict passed (or did not apply), 1 a verdict failed, 2 bad input or an
+environment that cannot run the check (always one line on stderr saying what to do).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from rich.console import Console
+
+from chaos import __version__
+from chaos.journal import JournalError, read_journal
+from chaos.report import exit_code, print_console, write_json, write_junit
+from chaos.runner import execute
+from chaos.scenario import BACKGROUND_PATH, HOLD_PATH, Scenario
+from chaos.target import SetupError
+from chaos.timeline import build
+from chaos.verdict import judge
+
+EXIT_BAD_INPUT = 2
+
+
+class UsageError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(f"{message} (see drainspec {self.prog.split()[-1]} --help)")
+
+
+def _positive(kind: type[float] | type[int]) -> Callable[[str], float | int]:
+    def parse(text: str) -> float | int:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if value < 0:
+            raise argparse.ArgumentTypeError(f"{text!r} must not be negative")
+        return value
+
+    return parse
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="drainspec", description="Verify that an ASGI service shuts down gracefully.")
+    parser.add_argument("--version", action="version", version=f"drainspec {__version__}")
+    commands = parser.add_subparsers(dest="subcommand", required=True, parser_class=_Parser)
+
+    run = commands.add_parser("run", help="start a server, put work in flight, stop it, judge it")
+    run.add_argument("--app", required=True, help="the ASGI app, as PKG.MODULE:ATTR (importable from here)")
+    run.add_argument("--server", default="uvicorn", help="uvicorn, gunicorn, hypercorn or granian")
+    run.add_argument(
+        "--command",
+        help="any other server command; {port} and {app} are filled in, e.g. "
+        "'mysrv --bind 127.0.0.1:{port} {app}'",
+    )
+    run.add_argument(
+        "--server-arg",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="extra server argument (repeat; or put them after --)",
+    )
+    run.add_argument("--workers", type=_positive(int), default=1)
+    run.add_argument("--port", type=_positive(int), help="port on 127.0.0.1 (default: a free one)")
+    run.add_argument("--requests", type=_positive(int), default=3, help="slow requests in flight")
+    run.add_argument("--request-seconds", type=_positive(float), default=1.0)
+    run.add_argument("--request-path", default=HOLD_PATH, help="'METHOD /path', {seconds} and {id} filled in")
+    run.add_argument(
+        "--background",
+        type=_positive(int),
+        default=1,
+        help="requests that leave a background task running",
+    )
+    run.add_argument("--background-seconds", type=_positive(float), default=1.0)
+    run.add_argument("--background-path", default=BACKGROUND_PATH)
+    run.add_argument("--background-policy", choices=["complete", "allow-cancel"], default="complete")
+    run.add_argument("--signal", default="TERM", help="stop signal: TERM, INT, QUIT, ...")
+    run.add_argument("--grace", type=_positive(float), default=30.0, help="seconds before SIGKILL")
+    run.add_argument("--ready-timeout", type=_positive(float), default=20.0)
+    run.add_argument("--stall-ms", type=_positive(float), default=250.0, help="event-loop stall threshold")
+    run.add_argument("--integrity", metavar="MODULE:FUNCTION", help="data-integrity check to run afterwards")
+    run.add_argument("--env", action="append", default=[], metavar="KEY=VALUE", help="server environment")
+    run.add_argument("--out", default="drainspec-out", help="directory for the journal and reports")
+    run.add_argument("--junit", type=Path, help="also write JUnit XML here")
+    run.add_argument("--quiet", action="store_true", help="print only the result line")
+
+    report = commands.add_parser("report", help="rebuild the reports of a run from its journal")
+    report.add_argument("journal", type=Path)
+    report.add_argument("--json", type=Path, help="write report.json here")
+    report.add_argument("--junit", type=Path, help="write JUnit XML here")
+    return parser
+
+
+def _scenario(args: argparse.Namespace, server_args: Sequence[str]) -> Scenario:
+    env = {}
+    for item in args.env:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--env {item!r} must look like KEY=VALUE")
+        env[key] = value
+    return Scenario(
+        app=args.app,
+        server=args.server,
+        server_args=tuple(args.server_arg) + tuple(server_args),
+        command=args.command,
+        workers=max(1, args.workers),
+        port=args.port,
+        requests=args.requests,
+        request_seconds=args.request_seconds,
+        request_path=args.request_path,
+        background=args.background,
+        background_seconds=args.background_seconds,
+        background_path=args.background_path,
+        signal=args.signal,
+        grace=args.grace,
+        ready_timeout=args.ready_timeout,
+        stall_ms=args.stall_ms,
+        background_policy=args.background_policy,
+        integrity=args.integrity,
+        env=env,
+    )
+
+
+def _run(args: argparse.Namespace, server_args: Sequence[str], console: Console) -> int:
+    if ":" not in args.app:
+        raise UsageError(f'--app "{args.app}" must be in format "<module>:<attribute>"')
+    scenario = _scenario(args, server_args)
+    out = Path(args.out)
+    if not args.quiet:
+        console.print(
+            f"[dim]starting {scenario.command or scenario.server} on {scenario.app}; files in {out}/[/]"
+        )
+    events = execute(scenario, out)
+    timeline = build(events)
+    verdicts = judge(timeline)
+    write_json(out / "report.json", timeline, verdicts)
+    write_junit(args.junit or out / "junit.xml", timeline, verdicts)
+    if args.quiet:
+        failures = [v.name for v in verdicts if v.failed]
+        console.print("FAIL: " + ", ".join(failures) if failures else "PASS", highlight=False)
+    else:
+        print_console(console, timeline, verdicts)
+        console.print(f"[dim]journal, report.json and junit.xml in {out}/[/]")
+    return exit_code(verdicts)
+
+
+def _report(args: argparse.Namespace, console: Console) -> int:
+    try:
+        events = read_journal(args.journal)
+    except JournalError as exc:
+        raise UsageError(str(exc)) from None
+    if not events:
+        raise UsageError(f"{args.journal} holds no events; is it a drainspec journal?")
+    timeline = build(events)
+    verdicts = judge(timeline)
+    print_console(console, timeline, verdicts)
+    if args.json:
+        write_json(args.json, timeline, verdicts)
+    if args.junit:
+        write_junit(args.junit, timeline, verdicts)
+    return exit_code(verdicts)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    server_args: list[str] = []
+    if "--" in argv:
+        split = argv.index("--")
+        argv, server_args = argv[:split], argv[split + 1 :]
+    console = Console(highlight=False, soft_wrap=True)
+    try:
+        args = build_parser().parse_args(argv)
+        if args.subcommand == "run":
+            return _run(args, server_args, console)
+        return _report(args, console)
+    except (UsageError, SetupError) as exc:
+        print(f"drainspec: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("drainspec: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,100 @@
+"""
+The pytest plugin (registered through the `pytest11` entry point): a `drainspec` fixture that
+runs a shutdown scenario against your app and hands back the verdicts.
+
+    @pytest.mark.drainspec(grace=5, requests=3)
+    def test_my_app_drains(drainspec):
+        result = drainspec.run(app="myservice.main:app", request_path="GET /slow?seconds={seconds}")
+        result.assert_passed()
+
+Options come from `Scenario`; the marker gives defaults, `run()` keyword arguments override
+them. Every server process is reaped before the fixture returns, whatever the test did.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from chaos.runner import execute
+from chaos.scenario import Scenario
+from chaos.timeline import Timeline, build
+from chaos.verdict import Status, Verdict, judge
+
+MARKER = "drainspec"
+
+
+@dataclasses.dataclass(frozen=True)
+class DrainResult:
+    """The verdicts of one run, with the timeline they were decided from."""
+
+    timeline: Timeline
+    verdicts: list[Verdict]
+    run_dir: Path
+
+    @property
+    def failed(self) -> set[str]:
+        return {v.name for v in self.verdicts if v.failed}
+
+    def verdict(self, name: str) -> Verdict:
+        for verdict in self.verdicts:
+            if verdict.name == name:
+                return verdict
+        raise KeyError(f"no verdict named {name!r}")
+
+    def explain(self) -> str:
+        lines = []
+        for verdict in self.verdicts:
+            lines.append(f"{verdict.status.value:>14} {verdict.name}: {verdict.summary}")
+            lines.extend(f"{'':>16}- {item}" for item in verdict.evidence)
+        return "\n".join(lines)
+
+    def assert_passed(self, *, allow: set[str] | frozenset[str] = frozenset()) -> None:
+        """Fail the test, with the evidence, if any verdict outside `allow` failed."""
+        unexpected = self.failed - set(allow)
+        if unexpected:
+            pytest.fail(f"shutdown verdicts failed: {sorted(unexpected)}\n{self.explain()}", pytrace=False)
+
+    def status(self, name: str) -> Status:
+        return self.verdict(name).status
+
+
+class Drainspec:
+    """The fixture's handle: `run()` as many scenarios as the test needs."""
+
+    def __init__(self, defaults: dict[str, Any], directory: Path) -> None:
+        self.defaults = defaults
+        self.directory = directory
+        self._runs = 0
+
+    def run(self, **options: Any) -> DrainResult:
+        values = {**self.defaults, **options}
+        if "app" not in values:
+            raise TypeError("drainspec.run() needs app='module:attribute' (or the marker's app=)")
+        if "server_args" in values:
+            values["server_args"] = tuple(values["server_args"])
+        scenario = Scenario(**values)
+        self._runs += 1
+        run_dir = self.directory / f"run{self._runs}"
+        timeline = build(execute(scenario, run_dir))
+        return DrainResult(timeline, judge(timeline), run_dir)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        f"{MARKER}(**options): default Scenario options for the drainspec fixture "
+        "(app, server, requests, grace, ...)",
+    )
+
+
+@pytest.fixture
+def drainspec(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Drainspec]:
+    defaults: dict[str, Any] = {}
+    for marker in reversed(list(request.node.iter_markers(MARKER))):
+        defaults.update(marker.kwargs)
+    yield Drainspec(defaults, tmp_path / "drainspec")

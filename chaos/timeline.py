@@ -1,0 +1,251 @@
+"""
+One run's journal, folded into what the verdicts and reports reason about: each server worker
+(its lifespan and pool), each request (server view and client view side by side), each
+background task, and the harness's clock (signal, SIGKILL, exit).
+
+Times stay in journal nanoseconds; `Timeline.at` renders them relative to the stop signal.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from chaos.journal import Event, Kind
+from chaos.scenario import Scenario
+
+
+@dataclass
+class WorkerView:
+    """One server process that loaded the probe (a worker, or the only process)."""
+
+    pid: int
+    startup_complete: int | None = None
+    shutdown_received: int | None = None
+    shutdown_complete: int | None = None
+    shutdown_failed: str | None = None
+    pool_closed: int | None = None
+    last_event: int = 0
+
+    @property
+    def teardown(self) -> int | None:
+        """When teardown began: lifespan shutdown, or the pool closing, whichever came first."""
+        starts = [t for t in (self.shutdown_received, self.pool_closed) if t is not None]
+        return min(starts) if starts else None
+
+    @property
+    def teardown_cause(self) -> str:
+        if self.pool_closed is not None and (
+            self.shutdown_received is None or self.pool_closed < self.shutdown_received
+        ):
+            return "the pool closed"
+        return "lifespan shutdown began"
+
+
+@dataclass
+class RequestView:
+    """A request as the server saw it (probe events) and as the client saw it."""
+
+    id: str
+    pid: int | None = None
+    path: str = ""
+    start: int | None = None
+    status: int | None = None
+    response_end: int | None = None
+    end: int | None = None
+    end_outcome: str | None = None
+    last_seen: int | None = None
+    client: Event | None = None
+
+    @property
+    def work_end(self) -> int | None:
+        """
+        When the request's work really stopped: the end of its ASGI call, or later, when the
+        app still journaled work for it (a `def` endpoint's thread outlives a cancelled call).
+        """
+        if self.end is None:
+            return None
+        return max(self.end, self.last_seen or self.end)
+
+    @property
+    def client_outcome(self) -> str | None:
+        return None if self.client is None else str(self.client.get("outcome"))
+
+
+@dataclass
+class TaskView:
+    """A background task: Starlette's, or an asyncio task an endpoint spawned."""
+
+    id: str
+    pid: int
+    name: str = "?"
+    request: str | None = None
+    sync: bool = False
+    spawned: bool = False
+    queued: int | None = None
+    started: int | None = None
+    finished: int | None = None
+    failed: str | None = None
+    cancelled: int | None = None
+
+    @property
+    def work_end(self) -> int | None:
+        """When the task's work really stopped. A cancelled sync task's thread runs on."""
+        if self.finished is not None:
+            return self.finished
+        if self.cancelled is not None and not self.sync:
+            return self.cancelled
+        return None
+
+
+@dataclass
+class Timeline:
+    events: Sequence[Event]
+    scenario: Scenario | None = None
+    signal: int | None = None
+    signal_name: str | None = None
+    sigkill: int | None = None
+    exit: Event | None = None
+    integrity: Event | None = None
+    workers: dict[int, WorkerView] = field(default_factory=dict)
+    requests: dict[str, RequestView] = field(default_factory=dict)
+    tasks: dict[str, TaskView] = field(default_factory=dict)
+    pool_events: list[Event] = field(default_factory=list)
+    stalls: list[Event] = field(default_factory=list)
+    errors: list[Event] = field(default_factory=list)
+
+    @property
+    def origin(self) -> int:
+        if self.signal is not None:
+            return self.signal
+        return self.events[0].t if self.events else 0
+
+    def at(self, t: int | None) -> str:
+        """A journal time as seconds relative to the stop signal, e.g. `+1.203s`."""
+        if t is None:
+            return "never"
+        return f"{(t - self.origin) / 1e9:+.3f}s"
+
+    def seconds(self, start: int, end: int) -> float:
+        return (end - start) / 1e9
+
+    @property
+    def died_by_signal(self) -> bool:
+        """The main process was SIGKILLed by the harness or died of a signal."""
+        if self.exit is None:
+            return False
+        return bool(self.exit.get("killed")) or int(self.exit.get("returncode", 0)) < 0
+
+    def worker(self, pid: int) -> WorkerView:
+        if pid not in self.workers:
+            self.workers[pid] = WorkerView(pid)
+        return self.workers[pid]
+
+    def request(self, request_id: str) -> RequestView:
+        if request_id not in self.requests:
+            self.requests[request_id] = RequestView(request_id)
+        return self.requests[request_id]
+
+
+def build(events: Sequence[Event]) -> Timeline:
+    """Fold a journal's events (in time order) into a `Timeline`."""
+    timeline = Timeline(events=events)
+    for event in events:
+        _fold(timeline, event)
+    return timeline
+
+
+def _fold(timeline: Timeline, event: Event) -> None:
+    kind, t = event.kind, event.t
+    if kind == Kind.RUN_START:
+        scenario = event.get("scenario")
+        if isinstance(scenario, dict):
+            timeline.scenario = Scenario.from_dict(scenario)
+        return
+    if kind == Kind.SIGNAL_SENT:
+        if timeline.signal is None:
+            timeline.signal = t
+            timeline.signal_name = event.get("signal")
+        return
+    if kind == Kind.SIGKILL_SENT:
+        timeline.sigkill = timeline.sigkill or t
+        return
+    if kind == Kind.SERVER_EXITED:
+        timeline.exit = event
+        return
+    if kind == Kind.INTEGRITY_CHECKED:
+        timeline.integrity = event
+        return
+    if kind == Kind.CLIENT_REQUEST:
+        timeline.request(str(event.get("id"))).client = event
+        return
+    if kind == Kind.PROBE_ERROR:
+        timeline.errors.append(event)
+    request_id = event.get("request")
+    if request_id is not None:
+        view = timeline.request(str(request_id))
+        view.last_seen = max(view.last_seen or 0, t)
+    if not kind.startswith(("probe.", "lifespan.", "request.", "task.", "loop.", "pool.")):
+        return
+    worker = timeline.worker(event.pid)
+    worker.last_event = t
+    if kind == Kind.STARTUP_COMPLETE:
+        worker.startup_complete = t
+    elif kind == Kind.SHUTDOWN_RECEIVED:
+        worker.shutdown_received = worker.shutdown_received or t
+    elif kind == Kind.SHUTDOWN_COMPLETE:
+        worker.shutdown_complete = t
+    elif kind == Kind.SHUTDOWN_FAILED:
+        worker.shutdown_failed = str(event.get("message") or "failed")
+    elif kind.startswith("pool."):
+        timeline.pool_events.append(event)
+        if kind == Kind.POOL_CLOSED and worker.pool_closed is None:
+            worker.pool_closed = t
+    elif kind in (Kind.LOOP_STALL, Kind.LOOP_LAG):
+        timeline.stalls.append(event)
+    elif kind.startswith("request."):
+        _fold_request(timeline, event)
+    elif kind.startswith("task."):
+        _fold_task(timeline, event)
+
+
+def _fold_request(timeline: Timeline, event: Event) -> None:
+    request_id = event.get("request")
+    if request_id is None:
+        return
+    view = timeline.request(str(request_id))
+    view.pid = event.pid
+    if event.kind == Kind.REQUEST_START:
+        view.start = event.t
+        view.path = str(event.get("path", ""))
+    elif event.kind == Kind.RESPONSE_START:
+        view.status = event.get("status")
+    elif event.kind == Kind.RESPONSE_END:
+        view.response_end = event.t
+    elif event.kind == Kind.REQUEST_END:
+        view.end = event.t
+        view.end_outcome = event.get("outcome")
+
+
+def _fold_task(timeline: Timeline, event: Event) -> None:
+    task_id = str(event.get("task"))
+    view = timeline.tasks.get(task_id)
+    if view is None:
+        view = timeline.tasks[task_id] = TaskView(id=task_id, pid=event.pid)
+    kind: Any = event.kind
+    if kind == Kind.TASK_QUEUED:
+        view.queued = event.t
+        view.name = str(event.get("name", "?"))
+        view.request = event.get("request")
+        view.sync = bool(event.get("sync", False))
+        view.spawned = bool(event.get("spawned", False))
+    elif kind == Kind.TASK_STARTED:
+        view.started = view.started or event.t
+    elif kind == Kind.TASK_FINISHED:
+        view.finished = event.t
+    elif kind == Kind.TASK_FAILED:
+        view.finished = event.t
+        view.failed = str(event.get("error", "error"))
+    elif kind == Kind.TASK_CANCELLED:
+        view.cancelled = event.t

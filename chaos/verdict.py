@@ -1,0 +1,351 @@
+"""
+The named checks: where every verdict is decided, each from the journal alone.
+
+A verdict is pass, fail or not-applicable (with the reason), never silently skipped, and it
+carries its evidence: which request, which task, which worker, at what time relative to the
+stop signal. `judge` runs them all in the order of `VerdictName`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+
+from chaos.journal import Event, Kind
+from chaos.timeline import TaskView, Timeline, WorkerView, build
+
+
+class VerdictName(StrEnum):
+    INFLIGHT_COMPLETED = "inflight-completed"
+    TEARDOWN_AFTER_DRAIN = "teardown-after-drain"
+    NO_USE_AFTER_CLOSE = "no-use-after-close"
+    BACKGROUND_FATE = "background-fate"
+    TEARDOWN_RAN = "teardown-ran"
+    LOOP_NOT_BLOCKED = "loop-not-blocked"
+    NO_REFUSED_WHILE_ROUTED = "no-refused-while-routed"
+    WITHIN_GRACE = "within-grace"
+    SIGNAL_REACHES_APP = "signal-reaches-app"
+    DATA_INTEGRITY = "data-integrity"
+
+
+class Status(StrEnum):
+    PASS = "pass"
+    FAIL = "fail"
+    NOT_APPLICABLE = "not-applicable"
+
+
+class Fate(StrEnum):
+    """What became of one background task."""
+
+    COMPLETED = "completed"  # finished before teardown
+    CANCELLED = "cancelled"  # CancelledError inside the task
+    DROPPED = "dropped"  # queued, never started
+    KILLED = "killed"  # running when the process died of a signal
+    LOST = "lost"  # started, then vanished: no end, no cancel, and the process exited normally
+    FAILED = "failed"  # raised an exception
+    RAN_AFTER_TEARDOWN = "ran-after-teardown"  # its work ended after teardown had begun
+
+
+ALLOWED_FATES = {
+    "complete": frozenset({Fate.COMPLETED}),
+    "allow-cancel": frozenset({Fate.COMPLETED, Fate.CANCELLED, Fate.DROPPED}),
+}
+
+
+@dataclass(frozen=True)
+class Verdict:
+    name: str
+    status: Status
+    summary: str
+    evidence: tuple[str, ...] = ()
+
+    @property
+    def failed(self) -> bool:
+        return self.status == Status.FAIL
+
+
+def _pass(name: VerdictName, summary: str, evidence: Sequence[str] = ()) -> Verdict:
+    return Verdict(name.value, Status.PASS, summary, tuple(evidence))
+
+
+def _fail(name: VerdictName, summary: str, evidence: Sequence[str] = ()) -> Verdict:
+    return Verdict(name.value, Status.FAIL, summary, tuple(evidence))
+
+
+def _not_applicable(name: VerdictName, reason: str) -> Verdict:
+    return Verdict(name.value, Status.NOT_APPLICABLE, reason)
+
+
+# --- the checks ---------------------------------------------------------------------------------
+
+
+def inflight_completed(timeline: Timeline) -> Verdict:
+    """Every request the app had accepted before the stop signal got a full response."""
+    name = VerdictName.INFLIGHT_COMPLETED
+    if timeline.signal is None:
+        return _not_applicable(name, "no stop signal was sent")
+    accepted = [
+        view for view in timeline.requests.values() if view.start is not None and view.start < timeline.signal
+    ]
+    if not accepted:
+        return _not_applicable(name, "no request was inside the app at the stop signal")
+    problems = []
+    for view in sorted(accepted, key=lambda v: v.start or 0):
+        outcome = view.client_outcome
+        if outcome == "ok":
+            continue
+        seen = outcome or "no client record"
+        if view.client is not None and view.client.get("status") is not None:
+            seen = f"{outcome} (HTTP {view.client.get('status')})"
+        at = timeline.at(view.client.t if view.client else None)
+        server = f"; the app's call {view.end_outcome or 'never ended'} at {timeline.at(view.end)}"
+        problems.append(f"{view.id} {view.path}: client saw {seen} at {at}{server}")
+    if problems:
+        return _fail(name, f"{len(problems)} of {len(accepted)} in-flight requests failed", problems)
+    last = max((v.client.t for v in accepted if v.client is not None), default=None)
+    return _pass(name, f"all {len(accepted)} in-flight requests completed, the last at {timeline.at(last)}")
+
+
+def _live_at(timeline: Timeline, worker: WorkerView, moment: int) -> list[str]:
+    """Work of this worker that had begun before `moment` and had not ended by then."""
+    live = []
+    for view in timeline.requests.values():
+        if view.pid != worker.pid or view.start is None or view.start >= moment:
+            continue
+        end = view.work_end
+        if end is None or end > moment:
+            detail = f"ended {timeline.at(view.end)}"
+            if end is not None and end != view.end:
+                detail = f"its call ended {timeline.at(view.end)}, its work went on until {timeline.at(end)}"
+            live.append(f"request {view.id} {view.path} ({detail})")
+    for task in timeline.tasks.values():
+        if task.pid != worker.pid or task.queued is None or task.queued >= moment:
+            continue
+        end = task.work_end
+        if task.started is None:
+            owner = timeline.requests.get(task.request or "")
+            if owner is None or owner.end is None or owner.end > moment:
+                live.append(f"task {task.name} [{task.id}] still queued")
+        elif end is None or end > moment:
+            live.append(f"task {task.name} [{task.id}] (work ended {timeline.at(end)})")
+    return live
+
+
+def teardown_after_drain(timeline: Timeline) -> Verdict:
+    """Per worker: teardown began only after the last response and every task had ended."""
+    name = VerdictName.TEARDOWN_AFTER_DRAIN
+    tore_down = [w for w in timeline.workers.values() if w.teardown is not None]
+    if not tore_down:
+        return _not_applicable(name, "no worker began teardown (see teardown-ran)")
+    problems, notes = [], []
+    for worker in tore_down:
+        moment = worker.teardown
+        assert moment is not None
+        live = _live_at(timeline, worker, moment)
+        head = f"worker {worker.pid}: {worker.teardown_cause} at {timeline.at(moment)}"
+        if live:
+            problems.append(f"{head} while still running: " + "; ".join(live))
+        else:
+            notes.append(f"{head}, after all its work had ended")
+    if problems:
+        return _fail(name, "teardown began while work was still in flight", problems)
+    return _pass(name, f"teardown followed the drain on {len(tore_down)} worker(s)", notes)
+
+
+def no_use_after_close(timeline: Timeline) -> Verdict:
+    """Nothing touched the pool after it closed, threads included."""
+    name = VerdictName.NO_USE_AFTER_CLOSE
+    if not timeline.pool_events:
+        return _not_applicable(
+            name, "the app journals no pool events (call chaos.record('pool.closed') and friends)"
+        )
+    misuse = [e for e in timeline.pool_events if e.kind == Kind.POOL_USE_AFTER_CLOSE]
+    if not misuse:
+        return _pass(name, "no use of the pool after it closed")
+    evidence = []
+    for event in misuse:
+        who = " ".join(f"{key} {event.get(key)}" for key in ("request", "thread") if event.get(key))
+        evidence.append(
+            f"{timeline.at(event.t)} pid {event.pid}: {event.get('use', 'use')}"
+            + (f" by {who}" if who else "")
+        )
+    return _fail(name, f"the pool was used {len(misuse)} time(s) after it closed", evidence)
+
+
+def fate_of(timeline: Timeline, task: TaskView) -> Fate:
+    worker = timeline.workers.get(task.pid)
+    teardown = worker.teardown if worker else None
+    if task.started is None:
+        return Fate.DROPPED
+    if task.finished is not None:
+        if teardown is not None and task.finished > teardown:
+            return Fate.RAN_AFTER_TEARDOWN
+        return Fate.FAILED if task.failed else Fate.COMPLETED
+    if task.cancelled is not None and not task.sync:
+        return Fate.CANCELLED
+    return Fate.KILLED if timeline.died_by_signal else Fate.LOST
+
+
+def _describe_fate(timeline: Timeline, task: TaskView, fate: Fate) -> str:
+    text = f"{task.name} [{task.id}] of request {task.request or '?'}: {fate.value}"
+    if fate == Fate.RAN_AFTER_TEARDOWN:
+        text += f" (its work ended at {timeline.at(task.finished)})"
+    elif fate == Fate.FAILED:
+        text += f" ({task.failed})"
+    elif fate in (Fate.KILLED, Fate.LOST):
+        text += f" (started {timeline.at(task.started)}, never ended)"
+        if task.cancelled is not None:
+            text += f"; cancelled at {timeline.at(task.cancelled)} but its thread ran on"
+    elif fate == Fate.DROPPED:
+        text += " (queued, never started)"
+    return text
+
+
+def background_fate(timeline: Timeline) -> Verdict:
+    """Each background task classified, and checked against the expected policy."""
+    name = VerdictName.BACKGROUND_FATE
+    if not timeline.tasks:
+        return _not_applicable(name, "no background task was queued")
+    policy = timeline.scenario.background_policy if timeline.scenario else "complete"
+    allowed = ALLOWED_FATES.get(policy, ALLOWED_FATES["complete"])
+    fates = {task.id: fate_of(timeline, task) for task in timeline.tasks.values()}
+    counts: dict[str, int] = {}
+    for fate in fates.values():
+        counts[fate.value] = counts.get(fate.value, 0) + 1
+    tally = ", ".join(f"{count} {fate}" for fate, count in sorted(counts.items()))
+    bad = [task for task in timeline.tasks.values() if fates[task.id] not in allowed]
+    if bad:
+        evidence = [_describe_fate(timeline, task, fates[task.id]) for task in bad]
+        return _fail(name, f"{len(bad)} task(s) broke the '{policy}' policy: {tally}", evidence)
+    return _pass(name, f"{len(fates)} task(s): {tally} (policy '{policy}')")
+
+
+def teardown_ran(timeline: Timeline) -> Verdict:
+    """Lifespan shutdown completed on every worker (SIGKILL or a forced exit skip it)."""
+    name = VerdictName.TEARDOWN_RAN
+    started = [w for w in timeline.workers.values() if w.startup_complete is not None]
+    if not started:
+        return _not_applicable(name, "the server ran no lifespan startup (lifespan off?)")
+    problems = []
+    for worker in started:
+        if worker.shutdown_complete is not None:
+            continue
+        if worker.shutdown_failed is not None:
+            problems.append(f"worker {worker.pid}: lifespan shutdown failed: {worker.shutdown_failed}")
+        elif worker.shutdown_received is not None:
+            problems.append(
+                f"worker {worker.pid}: lifespan shutdown began at "
+                f"{timeline.at(worker.shutdown_received)} and never completed"
+            )
+        else:
+            problems.append(
+                f"worker {worker.pid}: lifespan shutdown never began "
+                f"(last sign of life at {timeline.at(worker.last_event)})"
+            )
+    if problems:
+        summary = f"teardown did not complete on {len(problems)} of {len(started)} worker(s)"
+        if timeline.sigkill is not None:
+            problems.append(f"SIGKILL was sent at {timeline.at(timeline.sigkill)}")
+        return _fail(name, summary, problems)
+    return _pass(name, f"lifespan shutdown completed on {len(started)} worker(s)")
+
+
+def loop_not_blocked(timeline: Timeline) -> Verdict:
+    """No event-loop stall over the threshold; the evidence names the blocking frame."""
+    name = VerdictName.LOOP_NOT_BLOCKED
+    threshold = timeline.scenario.stall_ms if timeline.scenario else None
+    limit = f" over {threshold:g} ms" if threshold else ""
+    if not timeline.workers:
+        return _not_applicable(name, "no server process loaded the probe")
+    if not timeline.stalls:
+        return _pass(name, f"no event-loop stall{limit}")
+    evidence = []
+    for event in timeline.stalls:
+        if event.kind == Kind.LOOP_STALL:
+            evidence.append(
+                f"{timeline.at(event.t)} pid {event.pid}: loop stalled for "
+                f"{event.get('stalled_ms')} ms so far, blocked in {event.get('frame')}"
+            )
+        else:
+            evidence.append(
+                f"{timeline.at(event.t)} pid {event.pid}: a heartbeat came {event.get('lag_ms')} ms late"
+            )
+    return _fail(name, f"the event loop was blocked{limit}", evidence)
+
+
+def no_refused_while_routed(timeline: Timeline) -> Verdict:
+    name = VerdictName.NO_REFUSED_WHILE_ROUTED
+    return _not_applicable(name, "no router in this run (drainspec k8s replays one)")
+
+
+def within_grace(timeline: Timeline) -> Verdict:
+    """The process exited on its own before the grace deadline: no SIGKILL."""
+    name = VerdictName.WITHIN_GRACE
+    if timeline.signal is None or timeline.exit is None:
+        return _not_applicable(name, "the server was not stopped by a signal in this run")
+    grace = timeline.scenario.grace if timeline.scenario else None
+    budget = f" (grace {grace:g}s)" if grace is not None else ""
+    if timeline.exit.get("killed"):
+        return _fail(
+            name,
+            f"still running at the deadline; SIGKILLed at {timeline.at(timeline.sigkill)}{budget}",
+        )
+    took = timeline.seconds(timeline.signal, timeline.exit.t)
+    code = timeline.exit.get("exit_code")
+    return _pass(name, f"exited on its own {took:.3f}s after {timeline.signal_name} with code {code}{budget}")
+
+
+def signal_reaches_app(timeline: Timeline) -> Verdict:
+    """The stop signal reached the app: shutdown began, or the process exited by itself."""
+    name = VerdictName.SIGNAL_REACHES_APP
+    if timeline.signal is None or timeline.exit is None:
+        return _not_applicable(name, "no stop signal was sent")
+    reacted = [
+        w for w in timeline.workers.values() if w.teardown is not None and w.teardown > timeline.signal
+    ]
+    if reacted:
+        first = min(w.teardown for w in reacted if w.teardown is not None)
+        return _pass(name, f"shutdown began at {timeline.at(first)}")
+    if not timeline.exit.get("killed"):
+        return _pass(name, f"the process exited by itself at {timeline.at(timeline.exit.t)}")
+    return _fail(
+        name,
+        f"{timeline.signal_name} changed nothing: no shutdown began and the process ran until "
+        "SIGKILL (a shell wrapper at PID 1, or no handler for the signal)",
+    )
+
+
+def data_integrity(timeline: Timeline) -> Verdict:
+    name = VerdictName.DATA_INTEGRITY
+    if timeline.integrity is None:
+        return _not_applicable(name, "no integrity check was given (--integrity module:function)")
+    problems = [str(p) for p in timeline.integrity.get("problems") or ()]
+    check = timeline.integrity.get("check")
+    if problems:
+        return _fail(name, f"{check} found {len(problems)} problem(s)", problems)
+    return _pass(name, f"{check} found every confirmed write whole")
+
+
+CHECKS: dict[VerdictName, Callable[[Timeline], Verdict]] = {
+    VerdictName.INFLIGHT_COMPLETED: inflight_completed,
+    VerdictName.TEARDOWN_AFTER_DRAIN: teardown_after_drain,
+    VerdictName.NO_USE_AFTER_CLOSE: no_use_after_close,
+    VerdictName.BACKGROUND_FATE: background_fate,
+    VerdictName.TEARDOWN_RAN: teardown_ran,
+    VerdictName.LOOP_NOT_BLOCKED: loop_not_blocked,
+    VerdictName.NO_REFUSED_WHILE_ROUTED: no_refused_while_routed,
+    VerdictName.WITHIN_GRACE: within_grace,
+    VerdictName.SIGNAL_REACHES_APP: signal_reaches_app,
+    VerdictName.DATA_INTEGRITY: data_integrity,
+}
+
+
+def judge(events: Sequence[Event] | Timeline) -> list[Verdict]:
+    """Every verdict, in the order of `VerdictName`."""
+    timeline = events if isinstance(events, Timeline) else build(events)
+    return [check(timeline) for check in CHECKS.values()]
+
+
+def failed(verdicts: Sequence[Verdict]) -> set[str]:
+    return {verdict.name for verdict in verdicts if verdict.failed}

@@ -1,0 +1,26 @@
+"""Apps that never serve: one crashes at startup, one never finishes starting."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI
+
+
+@contextlib.asynccontextmanager
+async def crashing_lifespan(app: FastAPI) -> AsyncIterator[None]:
+    raise RuntimeError("cannot reach the database at startup")
+    yield  # pragma: no cover
+
+
+@contextlib.asynccontextmanager
+async def hanging_lifespan(app: FastAPI) -> AsyncIterator[None]:
+    await asyncio.Event().wait()  # startup that never completes
+    yield  # pragma: no cover
+
+
+crashes_at_startup = FastAPI(lifespan=crashing_lifespan)
+never_ready = FastAPI(lifespan=hanging_lifespan)
+not_an_app = 42

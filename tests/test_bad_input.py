@@ -1,0 +1,112 @@
+"""
+Bad input gets one clear line on stderr and exit code 2, in bounded time, with nothing left
+running: never a traceback, never a hang.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.e2e
+
+BASE = ["--requests", "1", "--request-seconds", "0.2", "--background", "0", "--grace", "2"]
+
+CASES = [
+    pytest.param(
+        ["--app", "nosuchmodule:app"], 'Could not import module "nosuchmodule"', id="unknown-module"
+    ),
+    pytest.param(
+        ["--app", "app.main:nosuchattr"], 'Attribute "nosuchattr" not found', id="unknown-attribute"
+    ),
+    pytest.param(["--app", "app.main"], "must be in format", id="no-colon"),
+    pytest.param(["--app", "tests.apps.raises_on_import:app"], "needs a package", id="import-raises"),
+    pytest.param(["--app", "tests.apps.broken:not_an_app"], "is not an ASGI app", id="not-an-app"),
+    pytest.param(
+        ["--app", "tests.apps.broken:crashes_at_startup"],
+        "cannot reach the database",
+        id="crash-at-startup",
+    ),
+    pytest.param(
+        ["--app", "tests.apps.broken:never_ready", "--ready-timeout", "1.5"],
+        "not ready within 1.5s",
+        id="never-ready",
+    ),
+    pytest.param(
+        ["--app", "app.main:app", "--server", "nginx"],
+        "unknown server 'nginx'",
+        id="unknown-server",
+    ),
+    pytest.param(
+        ["--app", "app.main:app", "--command", "no-such-server-binary --port {port} {app}"],
+        "'no-such-server-binary' was not found",
+        id="missing-binary",
+    ),
+    pytest.param(["--app", "app.main:app", "--signal", "BOGUS"], "unknown signal 'BOGUS'", id="bad-signal"),
+    pytest.param(["--app", "app.main:app", "--grace", "soon"], "'soon' is not a number", id="bad-number"),
+    pytest.param(["--app", "app.main:app", "--env", "NOEQUALS"], "KEY=VALUE", id="bad-env"),
+    pytest.param(
+        ["--app", "app.main:app", "--request-path", "GET slow"],
+        "must start with '/'",
+        id="bad-path",
+    ),
+    pytest.param(
+        ["--app", "app.main:app", "--integrity", "app.nosuch:check"],
+        "--integrity",
+        id="bad-integrity",
+    ),
+]
+
+
+def drainspec(*args: str, timeout: float = 30) -> tuple[subprocess.CompletedProcess[str], float]:
+    started = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "-m", "chaos.cli", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    return result, time.monotonic() - started
+
+
+@pytest.mark.parametrize(("args", "message"), CASES)
+def test_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
+    result, _ = drainspec("run", *args, *BASE, "--out", str(tmp_path / "out"))
+    assert result.returncode == 2, result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("drainspec: error: "), result.stderr
+    assert message in lines[0]
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_busy_port(tmp_path):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result, _ = drainspec(
+            "run", "--app", "app.main:app", *BASE, "--port", str(port), "--out", str(tmp_path)
+        )
+    assert result.returncode == 2
+    assert f"port {port} on 127.0.0.1 is already in use" in result.stderr
+
+
+def test_unreadable_journal(tmp_path):
+    journal = tmp_path / "journal.jsonl"
+    journal.write_text('{"t": 1, "pid": 2, "kind": "run.start"}\nnot json\n{"t": 3, "pid": 2, "kind": "x"}\n')
+    result, _ = drainspec("report", str(journal))
+    assert result.returncode == 2
+    assert "line 2 is not a journal event" in result.stderr
+
+
+def test_missing_journal(tmp_path):
+    result, _ = drainspec("report", str(tmp_path / "nothing.jsonl"))
+    assert result.returncode == 2
+    assert "cannot read journal" in result.stderr

@@ -1,0 +1,69 @@
+"""The command line as CI uses it: exit codes, report files, and reports rebuilt from a journal."""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from chaos.report import REPORT_SCHEMA
+from tests.test_bad_input import drainspec
+
+pytestmark = pytest.mark.e2e
+
+REFERENCE_ARGS = [
+    "--requests", "2", "--request-seconds", "0.4", "--request-path", "GET /slow?seconds={seconds}",
+    "--background", "1", "--background-seconds", "0.6",
+    "--background-path", "POST /register/{id}?deliver_seconds={seconds}",
+    "--integrity", "app.integrity:check", "--grace", "5",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("app", "code", "failed"),
+    [
+        pytest.param("app.main:app", 0, set(), id="correct"),
+        pytest.param("app.variants.exit_skips_teardown:app", 1, {"teardown-ran"}, id="faulty"),
+    ],
+)
+def test_exit_code_and_reports(tmp_path, app, code, failed):
+    out = tmp_path / "out"
+    result, _ = drainspec("run", "--app", app, *REFERENCE_ARGS, "--out", str(out))
+    assert result.returncode == code, result.stdout + result.stderr
+    report = json.loads((out / "report.json").read_text())
+    assert report["schema"] == REPORT_SCHEMA
+    assert {v["name"] for v in report["verdicts"] if v["status"] == "fail"} == failed
+    suite = ET.parse(out / "junit.xml").getroot()
+    assert suite.get("failures") == str(len(failed))
+    assert {case.get("name") for case in suite if case.find("failure") is not None} == failed
+    assert (out / "journal.jsonl").stat().st_mode & 0o777 == 0o600
+    assert out.stat().st_mode & 0o777 == 0o700
+
+    rebuilt, _ = drainspec("report", str(out / "journal.jsonl"), "--json", str(tmp_path / "again.json"))
+    assert rebuilt.returncode == code
+    again = json.loads((tmp_path / "again.json").read_text())
+    assert again["verdicts"] == report["verdicts"]
+
+
+def test_any_asgi_app_with_the_probe_endpoints(tmp_path):
+    """No app endpoint named: the probe's own hold and background endpoints are driven."""
+    out = tmp_path / "out"
+    result, _ = drainspec(
+        "run", "--app", "tests.apps.plain:app", "--request-seconds", "0.3",
+        "--background-seconds", "0.5", "--grace", "5", "--out", str(out), "--quiet",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip() == "PASS"
+
+
+def test_app_without_lifespan(tmp_path):
+    result, _ = drainspec(
+        "run", "--app", "tests.apps.plain:no_lifespan", "--request-seconds", "0.3",
+        "--background-seconds", "0.3", "--grace", "5", "--out", str(tmp_path), "--quiet",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = json.loads((tmp_path / "report.json").read_text())
+    statuses = {v["name"]: v["status"] for v in report["verdicts"]}
+    assert statuses["teardown-ran"] == "not-applicable"
+    assert statuses["inflight-completed"] == "pass"

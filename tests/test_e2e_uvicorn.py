@@ -1,0 +1,81 @@
+"""
+End-to-end runs of real uvicorn processes on the reference service and its faulty variants:
+the correct app passes every verdict, and each mistake fails exactly the verdicts it should.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+
+from chaos.verdict import Fate, Status, fate_of
+
+pytestmark = pytest.mark.e2e
+
+VARIANTS = [
+    "pool_closed_on_sigterm",
+    "blocking_background",
+    "exit_skips_teardown",
+    "fire_and_forget",
+    "slow_teardown",
+]
+NOT_APPLICABLE_WITHOUT_ROUTER = {"no-refused-while-routed"}
+
+
+def test_reference_app_passes_every_verdict(run_scenario):
+    result = run_scenario()
+    assert result.failed == set(), result.explain()
+    not_applicable = {v.name for v in result.verdicts if v.status == Status.NOT_APPLICABLE}
+    assert not_applicable == NOT_APPLICABLE_WITHOUT_ROUTER, result.explain()
+    fates = {fate_of(result.timeline, task) for task in result.timeline.tasks.values()}
+    assert fates == {Fate.COMPLETED}
+    assert len(result.timeline.tasks) == 4  # two deliveries for each of the two registrations
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=VARIANTS)
+def test_faulty_variant_fails_exactly_its_verdicts(run_scenario, variant):
+    module = importlib.import_module(f"app.variants.{variant}")
+    result = run_scenario(
+        app=f"app.variants.{variant}:app",
+        grace=2.0,
+        env={"REFERENCE_TEARDOWN_SECONDS": "10"},
+    )
+    assert result.failed == set(module.FAILS), result.explain()
+
+
+def test_blocking_frame_is_named(run_scenario):
+    result = run_scenario(app="app.variants.blocking_background:app")
+    evidence = "\n".join(result.verdict("loop-not-blocked").evidence)
+    assert "blocking_background.py" in evidence and "in deliver" in evidence
+
+
+def test_graceful_timeout_shorter_than_the_work_is_reported(run_scenario):
+    """
+    1. Sync requests hold pool connections in threads; background deliveries are running.
+    2. SIGINT with uvicorn --timeout-graceful-shutdown 1 (whole seconds only).
+    3. uvicorn cancels what is left, then runs lifespan shutdown at once.
+    Result: 500s, a cancelled task and a never-started one, and sync work that finishes in its
+    thread after teardown, on a closed pool.
+    """
+    result = run_scenario(
+        request_path="GET /slow-sync?seconds={seconds}",
+        request_seconds=1.8,
+        background_seconds=2.0,
+        signal="INT",
+        server_args=("--timeout-graceful-shutdown", "1"),
+    )
+    assert {"inflight-completed", "background-fate", "teardown-after-drain"} <= result.failed
+    statuses = {r.client.get("status") for r in result.timeline.requests.values() if r.id.startswith("r")}
+    assert statuses == {500}, result.explain()
+    fates = {fate_of(result.timeline, task) for task in result.timeline.tasks.values()}
+    assert {Fate.CANCELLED, Fate.DROPPED} <= fates, result.explain()
+    assert "no-use-after-close" in result.failed, result.explain()
+    assert "teardown-ran" not in result.failed
+
+
+def test_sigterm_exit_code_is_reported_as_the_runtime_would(run_scenario):
+    result = run_scenario(background=0)
+    assert result.timeline.exit is not None
+    assert result.timeline.exit.get("exit_code") == 143  # uvicorn re-raises SIGTERM
+    assert "with code 143" in result.verdict("within-grace").summary

@@ -1,0 +1,54 @@
+"""Small parts with no process behind them: signal names, request specs, server commands."""
+
+from __future__ import annotations
+
+import signal
+
+import pytest
+
+from chaos.kubelet import Termination, parse_signal
+from chaos.target import PROBE_APP, SetupError, server_argv
+from chaos.traffic import RequestSpec
+
+
+@pytest.mark.parametrize("text", ["TERM", "SIGTERM", "sigterm", "15"])
+def test_signal_names(text):
+    assert parse_signal(text) == signal.SIGTERM
+
+
+def test_unknown_signal_lists_choices():
+    with pytest.raises(ValueError, match="use one of TERM, INT"):
+        parse_signal("STOPNOW")
+
+
+@pytest.mark.parametrize(
+    ("returncode", "killed", "exit_code"),
+    [(-15, False, 143), (0, False, 0), (-9, True, 137), (3, False, 3)],
+)
+def test_exit_code_as_a_container_runtime_reports_it(returncode, killed, exit_code):
+    assert Termination(returncode, killed).exit_code == exit_code
+
+
+def test_request_spec_parses_method_and_fills_template():
+    spec = RequestSpec.parse("post /register/{id}?s={seconds}")
+    assert spec.method == "POST"
+    assert spec.render(seconds=0.5, request_id="b1").path == "/register/b1?s=0.5"
+    assert RequestSpec.parse("/hold").method == "GET"
+
+
+@pytest.mark.parametrize("server", ["uvicorn", "gunicorn", "hypercorn", "granian"])
+def test_every_server_binds_loopback_and_runs_the_probe(server):
+    argv = server_argv(server, 8123)
+    assert PROBE_APP in argv
+    joined = " ".join(argv)
+    assert "127.0.0.1" in joined and "8123" in joined and "0.0.0.0" not in joined
+
+
+def test_command_template():
+    argv = server_argv("uvicorn", 9000, command="python -m uvicorn {app} --port {port}")
+    assert argv[-3:] == [PROBE_APP, "--port", "9000"]
+
+
+def test_empty_command_is_refused():
+    with pytest.raises(SetupError, match="--command is empty"):
+        server_argv("uvicorn", 9000, command="  ")
