@@ -14,8 +14,10 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 
 from chaos import __version__
 from chaos.journal import JournalError, read_journal
@@ -95,6 +97,26 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--junit", type=Path, help="also write JUnit XML here")
     run.add_argument("--quiet", action="store_true", help="print only the result line")
 
+    k8s = commands.add_parser("k8s", help="replay a Deployment's termination locally and judge it")
+    k8s.add_argument("manifest", type=Path, help="Deployment or Pod YAML (multi-document is fine)")
+    k8s.add_argument("--container", help="which container, when the pod has several")
+    k8s.add_argument(
+        "--propagation", default="1", help="seconds routers keep sending new connections: 1.5 or 0.5..3"
+    )
+    k8s.add_argument("--seed", type=int, help="picks the propagation inside a range, reproducibly")
+    k8s.add_argument("--requests", type=_positive(int), default=2)
+    k8s.add_argument("--request-seconds", type=_positive(float), default=1.0)
+    k8s.add_argument("--request-path", default=HOLD_PATH)
+    k8s.add_argument("--background", type=_positive(int), default=0)
+    k8s.add_argument("--background-seconds", type=_positive(float), default=1.0)
+    k8s.add_argument("--background-path", default=BACKGROUND_PATH)
+    k8s.add_argument("--steady-path", help="path of the steady new requests (default: readiness path)")
+    k8s.add_argument("--ready-timeout", type=_positive(float), default=20.0)
+    k8s.add_argument("--static", action="store_true", help="only check the manifest; run nothing")
+    k8s.add_argument("--no-namespace", action="store_true", help="run as a plain process, not PID 1")
+    k8s.add_argument("--out", default="drainspec-out")
+    k8s.add_argument("--junit", type=Path)
+
     report = commands.add_parser("report", help="rebuild the reports of a run from its journal")
     report.add_argument("journal", type=Path)
     report.add_argument("--json", type=Path, help="write report.json here")
@@ -155,6 +177,81 @@ def _run(args: argparse.Namespace, server_args: Sequence[str], console: Console)
     return exit_code(verdicts)
 
 
+def _print_findings(console: Console, findings: Sequence[Any]) -> None:
+    console.print("[bold]Manifest[/]")
+    if not findings:
+        console.print("  [green]no static finding[/]")
+    for finding in findings:
+        style = "bold red" if finding.severity == "error" else "yellow"
+        console.print(
+            f"  [{style}]{finding.severity.upper():<7}[/] {finding.code} (#{finding.number}): "
+            f"{escape(finding.message)}"
+        )
+        console.print(f"          [dim]fix:[/] {escape(finding.recommendation)}")
+    console.print()
+
+
+def _k8s(args: argparse.Namespace, console: Console) -> int:
+    from chaos.manifest import (
+        ManifestError,
+        load_manifest,
+        recommend_budget,
+        select_container,
+        static_findings,
+    )
+    from chaos.replay import ReplayOptions, measured_drain, parse_range, replay
+
+    try:
+        pod = load_manifest(args.manifest)
+        container = select_container(pod, args.container)
+    except ManifestError as exc:
+        raise UsageError(str(exc)) from None
+    findings = static_findings(pod, container)
+    errors = any(f.severity == "error" for f in findings)
+    if args.static:
+        _print_findings(console, findings)
+        return 1 if errors else 0
+    options = ReplayOptions(
+        propagation=parse_range(args.propagation),
+        seed=args.seed,
+        requests=args.requests,
+        request_seconds=args.request_seconds,
+        request_path=args.request_path,
+        background=args.background,
+        background_seconds=args.background_seconds,
+        background_path=args.background_path,
+        steady_path=args.steady_path,
+        ready_timeout=args.ready_timeout,
+        namespace=not args.no_namespace,
+    )
+    out = Path(args.out)
+    console.print(f"[dim]replaying {pod.kind}/{pod.name} container {container.name}; files in {out}/[/]")
+    events = replay(pod, container, options, out)
+    timeline = build(events)
+    verdicts = judge(timeline)
+    write_json(out / "report.json", timeline, verdicts)
+    write_junit(args.junit or out / "junit.xml", timeline, verdicts)
+    _print_findings(console, findings)
+    print_console(console, timeline, verdicts)
+    propagation = float(timeline.replay.get("propagation", 0.0))
+    drain = measured_drain(events)
+    console.print()
+    console.print("[bold]Recommended budget[/]")
+    if drain is None:
+        console.print(
+            "  the app did not finish draining before SIGKILL: its drain is longer than the grace left; "
+            "bound the server's own shutdown timeout first"
+        )
+        drain = pod.grace
+    budget = recommend_budget(propagation, drain)
+    for line in budget.lines:
+        console.print(f"  {escape(line)}")
+    if not timeline.replay or not events:
+        return EXIT_BAD_INPUT
+    code = exit_code(verdicts)
+    return 1 if errors else code
+
+
 def _report(args: argparse.Namespace, console: Console) -> int:
     try:
         events = read_journal(args.journal)
@@ -183,6 +280,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         if args.subcommand == "run":
             return _run(args, server_args, console)
+        if args.subcommand == "k8s":
+            return _k8s(args, console)
         return _report(args, console)
     except (UsageError, SetupError) as exc:
         print(f"drainspec: error: {exc}", file=sys.stderr)

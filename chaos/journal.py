@@ -65,6 +65,13 @@ class Kind(StrEnum):
     SIGKILL_SENT = "signal.sigkill"
     SERVER_EXITED = "server.exited"
     INTEGRITY_CHECKED = "integrity.checked"
+    POD_STARTED = "pod.started"
+    POD_DELETED = "pod.deleted"
+    STATIC_FINDING = "manifest.finding"
+    # The router (the Service in front of the pod).
+    ROUTER_TERMINATING = "router.terminating"
+    ROUTER_REMOVED = "router.removed"
+    ROUTER_UPSTREAM_FAILED = "router.upstream_failed"
     # The traffic driver, one per request.
     CLIENT_REQUEST = "client.request"
 

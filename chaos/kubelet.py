@@ -1,20 +1,25 @@
 """
 The termination sequence, as the kubelet runs it: the one place where stop signals are sent.
 
-    stop signal to the main process only (never the group)
-    wait for exit, up to the grace period
+    preStop hook, with the grace clock T already running
+    remaining = max(T - whole seconds preStop took, 2)
+    stop signal to the main process only (PID 1; never the group)
+    wait for exit, up to `remaining`
     SIGKILL to everything left (the container's whole process tree)
 
-Each step is journaled (`signal.sent`, `signal.sigkill`, `server.exited`), so the verdicts can
-put the server's own events against the grace clock.
+Each step is journaled (`prestop.start`/`end`, `signal.sent`, `signal.sigkill`,
+`server.exited`), so the verdicts can put the server's own events against the grace clock.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import math
 import os
 import signal
 import subprocess
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from chaos.journal import JournalWriter, Kind
@@ -31,6 +36,7 @@ SIGNALS = {
     "KILL": signal.SIGKILL,
 }
 KILLED_EXIT_CODE = 128 + signal.SIGKILL
+MINIMUM_GRACE_SECONDS = 2.0  # kubelet's minimumGracePeriodInSeconds
 
 
 def parse_signal(name: str) -> signal.Signals:
@@ -59,11 +65,45 @@ class Termination:
         return 128 - self.returncode if self.returncode < 0 else self.returncode
 
 
-def send_signal(process: subprocess.Popen[bytes], sig: signal.Signals, journal: JournalWriter) -> None:
+def send_signal(pid: int, sig: signal.Signals, journal: JournalWriter) -> None:
     """Deliver `sig` to the main process only, as a container runtime does to PID 1."""
-    journal.write(Kind.SIGNAL_SENT, signal=sig.name, target=process.pid)
+    journal.write(Kind.SIGNAL_SENT, signal=sig.name, target=pid)
     with contextlib.suppress(ProcessLookupError):
-        os.kill(process.pid, sig)
+        os.kill(pid, sig)
+
+
+PreStop = Callable[[float], Awaitable[str]]
+"""Runs a preStop hook with a time limit; returns a one-line account of what it did."""
+
+
+async def run_prestop(prestop: PreStop, grace: float, journal: JournalWriter) -> float:
+    """
+    Run the hook with the grace clock running; return the seconds it counts against the grace.
+
+    Like the kubelet, a hook still running when the grace runs out is abandoned, not killed,
+    and a failed hook is recorded and termination goes on (`FailedPreStopHook`).
+    """
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    journal.write(Kind.PRESTOP_START, limit=grace)
+    try:
+        detail = await asyncio.wait_for(prestop(grace), timeout=grace)
+        ok = True
+    except TimeoutError:
+        detail, ok = f"still running after the {grace:g}s grace: abandoned", False
+    except Exception as exc:
+        detail, ok = f"FailedPreStopHook: {exc}", False
+    elapsed = loop.time() - started
+    journal.write(Kind.PRESTOP_END, ok=ok, detail=detail, elapsed=round(elapsed, 3))
+    return elapsed
+
+
+def remaining_grace(grace: float, prestop_elapsed: float, floor: float = MINIMUM_GRACE_SECONDS) -> float:
+    """
+    The stop window the kubelet leaves after preStop: T minus the whole seconds preStop took,
+    never less than the 2 s floor (the documented "one-off 2 s extension").
+    """
+    return max(grace - math.trunc(min(prestop_elapsed, grace)), floor)
 
 
 async def terminate(
@@ -72,15 +112,30 @@ async def terminate(
     stop_signal: signal.Signals,
     grace: float,
     journal: JournalWriter,
+    main_pid: int | None = None,
+    prestop: PreStop | None = None,
+    floor: float = MINIMUM_GRACE_SECONDS,
 ) -> Termination:
-    """Stop signal, grace clock, SIGKILL at the deadline; returns once the process is reaped."""
-    send_signal(process, stop_signal, journal)
-    returncode = await wait_exit(process, grace)
+    """
+    preStop (if any), stop signal to the main process, grace clock, SIGKILL at the deadline;
+    returns once the process is reaped. `process` is what we reap (the namespace's launcher);
+    `main_pid` is the container's PID 1 as seen from here, where signals go.
+    """
+    target = main_pid or process.pid
+    remaining = grace
+    if prestop is not None and grace > 0:
+        elapsed = await run_prestop(prestop, grace, journal)
+        remaining = remaining_grace(grace, elapsed, floor)
+    if process.poll() is None:
+        send_signal(target, stop_signal, journal)
+    returncode = await wait_exit(process, remaining)
     killed = returncode is None
     if returncode is None:
-        journal.write(Kind.SIGKILL_SENT, target=process.pid, after=grace)
+        journal.write(Kind.SIGKILL_SENT, target=target, after=remaining)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(target, signal.SIGKILL)
         reap(process)
-        returncode = process.returncode if process.returncode is not None else -signal.SIGKILL
+        returncode = -signal.SIGKILL
     termination = Termination(returncode=returncode, killed=killed)
     journal.write(
         Kind.SERVER_EXITED,

@@ -43,7 +43,15 @@ def _line_for(timeline: Timeline, event: Event) -> str | None:
         how = "killed" if fields.get("killed") else "exited"
         return f"harness  server {how}, exit code {fields.get('exit_code')}"
     if kind in (Kind.PRESTOP_START, Kind.PRESTOP_END):
-        return f"harness  {kind} {fields.get('detail', '')}".rstrip()
+        return f"kubelet  {kind} {fields.get('detail', '')}".rstrip()
+    if kind == Kind.POD_DELETED:
+        return f"kubelet  pod deleted; grace {fields.get('grace')}s starts"
+    if kind == Kind.ROUTER_TERMINATING:
+        return f"router   endpoint terminating; still routed for {fields.get('propagation')}s"
+    if kind == Kind.ROUTER_REMOVED:
+        return "router   endpoint removed: no new connections to the pod"
+    if kind == Kind.CLIENT_REQUEST and fields.get("role") == "steady" and fields.get("outcome") == "ok":
+        return None
     if kind == Kind.CLIENT_REQUEST:
         status = f" HTTP {fields['status']}" if "status" in fields else ""
         request = f"{fields.get('id')} {fields.get('method')} {fields.get('path')}"
@@ -95,7 +103,8 @@ def print_console(console: Console, timeline: Timeline, verdicts: Sequence[Verdi
             f"flight, {scenario.signal} with a {scenario.grace:g}s grace"
         )
     console.print()
-    console.print("[bold]Timeline[/] (seconds from the stop signal)")
+    zero = "the pod's deletion" if timeline.deleted is not None else "the stop signal"
+    console.print(f"[bold]Timeline[/] (seconds from {zero})")
     for line in timeline_lines(timeline):
         console.print("  " + escape(line), highlight=False)
     console.print()

@@ -217,8 +217,19 @@ async def wait_ready(
                 f"journal); raise --ready-timeout or check the log {log}"
             )
         await asyncio.sleep(0.02)
+    await wait_port(process, port=port, timeout=max(0.0, deadline - loop.time()), log=log)
+
+
+async def wait_port(process: subprocess.Popen[bytes], *, port: int, timeout: float, log: Path) -> None:
+    """Wait until the port accepts a TCP connection (evidence the server listens)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
     while not await _accepts(port):
-        if process.poll() is not None or loop.time() > deadline:
+        if process.poll() is not None:
+            raise SetupError(
+                f"the server exited with code {process.returncode} before it listened: {last_log_line(log)}"
+            )
+        if loop.time() > deadline:
             raise SetupError(f"the server never accepted connections on {HOST}:{port}; see {log}")
         await asyncio.sleep(0.02)
 

@@ -114,15 +114,23 @@ class Timeline:
     pool_events: list[Event] = field(default_factory=list)
     stalls: list[Event] = field(default_factory=list)
     errors: list[Event] = field(default_factory=list)
+    deleted: int | None = None
+    routed_until: int | None = None
+    upstream_failures: list[Event] = field(default_factory=list)
+    findings: list[Event] = field(default_factory=list)
+    replay: dict[str, Any] = field(default_factory=dict)
 
     @property
     def origin(self) -> int:
+        """Time zero of the report: the pod's deletion in a replay, else the stop signal."""
+        if self.deleted is not None:
+            return self.deleted
         if self.signal is not None:
             return self.signal
         return self.events[0].t if self.events else 0
 
     def at(self, t: int | None) -> str:
-        """A journal time as seconds relative to the stop signal, e.g. `+1.203s`."""
+        """A journal time as seconds relative to `origin`, e.g. `+1.203s`."""
         if t is None:
             return "never"
         return f"{(t - self.origin) / 1e9:+.3f}s"
@@ -162,6 +170,21 @@ def _fold(timeline: Timeline, event: Event) -> None:
         scenario = event.get("scenario")
         if isinstance(scenario, dict):
             timeline.scenario = Scenario.from_dict(scenario)
+        replay = event.get("replay")
+        if isinstance(replay, dict):
+            timeline.replay = replay
+        return
+    if kind == Kind.POD_DELETED:
+        timeline.deleted = t
+        return
+    if kind == Kind.ROUTER_REMOVED:
+        timeline.routed_until = t
+        return
+    if kind == Kind.ROUTER_UPSTREAM_FAILED:
+        timeline.upstream_failures.append(event)
+        return
+    if kind == Kind.STATIC_FINDING:
+        timeline.findings.append(event)
         return
     if kind == Kind.SIGNAL_SENT:
         if timeline.signal is None:

@@ -275,8 +275,38 @@ def loop_not_blocked(timeline: Timeline) -> Verdict:
 
 
 def no_refused_while_routed(timeline: Timeline) -> Verdict:
+    """
+    No client error while the router still sent new connections to the pod: from the pod's
+    deletion until the last router stopped routing to it. Errors after that are the next
+    replica's business (there is none in a one-pod replay) and are not judged here.
+    """
     name = VerdictName.NO_REFUSED_WHILE_ROUTED
-    return _not_applicable(name, "no router in this run (drainspec k8s replays one)")
+    if timeline.deleted is None:
+        return _not_applicable(name, "no router in this run (drainspec k8s replays one)")
+    until = timeline.routed_until
+    routed = [
+        view.client
+        for view in timeline.requests.values()
+        if view.client is not None
+        and (until is None or int(view.client.get("sent", 0)) < until)
+        and int(view.client.get("sent", 0)) >= timeline.deleted
+    ]
+    if not routed:
+        return _not_applicable(name, "no request was sent while the terminating pod was still routed")
+    failures = [event for event in routed if event.get("outcome") != "ok"]
+    window = f"from the deletion to {timeline.at(until)}"
+    if failures:
+        evidence = [
+            f"{e.get('id')} {e.get('method')} {e.get('path')} sent {timeline.at(int(e.get('sent', 0)))}: "
+            f"{e.get('outcome')}" + (f" (HTTP {e.get('status')})" if e.get("status") else "")
+            for e in failures[:20]
+        ]
+        if len(failures) > 20:
+            evidence.append(f"... and {len(failures) - 20} more")
+        return _fail(
+            name, f"{len(failures)} of {len(routed)} requests failed while still routed ({window})", evidence
+        )
+    return _pass(name, f"all {len(routed)} requests sent while the pod was still routed succeeded ({window})")
 
 
 def within_grace(timeline: Timeline) -> Verdict:
