@@ -61,9 +61,7 @@ async def mark_delivered(db: Database, outbox_id: int) -> None:
 def deliver_sync(db: Database, outbox_id: int) -> None:
     """The same delivery from sync code, which Starlette runs in a worker thread."""
     with db.sync_connection() as conn:
-        conn.execute(
-            update(outbox).where(outbox.c.id == outbox_id).values(delivered_at=text("CURRENT_TIMESTAMP"))
-        )
+        conn.execute(update(outbox).where(outbox.c.id == outbox_id).values(delivered_at=text("CURRENT_TIMESTAMP")))
 
 
 def create_app(*, lifespan: Lifespan = lifespan, deliver: Deliver = deliver) -> FastAPI:

@@ -59,50 +59,27 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="subcommand", required=True, parser_class=_Parser)
 
     run = commands.add_parser("run", help="start a server, put work in flight, stop it, judge it")
-    run.add_argument("--app", required=True, help="the ASGI app, as PKG.MODULE:ATTR (importable from here)")
-    run.add_argument("--server", default="uvicorn", help="uvicorn, gunicorn, hypercorn or granian")
-    run.add_argument(
-        "--command",
-        help="any other server command; {port} and {app} are filled in, e.g. "
-        "'mysrv --bind 127.0.0.1:{port} {app}'",
-    )
-    run.add_argument(
-        "--server-arg",
-        action="append",
-        default=[],
-        metavar="ARG",
-        help="extra server argument (repeat; or put them after --)",
-    )
-    run.add_argument("--workers", type=_positive(int), default=1)
-    run.add_argument("--port", type=_positive(int), help="port on 127.0.0.1 (default: a free one)")
-    run.add_argument("--requests", type=_positive(int), default=3, help="slow requests in flight")
-    run.add_argument("--request-seconds", type=_positive(float), default=1.0)
-    run.add_argument("--request-path", default=HOLD_PATH, help="'METHOD /path', {seconds} and {id} filled in")
-    run.add_argument(
-        "--background",
-        type=_positive(int),
-        default=1,
-        help="requests that leave a background task running",
-    )
-    run.add_argument("--background-seconds", type=_positive(float), default=1.0)
-    run.add_argument("--background-path", default=BACKGROUND_PATH)
-    run.add_argument("--background-policy", choices=["complete", "allow-cancel"], default="complete")
-    run.add_argument("--signal", default="TERM", help="stop signal: TERM, INT, QUIT, ...")
-    run.add_argument("--grace", type=_positive(float), default=30.0, help="seconds before SIGKILL")
-    run.add_argument("--ready-timeout", type=_positive(float), default=20.0)
-    run.add_argument("--stall-ms", type=_positive(float), default=250.0, help="event-loop stall threshold")
-    run.add_argument("--integrity", metavar="MODULE:FUNCTION", help="data-integrity check to run afterwards")
-    run.add_argument("--env", action="append", default=[], metavar="KEY=VALUE", help="server environment")
-    run.add_argument("--out", default="drainspec-out", help="directory for the journal and reports")
-    run.add_argument("--junit", type=Path, help="also write JUnit XML here")
+    _add_scenario_arguments(run)
     run.add_argument("--quiet", action="store_true", help="print only the result line")
+
+    chaos = commands.add_parser("chaos", help="repeat a scenario with seeded signal offsets and faults")
+    _add_scenario_arguments(chaos)
+    chaos.add_argument("--runs", type=_positive(int), default=10)
+    chaos.add_argument("--seed", type=int, default=0, help="the experiment's seed; each run derives its own")
+    chaos.add_argument("--offset", type=_positive(float), default=0.5, help="signal 0..OFFSET s after in-flight")
+    chaos.add_argument(
+        "--choose-fault", action="append", default=[], metavar="FAULT", help="one drawn per run (repeat)"
+    )
+    chaos.add_argument("--replay-seed", type=int, help="rerun exactly the run with this seed")
+
+    experiment = commands.add_parser("experiment", help="run experiment files and check their expectations")
+    experiment.add_argument("files", type=Path, nargs="+")
+    experiment.add_argument("--out", default="drainspec-out")
 
     k8s = commands.add_parser("k8s", help="replay a Deployment's termination locally and judge it")
     k8s.add_argument("manifest", type=Path, help="Deployment or Pod YAML (multi-document is fine)")
     k8s.add_argument("--container", help="which container, when the pod has several")
-    k8s.add_argument(
-        "--propagation", default="1", help="seconds routers keep sending new connections: 1.5 or 0.5..3"
-    )
+    k8s.add_argument("--propagation", default="1", help="seconds routers keep sending new connections: 1.5 or 0.5..3")
     k8s.add_argument("--seed", type=int, help="picks the propagation inside a range, reproducibly")
     k8s.add_argument("--requests", type=_positive(int), default=2)
     k8s.add_argument("--request-seconds", type=_positive(float), default=1.0)
@@ -122,6 +99,55 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--json", type=Path, help="write report.json here")
     report.add_argument("--junit", type=Path, help="write JUnit XML here")
     return parser
+
+
+def _add_scenario_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--app", required=True, help="the ASGI app, as PKG.MODULE:ATTR (importable from here)")
+    parser.add_argument("--server", default="uvicorn", help="uvicorn, gunicorn, hypercorn or granian")
+    parser.add_argument(
+        "--command",
+        help="any other server command; {port} and {app} are filled in, e.g. 'mysrv --bind 127.0.0.1:{port} {app}'",
+    )
+    parser.add_argument(
+        "--server-arg",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="extra server argument (repeat; or put them after --)",
+    )
+    parser.add_argument("--workers", type=_positive(int), default=1)
+    parser.add_argument("--port", type=_positive(int), help="port on 127.0.0.1 (default: a free one)")
+    parser.add_argument("--requests", type=_positive(int), default=3, help="slow requests in flight")
+    parser.add_argument("--request-seconds", type=_positive(float), default=1.0)
+    parser.add_argument("--request-path", default=HOLD_PATH, help="'METHOD /path', {seconds} and {id} filled in")
+    parser.add_argument(
+        "--background",
+        type=_positive(int),
+        default=1,
+        help="requests that leave a background task running",
+    )
+    parser.add_argument("--background-seconds", type=_positive(float), default=1.0)
+    parser.add_argument("--background-path", default=BACKGROUND_PATH)
+    parser.add_argument("--background-policy", choices=["complete", "allow-cancel"], default="complete")
+    parser.add_argument("--signal", default="TERM", help="stop signal: TERM, INT, QUIT, ...")
+    parser.add_argument("--grace", type=_positive(float), default=30.0, help="seconds before SIGKILL")
+    parser.add_argument("--ready-timeout", type=_positive(float), default=20.0)
+    parser.add_argument("--stall-ms", type=_positive(float), default=250.0, help="event-loop stall threshold")
+    parser.add_argument("--integrity", metavar="MODULE:FUNCTION", help="data-integrity check to run afterwards")
+    parser.add_argument("--env", action="append", default=[], metavar="KEY=VALUE", help="server environment")
+    parser.add_argument(
+        "--fault",
+        action="append",
+        default=[],
+        metavar="FAULT",
+        help="inject a fault (repeat): second-signal:INT@0.3, sigkill@0.5, stall:0.5@0.2, crash-worker@0.2, "
+        "teardown-delay:1.5, keepalive@0.3, stream[:SECONDS], websocket",
+    )
+    parser.add_argument(
+        "--signal-delay", type=_positive(float), default=0.0, help="seconds between in-flight and signal"
+    )
+    parser.add_argument("--out", default="drainspec-out", help="directory for the journal and reports")
+    parser.add_argument("--junit", type=Path, help="also write JUnit XML here")
 
 
 def _scenario(args: argparse.Namespace, server_args: Sequence[str]) -> Scenario:
@@ -151,6 +177,8 @@ def _scenario(args: argparse.Namespace, server_args: Sequence[str]) -> Scenario:
         background_policy=args.background_policy,
         integrity=args.integrity,
         env=env,
+        faults=tuple(args.fault),
+        signal_delay=args.signal_delay,
     )
 
 
@@ -160,9 +188,7 @@ def _run(args: argparse.Namespace, server_args: Sequence[str], console: Console)
     scenario = _scenario(args, server_args)
     out = Path(args.out)
     if not args.quiet:
-        console.print(
-            f"[dim]starting {scenario.command or scenario.server} on {scenario.app}; files in {out}/[/]"
-        )
+        console.print(f"[dim]starting {scenario.command or scenario.server} on {scenario.app}; files in {out}/[/]")
     events = execute(scenario, out)
     timeline = build(events)
     verdicts = judge(timeline)
@@ -177,6 +203,69 @@ def _run(args: argparse.Namespace, server_args: Sequence[str], console: Console)
     return exit_code(verdicts)
 
 
+def _print_chaos(console: Console, experiment: Any, outcomes: Sequence[Any]) -> int:
+    from chaos.experiment import tally, wilson_interval
+
+    console.print()
+    console.print(f"[bold]{len(outcomes)} run(s)[/], experiment seed {experiment.seed}")
+    any_failed = False
+    for row in tally(outcomes):
+        if not row.failures:
+            console.print(f"  [green]0/{row.runs}[/] {row.name}")
+            continue
+        any_failed = True
+        low, high = wilson_interval(row.failures, row.runs)
+        seeds = ", ".join(str(seed) for seed in row.failing_seeds[:10])
+        console.print(
+            f"  [bold red]{row.failures}/{row.runs}[/] {row.name}: p = {row.probability:.2f} "
+            f"(95% CI {low:.2f}-{high:.2f}); replay with --replay-seed {seeds}"
+        )
+    return 1 if any_failed else 0
+
+
+def _chaos(args: argparse.Namespace, server_args: Sequence[str], console: Console) -> int:
+    from chaos.experiment import Experiment, run_experiment
+
+    scenario = _scenario(args, server_args)
+    experiment = Experiment(
+        scenario=scenario,
+        faults=tuple(args.choose_fault),
+        offset=args.offset,
+        runs=args.runs,
+        seed=args.seed,
+    )
+
+    def progress(outcome: Any) -> None:
+        failed = ", ".join(sorted(outcome.failed)) or "all passed"
+        console.print(
+            f"  run {outcome.index:>3} seed {outcome.seed:>10} offset {outcome.offset:.3f}s "
+            f"fault {outcome.fault or '-'}: {failed}"
+        )
+
+    outcomes = run_experiment(experiment, Path(args.out), replay_seed=args.replay_seed, progress=progress)
+    return _print_chaos(console, experiment, outcomes)
+
+
+def _experiments(args: argparse.Namespace, console: Console) -> int:
+    from chaos.experiment import load_experiment, run_experiment, unmet_expectations
+
+    loaded = [load_experiment(path) for path in args.files]
+    code = 0
+    for path, experiment in zip(args.files, loaded, strict=True):
+        console.print(f"[bold]{escape(experiment.name)}[/] ({path}): {experiment.runs} run(s)")
+        out = Path(args.out) / path.stem
+        outcomes = run_experiment(experiment, out)
+        problems = unmet_expectations(experiment, outcomes)
+        _print_chaos(console, experiment, outcomes)
+        for problem in problems:
+            console.print(f"  [bold red]unmet:[/] {escape(problem)}")
+        if problems:
+            code = 1
+        else:
+            console.print("  [green]every expectation met[/]")
+    return code
+
+
 def _print_findings(console: Console, findings: Sequence[Any]) -> None:
     console.print("[bold]Manifest[/]")
     if not findings:
@@ -184,8 +273,7 @@ def _print_findings(console: Console, findings: Sequence[Any]) -> None:
     for finding in findings:
         style = "bold red" if finding.severity == "error" else "yellow"
         console.print(
-            f"  [{style}]{finding.severity.upper():<7}[/] {finding.code} (#{finding.number}): "
-            f"{escape(finding.message)}"
+            f"  [{style}]{finding.severity.upper():<7}[/] {finding.code} (#{finding.number}): {escape(finding.message)}"
         )
         console.print(f"          [dim]fix:[/] {escape(finding.recommendation)}")
     console.print()
@@ -282,6 +370,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run(args, server_args, console)
         if args.subcommand == "k8s":
             return _k8s(args, console)
+        if args.subcommand == "chaos":
+            return _chaos(args, server_args, console)
+        if args.subcommand == "experiment":
+            return _experiments(args, console)
         return _report(args, console)
     except (UsageError, SetupError) as exc:
         print(f"drainspec: error: {exc}", file=sys.stderr)

@@ -49,6 +49,8 @@ class Kind(StrEnum):
     TASK_FINISHED = "task.finished"
     TASK_CANCELLED = "task.cancelled"
     TASK_FAILED = "task.failed"
+    WEBSOCKET_OPEN = "websocket.open"
+    WEBSOCKET_CLOSED = "websocket.closed"
     LOOP_LAG = "loop.lag"
     LOOP_STALL = "loop.stall"
     # The application, through `chaos.record`.
@@ -72,8 +74,10 @@ class Kind(StrEnum):
     ROUTER_TERMINATING = "router.terminating"
     ROUTER_REMOVED = "router.removed"
     ROUTER_UPSTREAM_FAILED = "router.upstream_failed"
-    # The traffic driver, one per request.
+    FAULT_INJECTED = "fault.injected"
+    # The traffic driver, one per request (and one per WebSocket).
     CLIENT_REQUEST = "client.request"
+    CLIENT_WEBSOCKET = "client.websocket"
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from chaos.journal import JournalWriter, Kind
+from chaos.pod import handles_signal
 from chaos.target import reap, wait_exit
 
 SIGNALS = {
@@ -66,10 +67,22 @@ class Termination:
 
 
 def send_signal(pid: int, sig: signal.Signals, journal: JournalWriter) -> None:
-    """Deliver `sig` to the main process only, as a container runtime does to PID 1."""
-    journal.write(Kind.SIGNAL_SENT, signal=sig.name, target=pid)
+    """
+    Deliver `sig` to the main process only, as a container runtime does to PID 1. The journal
+    says whether the process had a handler for it at that moment: a PID 1 without one never
+    sees the signal at all.
+    """
+    journal.write(Kind.SIGNAL_SENT, signal=sig.name, target=pid, handled=handles_signal(pid, sig), comm=_comm(pid))
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, sig)
+
+
+def _comm(pid: int) -> str | None:
+    try:
+        with open(f"/proc/{pid}/comm") as file:
+            return file.read().strip()
+    except OSError:
+        return None
 
 
 PreStop = Callable[[float], Awaitable[str]]

@@ -87,8 +87,7 @@ class Drainspec:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
-        f"{MARKER}(**options): default Scenario options for the drainspec fixture "
-        "(app, server, requests, grace, ...)",
+        f"{MARKER}(**options): default Scenario options for the drainspec fixture (app, server, requests, grace, ...)",
     )
 
 

@@ -52,9 +52,7 @@ def namespace_prefix() -> tuple[str, ...] | None:
     return None
 
 
-async def start_pod(
-    argv: Sequence[str], *, env: Mapping[str, str], cwd: str, log: Path, namespace: bool = True
-) -> Pod:
+async def start_pod(argv: Sequence[str], *, env: Mapping[str, str], cwd: str, log: Path, namespace: bool = True) -> Pod:
     prefix = namespace_prefix() if namespace else None
     process = spawn([*(prefix or ()), *argv], env=env, cwd=cwd, log=log)
     if prefix is None:

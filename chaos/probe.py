@@ -36,6 +36,7 @@ from chaos.journal import JournalWriter, Kind
 
 JOURNAL_ENV = "DRAINSPEC_JOURNAL"
 STALL_ENV = "DRAINSPEC_STALL_MS"
+TEARDOWN_DELAY_ENV = "DRAINSPEC_TEARDOWN_DELAY"
 REQUEST_ID_HEADER = b"x-drainspec-id"
 DEFAULT_STALL_MS = 250.0
 HEARTBEAT_SECONDS = 0.02
@@ -44,9 +45,7 @@ HEARTBEAT_SECONDS = 0.02
 # tasks it spawns are not work an app forgot to await.
 _LIBRARY_DIRS = tuple({os.path.dirname(os.__file__), *(p for p in sys.path if p.endswith("-packages"))})
 
-current_request: contextvars.ContextVar[str | None] = contextvars.ContextVar(
-    "drainspec_request", default=None
-)
+current_request: contextvars.ContextVar[str | None] = contextvars.ContextVar("drainspec_request", default=None)
 
 _writer: JournalWriter | None = None
 _writer_lock = threading.Lock()
@@ -198,10 +197,7 @@ def install_task_factory(loop: asyncio.AbstractEventLoop) -> None:
         return
 
     def factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Future[Any]:
-        if previous is not None:
-            task = previous(loop, coro, **kwargs)
-        else:
-            task = asyncio.Task(coro, loop=loop, **kwargs)
+        task = previous(loop, coro, **kwargs) if previous is not None else asyncio.Task(coro, loop=loop, **kwargs)
         if current_request.get() is not None and _spawned_by_app(coro):
             task_id = _new_id("a")
             record(Kind.TASK_QUEUED, task=task_id, name=_name_of(coro), spawned=True)
@@ -324,6 +320,8 @@ class Probe:
                 await _builtin(scope, receive, send)
             else:
                 await self._http(scope, receive, send)
+        elif scope["type"] == "websocket" and scope["path"].startswith(BUILTIN_PREFIX):
+            await _builtin_websocket(scope, receive, send)
         else:
             await self.app(scope, receive, send)
 
@@ -344,6 +342,9 @@ class Probe:
             kind = message["type"]
             answered = True
             if kind == "lifespan.shutdown.complete":
+                delay = float(os.environ.get(TEARDOWN_DELAY_ENV) or 0)
+                if delay:
+                    await asyncio.sleep(delay)  # an injected fault: a slow teardown
                 self.watchdog.stop()
             if kind in _LIFESPAN_SENT:
                 fields = {"message": message["message"]} if message.get("message") else {}
@@ -411,7 +412,8 @@ async def _builtin(scope: Scope, receive: Receive, send: Send) -> None:
 
     `/__drainspec/hold?seconds=S` holds a request in flight for S seconds;
     `/__drainspec/background?seconds=S` answers at once, then runs an S-second background task
-    inside the same ASGI call, exactly as Starlette does.
+    inside the same ASGI call, exactly as Starlette does; `/__drainspec/stream?seconds=S` streams
+    a chunk every 0.1 s for S seconds (`inf` for ever).
     """
     token = current_request.set(_request_id(scope))
     try:
@@ -419,7 +421,7 @@ async def _builtin(scope: Scope, receive: Receive, send: Send) -> None:
         query = urllib.parse.parse_qs(scope.get("query_string", b"").decode())
         seconds = float(query.get("seconds", ["1"])[0])
         action = scope["path"][len(BUILTIN_PREFIX) :]
-        if action not in ("hold", "background"):
+        if action not in ("hold", "background", "stream"):
             await _respond(send, 404, b"unknown drainspec endpoint\n")
             record(Kind.REQUEST_END, outcome="returned")
             return
@@ -427,6 +429,8 @@ async def _builtin(scope: Scope, receive: Receive, send: Send) -> None:
             if action == "hold":
                 await asyncio.sleep(seconds)
                 await _respond(send, 200, b"held\n")
+            elif action == "stream":
+                await _stream(send, seconds)
             else:
                 await _respond(send, 200, b"queued\n")
                 await _builtin_background_task(seconds)
@@ -448,6 +452,46 @@ async def _builtin_background_task(seconds: float) -> None:
         record(Kind.TASK_CANCELLED, task=task_id)
         raise
     record(Kind.TASK_FINISHED, task=task_id)
+
+
+STREAM_CHUNK_SECONDS = 0.1
+
+
+async def _stream(send: Send, seconds: float) -> None:
+    """A chunk every 0.1 s for `seconds` (`inf`: for ever, like an SSE feed)."""
+    record(Kind.RESPONSE_START, status=200)
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+    sent = 0.0
+    while sent < seconds:
+        await send({"type": "http.response.body", "body": b"chunk\n", "more_body": True})
+        await asyncio.sleep(STREAM_CHUNK_SECONDS)
+        sent += STREAM_CHUNK_SECONDS
+    await send({"type": "http.response.body", "body": b"end\n"})
+    record(Kind.RESPONSE_END)
+
+
+async def _builtin_websocket(scope: Scope, receive: Receive, send: Send) -> None:
+    """`/__drainspec/ws`: an echo socket; journals how and when the server closes it."""
+    token = current_request.set(_request_id(scope))
+    try:
+        message = await receive()
+        if message["type"] != "websocket.connect":
+            return
+        await send({"type": "websocket.accept"})
+        record(Kind.WEBSOCKET_OPEN, path=scope["path"])
+        while True:
+            try:
+                message = await receive()
+            except asyncio.CancelledError:
+                record(Kind.WEBSOCKET_CLOSED, code=None, outcome="cancelled")
+                raise
+            if message["type"] == "websocket.disconnect":
+                record(Kind.WEBSOCKET_CLOSED, code=message.get("code"), outcome="disconnect")
+                return
+            if message.get("text") is not None:
+                await send({"type": "websocket.send", "text": message["text"]})
+    finally:
+        current_request.reset(token)
 
 
 async def _respond(send: Send, status: int, body: bytes) -> None:

@@ -93,9 +93,7 @@ def replay(pod: PodSpec, container: ContainerSpec, options: ReplayOptions, run_d
     return asyncio.run(_replay(pod, container, options, prepare_run_dir(run_dir)))
 
 
-async def _replay(
-    pod: PodSpec, container: ContainerSpec, options: ReplayOptions, run_dir: Path
-) -> list[Event]:
+async def _replay(pod: PodSpec, container: ContainerSpec, options: ReplayOptions, run_dir: Path) -> list[Event]:
     port = target.free_port()
     argv, app = localize(container.argv, port=port)
     try:
@@ -145,9 +143,7 @@ async def _replay(
         journal.write(Kind.POD_STARTED, target=started.pid1, namespaced=started.namespaced, argv=argv)
         tail = JournalTail(journal_path)
         if app:
-            await target.wait_ready(
-                started.process, tail, port=port, workers=1, timeout=options.ready_timeout, log=log
-            )
+            await target.wait_ready(started.process, tail, port=port, workers=1, timeout=options.ready_timeout, log=log)
         else:
             await target.wait_port(started.process, port=port, timeout=options.ready_timeout, log=log)
         journal.write(
@@ -211,9 +207,7 @@ async def _steady_load(
     tasks: list[asyncio.Task[traffic.Outcome]] = []
     try:
         for n in range(1, 2001):
-            tasks.append(
-                asyncio.create_task(traffic.perform(client, url, spec, f"s{n}", journal, role="steady"))
-            )
+            tasks.append(asyncio.create_task(traffic.perform(client, url, spec, f"s{n}", journal, role="steady")))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), STEADY_INTERVAL_SECONDS)
             if stop.is_set():
@@ -278,8 +272,7 @@ async def _exec_in_pod(command: Sequence[str], pod: Pod, helpers: list[asyncio.s
     if process.returncode != 0:
         reason = stderr.decode(errors="replace").strip().splitlines()
         raise RuntimeError(
-            f"`{shlex.join(command)}` exited with code {process.returncode}"
-            + (f": {reason[-1]}" if reason else "")
+            f"`{shlex.join(command)}` exited with code {process.returncode}" + (f": {reason[-1]}" if reason else "")
         )
     return f"`{shlex.join(command)}` exited 0"
 

@@ -148,9 +148,7 @@ def write_json(path: Path, timeline: Timeline, verdicts: Sequence[Verdict]) -> N
     path.write_text(json.dumps(to_dict(timeline, verdicts), indent=2) + "\n")
 
 
-def write_junit(
-    path: Path, timeline: Timeline, verdicts: Sequence[Verdict], suite: str = "drainspec"
-) -> None:
+def write_junit(path: Path, timeline: Timeline, verdicts: Sequence[Verdict], suite: str = "drainspec") -> None:
     """One testcase per verdict: failures carry the evidence, not-applicable ones are skipped."""
     root = ET.Element(
         "testsuite",

@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from chaos import kubelet, target, traffic
+from chaos import faults, kubelet, target, traffic
 from chaos.journal import Event, JournalTail, JournalWriter, Kind, read_journal
 from chaos.probe import JOURNAL_ENV, STALL_ENV
 from chaos.scenario import Scenario
@@ -86,6 +86,7 @@ def execute(scenario: Scenario, run_dir: str | os.PathLike[str]) -> list[Event]:
 
 async def execute_async(scenario: Scenario, run_dir: Path) -> list[Event]:
     stop_signal = _signal(scenario.signal)
+    injected = [faults.parse_fault(text) for text in scenario.faults]
     check = load_integrity_check(scenario.integrity) if scenario.integrity else None
     if scenario.port is not None:
         target.check_port_free(scenario.port)
@@ -101,6 +102,7 @@ async def execute_async(scenario: Scenario, run_dir: Path) -> list[Event]:
     log = run_dir / SERVER_LOG
     journal = JournalWriter(journal_path)
     env = server_environment(scenario, run_dir, journal_path)
+    env.update(faults.server_environment(injected))
     journal.write(Kind.RUN_START, scenario=scenario.to_dict(), port=port)
     process = target.spawn(argv, env=env, cwd=os.getcwd(), log=log)
     try:
@@ -116,18 +118,22 @@ async def execute_async(scenario: Scenario, run_dir: Path) -> list[Event]:
         )
         journal.write(Kind.SERVER_READY, target=process.pid, port=port)
         client_timeout = scenario.grace + max(scenario.request_seconds, 1.0) + CLIENT_SLACK_SECONDS
+        base_url = f"http://{target.HOST}:{port}"
+        context = faults.FaultContext(process, journal, base_url, client_timeout)
         async with traffic.new_client(client_timeout) as client:
-            clients = _start_traffic(client, f"http://{target.HOST}:{port}", scenario, journal)
+            clients = _start_traffic(client, base_url, scenario, journal)
+            extras = await faults.open_at_shutdown(context, injected)
             try:
-                await _wait_in_flight(tail, clients, scenario, process)
-                await kubelet.terminate(
-                    process, stop_signal=stop_signal, grace=scenario.grace, journal=journal
-                )
-                await asyncio.wait(clients, timeout=client_timeout)
+                await _wait_in_flight(tail, clients, scenario, process, also=faults.evidence_before_signal(injected))
+                if scenario.signal_delay:
+                    await asyncio.sleep(scenario.signal_delay)  # a chosen offset, not a readiness wait
+                extras += faults.timed(context, injected)
+                await kubelet.terminate(process, stop_signal=stop_signal, grace=scenario.grace, journal=journal)
+                await asyncio.wait([*clients, *extras], timeout=client_timeout)
             finally:
-                for task in clients:
+                for task in (*clients, *extras):
                     task.cancel()
-                await asyncio.gather(*clients, return_exceptions=True)
+                await asyncio.gather(*clients, *extras, return_exceptions=True)
     finally:
         target.reap(process)
     if check is not None:
@@ -159,8 +165,7 @@ def _start_traffic(
         raise SetupError(str(exc)) from None
     plans = [(f"r{n}", slow, scenario.request_seconds, "slow") for n in range(1, scenario.requests + 1)]
     plans += [
-        (f"b{n}", background, scenario.background_seconds, "background")
-        for n in range(1, scenario.background + 1)
+        (f"b{n}", background, scenario.background_seconds, "background") for n in range(1, scenario.background + 1)
     ]
     tasks = {}
     for request_id, spec, seconds, role in plans:
@@ -175,13 +180,16 @@ async def _wait_in_flight(
     clients: Mapping[asyncio.Task[traffic.Outcome], str],
     scenario: Scenario,
     process: Any,
+    also: Mapping[str, str] | None = None,
 ) -> None:
     """
-    Wait for evidence, not time: every slow request has started inside the app, and every
-    background request has a task running. Only then is the stop signal meaningful.
+    Wait for evidence, not time: every slow request has started inside the app, every
+    background request has a task running, and each id in `also` has shown its event kind.
+    Only then is the stop signal meaningful.
     """
     slow = {f"r{n}" for n in range(1, scenario.requests + 1)}
     background = {f"b{n}" for n in range(1, scenario.background + 1)}
+    pending_also = dict(also or {})
     started: set[str] = set()
     with_task: set[str] = set()
     loop = asyncio.get_running_loop()
@@ -193,9 +201,12 @@ async def _wait_in_flight(
                 started.add(request)
             elif event.kind == Kind.TASK_STARTED and request in background:
                 with_task.add(request)
-        if started >= slow and with_task >= background:
+            who = request or event.get("id")
+            if who in pending_also and pending_also[who] == event.kind:
+                del pending_also[who]
+        if started >= slow and with_task >= background and not pending_also:
             return
-        missing = sorted((slow - started) | (background - with_task))
+        missing = sorted((slow - started) | (background - with_task) | set(pending_also))
         if process.poll() is not None:
             raise SetupError(f"the server exited (code {process.returncode}) before work was in flight")
         if all(task.done() for task in clients) or loop.time() > deadline:

@@ -25,8 +25,10 @@ class Scenario:
 
     - `requests` slow requests of `request_seconds` each, and `background` requests that each
       leave a background task of `background_seconds` running, are put in flight;
-    - once the journal shows all of them inside the app, `signal` goes to the server's main
-      process; after `grace` seconds whatever is left is SIGKILLed.
+    - once the journal shows all of them inside the app (and `signal_delay` seconds more),
+      `signal` goes to the server's main process; after `grace` seconds whatever is left is
+      SIGKILLed;
+    - `faults` (see `chaos.faults`) are injected around the signal.
     """
 
     app: str
@@ -48,10 +50,13 @@ class Scenario:
     background_policy: BackgroundPolicy = "complete"
     integrity: str | None = None
     env: Mapping[str, str] = field(default_factory=dict)
+    faults: tuple[str, ...] = ()
+    signal_delay: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["server_args"] = list(self.server_args)
+        data["faults"] = list(self.faults)
         data["env"] = dict(self.env)
         return data
 
@@ -59,8 +64,9 @@ class Scenario:
     def from_dict(cls, data: Mapping[str, Any]) -> Scenario:
         known = {f.name for f in dataclasses.fields(cls)}
         values = {key: value for key, value in data.items() if key in known}
-        if "server_args" in values:
-            values["server_args"] = tuple(values["server_args"])
+        for key in ("server_args", "faults"):
+            if key in values:
+                values[key] = tuple(values[key])
         return cls(**values)
 
     @property

@@ -114,6 +114,7 @@ class Timeline:
     pool_events: list[Event] = field(default_factory=list)
     stalls: list[Event] = field(default_factory=list)
     errors: list[Event] = field(default_factory=list)
+    signals: list[Event] = field(default_factory=list)
     deleted: int | None = None
     routed_until: int | None = None
     upstream_failures: list[Event] = field(default_factory=list)
@@ -137,6 +138,17 @@ class Timeline:
 
     def seconds(self, start: int, end: int) -> float:
         return (end - start) / 1e9
+
+    def stopped_windows(self) -> list[tuple[int, int]]:
+        """When the harness had the server frozen (SIGSTOP to SIGCONT): its loop could not run."""
+        windows, stopped_at = [], None
+        for event in self.signals:
+            if event.get("signal") == "SIGSTOP":
+                stopped_at = event.t
+            elif event.get("signal") == "SIGCONT" and stopped_at is not None:
+                windows.append((stopped_at, event.t))
+                stopped_at = None
+        return windows
 
     @property
     def died_by_signal(self) -> bool:
@@ -187,6 +199,7 @@ def _fold(timeline: Timeline, event: Event) -> None:
         timeline.findings.append(event)
         return
     if kind == Kind.SIGNAL_SENT:
+        timeline.signals.append(event)
         if timeline.signal is None:
             timeline.signal = t
             timeline.signal_name = event.get("signal")

@@ -85,9 +85,7 @@ def inflight_completed(timeline: Timeline) -> Verdict:
     name = VerdictName.INFLIGHT_COMPLETED
     if timeline.signal is None:
         return _not_applicable(name, "no stop signal was sent")
-    accepted = [
-        view for view in timeline.requests.values() if view.start is not None and view.start < timeline.signal
-    ]
+    accepted = [view for view in timeline.requests.values() if view.start is not None and view.start < timeline.signal]
     if not accepted:
         return _not_applicable(name, "no request was inside the app at the stop signal")
     problems = []
@@ -157,9 +155,7 @@ def no_use_after_close(timeline: Timeline) -> Verdict:
     """Nothing touched the pool after it closed, threads included."""
     name = VerdictName.NO_USE_AFTER_CLOSE
     if not timeline.pool_events:
-        return _not_applicable(
-            name, "the app journals no pool events (call chaos.record('pool.closed') and friends)"
-        )
+        return _not_applicable(name, "the app journals no pool events (call chaos.record('pool.closed') and friends)")
     misuse = [e for e in timeline.pool_events if e.kind == Kind.POOL_USE_AFTER_CLOSE]
     if not misuse:
         return _pass(name, "no use of the pool after it closed")
@@ -167,8 +163,7 @@ def no_use_after_close(timeline: Timeline) -> Verdict:
     for event in misuse:
         who = " ".join(f"{key} {event.get(key)}" for key in ("request", "thread") if event.get(key))
         evidence.append(
-            f"{timeline.at(event.t)} pid {event.pid}: {event.get('use', 'use')}"
-            + (f" by {who}" if who else "")
+            f"{timeline.at(event.t)} pid {event.pid}: {event.get('use', 'use')}" + (f" by {who}" if who else "")
         )
     return _fail(name, f"the pool was used {len(misuse)} time(s) after it closed", evidence)
 
@@ -258,20 +253,33 @@ def loop_not_blocked(timeline: Timeline) -> Verdict:
     limit = f" over {threshold:g} ms" if threshold else ""
     if not timeline.workers:
         return _not_applicable(name, "no server process loaded the probe")
-    if not timeline.stalls:
-        return _pass(name, f"no event-loop stall{limit}")
+    frozen = timeline.stopped_windows()
+    stalls = [event for event in timeline.stalls if not _during(event, frozen, threshold or 0.0)]
+    excused = len(timeline.stalls) - len(stalls)
+    note = f" ({excused} stall(s) while the harness had the process frozen with SIGSTOP)" if excused else ""
+    if not stalls:
+        return _pass(name, f"no event-loop stall{limit}{note}")
     evidence = []
-    for event in timeline.stalls:
+    for event in stalls:
         if event.kind == Kind.LOOP_STALL:
             evidence.append(
                 f"{timeline.at(event.t)} pid {event.pid}: loop stalled for "
                 f"{event.get('stalled_ms')} ms so far, blocked in {event.get('frame')}"
             )
         else:
-            evidence.append(
-                f"{timeline.at(event.t)} pid {event.pid}: a heartbeat came {event.get('lag_ms')} ms late"
-            )
+            evidence.append(f"{timeline.at(event.t)} pid {event.pid}: a heartbeat came {event.get('lag_ms')} ms late")
     return _fail(name, f"the event loop was blocked{limit}", evidence)
+
+
+def _during(event: Event, windows: Sequence[tuple[int, int]], threshold_ms: float) -> bool:
+    """
+    Whether a stall or late heartbeat is explained by a window when the process was frozen:
+    what is left of it outside the windows is under the threshold.
+    """
+    span = float(event.get("lag_ms") or event.get("stalled_ms") or 0) * 1e6
+    start, end = event.t - span, event.t
+    frozen = sum(max(0.0, min(end, stop) - max(start, begin)) for begin, stop in windows)
+    return frozen > 0 and (span - frozen) / 1e6 < threshold_ms
 
 
 def no_refused_while_routed(timeline: Timeline) -> Verdict:
@@ -303,9 +311,7 @@ def no_refused_while_routed(timeline: Timeline) -> Verdict:
         ]
         if len(failures) > 20:
             evidence.append(f"... and {len(failures) - 20} more")
-        return _fail(
-            name, f"{len(failures)} of {len(routed)} requests failed while still routed ({window})", evidence
-        )
+        return _fail(name, f"{len(failures)} of {len(routed)} requests failed while still routed ({window})", evidence)
     return _pass(name, f"all {len(routed)} requests sent while the pod was still routed succeeded ({window})")
 
 
@@ -327,22 +333,38 @@ def within_grace(timeline: Timeline) -> Verdict:
 
 
 def signal_reaches_app(timeline: Timeline) -> Verdict:
-    """The stop signal reached the app: shutdown began, or the process exited by itself."""
+    """
+    The stop signal reached the app. Evidence, strongest first: a worker began its teardown;
+    the signalled process had a handler for the signal; the signalled process was itself the
+    app (it loaded the probe) and exited. A process with no handler at PID 1 never sees the
+    signal; a wrapper shell outside a namespace dies of it and leaves the app untold.
+    """
     name = VerdictName.SIGNAL_REACHES_APP
-    if timeline.signal is None or timeline.exit is None:
+    if timeline.signal is None or timeline.exit is None or not timeline.signals:
         return _not_applicable(name, "no stop signal was sent")
-    reacted = [
-        w for w in timeline.workers.values() if w.teardown is not None and w.teardown > timeline.signal
-    ]
+    sent = timeline.signals[0]
+    who = f"pid {sent.get('target')} ({sent.get('comm') or '?'})"
+    reacted = [w for w in timeline.workers.values() if w.teardown is not None and w.teardown > timeline.signal]
     if reacted:
         first = min(w.teardown for w in reacted if w.teardown is not None)
         return _pass(name, f"shutdown began at {timeline.at(first)}")
+    handled = sent.get("handled")
+    if handled is False:
+        is_app = sent.get("target") in timeline.workers
+        if timeline.replay and not is_app:
+            detail = "it is PID 1 of the pod and has no handler, so the kernel drops the signal"
+        elif not is_app:
+            detail = "it has no handler, so it died of it and the app under it was never told"
+        else:
+            detail = "the app has no handler for it"
+        if not timeline.exit.get("killed") and is_app:
+            return _pass(name, f"{timeline.signal_name} killed the app outright: {detail}")
+        return _fail(name, f"{timeline.signal_name} to {who} never reached the app: {detail}")
     if not timeline.exit.get("killed"):
-        return _pass(name, f"the process exited by itself at {timeline.at(timeline.exit.t)}")
-    return _fail(
+        return _pass(name, f"{who} took {timeline.signal_name} and exited at {timeline.at(timeline.exit.t)}")
+    return _pass(
         name,
-        f"{timeline.signal_name} changed nothing: no shutdown began and the process ran until "
-        "SIGKILL (a shell wrapper at PID 1, or no handler for the signal)",
+        f"{timeline.signal_name} reached a handler in {who}, but no shutdown began before SIGKILL (see within-grace)",
     )
 
 

@@ -19,12 +19,8 @@ pytestmark = pytest.mark.e2e
 BASE = ["--requests", "1", "--request-seconds", "0.2", "--background", "0", "--grace", "2"]
 
 CASES = [
-    pytest.param(
-        ["--app", "nosuchmodule:app"], 'Could not import module "nosuchmodule"', id="unknown-module"
-    ),
-    pytest.param(
-        ["--app", "app.main:nosuchattr"], 'Attribute "nosuchattr" not found', id="unknown-attribute"
-    ),
+    pytest.param(["--app", "nosuchmodule:app"], 'Could not import module "nosuchmodule"', id="unknown-module"),
+    pytest.param(["--app", "app.main:nosuchattr"], 'Attribute "nosuchattr" not found', id="unknown-attribute"),
     pytest.param(["--app", "app.main"], "must be in format", id="no-colon"),
     pytest.param(["--app", "tests.apps.raises_on_import:app"], "needs a package", id="import-raises"),
     pytest.param(["--app", "tests.apps.broken:not_an_app"], "is not an ASGI app", id="not-an-app"),
@@ -91,9 +87,7 @@ def test_busy_port(tmp_path):
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        result, _ = drainspec(
-            "run", "--app", "app.main:app", *BASE, "--port", str(port), "--out", str(tmp_path)
-        )
+        result, _ = drainspec("run", "--app", "app.main:app", *BASE, "--port", str(port), "--out", str(tmp_path))
     assert result.returncode == 2
     assert f"port {port} on 127.0.0.1 is already in use" in result.stderr
 

@@ -1,0 +1,206 @@
+"""
+Chaos experiments: one scenario repeated with a seeded signal offset and fault, and the
+experiment files that let a team keep such runs in a repository.
+
+Each run draws its own seed from the experiment's seed, and everything random in the run
+comes from that run seed alone, so a failing run is replayed exactly with `--replay-seed`.
+
+Experiment file (YAML):
+
+    name: the reference app survives a second signal
+    scenario:                 # any Scenario field: app, server, server_args, requests, grace...
+      app: app.main:app
+      grace: 5
+    faults: [second-signal:INT@0.3, stall:0.3@0.1]   # one is drawn per run
+    offset: 0.5               # the signal comes 0..offset s after the work is in flight
+    runs: 5
+    seed: 7
+    expect:
+      pass: [inflight-completed]
+      fail: []                # verdicts that must fail in every run
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import random
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from chaos import faults
+from chaos.runner import execute
+from chaos.scenario import Scenario
+from chaos.target import SetupError
+from chaos.timeline import build
+from chaos.verdict import Verdict, VerdictName, judge
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    index: int
+    seed: int
+    offset: float
+    fault: str | None
+    verdicts: tuple[Verdict, ...]
+
+    @property
+    def failed(self) -> frozenset[str]:
+        return frozenset(v.name for v in self.verdicts if v.failed)
+
+
+@dataclass(frozen=True)
+class Experiment:
+    scenario: Scenario
+    faults: tuple[str, ...] = ()
+    offset: float = 0.0
+    runs: int = 1
+    seed: int = 0
+    name: str = "experiment"
+    expect_pass: frozenset[str] = field(default_factory=frozenset)
+    expect_fail: frozenset[str] = field(default_factory=frozenset)
+
+    def run_seeds(self) -> list[int]:
+        rng = random.Random(self.seed)
+        return [rng.randrange(2**31) for _ in range(self.runs)]
+
+    def plan(self, run_seed: int) -> tuple[float, str | None]:
+        """The signal offset and the fault of the run with this seed."""
+        rng = random.Random(run_seed)
+        offset = round(rng.uniform(0.0, self.offset), 3) if self.offset else 0.0
+        fault = rng.choice(self.faults) if self.faults else None
+        return offset, fault
+
+
+def run_once(experiment: Experiment, index: int, run_seed: int, out_dir: Path) -> RunOutcome:
+    offset, fault = experiment.plan(run_seed)
+    scenario = dataclasses.replace(
+        experiment.scenario,
+        signal_delay=offset,
+        faults=(*experiment.scenario.faults, *((fault,) if fault else ())),
+    )
+    events = execute(scenario, out_dir / f"run{index:03d}-seed{run_seed}")
+    return RunOutcome(index, run_seed, offset, fault, tuple(judge(build(events))))
+
+
+def run_experiment(
+    experiment: Experiment,
+    out_dir: Path,
+    *,
+    replay_seed: int | None = None,
+    progress: Callable[[RunOutcome], None] | None = None,
+) -> list[RunOutcome]:
+    for text in experiment.faults:
+        faults.parse_fault(text)  # bad fault names fail before the first run
+    seeds = [replay_seed] if replay_seed is not None else experiment.run_seeds()
+    outcomes = []
+    for index, seed in enumerate(seeds, start=1):
+        outcome = run_once(experiment, index, seed, out_dir)
+        outcomes.append(outcome)
+        if progress is not None:
+            progress(outcome)
+    return outcomes
+
+
+def wilson_interval(failures: int, runs: int, z: float = 1.96) -> tuple[float, float]:
+    """95% confidence interval of a failure probability seen `failures` times in `runs`."""
+    if runs == 0:
+        return 0.0, 1.0
+    p = failures / runs
+    denominator = 1 + z * z / runs
+    centre = (p + z * z / (2 * runs)) / denominator
+    half = z * math.sqrt(p * (1 - p) / runs + z * z / (4 * runs * runs)) / denominator
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+@dataclass(frozen=True)
+class VerdictTally:
+    name: str
+    failures: int
+    runs: int
+    failing_seeds: tuple[int, ...]
+
+    @property
+    def probability(self) -> float:
+        return self.failures / self.runs if self.runs else 0.0
+
+
+def tally(outcomes: Sequence[RunOutcome]) -> list[VerdictTally]:
+    result = []
+    for name in VerdictName:
+        failing = [o.seed for o in outcomes if name.value in o.failed]
+        result.append(VerdictTally(name.value, len(failing), len(outcomes), tuple(failing)))
+    return result
+
+
+def unmet_expectations(experiment: Experiment, outcomes: Sequence[RunOutcome]) -> list[str]:
+    """What the runs did against the file's `expect`, one line per broken expectation."""
+    problems = []
+    for outcome in outcomes:
+        label = f"run {outcome.index} (seed {outcome.seed}, fault {outcome.fault or 'none'})"
+        for name in sorted(experiment.expect_pass & outcome.failed):
+            problems.append(f"{label}: {name} failed, expected to pass")
+        for name in sorted(experiment.expect_fail - outcome.failed):
+            problems.append(f"{label}: {name} passed, expected to fail")
+    return problems
+
+
+# --- files --------------------------------------------------------------------------------------
+
+_KNOWN_KEYS = {"name", "scenario", "faults", "offset", "runs", "seed", "expect"}
+
+
+def load_experiment(path: Path) -> Experiment:
+    """Read an experiment file; any mistake is a `SetupError` naming the file and the key."""
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise SetupError(f"cannot read experiment {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise SetupError(f"{path}: not valid YAML{where}") from None
+    if not isinstance(data, Mapping):
+        raise SetupError(f"{path}: an experiment is a mapping with a 'scenario' key")
+    unknown = set(data) - _KNOWN_KEYS
+    if unknown:
+        raise SetupError(f"{path}: unknown key(s) {', '.join(sorted(map(str, unknown)))}")
+    scenario = _scenario(path, data.get("scenario"))
+    expect = data.get("expect") or {}
+    if not isinstance(expect, Mapping) or set(expect) - {"pass", "fail"}:
+        raise SetupError(f"{path}: 'expect' takes 'pass' and 'fail' lists of verdict names")
+    names = {v.value for v in VerdictName}
+    expect_pass, expect_fail = (frozenset(map(str, expect.get(key) or ())) for key in ("pass", "fail"))
+    unknown_verdicts = (expect_pass | expect_fail) - names
+    if unknown_verdicts:
+        raise SetupError(f"{path}: unknown verdict(s) {', '.join(sorted(unknown_verdicts))}")
+    try:
+        return Experiment(
+            scenario=scenario,
+            faults=tuple(str(f) for f in data.get("faults") or ()),
+            offset=float(data.get("offset", 0.0)),
+            runs=int(data.get("runs", 1)),
+            seed=int(data.get("seed", 0)),
+            name=str(data.get("name", path.stem)),
+            expect_pass=expect_pass,
+            expect_fail=expect_fail,
+        )
+    except (TypeError, ValueError) as exc:
+        raise SetupError(f"{path}: {exc}") from None
+
+
+def _scenario(path: Path, data: Any) -> Scenario:
+    if not isinstance(data, Mapping) or "app" not in data:
+        raise SetupError(f"{path}: 'scenario' must be a mapping with at least 'app: module:attribute'")
+    known = {f.name for f in dataclasses.fields(Scenario)}
+    unknown = set(data) - known
+    if unknown:
+        raise SetupError(f"{path}: unknown scenario key(s) {', '.join(sorted(map(str, unknown)))}")
+    try:
+        return Scenario.from_dict(data)
+    except TypeError as exc:
+        raise SetupError(f"{path}: {exc}") from None
