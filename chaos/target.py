@@ -132,13 +132,19 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child between 
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)
 
 
+_guardians: dict[int, subprocess.Popen[bytes]] = {}
+
+
 def spawn(
     argv: Sequence[str], *, env: Mapping[str, str], cwd: str | os.PathLike[str], log: Path
 ) -> subprocess.Popen[bytes]:
-    """Start a server in a new session (its own process group), output to `log`."""
+    """
+    Start a server in a new session (its own process group), output to `log`, watched by a
+    guardian (`chaos.guardian`) that kills the whole session if drainspec itself dies.
+    """
     with open(log, "ab") as output:
         try:
-            return subprocess.Popen(
+            process = subprocess.Popen(
                 list(argv),
                 env=dict(env),
                 cwd=cwd,
@@ -150,6 +156,14 @@ def spawn(
             )
         except OSError as exc:
             raise SetupError(f"cannot start {argv[0]!r}: {exc.strerror}") from None
+    _guardians[process.pid] = subprocess.Popen(
+        [sys.executable, "-m", "chaos.guardian", str(process.pid)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    return process
 
 
 async def wait_exit(process: subprocess.Popen[bytes], timeout: float) -> int | None:
@@ -275,3 +289,10 @@ def reap(process: subprocess.Popen[bytes], timeout: float = 5.0) -> None:
     with contextlib.suppress(subprocess.TimeoutExpired):
         process.wait(timeout=max(0.1, deadline - time.monotonic()))
     psutil.wait_procs(descendants, timeout=max(0.1, deadline - time.monotonic()))
+    guardian = _guardians.pop(process.pid, None)
+    if guardian is not None:  # it sweeps the session once more, then exits
+        with contextlib.suppress(OSError):
+            guardian.communicate(timeout=max(1.0, deadline - time.monotonic()))
+        if guardian.poll() is None:
+            guardian.kill()
+            guardian.wait()
