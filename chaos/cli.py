@@ -283,6 +283,7 @@ def _k8s(args: argparse.Namespace, console: Console) -> int:
     from chaos.manifest import (
         ManifestError,
         load_manifest,
+        prestop_seconds,
         recommend_budget,
         select_container,
         static_findings,
@@ -294,13 +295,14 @@ def _k8s(args: argparse.Namespace, console: Console) -> int:
         container = select_container(pod, args.container)
     except ManifestError as exc:
         raise UsageError(str(exc)) from None
-    findings = static_findings(pod, container)
+    propagation_range = parse_range(args.propagation)
+    findings = static_findings(pod, container, propagation=propagation_range[1])
     errors = any(f.severity == "error" for f in findings)
     if args.static:
         _print_findings(console, findings)
         return 1 if errors else 0
     options = ReplayOptions(
-        propagation=parse_range(args.propagation),
+        propagation=propagation_range,
         seed=args.seed,
         requests=args.requests,
         request_seconds=args.request_seconds,
@@ -314,7 +316,10 @@ def _k8s(args: argparse.Namespace, console: Console) -> int:
     )
     out = Path(args.out)
     console.print(f"[dim]replaying {pod.kind}/{pod.name} container {container.name}; files in {out}/[/]")
-    events = replay(pod, container, options, out)
+    try:
+        events = replay(pod, container, options, out)
+    except ManifestError as exc:
+        raise UsageError(str(exc)) from None
     timeline = build(events)
     verdicts = judge(timeline)
     write_json(out / "report.json", timeline, verdicts)
@@ -331,7 +336,9 @@ def _k8s(args: argparse.Namespace, console: Console) -> int:
             "bound the server's own shutdown timeout first"
         )
         drain = pod.grace
-    budget = recommend_budget(propagation, drain)
+    budget = recommend_budget(
+        propagation, drain, current_prestop=prestop_seconds(container.prestop), current_grace=pod.grace
+    )
     for line in budget.lines:
         console.print(f"  {escape(line)}")
     if not timeline.replay or not events:

@@ -21,7 +21,10 @@ def session_members(session: int) -> list[psutil.Process]:
     members = []
     for process in psutil.process_iter():
         with contextlib.suppress(OSError, psutil.Error):
-            if process.pid != os.getpid() and os.getsid(process.pid) == session:
+            if process.pid == os.getpid() or os.getsid(process.pid) != session:
+                continue
+            # A zombie is already dead; one whose parent is gone waits for an init that may never reap it.
+            if process.status() != psutil.STATUS_ZOMBIE:
                 members.append(process)
     return members
 

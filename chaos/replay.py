@@ -18,6 +18,7 @@ import dataclasses
 import os
 import random
 import shlex
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,7 +96,7 @@ def replay(pod: PodSpec, container: ContainerSpec, options: ReplayOptions, run_d
 
 async def _replay(pod: PodSpec, container: ContainerSpec, options: ReplayOptions, run_dir: Path) -> list[Event]:
     port = target.free_port()
-    argv, app = localize(container.argv, port=port)
+    argv, app = localize(container.argv, port=port, container_ports=container.ports)
     try:
         stop_signal = kubelet.parse_signal(container.stop_signal or "TERM")
     except ValueError as exc:
@@ -136,6 +137,8 @@ async def _replay(pod: PodSpec, container: ContainerSpec, options: ReplayOptions
     env = server_environment(scenario, run_dir, journal_path)
     if not app:
         env.pop("DRAINSPEC_APP", None)
+    # Tools installed beside drainspec (uvicorn, dumb-init, ...) are what the image would hold.
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", os.defpath)])
     started = await start_pod(argv, env=env, cwd=os.getcwd(), log=log, namespace=options.namespace)
     helpers: list[asyncio.subprocess.Process] = []
     router = Router(journal, propagation=propagation)

@@ -80,11 +80,32 @@ def _line_for(timeline: Timeline, event: Event) -> str | None:
 
 
 def timeline_lines(timeline: Timeline, limit: int = 60) -> list[str]:
-    lines = []
+    """One line per notable event; runs of steady-load failures with one outcome share a line."""
+    lines: list[str] = []
+    run: list[Event] = []
+
+    def flush() -> None:
+        if not run:
+            return
+        first, last = run[0], run[-1]
+        fields = first.fields
+        ids = str(fields.get("id")) if len(run) == 1 else f"{fields.get('id')}..{last.get('id')} ({len(run)} requests)"
+        status = f" HTTP {fields['status']}" if "status" in fields else ""
+        request = f"{ids} {fields.get('method')} {fields.get('path')}"
+        lines.append(f"{timeline.at(first.t):>9}  client   {request}: {fields.get('outcome')}{status}")
+        run.clear()
+
     for event in timeline.events:
+        if event.kind == Kind.CLIENT_REQUEST and event.get("role") == "steady" and event.get("outcome") != "ok":
+            if run and (run[-1].get("outcome"), run[-1].get("status")) != (event.get("outcome"), event.get("status")):
+                flush()
+            run.append(event)
+            continue
         text = _line_for(timeline, event)
         if text is not None:
+            flush()
             lines.append(f"{timeline.at(event.t):>9}  {text}")
+    flush()
     if len(lines) > limit:
         hidden = len(lines) - limit
         lines = lines[: limit // 2] + [f"           ... {hidden} more lines ..."] + lines[-limit // 2 :]
@@ -140,6 +161,8 @@ def to_dict(timeline: Timeline, verdicts: Sequence[Verdict]) -> dict[str, Any]:
             }
             for v in verdicts
         ],
+        "replay": timeline.replay or None,
+        "findings": [dict(event.fields) for event in timeline.findings],
         "timeline": timeline_lines(timeline, limit=10_000),
     }
 

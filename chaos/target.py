@@ -272,6 +272,24 @@ def last_log_line(log: Path) -> str:
     return _one_line(text) or "(no server output)"
 
 
+def wait_gone(processes: list[psutil.Process], timeout: float) -> None:
+    """
+    Wait until every process has died. A zombie counts as dead: when its parent is gone it
+    waits for an init that, in a container, may never reap it.
+    """
+    deadline = time.monotonic() + timeout
+    pending = list(processes)
+    while pending and time.monotonic() < deadline:
+        still = []
+        for process in pending:
+            with contextlib.suppress(psutil.Error):
+                if process.status() != psutil.STATUS_ZOMBIE:
+                    still.append(process)
+        pending = still
+        if pending:
+            time.sleep(0.01)
+
+
 def reap(process: subprocess.Popen[bytes], timeout: float = 5.0) -> None:
     """
     Kill and reap whatever is left of the server's tree: the leader, its process group, and
@@ -288,7 +306,7 @@ def reap(process: subprocess.Popen[bytes], timeout: float = 5.0) -> None:
     deadline = time.monotonic() + timeout
     with contextlib.suppress(subprocess.TimeoutExpired):
         process.wait(timeout=max(0.1, deadline - time.monotonic()))
-    psutil.wait_procs(descendants, timeout=max(0.1, deadline - time.monotonic()))
+    wait_gone(descendants, timeout=max(0.1, deadline - time.monotonic()))
     guardian = _guardians.pop(process.pid, None)
     if guardian is not None:  # it sweeps the session once more, then exits
         with contextlib.suppress(OSError):

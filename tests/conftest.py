@@ -11,6 +11,7 @@ import pytest
 
 from chaos.runner import execute
 from chaos.scenario import Scenario
+from chaos.target import wait_gone
 from chaos.timeline import Timeline, build
 from chaos.verdict import Verdict, judge
 
@@ -60,11 +61,18 @@ def no_orphans() -> Iterator[None]:
     before = {p.pid for p in me.children(recursive=True)}
     yield
     leftover = [p for p in me.children(recursive=True) if p.pid not in before]
-    _, alive = psutil.wait_procs(leftover, timeout=5)
-    alive = [p for p in alive if p.status() != psutil.STATUS_ZOMBIE]
+    wait_gone(leftover, timeout=5)
+    alive = [p for p in leftover if _running(p)]
     for process in alive:
         process.kill()
     assert not alive, f"processes left running: {[p.cmdline() for p in alive]}"
+
+
+def _running(process: psutil.Process) -> bool:
+    try:
+        return process.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
 
 
 @pytest.fixture

@@ -1,0 +1,765 @@
+"""
+A Deployment or Pod manifest, read the way the kubelet reads it, and what can be wrong with it
+before anything runs.
+
+Only what shapes termination is kept: the container's argv (command + args, `$(VAR)` expanded),
+env, ports, the readiness probe, `lifecycle.preStop`, `lifecycle.stopSignal` and
+`terminationGracePeriodSeconds`, each with Kubernetes' default. `static_findings` checks the
+misconfigurations of the research table (numbers match it) that need no running process;
+`recommend_budget` turns measured numbers into preStop / grace / server timeout.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import shlex
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from chaos.target import HOST, PROBE_APP
+
+DEFAULT_GRACE = 30.0
+WORKLOAD_KINDS = ("Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Pod")
+SHELLS = frozenset({"sh", "bash", "dash", "ash", "zsh", "ksh"})
+INITS = frozenset({"tini", "dumb-init", "catatonit", "docker-init"})
+SERVER_NAMES = frozenset({"uvicorn", "gunicorn", "hypercorn", "granian"})
+IMPORT_STRING = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*(\(\))?$")
+VAR_REFERENCE = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
+Severity = Literal["error", "warning", "info"]
+
+
+class ManifestError(Exception):
+    """The manifest cannot be replayed; the message says what to change."""
+
+
+@dataclass(frozen=True)
+class SleepHook:
+    seconds: float
+
+
+@dataclass(frozen=True)
+class ExecHook:
+    command: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class HttpGetHook:
+    path: str
+    port: int | str | None = None
+
+
+Hook = SleepHook | ExecHook | HttpGetHook
+
+
+@dataclass(frozen=True)
+class ProbeSpec:
+    """A readiness (or liveness) probe with Kubernetes' defaults filled in."""
+
+    path: str | None = None
+    period: float = 10.0
+    failure_threshold: int = 3
+    timeout: float = 1.0
+    termination_grace: float | None = None
+
+    @property
+    def seconds_to_fail(self) -> float:
+        return self.period * self.failure_threshold
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    name: str
+    image: str
+    argv: tuple[str, ...]
+    env: Mapping[str, str] = field(default_factory=dict)
+    ports: tuple[int, ...] = ()
+    readiness: ProbeSpec | None = None
+    liveness: ProbeSpec | None = None
+    prestop: Hook | None = None
+    stop_signal: str | None = None
+
+
+@dataclass(frozen=True)
+class PodSpec:
+    kind: str
+    name: str
+    grace: float
+    containers: tuple[ContainerSpec, ...]
+    replicas: int = 1
+    max_surge: int | str = "25%"
+    max_unavailable: int | str = "25%"
+    os_name: str | None = None
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One misconfiguration; `number` is its row in the research table of misconfigurations."""
+
+    code: str
+    number: int
+    severity: Severity
+    message: str
+    recommendation: str
+
+
+@dataclass(frozen=True)
+class Budget:
+    prestop: int
+    grace: int
+    server_timeout: int
+    lines: tuple[str, ...]
+
+
+# -- reading -------------------------------------------------------------------------------------
+
+
+def load_manifest(path: Path) -> PodSpec:
+    """The first workload in a (multi-document) YAML file."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ManifestError(f"{path}: no such file; give the path of a Deployment or Pod manifest") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ManifestError(f"{path}: cannot be read ({exc})") from None
+    return parse_manifest(text, source=str(path))
+
+
+def parse_manifest(text: str, *, source: str = "manifest") -> PodSpec:
+    try:
+        documents = [doc for doc in yaml.safe_load_all(text) if doc is not None]
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise ManifestError(f"{source}: invalid YAML{where}: {problem}") from None
+    kinds = []
+    for document in documents:
+        if not isinstance(document, dict):
+            raise ManifestError(f"{source}: every YAML document must be a mapping with apiVersion and kind")
+        kind = document.get("kind")
+        kinds.append(str(kind))
+        if kind in WORKLOAD_KINDS:
+            return _workload(document, source)
+    found = ", ".join(kinds) or "nothing"
+    raise ManifestError(f"{source}: found {found}; drainspec replays one of {', '.join(WORKLOAD_KINDS)}")
+
+
+def _workload(document: dict[str, Any], source: str) -> PodSpec:
+    kind = str(document["kind"])
+    name = str(_mapping(document.get("metadata"), f"{source}: metadata").get("name") or kind.lower())
+    where = f"{source}: {kind}/{name}"
+    spec = _mapping(document.get("spec"), f"{where}: spec")
+    replicas: Any = 1
+    max_surge: Any = "25%"
+    max_unavailable: Any = "25%"
+    if kind == "Pod":
+        pod_spec = spec
+    else:
+        template = _mapping(spec.get("template"), f"{where}: spec.template")
+        pod_spec = _mapping(template.get("spec"), f"{where}: spec.template.spec")
+        replicas = spec.get("replicas", 1)
+        rolling = _mapping(_mapping(spec.get("strategy"), "strategy").get("rollingUpdate"), "rollingUpdate")
+        max_surge = rolling.get("maxSurge", max_surge)
+        max_unavailable = rolling.get("maxUnavailable", max_unavailable)
+    if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 0:
+        raise ManifestError(f"{where}: spec.replicas must be a non-negative integer")
+    grace = _seconds(
+        pod_spec.get("terminationGracePeriodSeconds", DEFAULT_GRACE), f"{where}: terminationGracePeriodSeconds"
+    )
+    raw_containers = pod_spec.get("containers")
+    if not isinstance(raw_containers, list) or not raw_containers:
+        raise ManifestError(f"{where}: the pod spec has no containers")
+    containers = tuple(_container(raw, f"{where}: containers[{n}]") for n, raw in enumerate(raw_containers))
+    os_name = _mapping(pod_spec.get("os"), f"{where}: os").get("name")
+    return PodSpec(
+        kind=kind,
+        name=name,
+        grace=grace,
+        containers=containers,
+        replicas=replicas,
+        max_surge=_int_or_percent(max_surge, f"{where}: maxSurge"),
+        max_unavailable=_int_or_percent(max_unavailable, f"{where}: maxUnavailable"),
+        os_name=str(os_name) if os_name else None,
+    )
+
+
+def _container(raw: Any, where: str) -> ContainerSpec:
+    raw = _mapping(raw, where)
+    name = str(raw.get("name") or "")
+    if not name:
+        raise ManifestError(f"{where}: a container needs a name")
+    where = f"{where.rsplit(':', 1)[0]}: container {name}"
+    env = _env(raw.get("env"), where)
+    command = _words(raw.get("command"), f"{where}: command")
+    args = _words(raw.get("args"), f"{where}: args")
+    if not command:
+        raise ManifestError(
+            f"{where}: no command; drainspec cannot read the image's ENTRYPOINT offline, "
+            "so spell it out in `command:` (exec form)"
+        )
+    argv = tuple(expand_references(word, env) for word in (*command, *args))
+    lifecycle = _mapping(raw.get("lifecycle"), f"{where}: lifecycle")
+    stop_signal = lifecycle.get("stopSignal")
+    ports = tuple(
+        int(port["containerPort"])
+        for port in raw.get("ports") or []
+        if isinstance(port, dict) and isinstance(port.get("containerPort"), int)
+    )
+    return ContainerSpec(
+        name=name,
+        image=str(raw.get("image") or ""),
+        argv=argv,
+        env=env,
+        ports=ports,
+        readiness=_probe(raw.get("readinessProbe"), f"{where}: readinessProbe"),
+        liveness=_probe(raw.get("livenessProbe"), f"{where}: livenessProbe"),
+        prestop=_hook(lifecycle.get("preStop"), f"{where}: lifecycle.preStop"),
+        stop_signal=str(stop_signal) if stop_signal else None,
+    )
+
+
+def _hook(raw: Any, where: str) -> Hook | None:
+    if raw is None:
+        return None
+    raw = _mapping(raw, where)
+    if "sleep" in raw:
+        seconds = _seconds(_mapping(raw["sleep"], f"{where}.sleep").get("seconds"), f"{where}.sleep.seconds")
+        return SleepHook(seconds)
+    if "exec" in raw:
+        command = _words(_mapping(raw["exec"], f"{where}.exec").get("command"), f"{where}.exec.command")
+        if not command:
+            raise ManifestError(f"{where}.exec.command is empty")
+        return ExecHook(tuple(command))
+    if "httpGet" in raw:
+        get = _mapping(raw["httpGet"], f"{where}.httpGet")
+        path = str(get.get("path") or "/")
+        return HttpGetHook(path if path.startswith("/") else "/" + path, get.get("port"))
+    if "tcpSocket" in raw:
+        raise ManifestError(f"{where}: tcpSocket is not a working lifecycle handler; use sleep, exec or httpGet")
+    raise ManifestError(f"{where}: expected one of sleep, exec or httpGet")
+
+
+def _probe(raw: Any, where: str) -> ProbeSpec | None:
+    if raw is None:
+        return None
+    raw = _mapping(raw, where)
+    get = raw.get("httpGet")
+    path = str(_mapping(get, f"{where}.httpGet").get("path") or "/") if get is not None else None
+    grace = raw.get("terminationGracePeriodSeconds")
+    return ProbeSpec(
+        path=path,
+        period=_seconds(raw.get("periodSeconds", 10), f"{where}.periodSeconds"),
+        failure_threshold=int(_seconds(raw.get("failureThreshold", 3), f"{where}.failureThreshold")),
+        timeout=_seconds(raw.get("timeoutSeconds", 1), f"{where}.timeoutSeconds"),
+        termination_grace=_seconds(grace, f"{where}.terminationGracePeriodSeconds") if grace is not None else None,
+    )
+
+
+def _env(raw: Any, where: str) -> dict[str, str]:
+    env: dict[str, str] = {}
+    if raw is None:
+        return env
+    if not isinstance(raw, list):
+        raise ManifestError(f"{where}: env must be a list of name/value pairs")
+    for item in raw:
+        if not isinstance(item, dict) or not item.get("name"):
+            raise ManifestError(f"{where}: every env entry needs a name")
+        if "value" in item:  # valueFrom (secrets, field refs) cannot be resolved offline
+            env[str(item["name"])] = expand_references(str(item["value"]), env)
+    return env
+
+
+def expand_references(word: str, env: Mapping[str, str]) -> str:
+    """Kubernetes' `$(VAR)` expansion: defined names are replaced, `$$` is a literal `$`."""
+
+    def replace(match: re.Match[str]) -> str:
+        if match.group(0) == "$$":
+            return "$"
+        name = match.group(1)
+        return env.get(name, match.group(0))
+
+    return VAR_REFERENCE.sub(replace, word)
+
+
+def _mapping(value: Any, where: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ManifestError(f"{where} must be a mapping")
+    return value
+
+
+def _words(value: Any, where: str) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        raise ManifestError(f"{where} must be a list of strings (exec form), not one string")
+    if not isinstance(value, list) or not all(isinstance(word, str | int | float) for word in value):
+        raise ManifestError(f"{where} must be a list of strings")
+    return [str(word) for word in value]
+
+
+def _seconds(value: Any, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0 or not math.isfinite(value):
+        raise ManifestError(f"{where} must be a non-negative number of seconds, not {value!r}")
+    return float(value)
+
+
+def _int_or_percent(value: Any, where: str) -> int | str:
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    if isinstance(value, str) and re.fullmatch(r"\d+%", value):
+        return value
+    raise ManifestError(f"{where} must be an integer or a percentage like 25%")
+
+
+def select_container(pod: PodSpec, name: str | None) -> ContainerSpec:
+    if name is None:
+        return pod.containers[0]
+    for container in pod.containers:
+        if container.name == name:
+            return container
+    names = ", ".join(c.name for c in pod.containers)
+    raise ManifestError(f"{pod.kind}/{pod.name} has no container {name!r}; its containers: {names}")
+
+
+# -- the command: shells, inits, servers ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Command:
+    """How PID 1 reaches the app: through an init, a shell, both or neither."""
+
+    init: str | None
+    shell: str | None
+    script: str | None
+    server: str | None
+    app_execs: bool  # the app replaces the shell (exec, or bash running one simple command)
+
+
+def analyse(argv: Sequence[str]) -> Command:
+    words = list(argv)
+    init = None
+    if words and Path(words[0]).name in INITS:
+        init = Path(words[0]).name
+        words = words[1:]
+        while words and words[0].startswith("-"):
+            flag = words.pop(0)
+            if flag == "--":
+                break
+    shell = script = None
+    if words and Path(words[0]).name in SHELLS:
+        shell = Path(words[0]).name
+        flags = [w for w in words[1:] if w.startswith("-")]
+        rest = [w for w in words[1:] if not w.startswith("-")]
+        if any("c" in flag.lstrip("-") for flag in flags) and rest:
+            script = rest[0]
+    server = _server_in(shlex_words(script) if script is not None else words)
+    return Command(init, shell, script, server, _app_execs(shell, script))
+
+
+def shlex_words(script: str) -> list[str]:
+    lexer = shlex.shlex(script, posix=True, punctuation_chars=True)
+    lexer.whitespace_split = True
+    try:
+        return list(lexer)
+    except ValueError:
+        return script.split()
+
+
+def _server_in(words: Sequence[str]) -> str | None:
+    for n, word in enumerate(words):
+        name = Path(word).name
+        if name in SERVER_NAMES:
+            return name
+        if word == "-m" and n + 1 < len(words) and words[n + 1] in SERVER_NAMES:
+            return words[n + 1]
+    return None
+
+
+def _app_execs(shell: str | None, script: str | None) -> bool:
+    if shell is None:
+        return True
+    if script is None:
+        return False  # a shell running a script file: only the file knows
+    words = shlex_words(script)
+    commands: list[list[str]] = [[]]
+    for word in words:
+        if word in (";", "&&", "||", "|", "&", "\n"):
+            commands.append([])
+        else:
+            commands[-1].append(word)
+    commands = [c for c in commands if c]
+    if not commands:
+        return False
+    if commands[-1][0] == "exec":
+        return True
+    # bash (not dash) execs a lone simple command itself.
+    return shell == "bash" and len(commands) == 1 and len(words) == len(commands[0])
+
+
+def localize(argv: Sequence[str], *, port: int, container_ports: Sequence[int] = ()) -> tuple[list[str], str | None]:
+    """
+    The container's argv made to run here: bound to 127.0.0.1:`port`, the app wrapped in the
+    probe. Returns the new argv and the app's import string (None when no known server
+    runs an app: then only the port is mapped, and there is nothing to probe).
+    """
+    command = analyse(argv)
+    words = list(argv)
+    if command.script is not None:
+        index = words.index(command.script)
+        script, app = _localize_script(command.script, port, container_ports)
+        words[index] = script
+        return words, app
+    return _localize_words(words, port, container_ports)
+
+
+def _localize_words(words: list[str], port: int, container_ports: Sequence[int]) -> tuple[list[str], str | None]:
+    start = next((n for n, w in enumerate(words) if Path(w).name in SERVER_NAMES or w in SERVER_NAMES), None)
+    if start is None:
+        mapped = [_map_port_word(word, port, container_ports) for word in words]
+        if mapped == words:
+            raise ManifestError(
+                "the command runs no uvicorn, gunicorn, hypercorn or granian, and none of its words is "
+                f"a containerPort ({', '.join(map(str, container_ports)) or 'none declared'}); "
+                "declare the port the command listens on under ports: containerPort"
+            )
+        return mapped, None
+    server = Path(words[start]).name
+    head, tail = words[: start + 1], words[start + 1 :]
+    app = None
+    out: list[str] = []
+    skip = False
+    for n, word in enumerate(tail):
+        if skip:
+            skip = False
+            continue
+        option, eq, value = word.partition("=")
+        if option in ("--host", "--port", "--bind", "-b", "--uds", "--fd"):
+            skip = not eq and n + 1 < len(tail)
+            continue
+        if app is None and IMPORT_STRING.match(word) and not (n and tail[n - 1] in ("-k", "--worker-class")):
+            app = word
+            out.append(PROBE_APP)
+            continue
+        out.append(word)
+    if app is None:
+        raise ManifestError(f"cannot find the app's import string (like app.main:app) in the {server} command")
+    return [*head, *out, *_bind_words(server, port)], app
+
+
+def _localize_script(script: str, port: int, container_ports: Sequence[int]) -> tuple[str, str | None]:
+    words = shlex_words(script)
+    app = next((w for w in words if IMPORT_STRING.match(w)), None)
+    server = _server_in(words)
+    if server is None or app is None:
+        text = script
+        for container_port in container_ports:
+            text = re.sub(rf"(?<![\w.]){container_port}(?!\w)", str(port), text)
+        text = text.replace("0.0.0.0", HOST)
+        if text == script:
+            raise ManifestError(
+                "the shell script runs no known server and names no containerPort; "
+                "declare the port it listens on under ports: containerPort"
+            )
+        return text, None
+    text = re.sub(r"(?<!\S)(--host|--port|--bind|-b)(=|\s+)\S+", "", script)
+    bind = " ".join(_bind_words(server, port))
+    text = re.sub(rf"(?<!\S){re.escape(app)}(?!\S)", f"{PROBE_APP} {bind}", text, count=1)
+    return text, app
+
+
+def _bind_words(server: str, port: int) -> list[str]:
+    if server in ("gunicorn", "hypercorn"):
+        return ["--bind", f"{HOST}:{port}"]
+    return ["--host", HOST, "--port", str(port)]
+
+
+def _map_port_word(word: str, port: int, container_ports: Sequence[int]) -> str:
+    for container_port in container_ports:
+        if word == str(container_port):
+            return str(port)
+        if word.endswith(f":{container_port}"):
+            return f"{HOST}:{port}"
+    return HOST if word in ("0.0.0.0", "::") else word
+
+
+# -- static findings -----------------------------------------------------------------------------
+
+
+def prestop_seconds(hook: Hook | None) -> float | None:
+    """How long the hook delays the stop signal, when that can be read: sleep, or `sleep N`."""
+    if isinstance(hook, SleepHook):
+        return hook.seconds
+    if isinstance(hook, ExecHook):
+        words = list(hook.command)
+        if words and Path(words[0]).name in SHELLS and len(words) >= 3:
+            words = shlex_words(words[-1])
+        if len(words) == 2 and Path(words[0]).name == "sleep":
+            try:
+                return float(words[1].rstrip("s"))
+            except ValueError:
+                return None
+    return None
+
+
+def server_timeout(argv: Sequence[str]) -> tuple[str, float | None] | None:
+    """The server's own bound on its drain: (server, seconds), seconds None when unbounded."""
+    command = analyse(argv)
+    if command.server is None:
+        return None
+    words = shlex_words(command.script) if command.script is not None else list(argv)
+    options = {
+        "uvicorn": ("--timeout-graceful-shutdown",),
+        "gunicorn": ("--graceful-timeout",),
+        "hypercorn": ("--graceful-timeout",),
+        "granian": ("--workers-kill-timeout",),
+    }[command.server]
+    for n, word in enumerate(words):
+        option, eq, value = word.partition("=")
+        if option in options:
+            value = value if eq else (words[n + 1] if n + 1 < len(words) else "")
+            try:
+                return command.server, float(value)
+            except ValueError:
+                return command.server, None
+    defaults: dict[str, float | None] = {"uvicorn": None, "gunicorn": 30.0, "hypercorn": None, "granian": None}
+    return command.server, defaults[command.server]
+
+
+def static_findings(pod: PodSpec, container: ContainerSpec, *, propagation: float | None = None) -> list[Finding]:
+    """Every misconfiguration visible without running anything, worst first."""
+    findings: list[Finding] = []
+    add = findings.append
+    command = analyse(container.argv)
+    grace = pod.grace
+    hook = container.prestop
+    delay = prestop_seconds(hook)
+
+    if command.shell is not None and not command.app_execs:
+        if command.init is not None:
+            add(
+                Finding(
+                    "init-before-shell",
+                    7,
+                    "error",
+                    f"{command.init} runs `{command.shell} -c` without exec: at the stop signal the shell dies, "
+                    f"{command.init} exits and the kernel SIGKILLs the app with its requests in flight",
+                    f"make the script end in `exec {command.server or 'your-server'} ...`, or drop the shell",
+                )
+            )
+        else:
+            add(
+                Finding(
+                    "shell-wrapper",
+                    5,
+                    "error",
+                    f"PID 1 is `{command.shell}`, which has no SIGTERM handler and does not exec the app: "
+                    "the stop signal never reaches it and every termination waits the full grace period",
+                    "use the exec form (command: [uvicorn, ...]) or end the script with `exec`",
+                )
+            )
+    if hook is None:
+        add(
+            Finding(
+                "no-prestop",
+                1,
+                "error" if command.server is not None else "warning",
+                "no preStop delay: the stop signal arrives while routers still send new connections, "
+                f"{command.server or 'the server'} stops accepting at once and those connections are refused",
+                "add lifecycle.preStop.sleep.seconds at least as long as the slowest router's propagation "
+                "(5-15 s in-cluster)",
+            )
+        )
+    if delay is not None and delay >= grace:
+        add(
+            Finding(
+                "prestop-exceeds-grace",
+                4,
+                "error",
+                f"preStop waits {delay:g}s but terminationGracePeriodSeconds is {grace:g}s: the app gets only "
+                "the 2 s minimum between the stop signal and SIGKILL",
+                f"set terminationGracePeriodSeconds to at least preStop + drain + margin, e.g. {math.ceil(delay) + 12}",
+            )
+        )
+    if isinstance(hook, ExecHook) and _triggers_shutdown(hook.command):
+        add(
+            Finding(
+                "prestop-triggers-shutdown",
+                14,
+                "error",
+                f"the preStop hook `{shlex.join(hook.command)}` stops the app instead of waiting: "
+                "it stops accepting while routers still send new connections",
+                "make preStop only wait (sleep action); let the kubelet's stop signal start the drain",
+            )
+        )
+    if isinstance(hook, HttpGetHook) and re.search(r"shutdown|stop|quit|kill", hook.path):
+        add(
+            Finding(
+                "prestop-triggers-shutdown",
+                14,
+                "warning",
+                f"the preStop hook GET {hook.path} looks like it starts shutdown instead of waiting",
+                "make preStop only wait (sleep action); let the kubelet's stop signal start the drain",
+            )
+        )
+    if isinstance(hook, ExecHook) and delay is not None:
+        add(
+            Finding(
+                "exec-sleep-prestop",
+                13,
+                "info",
+                f"preStop runs `{shlex.join(hook.command)}`, which fails at once in an image without that binary "
+                "(distroless), and then there is no delay at all",
+                f"use the sleep action: lifecycle.preStop.sleep.seconds: {delay:g} (Kubernetes 1.30+)",
+            )
+        )
+    if propagation is not None and delay is not None and delay < propagation:
+        add(
+            Finding(
+                "prestop-shorter-than-propagation",
+                2,
+                "error",
+                f"preStop waits {delay:g}s but routers may keep sending new connections for {propagation:g}s",
+                f"set the preStop delay to at least {math.ceil(propagation) + 1}s",
+            )
+        )
+    found = server_timeout(container.argv)
+    if found is not None:
+        server, timeout = found
+        if timeout is None:
+            add(
+                Finding(
+                    "unbounded-drain",
+                    9,
+                    "warning",
+                    f"{server} waits for open connections without a time limit (streams, websockets, keep-alive): "
+                    "such a drain ends only at SIGKILL",
+                    _timeout_advice(server, grace - math.ceil(delay or 0) - 2),
+                )
+            )
+        elif math.ceil(delay or 0) + timeout + 2 > grace:
+            add(
+                Finding(
+                    "drain-exceeds-grace",
+                    3,
+                    "error",
+                    f"preStop {delay or 0:g}s + {server}'s shutdown timeout {timeout:g}s + 2 s margin exceeds "
+                    f"terminationGracePeriodSeconds {grace:g}s: a slow drain is SIGKILLed",
+                    f"raise terminationGracePeriodSeconds to {math.ceil(delay or 0) + math.ceil(timeout) + 2}, "
+                    f"or lower the server timeout",
+                )
+            )
+    signal_name = (container.stop_signal or "").upper().removeprefix("SIG")
+    if signal_name in ("QUIT", "INT") and command.server == "gunicorn":
+        add(
+            Finding(
+                "wrong-stop-signal",
+                8,
+                "error",
+                f"stopSignal SIG{signal_name} is gunicorn's quick shutdown: in-flight requests are answered 500",
+                "remove lifecycle.stopSignal; gunicorn drains on SIGTERM",
+            )
+        )
+    if container.stop_signal and pod.os_name is None:
+        add(
+            Finding(
+                "stop-signal-without-os",
+                8,
+                "warning",
+                "lifecycle.stopSignal needs spec.os.name (and the ContainerStopSignals feature gate); "
+                "without them the API rejects the pod or drops the field",
+                "set spec.os.name: linux, or bake the signal into the image with STOPSIGNAL",
+            )
+        )
+    readiness = container.readiness
+    if readiness is not None and delay is not None and readiness.seconds_to_fail > max(delay, 1.0):
+        add(
+            Finding(
+                "slow-readiness",
+                11,
+                "warning",
+                f"the readiness probe needs {readiness.seconds_to_fail:g}s "
+                f"({readiness.period:g}s x {readiness.failure_threshold}) to report a terminating pod, "
+                f"longer than the {delay:g}s preStop: load balancers that health-check pods keep routing",
+                "lower periodSeconds x failureThreshold below the preStop delay",
+            )
+        )
+    liveness = container.liveness
+    if liveness is not None and liveness.termination_grace is not None and liveness.termination_grace < grace:
+        add(
+            Finding(
+                "liveness-grace-shorter",
+                16,
+                "warning",
+                f"livenessProbe.terminationGracePeriodSeconds {liveness.termination_grace:g}s is shorter than the "
+                f"pod's {grace:g}s: a liveness restart cuts the drain",
+                "remove it, or make it cover preStop + drain",
+            )
+        )
+    if pod.kind == "Deployment" and pod.replicas <= 1 and pod.max_unavailable not in (0, "0%"):
+        add(
+            Finding(
+                "capacity-hole",
+                19,
+                "warning",
+                f"replicas {pod.replicas} with maxUnavailable {pod.max_unavailable}: a rollout can leave no ready pod",
+                "run at least 2 replicas, or set maxUnavailable: 0 with maxSurge: 1",
+            )
+        )
+    order = {"error": 0, "warning": 1, "info": 2}
+    return sorted(findings, key=lambda f: order[f.severity])
+
+
+def _triggers_shutdown(command: Sequence[str]) -> bool:
+    words = list(command)
+    if words and Path(words[0]).name in SHELLS and len(words) >= 3:
+        words = shlex_words(words[-1])
+    names = {Path(w).name for w in words}
+    return bool(names & {"kill", "pkill", "killall"}) or ("-s" in words and "quit" in words)
+
+
+def _timeout_advice(server: str, seconds: float) -> str:
+    option = {
+        "uvicorn": "--timeout-graceful-shutdown",
+        "gunicorn": "--graceful-timeout",
+        "hypercorn": "--graceful-timeout",
+        "granian": "--workers-kill-timeout",
+    }[server]
+    return f"bound it: {server} {option} {max(1, math.floor(seconds))} (grace - preStop - 2 s margin)"
+
+
+# -- the budget ----------------------------------------------------------------------------------
+
+
+def recommend_budget(
+    propagation: float,
+    drain: float,
+    margin: float = 2.0,
+    *,
+    current_prestop: float | None = None,
+    current_grace: float | None = None,
+) -> Budget:
+    """
+    The research's budget: S >= P (+1 s jitter), server timeout >= D (+1 s), T >= ceil(S) + timeout + M.
+    """
+    prestop = math.ceil(propagation) + 1
+    timeout = math.ceil(drain) + 1
+    grace = prestop + timeout + math.ceil(margin)
+    lines = [
+        f"preStop sleep          S = ceil(P {propagation:.2f}s) + 1 s jitter             = {prestop} s",
+        f"server shutdown timeout  = ceil(D {drain:.2f}s measured drain) + 1 s      = {timeout} s",
+        f"terminationGracePeriod T = S {prestop} + timeout {timeout} + margin {math.ceil(margin)}         = {grace} s",
+    ]
+    if current_prestop is not None or current_grace is not None:
+        have_s = "none" if current_prestop is None else f"{current_prestop:g} s"
+        have_t = "?" if current_grace is None else f"{current_grace:g} s"
+        ok = (current_prestop or 0) >= prestop and (current_grace or 0) >= grace
+        verdict = "fits" if ok else "does not fit"
+        lines.append(f"the manifest has preStop {have_s}, grace {have_t}: it {verdict}")
+    return Budget(prestop=prestop, grace=grace, server_timeout=timeout, lines=tuple(lines))
