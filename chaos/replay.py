@@ -18,6 +18,7 @@ import dataclasses
 import os
 import random
 import shlex
+import shutil
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -139,6 +140,8 @@ async def _replay(pod: PodSpec, container: ContainerSpec, options: ReplayOptions
         env.pop("DRAINSPEC_APP", None)
     # Tools installed beside drainspec (uvicorn, dumb-init, ...) are what the image would hold.
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", os.defpath)])
+    if shutil.which(argv[0], path=env["PATH"]) is None:
+        raise SetupError(f"{argv[0]!r}, the container's command, was not found here; install it or put it on PATH")
     started = await start_pod(argv, env=env, cwd=os.getcwd(), log=log, namespace=options.namespace)
     helpers: list[asyncio.subprocess.Process] = []
     router = Router(journal, propagation=propagation)

@@ -92,3 +92,21 @@ def run_scenario(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..
 
 def pytest_configure(config: pytest.Config) -> None:
     os.environ.setdefault("PYTHONDONTWRITEBYTECODE", "1")
+
+
+@pytest.fixture
+def replay_manifest(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., RunResult]:
+    """Replay a manifest from `k8s/` (its first container) with `ReplayOptions` overrides."""
+    from chaos.manifest import load_manifest
+    from chaos.replay import ReplayOptions, replay
+
+    monkeypatch.chdir(ROOT)
+    counter = iter(range(1000))
+
+    def run(manifest: str, **options: Any) -> RunResult:
+        pod = load_manifest(ROOT / "k8s" / manifest)
+        run_dir = tmp_path / f"replay{next(counter)}"
+        timeline = build(replay(pod, pod.containers[0], ReplayOptions(**options), run_dir))
+        return RunResult(timeline, judge(timeline), run_dir)
+
+    return run

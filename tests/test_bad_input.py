@@ -104,3 +104,55 @@ def test_missing_journal(tmp_path):
     result, _ = drainspec("report", str(tmp_path / "nothing.jsonl"))
     assert result.returncode == 2
     assert "cannot read journal" in result.stderr
+
+
+MANIFEST_CASES = [
+    pytest.param("kind: Pod\nspec: [\n", [], "invalid YAML at line", id="invalid-yaml"),
+    pytest.param("apiVersion: v1\nkind: Service\n", [], "found Service", id="unsupported-kind"),
+    pytest.param(
+        "kind: Pod\nspec: {containers: [{name: web, image: app}]}\n", [], "ENTRYPOINT", id="command-from-image"
+    ),
+    pytest.param(
+        "kind: Pod\nspec: {containers: [{name: web, command: [uvicorn, app.main:app]}]}\n",
+        ["--container", "sidecar"],
+        "no container 'sidecar'",
+        id="unknown-container",
+    ),
+    pytest.param(
+        "kind: Pod\nspec: {containers: [{name: web, command: [uvicorn, app.main:app]}]}\n",
+        ["--propagation", "3..1"],
+        "--propagation",
+        id="bad-propagation",
+    ),
+    pytest.param(
+        "kind: Pod\nspec: {containers: [{name: web, command: [no-such-binary-here, --port, '80'],"
+        " ports: [{containerPort: 80}]}]}\n",
+        ["--ready-timeout", "3"],
+        "no-such-binary-here",
+        id="missing-binary-in-command",
+    ),
+    pytest.param(
+        "kind: Pod\nspec: {containers: [{name: web, command: [python3, serve.py]}]}\n",
+        [],
+        "containerPort",
+        id="unknown-port",
+    ),
+]
+
+
+@pytest.mark.parametrize(("text", "args", "message"), MANIFEST_CASES)
+def test_bad_manifest_is_one_line_and_exit_2(tmp_path, text, args, message):
+    manifest = tmp_path / "manifest.yaml"
+    manifest.write_text(text)
+    result, took = drainspec("k8s", str(manifest), *args, "--out", str(tmp_path / "out"))
+    assert result.returncode == 2, result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("drainspec: error: "), result.stderr
+    assert message in lines[0]
+    assert took < 20
+
+
+def test_missing_manifest(tmp_path):
+    result, _ = drainspec("k8s", str(tmp_path / "nope.yaml"))
+    assert result.returncode == 2
+    assert "no such file" in result.stderr

@@ -41,3 +41,16 @@ def test_same_verdicts_every_time(run_scenario, busy_neighbour, app):
         seen.append(result.failed)
         assert result.failed == expected, result.explain()
     assert seen == [expected] * REPEAT
+
+
+@pytest.mark.parametrize(
+    ("manifest", "expected"),
+    [
+        pytest.param("deployment.yaml", set(), id="reference-deployment"),
+        pytest.param("bad/no-prestop.yaml", {"no-refused-while-routed"}, id="no-prestop"),
+    ],
+)
+def test_same_replay_verdicts_every_time(replay_manifest, busy_neighbour, manifest, expected):
+    for _ in range(REPEAT):
+        result = replay_manifest(manifest, requests=1, request_seconds=0.5)
+        assert result.failed == expected, result.explain()

@@ -1,0 +1,151 @@
+"""
+Kubernetes termination replays of the manifests in `k8s/`: the container's command as PID 1 of
+a PID namespace, behind a router that keeps routing for the propagation delay, preStop on the
+grace clock. The correct manifest passes; each bad one fails exactly the verdicts of its mistake.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from chaos.pod import namespace_prefix
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.e2e
+K8S = ROOT / "k8s"
+needs_namespace = pytest.mark.skipif(namespace_prefix() is None, reason="PID namespaces are not available here")
+STREAM = "GET /__drainspec/stream?seconds={seconds}"
+
+
+def test_the_reference_deployment_passes_every_verdict(replay_manifest):
+    result = replay_manifest("deployment.yaml")
+    assert result.failed == set(), result.explain()
+    routed = result.verdict("no-refused-while-routed")
+    assert routed.status == "pass" and "succeeded" in routed.summary
+
+
+CASES = [
+    pytest.param("no-prestop.yaml", {}, {"no-refused-while-routed"}, id="1-no-prestop"),
+    pytest.param(
+        "drain-exceeds-grace.yaml",
+        {"request_seconds": 5.0},
+        {"inflight-completed", "teardown-ran", "within-grace"},
+        id="3-drain-exceeds-grace",
+    ),
+    pytest.param(
+        "prestop-exceeds-grace.yaml",
+        {"request_seconds": 5.0},
+        {"inflight-completed"},  # uvicorn's 1 s timeout answers 500 within the 2 s left
+        id="4-prestop-exceeds-grace",
+    ),
+    pytest.param(
+        "shell-wrapper.yaml",
+        {},
+        {"signal-reaches-app", "teardown-ran", "within-grace"},
+        id="5-shell-wrapper",
+        marks=needs_namespace,
+    ),
+    pytest.param(
+        "no-sigterm-handler.yaml",
+        {},
+        {"signal-reaches-app", "within-grace"},
+        id="6-no-sigterm-handler",
+        marks=needs_namespace,
+    ),
+    pytest.param(
+        "init-before-shell.yaml",
+        {"request_seconds": 4.0},
+        {"inflight-completed", "teardown-ran"},
+        id="7-init-before-shell",
+        marks=needs_namespace,
+    ),
+    pytest.param(
+        "unbounded-drain.yaml",
+        {"request_path": STREAM, "request_seconds": 30.0, "requests": 1},
+        {"inflight-completed", "teardown-ran", "within-grace"},
+        id="9-unbounded-drain",
+    ),
+    pytest.param(
+        "fails-all-traffic.yaml",
+        {},
+        {"no-refused-while-routed", "inflight-completed"},
+        id="12-fails-all-traffic",
+    ),
+    pytest.param("missing-prestop-binary.yaml", {}, {"no-refused-while-routed"}, id="13-missing-prestop-binary"),
+    pytest.param("prestop-kills.yaml", {}, {"no-refused-while-routed"}, id="14-prestop-kills", marks=needs_namespace),
+]
+
+
+@pytest.mark.parametrize(("manifest", "options", "fails"), CASES)
+def test_each_misconfiguration_fails_its_verdicts(replay_manifest, manifest, options, fails):
+    result = replay_manifest(f"bad/{manifest}", **options)
+    assert result.failed == fails, result.explain()
+
+
+@needs_namespace
+def test_the_app_is_pid_1_of_its_own_namespace(replay_manifest):
+    result = replay_manifest("deployment.yaml", requests=1)
+    assert result.timeline.replay["container"] == "web"
+    started = next(e for e in result.timeline.events if e.kind == "pod.started")
+    assert started.get("namespaced") is True
+    request = next(iter(result.timeline.requests.values()))
+    assert request.start is not None
+
+
+def test_a_replay_that_exits_early_takes_about_prestop_plus_drain(replay_manifest):
+    """Bounded run time: preStop 2 s + a short drain, not the 8 s grace period."""
+    started = time.monotonic()
+    result = replay_manifest("deployment.yaml", requests=1, request_seconds=0.3)
+    took = time.monotonic() - started
+    assert result.failed == set(), result.explain()
+    assert took < 2 + 1 + 3, f"the replay took {took:.1f}s"  # preStop + drain + 1 s, plus startup
+
+
+def test_propagation_range_is_picked_by_seed_and_journaled(replay_manifest):
+    first = replay_manifest("deployment.yaml", requests=1, propagation=(0.2, 1.5), seed=7)
+    second = replay_manifest("deployment.yaml", requests=1, propagation=(0.2, 1.5), seed=7)
+    assert first.timeline.replay["propagation"] == second.timeline.replay["propagation"]
+    assert 0.2 <= first.timeline.replay["propagation"] <= 1.5
+
+
+def test_cli_prints_findings_verdicts_and_budget(tmp_path: Path):
+    out = tmp_path / "out"
+    result = subprocess.run(
+        [sys.executable, "-m", "chaos.cli", "k8s", "k8s/bad/no-prestop.yaml", "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "no-prestop (#1)" in result.stdout
+    assert "Recommended budget" in result.stdout and "terminationGracePeriod" in result.stdout
+    report = json.loads((out / "report.json").read_text())
+    assert report["result"] == "fail"
+    assert [f["code"] for f in report["findings"]] == ["no-prestop"]
+    assert (out / "junit.xml").exists()
+
+
+@pytest.mark.parametrize(
+    ("manifest", "code"),
+    [pytest.param("deployment.yaml", 0, id="good"), pytest.param("bad/shell-wrapper.yaml", 1, id="bad")],
+)
+def test_static_check_runs_nothing(manifest, code):
+    started = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "-m", "chaos.cli", "k8s", f"k8s/{manifest}", "--static"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == code, result.stdout + result.stderr
+    assert time.monotonic() - started < 10

@@ -1,0 +1,315 @@
+"""
+The manifest reader: Kubernetes' defaults, shell and exec forms, static findings for each
+misconfiguration in `k8s/bad/`, the budget arithmetic, and a clear error for anything else.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from chaos.manifest import (
+    ExecHook,
+    HttpGetHook,
+    ManifestError,
+    PodSpec,
+    SleepHook,
+    analyse,
+    expand_references,
+    load_manifest,
+    localize,
+    parse_manifest,
+    prestop_seconds,
+    recommend_budget,
+    select_container,
+    server_timeout,
+    static_findings,
+)
+from tests.conftest import ROOT
+
+K8S = ROOT / "k8s"
+
+
+def pod_yaml(container: str = "{}", kind: str = "Pod", command: str = "[uvicorn, app.main:app, --port, '8000']") -> str:
+    """A one-container pod; `container` is a YAML flow mapping of extra container fields."""
+    extra = yaml.safe_load(container)
+    spec = {"containers": [{"name": "web", "command": yaml.safe_load(command), **extra}]}
+    return yaml.safe_dump({"apiVersion": "v1", "kind": kind, "metadata": {"name": "web"}, "spec": spec})
+
+
+def test_the_reference_deployment_reads_as_written():
+    pod = load_manifest(K8S / "deployment.yaml")
+    container = select_container(pod, None)
+    assert (pod.kind, pod.name, pod.grace, pod.replicas) == ("Deployment", "reference", 8.0, 2)
+    assert (pod.max_surge, pod.max_unavailable) == (1, 0)
+    assert container.argv[:2] == ("uvicorn", "app.main:app")
+    assert container.prestop == SleepHook(2.0)
+    assert container.readiness is not None and container.readiness.path == "/readyz"
+    assert container.ports == (8000,)
+
+
+def test_kubernetes_defaults_fill_what_the_manifest_leaves_out():
+    pod = parse_manifest(pod_yaml("{readinessProbe: {httpGet: {path: /readyz}}}"))
+    probe = pod.containers[0].readiness
+    assert pod.grace == 30.0
+    assert probe is not None and (probe.period, probe.failure_threshold, probe.timeout) == (10.0, 3, 1.0)
+    assert pod.containers[0].prestop is None and pod.containers[0].stop_signal is None
+
+
+def test_the_first_workload_of_a_multi_document_file_is_taken():
+    text = "apiVersion: v1\nkind: Service\nmetadata: {name: s}\n---\n" + pod_yaml()
+    assert parse_manifest(text).kind == "Pod"
+
+
+@pytest.mark.parametrize(
+    ("hook", "expected"),
+    [
+        pytest.param("{sleep: {seconds: 5}}", SleepHook(5.0), id="sleep"),
+        pytest.param("{exec: {command: [sleep, '5']}}", ExecHook(("sleep", "5")), id="exec"),
+        pytest.param("{httpGet: {path: drain, port: 8000}}", HttpGetHook("/drain", 8000), id="httpGet"),
+    ],
+)
+def test_prestop_handlers(hook, expected):
+    pod = parse_manifest(pod_yaml(f"{{lifecycle: {{preStop: {hook}}}}}"))
+    assert pod.containers[0].prestop == expected
+
+
+def test_env_references_are_expanded_like_the_kubelet_does():
+    env = {"PORT": "8000"}
+    assert expand_references("--port=$(PORT)", env) == "--port=8000"
+    assert expand_references("$(MISSING)", env) == "$(MISSING)"
+    assert expand_references("$$(PORT)", env) == "$(PORT)"
+    pod = parse_manifest(pod_yaml("{env: [{name: PORT, value: '9000'}], args: [--port, $(PORT)]}"))
+    assert pod.containers[0].argv[-2:] == ("--port", "9000")
+
+
+@pytest.mark.parametrize(
+    ("argv", "shell", "init", "execs"),
+    [
+        pytest.param(["uvicorn", "a:b"], None, None, True, id="exec-form"),
+        pytest.param(["sh", "-c", "uvicorn a:b"], "sh", None, False, id="dash-single-command"),
+        pytest.param(["bash", "-c", "uvicorn a:b"], "bash", None, True, id="bash-single-command"),
+        pytest.param(["bash", "-c", "uvicorn a:b; echo done"], "bash", None, False, id="bash-two-commands"),
+        pytest.param(["/bin/sh", "-c", "migrate && exec uvicorn a:b"], "sh", None, True, id="exec-in-script"),
+        pytest.param(["tini", "--", "uvicorn", "a:b"], None, "tini", True, id="tini-exec"),
+        pytest.param(["dumb-init", "sh", "-c", "uvicorn a:b"], "sh", "dumb-init", False, id="init-shell"),
+    ],
+)
+def test_how_pid_1_reaches_the_app(argv, shell, init, execs):
+    command = analyse(argv)
+    assert (command.shell, command.init, command.app_execs, command.server) == (shell, init, execs, "uvicorn")
+
+
+def test_localize_binds_loopback_and_wraps_the_app_in_the_probe():
+    argv, app = localize(["uvicorn", "app.main:app", "--host", "0.0.0.0", "--port=8000", "--workers", "2"], port=4321)
+    assert app == "app.main:app"
+    assert argv == ["uvicorn", "chaos.asgi:app", "--workers", "2", "--host", "127.0.0.1", "--port", "4321"]
+
+
+def test_localize_gunicorn_bind_and_worker_class():
+    argv, app = localize(
+        ["gunicorn", "-k", "uvicorn_worker.UvicornWorker", "-b", "0.0.0.0:8000", "app.main:app"], port=4321
+    )
+    assert app == "app.main:app"
+    assert argv == ["gunicorn", "-k", "uvicorn_worker.UvicornWorker", "chaos.asgi:app", "--bind", "127.0.0.1:4321"]
+
+
+def test_localize_inside_a_shell_script_keeps_the_script():
+    argv, app = localize(["sh", "-c", "echo hi; uvicorn app.main:app --host 0.0.0.0 --port 8000"], port=4321)
+    assert app == "app.main:app"
+    assert argv[:2] == ["sh", "-c"]
+    assert argv[2].startswith("echo hi; uvicorn chaos.asgi:app --host 127.0.0.1 --port 4321")
+    assert "0.0.0.0" not in argv[2] and "8000" not in argv[2]
+
+
+def test_localize_an_unknown_server_maps_only_its_port():
+    argv, app = localize(
+        ["python3", "-m", "http.server", "--bind", "0.0.0.0", "8000"], port=4321, container_ports=[8000]
+    )
+    assert app is None
+    assert argv == ["python3", "-m", "http.server", "--bind", "127.0.0.1", "4321"]
+    with pytest.raises(ManifestError, match="containerPort"):
+        localize(["python3", "serve.py"], port=4321)
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        pytest.param(["uvicorn", "a:b"], ("uvicorn", None), id="uvicorn-unbounded"),
+        pytest.param(["uvicorn", "a:b", "--timeout-graceful-shutdown", "4"], ("uvicorn", 4.0), id="uvicorn"),
+        pytest.param(["gunicorn", "a:b"], ("gunicorn", 30.0), id="gunicorn-default"),
+        pytest.param(["gunicorn", "--graceful-timeout=10", "a:b"], ("gunicorn", 10.0), id="gunicorn"),
+        pytest.param(["python3", "serve.py"], None, id="unknown"),
+    ],
+)
+def test_server_timeout(argv, expected):
+    assert server_timeout(argv) == expected
+
+
+def test_prestop_seconds_reads_sleep_in_every_spelling():
+    assert prestop_seconds(SleepHook(3)) == 3
+    assert prestop_seconds(ExecHook(("sleep", "5"))) == 5
+    assert prestop_seconds(ExecHook(("/bin/sh", "-c", "sleep 7"))) == 7
+    assert prestop_seconds(ExecHook(("/wait-shutdown",))) is None
+    assert prestop_seconds(HttpGetHook("/drain")) is None
+
+
+def test_the_reference_deployment_has_no_error_or_warning():
+    pod = load_manifest(K8S / "deployment.yaml")
+    assert static_findings(pod, pod.containers[0], propagation=1.0) == []
+
+
+# Each misconfiguration in k8s/bad/ that can be seen without running, by its research number.
+STATIC = {
+    "no-prestop": ("no-prestop", 1),
+    "drain-exceeds-grace": ("drain-exceeds-grace", 3),
+    "prestop-exceeds-grace": ("prestop-exceeds-grace", 4),
+    "shell-wrapper": ("shell-wrapper", 5),
+    "init-before-shell": ("init-before-shell", 7),
+    "unbounded-drain": ("unbounded-drain", 9),
+    "missing-prestop-binary": ("exec-sleep-prestop", 13),
+    "prestop-kills": ("prestop-triggers-shutdown", 14),
+}
+
+
+@pytest.mark.parametrize(("name", "finding"), STATIC.items(), ids=list(STATIC))
+def test_each_bad_manifest_has_its_static_finding(name, finding):
+    pod = load_manifest(K8S / "bad" / f"{name}.yaml")
+    findings = static_findings(pod, pod.containers[0])
+    assert finding in {(f.code, f.number) for f in findings}, findings
+    assert all(f.recommendation for f in findings)
+
+
+def test_findings_that_need_more_than_the_file():
+    pod = parse_manifest(
+        pod_yaml(
+            "{lifecycle: {preStop: {sleep: {seconds: 2}}, stopSignal: SIGQUIT},"
+            " readinessProbe: {httpGet: {path: /r}},"
+            " livenessProbe: {httpGet: {path: /l}, terminationGracePeriodSeconds: 5}}",
+            command="[gunicorn, app.main:app]",
+        )
+    )
+    codes = {f.code for f in static_findings(pod, pod.containers[0], propagation=5.0)}
+    assert {
+        "prestop-shorter-than-propagation",
+        "wrong-stop-signal",
+        "stop-signal-without-os",
+        "slow-readiness",
+        "liveness-grace-shorter",
+    } <= codes
+
+
+def test_a_single_replica_rollout_can_leave_no_ready_pod():
+    text = pod_yaml(kind="Deployment")
+    document = yaml.safe_load(text)
+    document["spec"] = {"replicas": 1, "template": {"spec": document["spec"]}}
+    pod = parse_manifest(yaml.safe_dump(document))
+    assert "capacity-hole" in {f.code for f in static_findings(pod, pod.containers[0])}
+
+
+def test_budget_shows_its_arithmetic():
+    budget = recommend_budget(1.4, 3.2, current_prestop=2, current_grace=8)
+    assert (budget.prestop, budget.server_timeout, budget.grace) == (3, 5, 10)
+    assert "does not fit" in budget.lines[-1]
+    assert recommend_budget(0.5, 0.3, current_prestop=2, current_grace=8).lines[-1].endswith("it fits")
+
+
+BAD = [
+    pytest.param("kind: Pod\nspec: [", "invalid YAML at line", id="invalid-yaml"),
+    pytest.param("- a\n- b\n", "must be a mapping", id="not-a-mapping"),
+    pytest.param("apiVersion: v1\nkind: ConfigMap\n", "found ConfigMap", id="unsupported-kind"),
+    pytest.param("", "found nothing", id="empty"),
+    pytest.param("kind: Pod\nspec: {containers: []}\n", "no containers", id="no-containers"),
+    pytest.param("kind: Deployment\nspec: {replicas: 2}\n", "no containers", id="no-template"),
+    pytest.param(
+        "kind: Pod\nspec: {containers: [{name: web, image: x}]}\n",
+        "cannot read the image's ENTRYPOINT",
+        id="no-command",
+    ),
+    pytest.param(
+        "kind: Pod\nspec: {containers: [{name: web, command: 'uvicorn a:b'}]}\n", "exec form", id="string-cmd"
+    ),
+    pytest.param(
+        "kind: Pod\nspec: {terminationGracePeriodSeconds: soon, containers: [{name: w, command: [a]}]}\n",
+        "terminationGracePeriodSeconds must be",
+        id="bad-grace",
+    ),
+    pytest.param(
+        "kind: Pod\nspec: {containers: [{name: w, command: [a], lifecycle: {preStop: {tcpSocket: {port: 1}}}}]}\n",
+        "tcpSocket",
+        id="tcp-hook",
+    ),
+    pytest.param(
+        "kind: Pod\nspec: {containers: [{name: w, command: [a], lifecycle: {preStop: {sleep: {}}}}]}\n",
+        "sleep.seconds",
+        id="sleep-without-seconds",
+    ),
+]
+
+
+@pytest.mark.parametrize(("text", "message"), BAD)
+def test_invalid_manifests_are_one_clear_error(text, message):
+    with pytest.raises(ManifestError, match=message) as caught:
+        parse_manifest(text)
+    assert "\n" not in str(caught.value)
+
+
+def test_unknown_container_lists_the_real_ones():
+    pod = load_manifest(K8S / "deployment.yaml")
+    with pytest.raises(ManifestError, match="its containers: web"):
+        select_container(pod, "sidecar")
+
+
+def test_missing_file(tmp_path: Path):
+    with pytest.raises(ManifestError, match="no such file"):
+        load_manifest(tmp_path / "nope.yaml")
+
+
+yaml_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=4),
+    max_leaves=30,
+)
+pod_keys = st.sampled_from(
+    ["containers", "terminationGracePeriodSeconds", "command", "args", "lifecycle", "preStop", "sleep", "name"]
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(kind=st.sampled_from(["Pod", "Deployment", "Service", 7, None]), spec=yaml_values)
+def test_any_document_is_a_pod_or_a_manifest_error(kind, spec):
+    text = yaml.safe_dump({"apiVersion": "v1", "kind": kind, "spec": spec})
+    try:
+        pod = parse_manifest(text)
+    except ManifestError as exc:
+        assert "\n" not in str(exc)
+    else:
+        assert isinstance(pod, PodSpec)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    container=st.dictionaries(pod_keys, yaml_values, max_size=6),
+    grace=st.one_of(st.integers(-5, 100), st.floats(allow_nan=True), st.text(max_size=5)),
+)
+def test_any_container_is_read_or_refused_cleanly(container, grace):
+    text = yaml.safe_dump({"kind": "Pod", "spec": {"terminationGracePeriodSeconds": grace, "containers": [container]}})
+    try:
+        pod = parse_manifest(text)
+    except ManifestError as exc:
+        assert "\n" not in str(exc)
+    else:
+        static_findings(pod, pod.containers[0])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=200))
+def test_any_text_is_a_pod_or_a_manifest_error(text):
+    try:
+        parse_manifest(text)
+    except ManifestError as exc:
+        assert "\n" not in str(exc)
