@@ -113,6 +113,12 @@ def _sqlite_pragmas(dbapi_connection: object, _record: object) -> None:
 
 
 def create_schema(conn: Connection) -> None:
+    """`IF NOT EXISTS` DDL: several workers start at once and must not race on the schema."""
+    from sqlalchemy.schema import CreateIndex, CreateTable
+
     from app.models import metadata
 
-    metadata.create_all(conn)
+    for table in metadata.sorted_tables:
+        conn.execute(CreateTable(table, if_not_exists=True))
+        for index in table.indexes:
+            conn.execute(CreateIndex(index, if_not_exists=True))
