@@ -2,7 +2,11 @@
 The `drainspec` command.
 
     drainspec run --app PKG.MODULE:ATTR [options] [-- SERVER ARGS...]
-    drainspec report JOURNAL
+    drainspec matrix --app PKG.MODULE:ATTR [--servers ...] [--signals TERM,INT] [--knob SERVER=ARGS]
+    drainspec chaos --app PKG.MODULE:ATTR --runs N --seed S [--choose-fault FAULT ...]
+    drainspec experiment FILE.yaml ...
+    drainspec k8s MANIFEST.yaml [--propagation 0.5..3] [--static]
+    drainspec report JOURNAL [--json PATH] [--junit PATH] [--html PATH]
 
 Exit codes: 0 every verdict passed (or did not apply), 1 a verdict failed, 2 bad input or an
 environment that cannot run the check (always one line on stderr saying what to do).
@@ -19,10 +23,12 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
-from chaos import __version__
+from chaos import __version__, progress
+from chaos.html import write_html
 from chaos.journal import JournalError, read_journal
+from chaos.kubelet import parse_signal
 from chaos.report import exit_code, print_console, write_json, write_junit
-from chaos.runner import execute
+from chaos.runner import JOURNAL_FILE, execute, prepare_run_dir
 from chaos.scenario import BACKGROUND_PATH, HOLD_PATH, Scenario
 from chaos.target import SetupError
 from chaos.timeline import build
@@ -94,10 +100,24 @@ def build_parser() -> argparse.ArgumentParser:
     k8s.add_argument("--out", default="drainspec-out")
     k8s.add_argument("--junit", type=Path)
 
+    matrix = commands.add_parser("matrix", help="one scenario across servers, signals and knobs: a table")
+    _add_scenario_arguments(matrix)
+    matrix.add_argument("--servers", default="uvicorn,gunicorn,hypercorn,granian", help="comma-separated")
+    matrix.add_argument("--signals", default="TERM", help="comma-separated stop signals, e.g. TERM,INT,QUIT")
+    matrix.add_argument(
+        "--knob",
+        action="append",
+        default=[],
+        metavar="SERVER=ARGS",
+        help="server arguments for one more row of SERVER (repeat); SERVER= alone means as shipped. "
+        "Replaces that server's default rows (as shipped, and with its drain bounded at 1 s)",
+    )
+
     report = commands.add_parser("report", help="rebuild the reports of a run from its journal")
     report.add_argument("journal", type=Path)
     report.add_argument("--json", type=Path, help="write report.json here")
     report.add_argument("--junit", type=Path, help="write JUnit XML here")
+    report.add_argument("--html", type=Path, help="write the HTML timeline (timeline.html) here")
     return parser
 
 
@@ -189,17 +209,19 @@ def _run(args: argparse.Namespace, server_args: Sequence[str], console: Console)
     out = Path(args.out)
     if not args.quiet:
         console.print(f"[dim]starting {scenario.command or scenario.server} on {scenario.app}; files in {out}/[/]")
-    events = execute(scenario, out)
+    with progress.status(console, prepare_run_dir(out) / JOURNAL_FILE, ready_timeout=scenario.ready_timeout):
+        events = execute(scenario, out)
     timeline = build(events)
     verdicts = judge(timeline)
     write_json(out / "report.json", timeline, verdicts)
+    write_html(out / "timeline.html", timeline, verdicts)
     write_junit(args.junit or out / "junit.xml", timeline, verdicts)
     if args.quiet:
         failures = [v.name for v in verdicts if v.failed]
         console.print("FAIL: " + ", ".join(failures) if failures else "PASS", highlight=False)
     else:
         print_console(console, timeline, verdicts)
-        console.print(f"[dim]journal, report.json and junit.xml in {out}/[/]")
+        console.print(f"[dim]journal, report.json, timeline.html and junit.xml in {out}/[/]")
     return exit_code(verdicts)
 
 
@@ -266,6 +288,44 @@ def _experiments(args: argparse.Namespace, console: Console) -> int:
     return code
 
 
+def _matrix(args: argparse.Namespace, server_args: Sequence[str], console: Console) -> int:
+    import shlex
+
+    from chaos import matrix
+
+    if args.command or args.server != "uvicorn":
+        raise UsageError("matrix takes --servers (comma-separated), not --server or --command")
+    knobs: dict[str, list[tuple[str, ...]]] = {}
+    for item in args.knob:
+        server, sep, words = item.partition("=")
+        if not sep:
+            raise UsageError(f"--knob {item!r} must look like SERVER=ARGS, e.g. gunicorn=--graceful-timeout 5")
+        knobs.setdefault(server.strip(), []).append(tuple(shlex.split(words)))
+    servers = [s.strip() for s in args.servers.split(",") if s.strip()]
+    signals = [s.strip() for s in args.signals.split(",") if s.strip()]
+    for name in signals:
+        try:
+            parse_signal(name)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+    cells = matrix.cells(servers, signals, knobs)
+    base = _scenario(args, server_args)
+    out = Path(args.out)
+    console.print(f"[dim]{len(cells)} cell(s), one run each, one after another; files in {out}/[/]")
+
+    def progress(result: matrix.CellResult) -> None:
+        failed = ", ".join(sorted(result.failed)) or ("could not run" if result.error else "all passed")
+        console.print(f"  {escape(result.cell.label)}: {escape(failed)}")
+
+    results = matrix.run_matrix(base, cells, out, progress)
+    matrix.write_json(out / "matrix.json", base, results)
+    console.print()
+    matrix.print_table(console, results)
+    if all(result.error for result in results):
+        raise SetupError(f"no cell could run: {results[0].error}")
+    return 1 if any(result.failed for result in results) else 0
+
+
 def _print_findings(console: Console, findings: Sequence[Any]) -> None:
     console.print("[bold]Manifest[/]")
     if not findings:
@@ -317,12 +377,14 @@ def _k8s(args: argparse.Namespace, console: Console) -> int:
     out = Path(args.out)
     console.print(f"[dim]replaying {pod.kind}/{pod.name} container {container.name}; files in {out}/[/]")
     try:
-        events = replay(pod, container, options, out)
+        with progress.status(console, prepare_run_dir(out) / JOURNAL_FILE, ready_timeout=options.ready_timeout):
+            events = replay(pod, container, options, out)
     except ManifestError as exc:
         raise UsageError(str(exc)) from None
     timeline = build(events)
     verdicts = judge(timeline)
     write_json(out / "report.json", timeline, verdicts)
+    write_html(out / "timeline.html", timeline, verdicts)
     write_junit(args.junit or out / "junit.xml", timeline, verdicts)
     _print_findings(console, findings)
     print_console(console, timeline, verdicts)
@@ -361,6 +423,8 @@ def _report(args: argparse.Namespace, console: Console) -> int:
         write_json(args.json, timeline, verdicts)
     if args.junit:
         write_junit(args.junit, timeline, verdicts)
+    if args.html:
+        write_html(args.html, timeline, verdicts)
     return exit_code(verdicts)
 
 
@@ -379,6 +443,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _k8s(args, console)
         if args.subcommand == "chaos":
             return _chaos(args, server_args, console)
+        if args.subcommand == "matrix":
+            return _matrix(args, server_args, console)
         if args.subcommand == "experiment":
             return _experiments(args, console)
         return _report(args, console)

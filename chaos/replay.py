@@ -171,7 +171,7 @@ async def _replay(pod: PodSpec, container: ContainerSpec, options: ReplayOptions
                     await _wait_in_flight(tail, clients, scenario, started.process)
                 journal.write(Kind.POD_DELETED, grace=pod.grace)
                 router.terminate(pod.name)
-                prestop = _prestop_runner(container, started, port, helpers)
+                prestop = _prestop_runner(container, started, port, journal, helpers)
                 await kubelet.terminate(
                     started.process,
                     stop_signal=stop_signal,
@@ -237,7 +237,7 @@ def _describe_hook(container: ContainerSpec) -> str | None:
 
 
 def _prestop_runner(
-    container: ContainerSpec, pod: Pod, port: int, helpers: list[asyncio.subprocess.Process]
+    container: ContainerSpec, pod: Pod, port: int, journal: JournalWriter, helpers: list[asyncio.subprocess.Process]
 ) -> kubelet.PreStop | None:
     hook = container.prestop
     if hook is None:
@@ -248,11 +248,15 @@ def _prestop_runner(
             await asyncio.sleep(hook.seconds)
             return f"slept {hook.seconds:g}s"
         if isinstance(hook, HttpGetHook):
-            async with httpx.AsyncClient(timeout=limit, trust_env=False) as client:
-                response = await client.get(f"http://{target.HOST}:{port}{hook.path}")
-            if response.status_code >= 400:
-                raise RuntimeError(f"GET {hook.path} answered {response.status_code}")
-            return f"GET {hook.path}: {response.status_code}"
+            # The kubelet's own request, straight to the pod (not through the Service): journaled
+            # as a client of its own role, so the verdicts know who sent it.
+            async with traffic.new_client(limit) as client:
+                spec = traffic.RequestSpec("GET", hook.path)
+                url = f"http://{target.HOST}:{port}"
+                outcome = await traffic.perform(client, url, spec, "prestop", journal, role="kubelet")
+            if outcome != traffic.Outcome.OK:
+                raise RuntimeError(f"GET {hook.path}: {outcome.value}")
+            return f"GET {hook.path}: {outcome.value}"
         return await _exec_in_pod(hook.command, pod, helpers)
 
     return run

@@ -1,6 +1,7 @@
 """
-A preStop hook (`GET /draining`) tells the app it is going away, and the app then answers every
-request with 503, not just `/readyz`, while the Service still routes new requests to it.
+A preStop hook (`GET /draining?seconds=2`: flag the app, then hold the hook for the propagation
+delay) tells the app it is going away, and the app then answers every request with 503, not just
+`/readyz`, while the Service still routes new requests to it.
 
 The right reaction is the other way round: keep serving normally (optionally fail only the
 readiness check) until the stop signal. Only a replay behind a router shows this mistake.
@@ -8,6 +9,7 @@ readiness check) until the stop signal. Only a replay behind a router shows this
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 
 from fastapi import Request, Response
@@ -22,8 +24,9 @@ app.state.draining = False
 
 
 @app.get("/draining")
-async def draining(request: Request) -> dict[str, bool]:
+async def draining(request: Request, seconds: float = 0.0) -> dict[str, bool]:
     request.app.state.draining = True
+    await asyncio.sleep(seconds)  # the hook holds the stop signal back, as a preStop delay should
     return {"draining": True}
 
 

@@ -1,0 +1,338 @@
+"""
+The HTML timeline, on journals of real runs: a lane for every worker, request and background
+task, a marker for every shutdown step, what failed verdicts name highlighted, all text escaped,
+and nothing loaded from anywhere. Then the page as a browser draws it: a headless Chromium
+screenshot that must not be blank (CI installs Chromium; elsewhere the test skips without it).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import zlib
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+from chaos import html
+from chaos.manifest import load_manifest
+from chaos.replay import ReplayOptions, replay
+from chaos.timeline import build
+from chaos.verdict import Fate, fate_of, judge
+from tests.conftest import ROOT, RunResult
+from tests.test_bad_input import drainspec
+
+pytestmark = pytest.mark.e2e
+
+URL_ATTRIBUTES = {"src", "href", "xlink:href", "action", "formaction", "data", "poster", "srcset", "background"}
+SCREENSHOT_SECONDS = 60.0  # Chromium takes about a second; a hang is killed, never waited on
+WINDOW = (1200, 900)
+FAIL_BADGE, WORKER_BAR, OK_GREEN = (0xC6, 0x28, 0x28), (0x4A, 0x6F, 0xA5), (0x2E, 0x9E, 0x4F)
+
+
+@dataclasses.dataclass
+class LaneSeen:
+    flagged: bool
+    classes: set[str] = dataclasses.field(default_factory=set)
+    titles: list[str] = dataclasses.field(default_factory=list)
+
+
+class Page(HTMLParser):
+    """What a reader of the page sees: lanes, markers, verdict rows, and every URL it holds."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.lanes: dict[tuple[str, str], LaneSeen] = {}
+        self.markers: list[str] = []
+        self.rows: dict[str, str] = {}
+        self.evidence: dict[str, list[str]] = {}
+        self.urls: list[str] = []
+        self._lane: LaneSeen | None = None
+        self._row: str | None = None
+        self._text: list[str] | None = None
+        self.feed(text)
+        self.close()
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        values = {name: value or "" for name, value in attrs}
+        self.urls += [value for name, value in values.items() if name in URL_ATTRIBUTES]
+        if tag == "g" and "data-kind" in values:
+            self._lane = LaneSeen(flagged=values["data-flagged"] == "true")
+            self.lanes[(values["data-kind"], values["data-id"])] = self._lane
+        elif tag == "g" and "data-marker" in values:
+            self.markers.append(values["data-marker"])
+        elif tag == "tr" and "data-verdict" in values:
+            self._row = values["data-verdict"]
+            self.rows[self._row] = values.get("class", "")
+            self.evidence[self._row] = []
+        if self._lane is not None and tag in ("rect", "circle"):
+            self._lane.classes.update(values.get("class", "").split())
+        if tag in ("title", "li"):
+            self._text = []
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "title" and self._lane is not None and self._text is not None:
+            self._lane.titles.append("".join(self._text))
+        elif tag == "li" and self._row is not None and self._text is not None:
+            self.evidence[self._row].append("".join(self._text))
+        if tag in ("title", "li"):
+            self._text = None
+        elif tag == "g":  # lanes hold no nested group
+            self._lane = None
+        elif tag == "tr":
+            self._row = None
+
+    def handle_data(self, data: str) -> None:
+        if self._text is not None:
+            self._text.append(data)
+
+    def ids(self, kind: str) -> set[str]:
+        return {key for lane_kind, key in self.lanes if lane_kind == kind}
+
+
+def page_of(result: RunResult) -> tuple[str, Page]:
+    text = html.render(result.timeline, result.verdicts)
+    return text, Page(text)
+
+
+def assert_self_contained(text: str, page: Page) -> None:
+    assert page.urls == [], f"the page links to {page.urls}"
+    for needle in ("http://", "https://", "<script", "<link", "<img", "<iframe", "@import", "url("):
+        assert needle not in text.lower(), f"the page holds {needle!r}"
+
+
+# --- the page, on journals of real runs --------------------------------------------------------
+
+
+def test_a_passing_run_has_a_lane_for_everything_and_loads_nothing(run_scenario):
+    result = run_scenario(request_path="GET /slow?seconds={seconds}&note=<i>x</i>")
+    assert result.failed == set(), result.explain()
+    text, page = page_of(result)
+    assert_self_contained(text, page)
+    timeline = result.timeline
+    assert page.ids("worker") == {str(pid) for pid in timeline.workers}
+    assert page.ids("request") == set(timeline.requests)
+    assert page.ids("task") == set(timeline.tasks) and len(timeline.tasks) >= 2
+    assert not any(lane.flagged for lane in page.lanes.values())
+    assert {"signal", "shutdown-received", "pool-closed", "shutdown-complete", "exit"} <= set(page.markers)
+    assert "sigkill" not in page.markers
+    assert set(page.rows) == {v.name for v in result.verdicts}
+    assert "fail" not in page.rows.values()
+    assert "<i>x</i>" not in text and "&lt;i&gt;x&lt;/i&gt;" in text  # the request path, escaped
+    assert 'class="result pass"' in text
+
+
+def test_a_sigkilled_run_shows_failed_requests_and_killed_tasks_in_red(run_scenario):
+    result = run_scenario(request_seconds=3.0, background_seconds=3.0, grace=1.0)
+    assert {"inflight-completed", "within-grace", "teardown-ran"} <= result.failed, result.explain()
+    text, page = page_of(result)
+    assert_self_contained(text, page)
+    assert {"signal", "sigkill", "exit"} <= set(page.markers)
+    for request_id, view in result.timeline.requests.items():
+        lane = page.lanes[("request", request_id)]
+        if view.client_outcome != "ok":
+            assert lane.flagged and "c-fail" in lane.classes, request_id
+            assert any(str(view.client_outcome) in title for title in lane.titles), lane.titles
+    killed = [t for t in result.timeline.tasks.values() if fate_of(result.timeline, t) == Fate.KILLED]
+    assert killed, result.explain()
+    for task in killed:
+        lane = page.lanes[("task", task.id)]
+        assert lane.flagged and "f-killed" in lane.classes and "open" in lane.classes
+    for verdict in result.verdicts:
+        if verdict.failed:
+            assert page.rows[verdict.name] == "fail"
+            assert page.evidence[verdict.name] == list(verdict.evidence[: html.EVIDENCE_SHOWN])
+
+
+def test_the_worker_a_failed_verdict_names_is_flagged(run_scenario):
+    result = run_scenario(app="app.variants.exit_skips_teardown:app", grace=2.0)
+    assert result.failed == {"teardown-ran"}, result.explain()
+    text, page = page_of(result)
+    assert_self_contained(text, page)
+    (pid,) = result.timeline.workers
+    assert page.lanes[("worker", str(pid))].flagged
+    assert "shutdown-complete" not in page.markers
+    assert page.rows["teardown-ran"] == "fail"
+    assert any("lifespan shutdown never began" in item for item in page.evidence["teardown-ran"])
+    assert not any(lane.flagged for (kind, _), lane in page.lanes.items() if kind != "worker")
+
+
+def test_lanes_beyond_the_cap_are_counted_and_flagged_ones_kept(run_scenario, monkeypatch):
+    result = run_scenario(request_seconds=3.0, background_seconds=3.0, grace=1.0)
+    monkeypatch.setattr(html, "MAX_LANES", 2)
+    text, page = page_of(result)
+    drawn = [key for key in page.lanes if key[0] in ("request", "task")]
+    total = len(result.timeline.requests) + len(result.timeline.tasks)
+    assert len(drawn) == 2 and all(page.lanes[key].flagged for key in drawn)
+    hidden = [int(n) for n in re.findall(r"\+(\d+) more not drawn", text)]
+    assert sum(hidden) == total - 2, hidden
+
+
+def test_a_replay_aggregates_the_steady_load_and_marks_the_kubelet_steps(tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    pod = load_manifest(ROOT / "k8s" / "deployment.yaml")
+    options = ReplayOptions(propagation=(0.3, 0.3), requests=1, request_seconds=0.3, namespace=False)
+    timeline = build(replay(pod, pod.containers[0], options, tmp_path / "replay"))
+    verdicts = judge(timeline)
+    assert not [v.name for v in verdicts if v.failed]
+    text = html.render(timeline, verdicts)
+    page = Page(text)
+    assert_self_contained(text, page)
+    steady = {key for key, view in timeline.requests.items() if view.client and view.client.get("role") == "steady"}
+    assert len(steady) >= 5
+    assert page.ids("steady") == {"steady"} and not steady & page.ids("request")
+    assert page.ids("router") == {"router"}
+    kubelet = {"pod-deleted", "prestop-start", "prestop-end", "router-removed", "signal", "shutdown-complete", "exit"}
+    assert kubelet <= set(page.markers)
+    assert "seconds from the pod&#x27;s deletion" in text
+
+
+def test_the_cli_writes_the_page_beside_report_json_and_rebuilds_it(tmp_path):
+    out = tmp_path / "out"
+    args = ["--requests", "1", "--request-seconds", "0.3", "--background", "1", "--background-seconds", "0.3"]
+    result, _ = drainspec("run", "--app", "app.main:app", *args, "--grace", "5", "--out", str(out), "--quiet")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (out / "report.json").exists()
+    written = (out / "timeline.html").read_text(encoding="utf-8")
+    rebuilt, _ = drainspec("report", str(out / "journal.jsonl"), "--html", str(tmp_path / "again.html"))
+    assert rebuilt.returncode == 0, rebuilt.stdout + rebuilt.stderr
+    assert (tmp_path / "again.html").read_text(encoding="utf-8") == written
+
+
+# --- the page in a browser ---------------------------------------------------------------------
+
+# Chromium's helper processes outlive the browser by a moment. This wrapper makes itself their
+# subreaper, so it reaps every one of them (killing any still there after 5 s) before it exits:
+# the screenshot leaves no process and no zombie behind.
+SUBREAPER = r"""
+import ctypes, os, subprocess, sys, time
+import psutil
+ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+browser = subprocess.Popen(sys.argv[2:])
+try:
+    code = browser.wait(timeout=float(sys.argv[1]))
+except subprocess.TimeoutExpired:
+    browser.kill()
+    code = 124
+deadline = time.monotonic() + 5
+while True:
+    try:
+        pid, _ = os.waitpid(-1, os.WNOHANG)
+    except ChildProcessError:
+        break
+    if pid:
+        continue
+    if time.monotonic() > deadline:
+        for child in psutil.Process().children():
+            child.kill()
+    time.sleep(0.02)
+sys.exit(code)
+"""
+
+
+def chromium() -> str:
+    """The browser, or a skip; in CI (CI set) a missing browser is a failure: CI installs it."""
+    path = shutil.which("chromium")
+    if path is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromium is not on PATH but CI is set: .ci/run must install it (apt-get install chromium)")
+        pytest.skip("chromium is not on PATH (apt-get install chromium); the screenshot test needs it")
+    return path
+
+
+def screenshot(browser: str, page: Path, work: Path) -> Path:
+    """Chromium draws the page headless to a PNG; bounded in time, every process reaped."""
+    shot = work / "shot.png"
+    command = [
+        browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync", "--hide-scrollbars",
+        f"--user-data-dir={work / 'profile'}", f"--screenshot={shot}", f"--window-size={WINDOW[0]},{WINDOW[1]}",
+        page.as_uri(),
+    ]  # fmt: skip
+    process = subprocess.Popen(
+        [sys.executable, "-c", SUBREAPER, str(SCREENSHOT_SECONDS), *command],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        output, _ = process.communicate(timeout=SCREENSHOT_SECONDS + 15)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)  # the group leader is not reaped yet: its id is ours
+        process.communicate(timeout=10)
+        pytest.fail(f"chromium did not finish a screenshot in {SCREENSHOT_SECONDS + 15:g}s")
+    log = output.decode(errors="replace")[-2000:]
+    assert process.returncode == 0, f"chromium exited with {process.returncode}:\n{log}"
+    assert shot.exists(), f"chromium wrote no screenshot:\n{log}"
+    return shot
+
+
+def png_pixels(data: bytes) -> tuple[int, int, set[tuple[int, ...]]]:
+    """Width, height and the distinct colours of an 8-bit, non-interlaced RGB(A) PNG (stdlib only)."""
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG"
+    chunks, pos = {}, 8
+    idat = bytearray()
+    while pos < len(data):
+        (length,) = struct.unpack(">I", data[pos : pos + 4])
+        kind, body = data[pos + 4 : pos + 8], data[pos + 8 : pos + 8 + length]
+        pos += 12 + length
+        if kind == b"IDAT":
+            idat += body
+        else:
+            chunks[kind] = body
+    width, height, depth, colour, _, _, interlace = struct.unpack(">IIBBBBB", chunks[b"IHDR"])
+    assert depth == 8 and colour in (2, 6) and interlace == 0, f"unexpected PNG: depth {depth}, colour {colour}"
+    channels = 3 if colour == 2 else 4
+    rows = unfilter(zlib.decompress(bytes(idat)), width * channels, height, channels)
+    colours = {tuple(row[i : i + 3]) for row in rows for i in range(0, len(row), channels)}
+    return width, height, colours
+
+
+def unfilter(raw: bytes, stride: int, height: int, bpp: int) -> list[bytes]:
+    """Undo PNG's per-row filters (None, Sub, Up, Average, Paeth)."""
+    rows, previous, pos = [], bytearray(stride), 0
+    for _ in range(height):
+        kind, line = raw[pos], bytearray(raw[pos + 1 : pos + 1 + stride])
+        pos += 1 + stride
+        if kind == 1:
+            for i in range(bpp, stride):
+                line[i] = (line[i] + line[i - bpp]) & 0xFF
+        elif kind == 2:
+            line = bytearray((a + b) & 0xFF for a, b in zip(line, previous, strict=True))
+        elif kind == 3:
+            for i in range(stride):
+                left = line[i - bpp] if i >= bpp else 0
+                line[i] = (line[i] + ((left + previous[i]) >> 1)) & 0xFF
+        elif kind == 4:
+            for i in range(stride):
+                a = line[i - bpp] if i >= bpp else 0
+                b, c = previous[i], previous[i - bpp] if i >= bpp else 0
+                p = a + b - c
+                pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
+                line[i] = (line[i] + (a if pa <= pb and pa <= pc else b if pb <= pc else c)) & 0xFF
+        rows.append(bytes(line))
+        previous = line
+    return rows
+
+
+def test_chromium_draws_the_page_with_its_failure_highlighted(run_scenario, tmp_path):
+    browser = chromium()
+    result = run_scenario(app="app.variants.exit_skips_teardown:app", grace=2.0)
+    assert result.failed == {"teardown-ran"}, result.explain()
+    page = tmp_path / "timeline.html"
+    html.write_html(page, result.timeline, result.verdicts)
+    shot = screenshot(browser, page, tmp_path)
+    data = shot.read_bytes()
+    assert len(data) > 20_000, f"a {len(data)}-byte screenshot is too small to hold the page"
+    width, height, colours = png_pixels(data)
+    assert (width, height) == WINDOW
+    assert len(colours) > 50, f"only {len(colours)} colours: the page looks blank"
+    for colour, what in ((FAIL_BADGE, "the FAIL badge"), (WORKER_BAR, "a worker lane"), (OK_GREEN, "a request lane")):
+        assert colour in colours, f"{what} (#{bytes(colour).hex()}) is not on the screenshot"
