@@ -17,7 +17,7 @@ from chaos.verdict import Fate, fate_of
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.e2e
-LONG = {"request_seconds": 2.0, "grace": 6.0}  # requests that outlive a 1 s drain bound
+LONG = {"request_seconds": 2.0, "background_seconds": 2.0, "grace": 6.0}  # work that outlives a 1 s drain bound
 
 
 @pytest.mark.parametrize(
