@@ -34,6 +34,9 @@ check: lint typecheck test
 
 bench: $(STAMP)
 	$(BIN)/python bench/overhead.py
+	$(BIN)/python bench/probe_throughput.py
+	$(BIN)/python bench/scale.py
+	$(BIN)/python bench/driver.py
 
 clean:
 	rm -rf $(VENV) drainspec-out
