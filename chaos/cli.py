@@ -97,6 +97,10 @@ def build_parser() -> argparse.ArgumentParser:
     k8s.add_argument("--ready-timeout", type=_positive(float), default=20.0)
     k8s.add_argument("--static", action="store_true", help="only check the manifest; run nothing")
     k8s.add_argument("--no-namespace", action="store_true", help="run as a plain process, not PID 1")
+    k8s.add_argument("--latency", type=_positive(float), default=0.0, help="seconds the router adds to a connect")
+    k8s.add_argument(
+        "--reset-rate", type=_positive(float), default=0.0, help="fraction of new connections reset once terminating"
+    )
     k8s.add_argument("--out", default="drainspec-out")
     k8s.add_argument("--junit", type=Path)
 
@@ -355,6 +359,8 @@ def _k8s(args: argparse.Namespace, console: Console) -> int:
         container = select_container(pod, args.container)
     except ManifestError as exc:
         raise UsageError(str(exc)) from None
+    if args.reset_rate > 1:
+        raise UsageError(f"--reset-rate {args.reset_rate:g} must be a fraction between 0 and 1")
     propagation_range = parse_range(args.propagation)
     findings = static_findings(pod, container, propagation=propagation_range[1])
     errors = any(f.severity == "error" for f in findings)
@@ -373,6 +379,8 @@ def _k8s(args: argparse.Namespace, console: Console) -> int:
         steady_path=args.steady_path,
         ready_timeout=args.ready_timeout,
         namespace=not args.no_namespace,
+        latency=args.latency,
+        reset_rate=args.reset_rate,
     )
     out = Path(args.out)
     console.print(f"[dim]replaying {pod.kind}/{pod.name} container {container.name}; files in {out}/[/]")

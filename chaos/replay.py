@@ -69,6 +69,8 @@ class ReplayOptions:
     steady_path: str | None = None
     ready_timeout: float = 20.0
     namespace: bool = True
+    latency: float = 0.0
+    reset_rate: float = 0.0
 
     def pick_propagation(self) -> float:
         low, high = self.propagation
@@ -144,7 +146,9 @@ async def _replay(pod: PodSpec, container: ContainerSpec, options: ReplayOptions
         raise SetupError(f"{argv[0]!r}, the container's command, was not found here; install it or put it on PATH")
     started = await start_pod(argv, env=env, cwd=os.getcwd(), log=log, namespace=options.namespace)
     helpers: list[asyncio.subprocess.Process] = []
-    router = Router(journal, propagation=propagation)
+    router = Router(
+        journal, propagation=propagation, latency=options.latency, reset_rate=options.reset_rate, seed=options.seed
+    )
     try:
         journal.write(Kind.POD_STARTED, target=started.pid1, namespaced=started.namespaced, argv=argv)
         tail = JournalTail(journal_path)

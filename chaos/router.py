@@ -6,6 +6,10 @@ one keeps sending *new* connections to it for `propagation` seconds, then stops.
 already established stay pinned to it (as conntrack keeps them), whatever happens to routing.
 A connection with no endpoint left is closed at once, as a Service without endpoints rejects it.
 
+Chaos: `latency` delays every new connection before it reaches the pod, and `reset_rate` resets
+that fraction of the new connections made once the pod is terminating (seeded, each reset
+journaled as `fault.injected`), as a flaky load balancer does during a rollout.
+
 Journaled: `router.terminating` (the deletion reached the data plane's input) and
 `router.removed` (the last router stopped sending new connections), and every upstream
 connect that failed, with the time, so `no-refused-while-routed` can judge the window between.
@@ -16,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import random
 from dataclasses import dataclass
 
 from chaos.journal import JournalWriter, Kind
@@ -31,9 +36,20 @@ class Endpoint:
 
 
 class Router:
-    def __init__(self, journal: JournalWriter, *, propagation: float) -> None:
+    def __init__(
+        self,
+        journal: JournalWriter,
+        *,
+        propagation: float,
+        latency: float = 0.0,
+        reset_rate: float = 0.0,
+        seed: int | None = None,
+    ) -> None:
         self.journal = journal
         self.propagation = propagation
+        self.latency = latency
+        self.reset_rate = reset_rate
+        self._random = random.Random(seed)
         self.endpoints: dict[str, Endpoint] = {}
         self._cycle = itertools.count()
         self._server: asyncio.Server | None = None
@@ -76,6 +92,12 @@ class Router:
         if endpoint is None:
             _abort(client_writer)
             return
+        if endpoint.terminating and self.reset_rate and self._random.random() < self.reset_rate:
+            self.journal.write(Kind.FAULT_INJECTED, fault="router-reset", endpoint=endpoint.name)
+            _abort(client_writer)
+            return
+        if self.latency:
+            await asyncio.sleep(self.latency)  # the injected latency itself
         try:
             upstream_reader, upstream_writer = await asyncio.open_connection(HOST, endpoint.port)
         except OSError as exc:

@@ -137,6 +137,12 @@ MANIFEST_CASES = [
         "containerPort",
         id="unknown-port",
     ),
+    pytest.param(
+        "kind: Pod\nspec: {containers: [{name: web, command: [uvicorn, app.main:app]}]}\n",
+        ["--reset-rate", "3"],
+        "between 0 and 1",
+        id="bad-reset-rate",
+    ),
 ]
 
 

@@ -149,3 +149,19 @@ def test_static_check_runs_nothing(manifest, code):
     )
     assert result.returncode == code, result.stdout + result.stderr
     assert time.monotonic() - started < 10
+
+
+def test_router_resets_reach_the_verdicts(replay_manifest):
+    """A correct pod behind a flaky load balancer: the resets are journaled as faults and judged."""
+    result = replay_manifest("deployment.yaml", requests=1, reset_rate=1.0, seed=3)
+    assert result.failed == {"no-refused-while-routed"}, result.explain()
+    resets = [e for e in result.timeline.events if e.kind == "fault.injected" and e.get("fault") == "router-reset"]
+    assert resets
+
+
+def test_router_latency_delays_requests_and_nothing_fails(replay_manifest):
+    result = replay_manifest("deployment.yaml", requests=1, request_seconds=0.5, latency=0.2)
+    assert result.failed == set(), result.explain()
+    steady = [e for e in result.timeline.events if e.kind == "client.request" and e.get("role") == "steady"]
+    first = min(steady, key=lambda e: int(e.get("sent", 0)))
+    assert first.t - int(first.get("sent", 0)) >= 0.2e9
