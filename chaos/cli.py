@@ -96,6 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
     k8s.add_argument("--steady-path", help="path of the steady new requests (default: readiness path)")
     k8s.add_argument("--ready-timeout", type=_positive(float), default=20.0)
     k8s.add_argument("--static", action="store_true", help="only check the manifest; run nothing")
+    k8s.add_argument(
+        "--rollout", action="store_true", help="replay a rolling update of all replicas under steady load instead"
+    )
     k8s.add_argument("--no-namespace", action="store_true", help="run as a plain process, not PID 1")
     k8s.add_argument("--latency", type=_positive(float), default=0.0, help="seconds the router adds to a connect")
     k8s.add_argument(
@@ -383,6 +386,9 @@ def _k8s(args: argparse.Namespace, console: Console) -> int:
         reset_rate=args.reset_rate,
     )
     out = Path(args.out)
+    if args.rollout:
+        _print_findings(console, findings)
+        return _rollout(pod, container, options, out, args.junit or out / "junit.xml", console)
     console.print(f"[dim]replaying {pod.kind}/{pod.name} container {container.name}; files in {out}/[/]")
     try:
         with progress.status(console, prepare_run_dir(out) / JOURNAL_FILE, ready_timeout=options.ready_timeout):
@@ -415,6 +421,30 @@ def _k8s(args: argparse.Namespace, console: Console) -> int:
         return EXIT_BAD_INPUT
     code = exit_code(verdicts)
     return 1 if errors else code
+
+
+def _rollout(pod: Any, container: Any, options: Any, out: Path, junit: Path, console: Console) -> int:
+    from chaos.rollout import Strategy, rollout, write_junit_rollout
+
+    strategy = Strategy.of(pod)
+    console.print(
+        f"[dim]rolling update of {pod.kind}/{pod.name}: {strategy.replicas} replica(s), maxSurge {strategy.surge}, "
+        f"maxUnavailable {strategy.unavailable}; files in {out}/[/]"
+    )
+    with progress.status(console, prepare_run_dir(out) / JOURNAL_FILE, ready_timeout=options.ready_timeout):
+        result = rollout(pod, container, options, out)
+    for line in result.timeline():
+        console.print("  " + escape(line), highlight=False)
+    write_junit_rollout(junit, result)
+    console.print()
+    if result.passed:
+        console.print(f"[green]PASS[/] rollout: all {result.requests} requests during the rolling update succeeded")
+        return 0
+    outcomes = ", ".join(f"{count} {outcome}" for outcome, count in result.outcomes().items())
+    console.print(
+        f"[bold red]FAIL[/] rollout: {len(result.failures)} of {result.requests} requests failed ({outcomes})"
+    )
+    return 1
 
 
 def _report(args: argparse.Namespace, console: Console) -> int:

@@ -168,14 +168,14 @@ async def _replay(pod: PodSpec, container: ContainerSpec, options: ReplayOptions
         async with traffic.new_client(timeout) as client:
             clients = _start_traffic(client, url, scenario, journal)
             stop_steady = asyncio.Event()
-            steady_path = options.steady_path or _steady_path(container)
-            steady = asyncio.create_task(_steady_load(client, url, steady_path, journal, stop_steady))
+            steady_path = options.steady_path or steady_path_of(container)
+            steady = asyncio.create_task(steady_load(client, url, steady_path, journal, stop_steady))
             try:
                 if clients:
                     await _wait_in_flight(tail, clients, scenario, started.process)
                 journal.write(Kind.POD_DELETED, grace=pod.grace)
                 router.terminate(pod.name)
-                prestop = _prestop_runner(container, started, port, journal, helpers)
+                prestop = prestop_runner(container, started, port, journal, helpers)
                 await kubelet.terminate(
                     started.process,
                     stop_signal=stop_signal,
@@ -203,13 +203,13 @@ async def _replay(pod: PodSpec, container: ContainerSpec, options: ReplayOptions
     return read_journal(journal_path)
 
 
-def _steady_path(container: ContainerSpec) -> str:
+def steady_path_of(container: ContainerSpec) -> str:
     if container.readiness is not None and container.readiness.path:
         return container.readiness.path
     return "/"
 
 
-async def _steady_load(
+async def steady_load(
     client: httpx.AsyncClient, url: str, path: str, journal: JournalWriter, stop: asyncio.Event
 ) -> None:
     """New requests through the router every 50 ms until the pod is gone; bounded in count."""
@@ -240,7 +240,7 @@ def _describe_hook(container: ContainerSpec) -> str | None:
     return None
 
 
-def _prestop_runner(
+def prestop_runner(
     container: ContainerSpec, pod: Pod, port: int, journal: JournalWriter, helpers: list[asyncio.subprocess.Process]
 ) -> kubelet.PreStop | None:
     hook = container.prestop

@@ -79,9 +79,12 @@ class Router:
         self.journal.write(Kind.ROUTER_REMOVED, endpoint=endpoint.name)
 
     def _pick(self) -> Endpoint | None:
+        """
+        Round robin over every routed endpoint. A terminating one is not avoided: until its
+        propagation delay has passed, a router does not know it is terminating.
+        """
         routed = [e for e in self.endpoints.values() if e.routed]
-        ready = [e for e in routed if not e.terminating] or routed
-        return ready[next(self._cycle) % len(ready)] if ready else None
+        return routed[next(self._cycle) % len(routed)] if routed else None
 
     async def _handle(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()

@@ -173,6 +173,7 @@ STATIC = {
     "unbounded-drain": ("unbounded-drain", 9),
     "missing-prestop-binary": ("exec-sleep-prestop", 13),
     "prestop-kills": ("prestop-triggers-shutdown", 14),
+    "capacity-hole": ("capacity-hole", 19),
 }
 
 
