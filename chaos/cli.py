@@ -23,22 +23,19 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
-from chaos import __version__, progress
-from chaos.html import write_html
-from chaos.journal import JournalError, read_journal
-from chaos.kubelet import parse_signal
-from chaos.report import exit_code, print_console, write_json, write_junit
+from chaos import __version__
+from chaos.errors import DrainspecError, JournalError, SetupError, UsageError
+from chaos.journal import read_journal
+from chaos.judge.timeline import build
+from chaos.judge.verdict import judge
+from chaos.k8s.kubelet import parse_signal
+from chaos.reports import progress
+from chaos.reports.console import exit_code, print_console, write_json, write_junit
+from chaos.reports.html import write_html
 from chaos.runner import JOURNAL_FILE, execute, prepare_run_dir
 from chaos.scenario import BACKGROUND_PATH, HOLD_PATH, Scenario
-from chaos.target import SetupError
-from chaos.timeline import build
-from chaos.verdict import judge
 
 EXIT_BAD_INPUT = 2
-
-
-class UsageError(Exception):
-    pass
 
 
 class _Parser(argparse.ArgumentParser):
@@ -347,7 +344,7 @@ def _print_findings(console: Console, findings: Sequence[Any]) -> None:
 
 
 def _k8s(args: argparse.Namespace, console: Console) -> int:
-    from chaos.manifest import (
+    from chaos.k8s.manifest import (
         ManifestError,
         load_manifest,
         prestop_seconds,
@@ -355,7 +352,7 @@ def _k8s(args: argparse.Namespace, console: Console) -> int:
         select_container,
         static_findings,
     )
-    from chaos.replay import ReplayOptions, measured_drain, parse_range, replay
+    from chaos.k8s.replay import ReplayOptions, measured_drain, parse_range, replay
 
     try:
         pod = load_manifest(args.manifest)
@@ -424,7 +421,7 @@ def _k8s(args: argparse.Namespace, console: Console) -> int:
 
 
 def _rollout(pod: Any, container: Any, options: Any, out: Path, junit: Path, console: Console) -> int:
-    from chaos.rollout import Strategy, rollout, write_junit_rollout
+    from chaos.k8s.rollout import Strategy, rollout, write_junit_rollout
 
     strategy = Strategy.of(pod)
     console.print(
@@ -486,7 +483,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.subcommand == "experiment":
             return _experiments(args, console)
         return _report(args, console)
-    except (UsageError, SetupError) as exc:
+    except DrainspecError as exc:
         print(f"drainspec: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:

@@ -33,11 +33,11 @@ from typing import Any
 import yaml
 
 from chaos import faults
+from chaos.errors import SetupError
+from chaos.judge.timeline import build
+from chaos.judge.verdict import Verdict, VerdictName, judge
 from chaos.runner import execute
 from chaos.scenario import Scenario
-from chaos.target import SetupError
-from chaos.timeline import build
-from chaos.verdict import Verdict, VerdictName, judge
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ Faults a chaos run injects around the stop signal, each a named option:
     stream[:SECONDS]        a streaming response open at shutdown (`inf`: an endless SSE-like stream)
     websocket               a WebSocket open at shutdown
 
-Signals still go out through `chaos.kubelet.send_signal`, so every one of them is journaled.
+Signals still go out through `chaos.k8s.kubelet.send_signal`, so every one of them is journaled.
 """
 
 from __future__ import annotations
@@ -25,10 +25,11 @@ from dataclasses import dataclass
 
 import httpx
 
-from chaos import kubelet, traffic
+from chaos import traffic
+from chaos.errors import SetupError
 from chaos.journal import JournalTail, JournalWriter, Kind, read_journal
+from chaos.k8s import kubelet
 from chaos.probe import TEARDOWN_DELAY_ENV
-from chaos.target import SetupError
 
 TIMED = ("second-signal", "sigkill", "stall", "crash-worker", "keepalive")
 OPEN_AT_SHUTDOWN = ("stream", "websocket")

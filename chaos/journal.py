@@ -26,6 +26,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from chaos.errors import JournalError
+
 
 class Kind(StrEnum):
     """Every kind of event a journal may hold, grouped by who writes it."""
@@ -108,10 +110,6 @@ class Event:
         if not isinstance(t, int) or not isinstance(pid, int) or not isinstance(kind, str):
             raise ValueError('"t" and "pid" must be integers and "kind" a string')
         return cls(t=t, pid=pid, kind=kind, fields=raw)
-
-
-class JournalError(Exception):
-    """The journal cannot be read: missing, or corrupt before its last line."""
 
 
 class JournalWriter:

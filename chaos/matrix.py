@@ -20,11 +20,12 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from chaos.errors import SetupError
+from chaos.judge.timeline import build
+from chaos.judge.verdict import Status, VerdictName, fate_of, judge
 from chaos.runner import execute
 from chaos.scenario import Scenario
-from chaos.target import SERVERS, SetupError
-from chaos.timeline import build
-from chaos.verdict import Status, VerdictName, fate_of, judge
+from chaos.target import SERVERS
 
 MATRIX_SCHEMA = "drainspec.matrix/1"
 

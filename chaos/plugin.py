@@ -20,10 +20,10 @@ from typing import Any
 
 import pytest
 
+from chaos.judge.timeline import Timeline, build
+from chaos.judge.verdict import Status, Verdict, judge
 from chaos.runner import execute
 from chaos.scenario import Scenario
-from chaos.timeline import Timeline, build
-from chaos.verdict import Status, Verdict, judge
 
 MARKER = "drainspec"
 

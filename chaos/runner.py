@@ -3,10 +3,10 @@ One run of a scenario, start to finish:
 
     spawn the server on the probe  ->  wait for lifespan startup in the journal
     put the requests in flight     ->  wait until the journal shows them inside the app
-    terminate (chaos.kubelet)      ->  let the clients finish, reap the whole process tree
+    terminate (chaos.k8s.kubelet)      ->  let the clients finish, reap the whole process tree
     data-integrity check (optional), journaled like everything else
 
-Nothing here judges: the journal this writes is the input of `chaos.verdict`.
+Nothing here judges: the journal this writes is the input of `chaos.judge.verdict`.
 """
 
 from __future__ import annotations
@@ -20,11 +20,12 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from chaos import faults, kubelet, target, traffic
+from chaos import faults, target, traffic
+from chaos.errors import SetupError
 from chaos.journal import Event, JournalTail, JournalWriter, Kind, read_journal
+from chaos.k8s import kubelet
 from chaos.probe import JOURNAL_ENV, STALL_ENV
 from chaos.scenario import Scenario
-from chaos.target import SetupError
 
 IntegrityCheck = Callable[[Sequence[Event], Mapping[str, str]], list[str]]
 JOURNAL_FILE = "journal.jsonl"

@@ -1,9 +1,9 @@
 """
 How a server is launched, made ready, and reaped.
 
-Every server runs the probe's import string (`chaos.asgi:app`) on a loopback port, in its own
+Every server runs the probe's import string (`chaos.probe.asgi:app`) on a loopback port, in its own
 session, so that the whole tree it forks can be found and killed afterwards. Signals that judge
-the shutdown are not sent here: that is the kubelet's job (`chaos.kubelet`). This module only
+the shutdown are not sent here: that is the kubelet's job (`chaos.k8s.kubelet`). This module only
 cleans up.
 """
 
@@ -26,14 +26,11 @@ from pathlib import Path
 
 import psutil
 
+from chaos.errors import SetupError
 from chaos.journal import JournalTail, Kind
 
-PROBE_APP = "chaos.asgi:app"
+PROBE_APP = "chaos.probe.asgi:app"
 HOST = "127.0.0.1"
-
-
-class SetupError(Exception):
-    """The run cannot start: bad input or an environment that cannot run the check (exit 2)."""
 
 
 @dataclass(frozen=True)

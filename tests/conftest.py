@@ -9,11 +9,11 @@ from typing import Any
 import psutil
 import pytest
 
+from chaos.judge.timeline import Timeline, build
+from chaos.judge.verdict import Verdict, judge
 from chaos.runner import execute
 from chaos.scenario import Scenario
 from chaos.target import wait_gone
-from chaos.timeline import Timeline, build
-from chaos.verdict import Verdict, judge
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -97,8 +97,8 @@ def pytest_configure(config: pytest.Config) -> None:
 @pytest.fixture
 def replay_manifest(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., RunResult]:
     """Replay a manifest from `k8s/` (its first container) with `ReplayOptions` overrides."""
-    from chaos.manifest import load_manifest
-    from chaos.replay import ReplayOptions, replay
+    from chaos.k8s.manifest import load_manifest
+    from chaos.k8s.replay import ReplayOptions, replay
 
     monkeypatch.chdir(ROOT)
     counter = iter(range(1000))

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from chaos.errors import SetupError
 from chaos.experiment import Experiment, load_experiment, run_experiment, tally, unmet_expectations, wilson_interval
 from chaos.faults import parse_fault
-from chaos.target import SetupError
 from tests.conftest import REFERENCE, ROOT
 
 BASE = dataclasses.replace(REFERENCE, request_seconds=0.8, background=1, background_seconds=0.8, grace=3.0)

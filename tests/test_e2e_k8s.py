@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from chaos.pod import namespace_prefix
+from chaos.k8s.pod import namespace_prefix
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.e2e

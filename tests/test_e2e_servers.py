@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from chaos.verdict import Fate, fate_of
+from chaos.judge.verdict import Fate, fate_of
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.e2e

@@ -9,7 +9,7 @@ import importlib
 
 import pytest
 
-from chaos.verdict import Fate, Status, fate_of
+from chaos.judge.verdict import Fate, Status, fate_of
 
 pytestmark = pytest.mark.e2e
 

@@ -21,11 +21,11 @@ from pathlib import Path
 
 import pytest
 
-from chaos import html
-from chaos.manifest import load_manifest
-from chaos.replay import ReplayOptions, replay
-from chaos.timeline import build
-from chaos.verdict import Fate, fate_of, judge
+from chaos.judge.timeline import build
+from chaos.judge.verdict import Fate, fate_of, judge
+from chaos.k8s.manifest import load_manifest
+from chaos.k8s.replay import ReplayOptions, replay
+from chaos.reports import html
 from tests.conftest import ROOT, RunResult
 from tests.test_bad_input import drainspec
 

@@ -11,7 +11,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from chaos.journal import Event, JournalError, JournalTail, JournalWriter, parse_lines, read_journal
+from chaos.errors import JournalError
+from chaos.journal import Event, JournalTail, JournalWriter, parse_lines, read_journal
 
 LINES_PER_WRITER = 500
 

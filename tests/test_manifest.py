@@ -12,7 +12,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from chaos.manifest import (
+from chaos.k8s.manifest import (
     ExecHook,
     HttpGetHook,
     ManifestError,
@@ -107,7 +107,7 @@ def test_how_pid_1_reaches_the_app(argv, shell, init, execs):
 def test_localize_binds_loopback_and_wraps_the_app_in_the_probe():
     argv, app = localize(["uvicorn", "app.main:app", "--host", "0.0.0.0", "--port=8000", "--workers", "2"], port=4321)
     assert app == "app.main:app"
-    assert argv == ["uvicorn", "chaos.asgi:app", "--workers", "2", "--host", "127.0.0.1", "--port", "4321"]
+    assert argv == ["uvicorn", "chaos.probe.asgi:app", "--workers", "2", "--host", "127.0.0.1", "--port", "4321"]
 
 
 def test_localize_gunicorn_bind_and_worker_class():
@@ -115,14 +115,21 @@ def test_localize_gunicorn_bind_and_worker_class():
         ["gunicorn", "-k", "uvicorn_worker.UvicornWorker", "-b", "0.0.0.0:8000", "app.main:app"], port=4321
     )
     assert app == "app.main:app"
-    assert argv == ["gunicorn", "-k", "uvicorn_worker.UvicornWorker", "chaos.asgi:app", "--bind", "127.0.0.1:4321"]
+    assert argv == [
+        "gunicorn",
+        "-k",
+        "uvicorn_worker.UvicornWorker",
+        "chaos.probe.asgi:app",
+        "--bind",
+        "127.0.0.1:4321",
+    ]
 
 
 def test_localize_inside_a_shell_script_keeps_the_script():
     argv, app = localize(["sh", "-c", "echo hi; uvicorn app.main:app --host 0.0.0.0 --port 8000"], port=4321)
     assert app == "app.main:app"
     assert argv[:2] == ["sh", "-c"]
-    assert argv[2].startswith("echo hi; uvicorn chaos.asgi:app --host 127.0.0.1 --port 4321")
+    assert argv[2].startswith("echo hi; uvicorn chaos.probe.asgi:app --host 127.0.0.1 --port 4321")
     assert "0.0.0.0" not in argv[2] and "8000" not in argv[2]
 
 

@@ -8,7 +8,7 @@ import threading
 
 from rich.console import Console
 
-from chaos.progress import Phase, status
+from chaos.reports.progress import Phase, status
 from chaos.runner import JOURNAL_FILE, execute, prepare_run_dir
 from tests.conftest import REFERENCE, ROOT
 

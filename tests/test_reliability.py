@@ -56,7 +56,7 @@ def test_server_dies_with_a_killed_drainspec(tmp_path, server):
             runner.wait()
         for process in psutil.process_iter(["cmdline"]):  # never leave a stray server behind
             with contextlib.suppress(psutil.Error):
-                if "chaos.asgi:app" in (process.info["cmdline"] or []) and str(out) in str(process.environ()):
+                if "chaos.probe.asgi:app" in (process.info["cmdline"] or []) and str(out) in str(process.environ()):
                     process.kill()
 
 

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from chaos.manifest import load_manifest, parse_manifest
-from chaos.replay import ReplayOptions
-from chaos.rollout import Strategy, rollout
-from chaos.target import SetupError
+from chaos.errors import SetupError
+from chaos.k8s.manifest import load_manifest, parse_manifest
+from chaos.k8s.replay import ReplayOptions
+from chaos.k8s.rollout import Strategy, rollout
 from tests.conftest import ROOT
 
 K8S = ROOT / "k8s"

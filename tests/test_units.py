@@ -6,8 +6,9 @@ import signal
 
 import pytest
 
-from chaos.kubelet import Termination, parse_signal
-from chaos.target import PROBE_APP, SetupError, server_argv
+from chaos.errors import SetupError
+from chaos.k8s.kubelet import Termination, parse_signal
+from chaos.target import PROBE_APP, server_argv
 from chaos.traffic import RequestSpec
 
 

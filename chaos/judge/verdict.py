@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from chaos.journal import Event, Kind
-from chaos.timeline import TaskView, Timeline, WorkerView, build
+from chaos.judge.timeline import TaskView, Timeline, WorkerView, build
 
 
 class VerdictName(StrEnum):

@@ -3,7 +3,7 @@ A Deployment's rolling update, replayed: `replicas` pods behind the router, repl
 as maxSurge / maxUnavailable allow, under a steady stream of new requests. The question is the
 one a rollout is judged by in production: did any client request fail?
 
-Each pod is the container's command as PID 1 of its own PID namespace (as in `chaos.replay`). A
+Each pod is the container's command as PID 1 of its own PID namespace (as in `chaos.k8s.replay`). A
 new pod gets traffic only once its readiness probe (from the manifest) answers; an old pod is
 deleted the kubelet's way (the router keeps routing for the propagation delay; preStop, stop
 signal, SIGKILL at the deadline run at the same time), and the rollout goes on without waiting
@@ -24,15 +24,16 @@ from pathlib import Path
 
 import httpx
 
-from chaos import kubelet, target, traffic
+from chaos import target, traffic
+from chaos.errors import SetupError
 from chaos.journal import Event, JournalWriter, Kind, read_journal
-from chaos.manifest import ContainerSpec, PodSpec, ProbeSpec, localize
-from chaos.pod import Pod, start_pod
-from chaos.replay import ReplayOptions, prestop_runner, steady_load, steady_path_of
-from chaos.router import Router
+from chaos.k8s import kubelet
+from chaos.k8s.manifest import ContainerSpec, PodSpec, ProbeSpec, localize
+from chaos.k8s.pod import Pod, start_pod
+from chaos.k8s.replay import ReplayOptions, prestop_runner, steady_load, steady_path_of
+from chaos.k8s.router import Router
 from chaos.runner import JOURNAL_FILE, prepare_run_dir, server_environment
 from chaos.scenario import Scenario
-from chaos.target import SetupError
 
 
 @dataclass(frozen=True)

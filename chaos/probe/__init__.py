@@ -187,7 +187,7 @@ def _spawned_by_app(coro: Any) -> bool:
     return not filename.startswith(_LIBRARY_DIRS) and not filename.startswith(_OWN_DIR)
 
 
-_OWN_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+_OWN_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep  # all of chaos/
 
 
 def install_task_factory(loop: asyncio.AbstractEventLoop) -> None:

@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from chaos.journal import Event, Kind
-from chaos.timeline import RequestView, TaskView, Timeline, WorkerView
-from chaos.verdict import ALLOWED_FATES, Fate, Status, Verdict, fate_of
+from chaos.judge.timeline import RequestView, TaskView, Timeline, WorkerView
+from chaos.judge.verdict import ALLOWED_FATES, Fate, Status, Verdict, fate_of
 
 MAX_LANES = 200  # requests and tasks together; workers and aggregate lanes always shown
 WIDTH = 1160  # fits a 1200 px window with the page margins

@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 import yaml
 
+from chaos.errors import ManifestError
 from chaos.target import HOST, PROBE_APP
 
 DEFAULT_GRACE = 30.0
@@ -31,10 +32,6 @@ SERVER_NAMES = frozenset({"uvicorn", "gunicorn", "hypercorn", "granian"})
 IMPORT_STRING = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*(\(\))?$")
 VAR_REFERENCE = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
 Severity = Literal["error", "warning", "info"]
-
-
-class ManifestError(Exception):
-    """The manifest cannot be replayed; the message says what to change."""
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,8 @@ from pathlib import Path
 
 import psutil
 
-from chaos.target import SetupError, spawn
+from chaos.errors import SetupError
+from chaos.target import spawn
 
 UNSHARE = ("unshare", "--pid", "--fork", "--mount-proc", "--kill-child")
 UNSHARE_USER = ("unshare", "--user", "--map-root-user", "--pid", "--fork", "--mount-proc", "--kill-child")

@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from chaos.journal import JournalWriter, Kind
-from chaos.pod import handles_signal
+from chaos.k8s.pod import handles_signal
 from chaos.target import reap, wait_exit
 
 SIGNALS = {

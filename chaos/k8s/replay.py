@@ -27,9 +27,11 @@ from typing import Any
 
 import httpx
 
-from chaos import kubelet, target, traffic
+from chaos import target, traffic
+from chaos.errors import SetupError
 from chaos.journal import Event, JournalTail, JournalWriter, Kind, read_journal
-from chaos.manifest import (
+from chaos.k8s import kubelet
+from chaos.k8s.manifest import (
     ContainerSpec,
     ExecHook,
     HttpGetHook,
@@ -38,8 +40,8 @@ from chaos.manifest import (
     localize,
     static_findings,
 )
-from chaos.pod import Pod, handles_signal, start_pod
-from chaos.router import Router
+from chaos.k8s.pod import Pod, handles_signal, start_pod
+from chaos.k8s.router import Router
 from chaos.runner import (
     JOURNAL_FILE,
     SERVER_LOG,
@@ -49,7 +51,6 @@ from chaos.runner import (
     server_environment,
 )
 from chaos.scenario import Scenario
-from chaos.target import SetupError
 
 STEADY_INTERVAL_SECONDS = 0.05
 

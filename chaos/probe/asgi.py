@@ -1,5 +1,5 @@
 """
-The import string every server is launched on: `chaos.asgi:app`.
+The import string every server is launched on: `chaos.probe.asgi:app`.
 
 It imports the user's app (named by `DRAINSPEC_APP`, in uvicorn's `module:attribute` form)
 and wraps it in the probe. An app that cannot be imported is journaled as `probe.error`, so

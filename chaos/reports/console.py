@@ -16,8 +16,8 @@ from rich.console import Console
 from rich.markup import escape
 
 from chaos.journal import Event, Kind
-from chaos.timeline import Timeline
-from chaos.verdict import Status, Verdict
+from chaos.judge.timeline import Timeline
+from chaos.judge.verdict import Status, Verdict
 
 REPORT_SCHEMA = "drainspec.report/1"
 STATUS_STYLE = {Status.PASS: "green", Status.FAIL: "bold red", Status.NOT_APPLICABLE: "dim"}

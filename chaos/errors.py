@@ -1,0 +1,36 @@
+"""
+Every error drainspec raises on purpose, under one root that `chaos.cli.main` turns into one
+line on stderr and exit code 2 (bad input or an environment that cannot run the check).
+
+    DrainspecError
+    ├── UsageError        a command-line value that cannot be used
+    ├── SetupError        the run cannot start or finish: bad input, a server that never got
+    │                     ready, a tool missing from this machine
+    ├── ManifestError     a manifest that cannot be read or replayed
+    └── JournalError      a journal that is missing, or corrupt before its last line
+
+Anything else that escapes is a bug in drainspec itself (exit 3). Messages say what was wrong,
+quote the value, and say what to do next.
+"""
+
+from __future__ import annotations
+
+
+class DrainspecError(Exception):
+    """Bad input or an unusable environment: one line for the user, exit 2."""
+
+
+class UsageError(DrainspecError):
+    """A command-line value that cannot be used."""
+
+
+class SetupError(DrainspecError):
+    """The run cannot start or finish: bad input or an environment that cannot run the check."""
+
+
+class ManifestError(DrainspecError):
+    """The manifest cannot be read or replayed; the message says what to change."""
+
+
+class JournalError(DrainspecError):
+    """The journal cannot be read: missing, or corrupt before its last line."""

@@ -1,0 +1,1 @@
+"""Judging a run: its journal folded into a timeline, and the named verdicts decided from it."""
