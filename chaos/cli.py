@@ -8,14 +8,22 @@ The `drainspec` command.
     drainspec k8s MANIFEST.yaml [--propagation 0.5..3] [--static]
     drainspec report JOURNAL [--json PATH] [--junit PATH] [--html PATH]
 
-Exit codes: 0 every verdict passed (or did not apply), 1 a verdict failed, 2 bad input or an
-environment that cannot run the check (always one line on stderr saying what to do).
+Exit codes (`chaos.outcome`): 0 every verdict passed on complete evidence, 1 a verdict failed,
+2 bad input, an environment that cannot run the check, or incomplete evidence (always one line
+on stderr saying what to do), 3 drainspec itself crashed (its traceback saved to a file).
+
+`run`, `chaos`, `matrix` and `k8s` share one set of traffic arguments; every mode gets its
+verdicts from `chaos.outcome.RunResult`.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
+import os
 import sys
+import tempfile
+import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -24,18 +32,13 @@ from rich.console import Console
 from rich.markup import escape
 
 from chaos import __version__
-from chaos.errors import DrainspecError, JournalError, SetupError, UsageError
-from chaos.journal import read_journal
-from chaos.judge.timeline import build
-from chaos.judge.verdict import judge
-from chaos.k8s.kubelet import parse_signal
-from chaos.reports import progress
-from chaos.reports.console import exit_code, print_console, write_json, write_junit
-from chaos.reports.html import write_html
-from chaos.runner import JOURNAL_FILE, execute, prepare_run_dir
-from chaos.scenario import BACKGROUND_PATH, HOLD_PATH, Scenario
+from chaos.errors import DrainspecError, UsageError
+from chaos.journal import Event
+from chaos.outcome import EXIT_BAD_INPUT, EXIT_CRASHED, RunResult
+from chaos.scenario import BACKGROUND_PATH, HOLD_PATH, K8sOptions, Scenario, parse_range
+from chaos.servers import SERVERS, names_text
 
-EXIT_BAD_INPUT = 2
+CRASH_FILE = "drainspec-crash.txt"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -43,17 +46,26 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see drainspec {self.prog.split()[-1]} --help)")
 
 
-def _positive(kind: type[float] | type[int]) -> Callable[[str], float | int]:
+def _non_negative(kind: type[float] | type[int]) -> Callable[[str], float | int]:
     def parse(text: str) -> float | int:
         try:
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if isinstance(value, float) and not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"{text!r} must be a finite number")
         if value < 0:
             raise argparse.ArgumentTypeError(f"{text!r} must not be negative")
         return value
 
     return parse
+
+
+def _port(text: str) -> int:
+    port = _non_negative(int)(text)
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a TCP port (1-65535)")
+    return int(port)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -62,14 +74,16 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="subcommand", required=True, parser_class=_Parser)
 
     run = commands.add_parser("run", help="start a server, put work in flight, stop it, judge it")
-    _add_scenario_arguments(run)
+    _add_server_arguments(run)
+    _add_traffic_arguments(run)
     run.add_argument("--quiet", action="store_true", help="print only the result line")
 
     chaos = commands.add_parser("chaos", help="repeat a scenario with seeded signal offsets and faults")
-    _add_scenario_arguments(chaos)
-    chaos.add_argument("--runs", type=_positive(int), default=10)
+    _add_server_arguments(chaos)
+    _add_traffic_arguments(chaos)
+    chaos.add_argument("--runs", type=_non_negative(int), default=10)
     chaos.add_argument("--seed", type=int, default=0, help="the experiment's seed; each run derives its own")
-    chaos.add_argument("--offset", type=_positive(float), default=0.5, help="signal 0..OFFSET s after in-flight")
+    chaos.add_argument("--offset", type=_non_negative(float), default=0.5, help="signal 0..OFFSET s after in-flight")
     chaos.add_argument(
         "--choose-fault", action="append", default=[], metavar="FAULT", help="one drawn per run (repeat)"
     )
@@ -82,31 +96,27 @@ def build_parser() -> argparse.ArgumentParser:
     k8s = commands.add_parser("k8s", help="replay a Deployment's termination locally and judge it")
     k8s.add_argument("manifest", type=Path, help="Deployment or Pod YAML (multi-document is fine)")
     k8s.add_argument("--container", help="which container, when the pod has several")
+    _add_traffic_arguments(k8s, requests=2, background=0)
     k8s.add_argument("--propagation", default="1", help="seconds routers keep sending new connections: 1.5 or 0.5..3")
     k8s.add_argument("--seed", type=int, help="picks the propagation inside a range, reproducibly")
-    k8s.add_argument("--requests", type=_positive(int), default=2)
-    k8s.add_argument("--request-seconds", type=_positive(float), default=1.0)
-    k8s.add_argument("--request-path", default=HOLD_PATH)
-    k8s.add_argument("--background", type=_positive(int), default=0)
-    k8s.add_argument("--background-seconds", type=_positive(float), default=1.0)
-    k8s.add_argument("--background-path", default=BACKGROUND_PATH)
     k8s.add_argument("--steady-path", help="path of the steady new requests (default: readiness path)")
-    k8s.add_argument("--ready-timeout", type=_positive(float), default=20.0)
     k8s.add_argument("--static", action="store_true", help="only check the manifest; run nothing")
     k8s.add_argument(
         "--rollout", action="store_true", help="replay a rolling update of all replicas under steady load instead"
     )
     k8s.add_argument("--no-namespace", action="store_true", help="run as a plain process, not PID 1")
-    k8s.add_argument("--latency", type=_positive(float), default=0.0, help="seconds the router adds to a connect")
+    k8s.add_argument("--latency", type=_non_negative(float), default=0.0, help="seconds the router adds to a connect")
     k8s.add_argument(
-        "--reset-rate", type=_positive(float), default=0.0, help="fraction of new connections reset once terminating"
+        "--reset-rate",
+        type=_non_negative(float),
+        default=0.0,
+        help="fraction of new connections reset once terminating",
     )
-    k8s.add_argument("--out", default="drainspec-out")
-    k8s.add_argument("--junit", type=Path)
 
     matrix = commands.add_parser("matrix", help="one scenario across servers, signals and knobs: a table")
-    _add_scenario_arguments(matrix)
-    matrix.add_argument("--servers", default="uvicorn,gunicorn,hypercorn,granian", help="comma-separated")
+    _add_server_arguments(matrix)
+    _add_traffic_arguments(matrix)
+    matrix.add_argument("--servers", default=",".join(SERVERS), help="comma-separated")
     matrix.add_argument("--signals", default="TERM", help="comma-separated stop signals, e.g. TERM,INT,QUIT")
     matrix.add_argument(
         "--knob",
@@ -125,9 +135,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_scenario_arguments(parser: argparse.ArgumentParser) -> None:
+def _add_server_arguments(parser: argparse.ArgumentParser) -> None:
+    """Which server runs which app: `run`, `chaos` and `matrix` (a replay reads the manifest)."""
     parser.add_argument("--app", required=True, help="the ASGI app, as PKG.MODULE:ATTR (importable from here)")
-    parser.add_argument("--server", default="uvicorn", help="uvicorn, gunicorn, hypercorn or granian")
+    parser.add_argument("--server", default="uvicorn", help=f"{names_text()}, or use --command")
     parser.add_argument(
         "--command",
         help="any other server command; {port} and {app} are filled in, e.g. 'mysrv --bind 127.0.0.1:{port} {app}'",
@@ -139,24 +150,10 @@ def _add_scenario_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="ARG",
         help="extra server argument (repeat; or put them after --)",
     )
-    parser.add_argument("--workers", type=_positive(int), default=1)
-    parser.add_argument("--port", type=_positive(int), help="port on 127.0.0.1 (default: a free one)")
-    parser.add_argument("--requests", type=_positive(int), default=3, help="slow requests in flight")
-    parser.add_argument("--request-seconds", type=_positive(float), default=1.0)
-    parser.add_argument("--request-path", default=HOLD_PATH, help="'METHOD /path', {seconds} and {id} filled in")
-    parser.add_argument(
-        "--background",
-        type=_positive(int),
-        default=1,
-        help="requests that leave a background task running",
-    )
-    parser.add_argument("--background-seconds", type=_positive(float), default=1.0)
-    parser.add_argument("--background-path", default=BACKGROUND_PATH)
-    parser.add_argument("--background-policy", choices=["complete", "allow-cancel"], default="complete")
+    parser.add_argument("--workers", type=_non_negative(int), default=1)
+    parser.add_argument("--port", type=_port, help="port on 127.0.0.1 (default: a free one)")
     parser.add_argument("--signal", default="TERM", help="stop signal: TERM, INT, QUIT, ...")
-    parser.add_argument("--grace", type=_positive(float), default=30.0, help="seconds before SIGKILL")
-    parser.add_argument("--ready-timeout", type=_positive(float), default=20.0)
-    parser.add_argument("--stall-ms", type=_positive(float), default=250.0, help="event-loop stall threshold")
+    parser.add_argument("--grace", type=_non_negative(float), default=30.0, help="seconds before SIGKILL")
     parser.add_argument("--integrity", metavar="MODULE:FUNCTION", help="data-integrity check to run afterwards")
     parser.add_argument("--env", action="append", default=[], metavar="KEY=VALUE", help="server environment")
     parser.add_argument(
@@ -168,65 +165,99 @@ def _add_scenario_arguments(parser: argparse.ArgumentParser) -> None:
         "teardown-delay:1.5, keepalive@0.3, stream[:SECONDS], websocket",
     )
     parser.add_argument(
-        "--signal-delay", type=_positive(float), default=0.0, help="seconds between in-flight and signal"
+        "--signal-delay", type=_non_negative(float), default=0.0, help="seconds between in-flight and signal"
     )
+
+
+def _add_traffic_arguments(parser: argparse.ArgumentParser, *, requests: int = 3, background: int = 1) -> None:
+    """The work put in flight, the judging thresholds and where files go: every run mode."""
+    parser.add_argument("--requests", type=_non_negative(int), default=requests, help="slow requests in flight")
+    parser.add_argument("--request-seconds", type=_non_negative(float), default=1.0)
+    parser.add_argument("--request-path", default=HOLD_PATH, help="'METHOD /path', {seconds} and {id} filled in")
+    parser.add_argument(
+        "--background",
+        type=_non_negative(int),
+        default=background,
+        help="requests that leave a background task running",
+    )
+    parser.add_argument("--background-seconds", type=_non_negative(float), default=1.0)
+    parser.add_argument("--background-path", default=BACKGROUND_PATH)
+    parser.add_argument("--background-policy", choices=["complete", "allow-cancel"], default="complete")
+    parser.add_argument("--ready-timeout", type=_non_negative(float), default=20.0)
+    parser.add_argument("--stall-ms", type=_non_negative(float), default=250.0, help="event-loop stall threshold")
     parser.add_argument("--out", default="drainspec-out", help="directory for the journal and reports")
     parser.add_argument("--junit", type=Path, help="also write JUnit XML here")
 
 
-def _scenario(args: argparse.Namespace, server_args: Sequence[str]) -> Scenario:
+def _scenario(args: argparse.Namespace, server_args: Sequence[str] = ()) -> Scenario:
+    """The one `Scenario` of a command line; a replay has no server arguments (the manifest has them)."""
     env = {}
-    for item in args.env:
+    for item in getattr(args, "env", ()):
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise UsageError(f"--env {item!r} must look like KEY=VALUE")
         env[key] = value
+    app = getattr(args, "app", "")
+    if app and ":" not in app:
+        raise UsageError(f'--app "{app}" must be in format "<module>:<attribute>"')
+    server: dict[str, Any] = {
+        "app": app,
+        "server": getattr(args, "server", "uvicorn"),
+        "server_args": tuple(getattr(args, "server_arg", ())) + tuple(server_args),
+        "command": getattr(args, "command", None),
+        "workers": max(1, getattr(args, "workers", 1)),
+        "port": getattr(args, "port", None),
+        "signal": getattr(args, "signal", "TERM"),
+        "grace": getattr(args, "grace", 30.0),
+        "integrity": getattr(args, "integrity", None),
+        "faults": tuple(getattr(args, "fault", ())),
+        "signal_delay": getattr(args, "signal_delay", 0.0),
+    }
     return Scenario(
-        app=args.app,
-        server=args.server,
-        server_args=tuple(args.server_arg) + tuple(server_args),
-        command=args.command,
-        workers=max(1, args.workers),
-        port=args.port,
+        **server,
+        env=env,
         requests=args.requests,
         request_seconds=args.request_seconds,
         request_path=args.request_path,
         background=args.background,
         background_seconds=args.background_seconds,
         background_path=args.background_path,
-        signal=args.signal,
-        grace=args.grace,
+        background_policy=args.background_policy,
         ready_timeout=args.ready_timeout,
         stall_ms=args.stall_ms,
-        background_policy=args.background_policy,
-        integrity=args.integrity,
-        env=env,
-        faults=tuple(args.fault),
-        signal_delay=args.signal_delay,
     )
 
 
+def _show(console: Console, result: RunResult, *, quiet: bool = False) -> None:
+    from chaos.reports.console import print_console
+
+    if quiet:
+        failures = sorted(result.failed)
+        line = "FAIL: " + ", ".join(failures) if failures else ("PASS" if result.passed else "INCOMPLETE")
+        console.print(line, highlight=False)
+    else:
+        print_console(console, result.timeline, result.verdicts)
+    for item in result.missing_evidence:
+        console.print(f"[bold yellow]incomplete evidence:[/] {escape(item)}")
+
+
 def _run(args: argparse.Namespace, server_args: Sequence[str], console: Console) -> int:
-    if ":" not in args.app:
-        raise UsageError(f'--app "{args.app}" must be in format "<module>:<attribute>"')
+    from chaos.lifecycle import JOURNAL_FILE, prepare_run_dir
+    from chaos.reports import progress
+    from chaos.runner import execute
+
     scenario = _scenario(args, server_args)
     out = Path(args.out)
     if not args.quiet:
         console.print(f"[dim]starting {scenario.command or scenario.server} on {scenario.app}; files in {out}/[/]")
     with progress.status(console, prepare_run_dir(out) / JOURNAL_FILE, ready_timeout=scenario.ready_timeout):
         events = execute(scenario, out)
-    timeline = build(events)
-    verdicts = judge(timeline)
-    write_json(out / "report.json", timeline, verdicts)
-    write_html(out / "timeline.html", timeline, verdicts)
-    write_junit(args.junit or out / "junit.xml", timeline, verdicts)
-    if args.quiet:
-        failures = [v.name for v in verdicts if v.failed]
-        console.print("FAIL: " + ", ".join(failures) if failures else "PASS", highlight=False)
-    else:
-        print_console(console, timeline, verdicts)
+    result = RunResult.of(events, out)
+    result.write(out, junit=args.junit)
+    _show(console, result, quiet=args.quiet)
+    if not args.quiet:
         console.print(f"[dim]journal, report.json, timeline.html and junit.xml in {out}/[/]")
-    return exit_code(verdicts)
+    return result.exit_code
 
 
 def _print_chaos(console: Console, experiment: Any, outcomes: Sequence[Any]) -> int:
@@ -252,6 +283,8 @@ def _print_chaos(console: Console, experiment: Any, outcomes: Sequence[Any]) -> 
 def _chaos(args: argparse.Namespace, server_args: Sequence[str], console: Console) -> int:
     from chaos.experiment import Experiment, run_experiment
 
+    if args.runs < 1 and args.replay_seed is None:
+        raise UsageError(f"--runs {args.runs}: a chaos experiment needs at least one run")
     scenario = _scenario(args, server_args)
     experiment = Experiment(
         scenario=scenario,
@@ -278,7 +311,7 @@ def _experiments(args: argparse.Namespace, console: Console) -> int:
     loaded = [load_experiment(path) for path in args.files]
     code = 0
     for path, experiment in zip(args.files, loaded, strict=True):
-        console.print(f"[bold]{escape(experiment.name)}[/] ({path}): {experiment.runs} run(s)")
+        console.print(f"[bold]{escape(experiment.name)}[/] ({escape(str(path))}): {experiment.runs} run(s)")
         out = Path(args.out) / path.stem
         outcomes = run_experiment(experiment, out)
         problems = unmet_expectations(experiment, outcomes)
@@ -296,6 +329,7 @@ def _matrix(args: argparse.Namespace, server_args: Sequence[str], console: Conso
     import shlex
 
     from chaos import matrix
+    from chaos.runner import stop_signal_of
 
     if args.command or args.server != "uvicorn":
         raise UsageError("matrix takes --servers (comma-separated), not --server or --command")
@@ -304,21 +338,25 @@ def _matrix(args: argparse.Namespace, server_args: Sequence[str], console: Conso
         server, sep, words = item.partition("=")
         if not sep:
             raise UsageError(f"--knob {item!r} must look like SERVER=ARGS, e.g. gunicorn=--graceful-timeout 5")
-        knobs.setdefault(server.strip(), []).append(tuple(shlex.split(words)))
+        try:
+            knobs.setdefault(server.strip(), []).append(tuple(shlex.split(words)))
+        except ValueError as exc:
+            raise UsageError(f"--knob {item!r}: {exc}") from None
     servers = [s.strip() for s in args.servers.split(",") if s.strip()]
     signals = [s.strip() for s in args.signals.split(",") if s.strip()]
+    if not servers or not signals:
+        raise UsageError("--servers and --signals each need at least one name, e.g. --servers uvicorn,gunicorn")
     for name in signals:
-        try:
-            parse_signal(name)
-        except ValueError as exc:
-            raise UsageError(str(exc)) from None
+        stop_signal_of(name, where="--signals")
     cells = matrix.cells(servers, signals, knobs)
     base = _scenario(args, server_args)
     out = Path(args.out)
     console.print(f"[dim]{len(cells)} cell(s), one run each, one after another; files in {out}/[/]")
 
     def progress(result: matrix.CellResult) -> None:
-        failed = ", ".join(sorted(result.failed)) or ("could not run" if result.error else "all passed")
+        failed = ", ".join(sorted(result.failed)) or (
+            f"could not run: {result.error}" if result.error else "all passed"
+        )
         console.print(f"  {escape(result.cell.label)}: {escape(failed)}")
 
     results = matrix.run_matrix(base, cells, out, progress)
@@ -326,7 +364,7 @@ def _matrix(args: argparse.Namespace, server_args: Sequence[str], console: Conso
     console.print()
     matrix.print_table(console, results)
     if all(result.error for result in results):
-        raise SetupError(f"no cell could run: {results[0].error}")
+        raise UsageError(f"no cell could run: {results[0].error}")
     return 1 if any(result.failed for result in results) else 0
 
 
@@ -344,63 +382,64 @@ def _print_findings(console: Console, findings: Sequence[Any]) -> None:
 
 
 def _k8s(args: argparse.Namespace, console: Console) -> int:
-    from chaos.k8s.manifest import (
-        ManifestError,
-        load_manifest,
-        prestop_seconds,
-        recommend_budget,
-        select_container,
-        static_findings,
-    )
-    from chaos.k8s.replay import ReplayOptions, measured_drain, parse_range, replay
+    from chaos.k8s.findings import static_findings
+    from chaos.k8s.manifest import load_manifest, select_container
+    from chaos.k8s.plan import Replay
+    from chaos.lifecycle import JOURNAL_FILE, prepare_run_dir
+    from chaos.reports import progress
 
-    try:
-        pod = load_manifest(args.manifest)
-        container = select_container(pod, args.container)
-    except ManifestError as exc:
-        raise UsageError(str(exc)) from None
+    pod = load_manifest(args.manifest)
+    container = select_container(pod, args.container)
     if args.reset_rate > 1:
         raise UsageError(f"--reset-rate {args.reset_rate:g} must be a fraction between 0 and 1")
-    propagation_range = parse_range(args.propagation)
-    findings = static_findings(pod, container, propagation=propagation_range[1])
-    errors = any(f.severity == "error" for f in findings)
-    if args.static:
-        _print_findings(console, findings)
-        return 1 if errors else 0
-    options = ReplayOptions(
-        propagation=propagation_range,
+    options = K8sOptions(
+        propagation=parse_range(args.propagation),
         seed=args.seed,
-        requests=args.requests,
-        request_seconds=args.request_seconds,
-        request_path=args.request_path,
-        background=args.background,
-        background_seconds=args.background_seconds,
-        background_path=args.background_path,
         steady_path=args.steady_path,
-        ready_timeout=args.ready_timeout,
         namespace=not args.no_namespace,
         latency=args.latency,
         reset_rate=args.reset_rate,
     )
+    findings = static_findings(pod, container, propagation=options.propagation[1])
+    errors = any(f.severity == "error" for f in findings)
+    if args.static:
+        _print_findings(console, findings)
+        return 1 if errors else 0
     out = Path(args.out)
     if args.rollout:
-        _print_findings(console, findings)
-        return _rollout(pod, container, options, out, args.junit or out / "junit.xml", console)
-    console.print(f"[dim]replaying {pod.kind}/{pod.name} container {container.name}; files in {out}/[/]")
-    try:
-        with progress.status(console, prepare_run_dir(out) / JOURNAL_FILE, ready_timeout=options.ready_timeout):
-            events = replay(pod, container, options, out)
-    except ManifestError as exc:
-        raise UsageError(str(exc)) from None
-    timeline = build(events)
-    verdicts = judge(timeline)
-    write_json(out / "report.json", timeline, verdicts)
-    write_html(out / "timeline.html", timeline, verdicts)
-    write_junit(args.junit or out / "junit.xml", timeline, verdicts)
+        from chaos.k8s.rollout import Strategy, rollout
+
+        strategy = Strategy.of(pod)
+        console.print(
+            f"[dim]rolling update of {pod.kind}/{escape(pod.name)}: {strategy.replicas} replica(s), maxSurge "
+            f"{strategy.surge}, maxUnavailable {strategy.unavailable}; files in {out}/[/]"
+        )
+        play: Callable[[Replay, Path], list[Event]] = rollout
+    else:
+        from chaos.k8s.replay import replay
+
+        console.print(
+            f"[dim]replaying {pod.kind}/{escape(pod.name)} container {escape(container.name)}; files in {out}/[/]"
+        )
+        play = replay
+    with progress.status(console, prepare_run_dir(out) / JOURNAL_FILE, ready_timeout=args.ready_timeout):
+        events = play(Replay(pod, container, _scenario(args), options), out)
+    result = RunResult.of(events, out)
+    result.write(out, junit=args.junit)
     _print_findings(console, findings)
-    print_console(console, timeline, verdicts)
-    propagation = float(timeline.replay.get("propagation", 0.0))
-    drain = measured_drain(events)
+    _show(console, result)
+    if not args.rollout:
+        _print_budget(console, result, pod, container)
+    code = result.exit_code
+    return 1 if errors and code == 0 else code
+
+
+def _print_budget(console: Console, result: RunResult, pod: Any, container: Any) -> None:
+    from chaos.k8s.manifest import prestop_seconds, recommend_budget
+    from chaos.k8s.replay import measured_drain
+
+    propagation = float(result.timeline.replay.get("propagation", 0.0))
+    drain = measured_drain(result.events)
     console.print()
     console.print("[bold]Recommended budget[/]")
     if drain is None:
@@ -414,53 +453,36 @@ def _k8s(args: argparse.Namespace, console: Console) -> int:
     )
     for line in budget.lines:
         console.print(f"  {escape(line)}")
-    if not timeline.replay or not events:
-        return EXIT_BAD_INPUT
-    code = exit_code(verdicts)
-    return 1 if errors else code
-
-
-def _rollout(pod: Any, container: Any, options: Any, out: Path, junit: Path, console: Console) -> int:
-    from chaos.k8s.rollout import Strategy, rollout, write_junit_rollout
-
-    strategy = Strategy.of(pod)
-    console.print(
-        f"[dim]rolling update of {pod.kind}/{pod.name}: {strategy.replicas} replica(s), maxSurge {strategy.surge}, "
-        f"maxUnavailable {strategy.unavailable}; files in {out}/[/]"
-    )
-    with progress.status(console, prepare_run_dir(out) / JOURNAL_FILE, ready_timeout=options.ready_timeout):
-        result = rollout(pod, container, options, out)
-    for line in result.timeline():
-        console.print("  " + escape(line), highlight=False)
-    write_junit_rollout(junit, result)
-    console.print()
-    if result.passed:
-        console.print(f"[green]PASS[/] rollout: all {result.requests} requests during the rolling update succeeded")
-        return 0
-    outcomes = ", ".join(f"{count} {outcome}" for outcome, count in result.outcomes().items())
-    console.print(
-        f"[bold red]FAIL[/] rollout: {len(result.failures)} of {result.requests} requests failed ({outcomes})"
-    )
-    return 1
 
 
 def _report(args: argparse.Namespace, console: Console) -> int:
-    try:
-        events = read_journal(args.journal)
-    except JournalError as exc:
-        raise UsageError(str(exc)) from None
+    from chaos.journal import read_journal
+    from chaos.reports.html import write_html
+    from chaos.reports.json import write_json
+    from chaos.reports.junit import write_junit
+
+    events = read_journal(args.journal)
     if not events:
         raise UsageError(f"{args.journal} holds no events; is it a drainspec journal?")
-    timeline = build(events)
-    verdicts = judge(timeline)
-    print_console(console, timeline, verdicts)
+    result = RunResult.of(events)
+    _show(console, result)
     if args.json:
-        write_json(args.json, timeline, verdicts)
+        write_json(args.json, result.timeline, result.verdicts)
     if args.junit:
-        write_junit(args.junit, timeline, verdicts)
+        write_junit(args.junit, result.timeline, result.verdicts)
     if args.html:
-        write_html(args.html, timeline, verdicts)
-    return exit_code(verdicts)
+        write_html(args.html, result.timeline, result.verdicts)
+    return result.exit_code
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace, Sequence[str], Console], int]] = {
+    "run": _run,
+    "chaos": _chaos,
+    "matrix": _matrix,
+    "k8s": lambda args, _, console: _k8s(args, console),
+    "experiment": lambda args, _, console: _experiments(args, console),
+    "report": lambda args, _, console: _report(args, console),
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -470,25 +492,38 @@ def main(argv: Sequence[str] | None = None) -> int:
         split = argv.index("--")
         argv, server_args = argv[:split], argv[split + 1 :]
     console = Console(highlight=False, soft_wrap=True)
+    args: argparse.Namespace | None = None
     try:
         args = build_parser().parse_args(argv)
-        if args.subcommand == "run":
-            return _run(args, server_args, console)
-        if args.subcommand == "k8s":
-            return _k8s(args, console)
-        if args.subcommand == "chaos":
-            return _chaos(args, server_args, console)
-        if args.subcommand == "matrix":
-            return _matrix(args, server_args, console)
-        if args.subcommand == "experiment":
-            return _experiments(args, console)
-        return _report(args, console)
+        return COMMANDS[args.subcommand](args, server_args, console)
     except DrainspecError as exc:
         print(f"drainspec: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
-        print("drainspec: interrupted", file=sys.stderr)
+        print("drainspec: interrupted; every process it started has been reaped", file=sys.stderr)
         return 130
+    except Exception:
+        where = _save_crash(getattr(args, "out", None))
+        print(f"drainspec: internal error (a bug in drainspec); traceback saved to {where}", file=sys.stderr)
+        return EXIT_CRASHED
+
+
+def _save_crash(out: str | None) -> str:
+    """The traceback of a crash, in the run's output directory when there is one, else a temp file."""
+    text = traceback.format_exc()
+    if out and Path(out).is_dir():
+        path = Path(out) / CRASH_FILE
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+            with os.fdopen(fd, "w") as file:
+                file.write(text)
+            return str(path)
+        except OSError:
+            pass
+    fd, name = tempfile.mkstemp(prefix="drainspec-crash-", suffix=".txt")
+    with os.fdopen(fd, "w") as file:
+        file.write(text)
+    return name
 
 
 if __name__ == "__main__":  # pragma: no cover

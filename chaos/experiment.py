@@ -34,8 +34,8 @@ import yaml
 
 from chaos import faults
 from chaos.errors import SetupError
-from chaos.judge.timeline import build
-from chaos.judge.verdict import Verdict, VerdictName, judge
+from chaos.judge.verdict import Verdict, VerdictName
+from chaos.outcome import RunResult
 from chaos.runner import execute
 from chaos.scenario import Scenario
 
@@ -84,7 +84,7 @@ def run_once(experiment: Experiment, index: int, run_seed: int, out_dir: Path) -
         faults=(*experiment.scenario.faults, *((fault,) if fault else ())),
     )
     events = execute(scenario, out_dir / f"run{index:03d}-seed{run_seed}")
-    return RunOutcome(index, run_seed, offset, fault, tuple(judge(build(events))))
+    return RunOutcome(index, run_seed, offset, fault, tuple(RunResult.of(events).verdicts))
 
 
 def run_experiment(
@@ -119,9 +119,12 @@ def wilson_interval(failures: int, runs: int, z: float = 1.96) -> tuple[float, f
 
 @dataclass(frozen=True)
 class VerdictTally:
+    """How often one verdict failed across the runs, and the seeds that replay each failure."""
+
     name: str
     failures: int
     runs: int
+    # Each replays its failure exactly: `drainspec chaos --replay-seed SEED`.
     failing_seeds: tuple[int, ...]
 
     @property
@@ -178,6 +181,9 @@ def load_experiment(path: Path) -> Experiment:
     unknown_verdicts = (expect_pass | expect_fail) - names
     if unknown_verdicts:
         raise SetupError(f"{path}: unknown verdict(s) {', '.join(sorted(unknown_verdicts))}")
+    runs = data.get("runs", 1)
+    if isinstance(runs, bool) or not isinstance(runs, int) or runs < 1:
+        raise SetupError(f"{path}: 'runs' must be a whole number of at least 1, not {runs!r}")
     try:
         return Experiment(
             scenario=scenario,

@@ -21,21 +21,16 @@ from rich.console import Console
 from rich.table import Table
 
 from chaos.errors import SetupError
-from chaos.judge.timeline import build
-from chaos.judge.verdict import Status, VerdictName, fate_of, judge
+from chaos.judge.verdict import Status, VerdictName, fate_of
+from chaos.outcome import RunResult
 from chaos.runner import execute
 from chaos.scenario import Scenario
-from chaos.target import SERVERS
+from chaos.servers import SERVERS
 
 MATRIX_SCHEMA = "drainspec.matrix/1"
 
-# Each server as it ships, and with the knob that bounds its drain (the research's table).
-DEFAULT_KNOBS: Mapping[str, tuple[tuple[str, ...], ...]] = {
-    "uvicorn": ((), ("--timeout-graceful-shutdown", "1")),
-    "gunicorn": ((), ("--graceful-timeout", "1")),
-    "hypercorn": ((), ("--graceful-timeout", "1")),
-    "granian": ((), ("--workers-kill-timeout", "1")),
-}
+# Each server as it ships, and with the knob that bounds its drain (`chaos.servers`).
+DEFAULT_KNOBS: Mapping[str, tuple[tuple[str, ...], ...]] = {name: spec.knobs for name, spec in SERVERS.items()}
 MARK = {Status.PASS: "[green]pass[/]", Status.FAIL: "[bold red]FAIL[/]", Status.NOT_APPLICABLE: "[dim]-[/]"}
 
 
@@ -93,8 +88,8 @@ def run_cell(base: Scenario, cell: Cell, out: Path) -> CellResult:
         events = execute(scenario, out / cell.slug)
     except SetupError as exc:
         return CellResult(cell, {}, {}, None, None, error=str(exc))
-    timeline = build(events)
-    verdicts = judge(timeline)
+    result = RunResult.of(events)
+    timeline, verdicts = result.timeline, result.verdicts
     fates = Counter(str(fate_of(timeline, task)) for task in timeline.tasks.values())
     exit_event = timeline.exit
     drain = None
@@ -160,6 +155,7 @@ SHORT = {
     VerdictName.WITHIN_GRACE: "grace",
     VerdictName.SIGNAL_REACHES_APP: "signal",
     VerdictName.DATA_INTEGRITY: "data",
+    VerdictName.ROLLOUT_ZERO_FAILED: "rollout",
 }
 
 

@@ -13,54 +13,30 @@ them. Every server process is reaped before the fixture returns, whatever the te
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from chaos.judge.timeline import Timeline, build
-from chaos.judge.verdict import Status, Verdict, judge
+from chaos.errors import DrainspecError
+from chaos.outcome import RunResult
 from chaos.runner import execute
 from chaos.scenario import Scenario
 
 MARKER = "drainspec"
 
 
-@dataclasses.dataclass(frozen=True)
-class DrainResult:
-    """The verdicts of one run, with the timeline they were decided from."""
-
-    timeline: Timeline
-    verdicts: list[Verdict]
-    run_dir: Path
-
-    @property
-    def failed(self) -> set[str]:
-        return {v.name for v in self.verdicts if v.failed}
-
-    def verdict(self, name: str) -> Verdict:
-        for verdict in self.verdicts:
-            if verdict.name == name:
-                return verdict
-        raise KeyError(f"no verdict named {name!r}")
-
-    def explain(self) -> str:
-        lines = []
-        for verdict in self.verdicts:
-            lines.append(f"{verdict.status.value:>14} {verdict.name}: {verdict.summary}")
-            lines.extend(f"{'':>16}- {item}" for item in verdict.evidence)
-        return "\n".join(lines)
+class DrainResult(RunResult):
+    """The verdicts of one run (`chaos.outcome.RunResult`), with an assertion for tests."""
 
     def assert_passed(self, *, allow: set[str] | frozenset[str] = frozenset()) -> None:
-        """Fail the test, with the evidence, if any verdict outside `allow` failed."""
+        """Fail the test, with the evidence, if any verdict outside `allow` failed or evidence is missing."""
         unexpected = self.failed - set(allow)
         if unexpected:
             pytest.fail(f"shutdown verdicts failed: {sorted(unexpected)}\n{self.explain()}", pytrace=False)
-
-    def status(self, name: str) -> Status:
-        return self.verdict(name).status
+        if self.missing_evidence:
+            pytest.fail(f"incomplete evidence: {'; '.join(self.missing_evidence)}\n{self.explain()}", pytrace=False)
 
 
 class Drainspec:
@@ -80,8 +56,13 @@ class Drainspec:
         scenario = Scenario(**values)
         self._runs += 1
         run_dir = self.directory / f"run{self._runs}"
-        timeline = build(execute(scenario, run_dir))
-        return DrainResult(timeline, judge(timeline), run_dir)
+        try:
+            events = execute(scenario, run_dir)
+        except DrainspecError as exc:
+            # One line, not a traceback through drainspec: what the user must change is all of it.
+            pytest.fail(f"drainspec could not run the scenario: {exc}", pytrace=False)
+        result = RunResult.of(events, run_dir)
+        return DrainResult(result.timeline, result.verdicts, run_dir)
 
 
 def pytest_configure(config: pytest.Config) -> None:

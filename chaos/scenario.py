@@ -1,21 +1,29 @@
 """
 What to run: the server, the app, the work to put in flight, and how to stop it.
 
-A `Scenario` is plain data. It is journaled whole at the start of a run (`run.start`), so the
-verdicts and every report can be rebuilt from the journal alone.
+One configuration flows whole through a run, as uvicorn's `Server(config=config)` does:
+`Scenario` says what every run mode has (server, traffic, signal, grace), and `K8sOptions` adds
+what only a Kubernetes replay has (how slow the routers are, the PID namespace, router chaos).
+A `Scenario` is plain data, journaled whole at the start of a run (`run.start`), so the verdicts
+and every report can be rebuilt from the journal alone.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
+import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+from chaos.errors import SetupError
 
 BackgroundPolicy = Literal["complete", "allow-cancel"]
 
 HOLD_PATH = "GET /__drainspec/hold?seconds={seconds}"
 BACKGROUND_PATH = "GET /__drainspec/background?seconds={seconds}"
+CLIENT_SLACK_SECONDS = 5.0  # beyond the grace and the longest work, before a client gives up
 
 
 @dataclass(frozen=True)
@@ -70,6 +78,54 @@ class Scenario:
         return cls(**values)
 
     @property
+    def client_timeout(self) -> float:
+        """
+        How long a client waits for its answer: the whole grace (a drain may use all of it),
+        the longest work it asked for, and some slack. The one formula every run mode uses.
+        """
+        longest = max(self.request_seconds, self.background_seconds, 1.0)
+        if not math.isfinite(longest):  # an endless stream: the grace and SIGKILL end it
+            longest = 1.0
+        return self.grace + longest + CLIENT_SLACK_SECONDS
+
+    @property
     def in_flight_timeout(self) -> float:
         """How long the work may take to get inside the app before the run gives up."""
         return max(10.0, self.ready_timeout)
+
+
+@dataclass(frozen=True)
+class K8sOptions:
+    """
+    What a Kubernetes replay needs beyond its `Scenario` (the manifest gives the command, the
+    stop signal and the grace): how long routers keep sending new connections after the pod's
+    deletion, and the router's chaos.
+    """
+
+    propagation: tuple[float, float] = (1.0, 1.0)
+    seed: int | None = None
+    steady_path: str | None = None
+    namespace: bool = True
+    latency: float = 0.0
+    reset_rate: float = 0.0
+
+    def pick_propagation(self) -> float:
+        """The propagation delay of this replay: fixed, or drawn from the range by `seed`."""
+        low, high = self.propagation
+        if low == high:
+            return low
+        return round(random.Random(self.seed).uniform(low, high), 3)
+
+
+def parse_range(text: str, *, option: str = "--propagation") -> tuple[float, float]:
+    """`1.5` or `0.5..3` (seconds; an optional trailing `s`) to a (low, high) pair."""
+    cleaned = text.strip().rstrip("s")
+    low_text, sep, high_text = cleaned.partition("..")
+    try:
+        low = float(low_text)
+        high = float(high_text.rstrip("s")) if sep else low
+    except ValueError:
+        raise SetupError(f"{option} {text!r} must be seconds, like 1.5 or 0.5..3") from None
+    if not (math.isfinite(low) and math.isfinite(high)) or low < 0 or high < low:
+        raise SetupError(f"{option} {text!r} must be a finite, non-negative range, low..high")
+    return low, high

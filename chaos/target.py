@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
-import importlib.util
 import os
 import shlex
 import signal
@@ -21,7 +20,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
@@ -29,43 +27,8 @@ import psutil
 from chaos.errors import SetupError
 from chaos.journal import JournalTail, Kind
 
-PROBE_APP = "chaos.probe.asgi:app"
-HOST = "127.0.0.1"
-
-
-@dataclass(frozen=True)
-class Server:
-    """A server drainspec knows how to launch; `module` is run with `python -m`."""
-
-    name: str
-    module: str
-    package: str  # what to install when it is missing
-
-    def argv(self, port: int, workers: int, extra: Sequence[str]) -> list[str]:
-        python = [sys.executable, "-m", self.module]
-        if self.name == "uvicorn":
-            args = [PROBE_APP, "--host", HOST, "--port", str(port)]
-            if workers > 1:
-                args += ["--workers", str(workers)]
-        elif self.name == "gunicorn":
-            args = [PROBE_APP, "--bind", f"{HOST}:{port}", "--workers", str(workers)]
-            args += ["--worker-class", "uvicorn_worker.UvicornWorker", "--no-control-socket"]
-        elif self.name == "hypercorn":
-            args = [PROBE_APP, "--bind", f"{HOST}:{port}", "--workers", str(workers)]
-        elif self.name == "granian":
-            args = ["--interface", "asgi", "--host", HOST, "--port", str(port)]
-            args += ["--workers", str(workers), PROBE_APP]
-        else:  # pragma: no cover - SERVERS holds only the names above
-            raise SetupError(f"unknown server {self.name!r}")
-        return python + args + list(extra)
-
-
-SERVERS = {
-    "uvicorn": Server("uvicorn", "uvicorn", "uvicorn"),
-    "gunicorn": Server("gunicorn", "gunicorn", "gunicorn uvicorn-worker"),
-    "hypercorn": Server("hypercorn", "hypercorn", "hypercorn"),
-    "granian": Server("granian", "granian", "granian"),
-}
+# HOST, PROBE_APP and SERVERS live in chaos.servers; other modules import them from here too.
+from chaos.servers import HOST, PROBE_APP, SERVERS
 
 
 def server_argv(
@@ -76,7 +39,11 @@ def server_argv(
     extra: Sequence[str] = (),
     command: str | None = None,
 ) -> list[str]:
-    """The argv that starts `server` (or a user's `command` template) on the probe."""
+    """
+    The argv that starts `server` (or a user's `command` template) on the probe. A known server
+    is first checked to be installed and recent enough (`chaos.servers.ServerSpec.installed`),
+    so that a missing or old one is one clear `SetupError`, not a server that exits at once.
+    """
     if command is not None:
         try:
             words = shlex.split(command)
@@ -93,11 +60,7 @@ def server_argv(
     except KeyError:
         known = ", ".join(SERVERS)
         raise SetupError(f"unknown server {server!r}; choose one of {known}, or --command") from None
-    if importlib.util.find_spec(spec.module) is None:
-        raise SetupError(f"{spec.name} is not installed here; install it: pip install {spec.package}")
-    if spec.name == "gunicorn" and importlib.util.find_spec("uvicorn_worker") is None:
-        raise SetupError("gunicorn needs uvicorn workers; install them: pip install uvicorn-worker")
-    return spec.argv(port, workers, extra)
+    return spec.argv(port, workers=workers, extra=extra)
 
 
 def _on_path(program: str) -> bool:

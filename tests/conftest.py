@@ -9,10 +9,11 @@ from typing import Any
 import psutil
 import pytest
 
-from chaos.judge.timeline import Timeline, build
-from chaos.judge.verdict import Verdict, judge
+from chaos.journal import Event
+from chaos.outcome import RunResult
+from chaos.plugin import DrainResult
 from chaos.runner import execute
-from chaos.scenario import Scenario
+from chaos.scenario import K8sOptions, Scenario
 from chaos.target import wait_gone
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -31,27 +32,6 @@ REFERENCE = Scenario(
     integrity="app.integrity:check",
     grace=5.0,
 )
-
-
-@dataclasses.dataclass(frozen=True)
-class RunResult:
-    timeline: Timeline
-    verdicts: list[Verdict]
-    run_dir: Path
-
-    @property
-    def failed(self) -> set[str]:
-        return {v.name for v in self.verdicts if v.failed}
-
-    def verdict(self, name: str) -> Verdict:
-        return next(v for v in self.verdicts if v.name == name)
-
-    def explain(self) -> str:
-        lines = []
-        for v in self.verdicts:
-            lines.append(f"{v.status.value:>14} {v.name}: {v.summary}")
-            lines.extend(f"{'':>16}- {item}" for item in v.evidence)
-        return "\n".join(lines)
 
 
 @pytest.fixture(autouse=True)
@@ -76,16 +56,15 @@ def _running(process: psutil.Process) -> bool:
 
 
 @pytest.fixture
-def run_scenario(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., RunResult]:
+def run_scenario(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., DrainResult]:
     """Run the reference scenario with overrides; returns the judged timeline."""
     monkeypatch.chdir(ROOT)
     counter = iter(range(1000))
 
-    def run(scenario: Scenario = REFERENCE, **overrides: Any) -> RunResult:
+    def run(scenario: Scenario = REFERENCE, **overrides: Any) -> DrainResult:
         scenario = dataclasses.replace(scenario, **overrides)
         run_dir = tmp_path / f"run{next(counter)}"
-        timeline = build(execute(scenario, run_dir))
-        return RunResult(timeline, judge(timeline), run_dir)
+        return _judged(execute(scenario, run_dir), run_dir)
 
     return run
 
@@ -94,19 +73,33 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ.setdefault("PYTHONDONTWRITEBYTECODE", "1")
 
 
+def _judged(events: list[Event], run_dir: Path) -> DrainResult:
+    """The shipped plugin's result: the suite judges runs exactly as users' tests do."""
+    result = RunResult.of(events, run_dir)
+    return DrainResult(result.timeline, result.verdicts, run_dir)
+
+
+K8S_OPTIONS = {f.name for f in dataclasses.fields(K8sOptions)}
+
+
 @pytest.fixture
-def replay_manifest(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., RunResult]:
-    """Replay a manifest from `k8s/` (its first container) with `ReplayOptions` overrides."""
+def replay_manifest(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., DrainResult]:
+    """
+    Replay a manifest from `k8s/` (its first container): keyword arguments are `K8sOptions`
+    fields (propagation, seed, latency, ...) or the replay's traffic (`Scenario` fields).
+    """
     from chaos.k8s.manifest import load_manifest
-    from chaos.k8s.replay import ReplayOptions, replay
+    from chaos.k8s.plan import REPLAY_TRAFFIC, Replay
+    from chaos.k8s.replay import replay
 
     monkeypatch.chdir(ROOT)
     counter = iter(range(1000))
 
-    def run(manifest: str, **options: Any) -> RunResult:
+    def run(manifest: str, **overrides: Any) -> DrainResult:
         pod = load_manifest(ROOT / "k8s" / manifest)
+        options = K8sOptions(**{k: v for k, v in overrides.items() if k in K8S_OPTIONS})
+        traffic = dataclasses.replace(REPLAY_TRAFFIC, **{k: v for k, v in overrides.items() if k not in K8S_OPTIONS})
         run_dir = tmp_path / f"replay{next(counter)}"
-        timeline = build(replay(pod, pod.containers[0], ReplayOptions(**options), run_dir))
-        return RunResult(timeline, judge(timeline), run_dir)
+        return _judged(replay(Replay(pod, pod.containers[0], traffic, options), run_dir), run_dir)
 
     return run

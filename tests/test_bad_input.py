@@ -106,7 +106,7 @@ def test_missing_journal(tmp_path):
     assert "cannot read journal" in result.stderr
 
 
-MANIFEST_CASES = [
+MANIFEST_CASES: list = [
     pytest.param("kind: Pod\nspec: [\n", [], "invalid YAML at line", id="invalid-yaml"),
     pytest.param("apiVersion: v1\nkind: Service\n", [], "found Service", id="unsupported-kind"),
     pytest.param(
@@ -146,6 +146,16 @@ MANIFEST_CASES = [
 ]
 
 
+BOGUS_SIGNAL = (
+    "kind: Deployment\nspec: {replicas: 2, template: {spec: {containers: [{name: web, "
+    "command: [uvicorn, app.main:app], lifecycle: {stopSignal: SIGBOGUS}}]}}}\n"
+)
+MANIFEST_CASES += [
+    pytest.param(BOGUS_SIGNAL, [], "SIGBOGUS", id="bogus-stop-signal"),
+    pytest.param(BOGUS_SIGNAL, ["--rollout"], "SIGBOGUS", id="bogus-stop-signal-rollout"),
+]
+
+
 @pytest.mark.parametrize(("text", "args", "message"), MANIFEST_CASES)
 def test_bad_manifest_is_one_line_and_exit_2(tmp_path, text, args, message):
     manifest = tmp_path / "manifest.yaml"
@@ -156,6 +166,42 @@ def test_bad_manifest_is_one_line_and_exit_2(tmp_path, text, args, message):
     assert len(lines) == 1 and lines[0].startswith("drainspec: error: "), result.stderr
     assert message in lines[0]
     assert took < 20
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        pytest.param(["chaos", "--app", "app.main:app", "--runs", "0"], id="chaos-zero-runs"),
+        pytest.param(["run", "--app", "app.main:app", "--grace", "nan"], id="nan-grace"),
+        pytest.param(["run", "--app", "app.main:app", "--grace", "inf"], id="inf-grace"),
+        pytest.param(["run", "--app", "app.main:app", "--port", "70000"], id="port-out-of-range"),
+        pytest.param(["matrix", "--app", "app.main:app", "--servers", ","], id="matrix-no-servers"),
+        pytest.param(["matrix", "--app", "app.main:app", "--knob", "uvicorn=--x '"], id="matrix-unbalanced-quote"),
+    ],
+)
+def test_bad_values_never_start_a_run(tmp_path, args):
+    result, _ = drainspec(*args, "--out", str(tmp_path / "out"))
+    assert result.returncode == 2, result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("drainspec: error: "), result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_an_experiment_without_runs_is_refused(tmp_path):
+    experiment = tmp_path / "e.yaml"
+    experiment.write_text("scenario: {app: app.main:app}\nruns: -3\n")
+    result, _ = drainspec("experiment", str(experiment), "--out", str(tmp_path / "out"))
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "'runs' must be a whole number of at least 1" in result.stderr
+
+
+def test_a_prefix_of_a_journal_is_incomplete_evidence(tmp_path):
+    """A journal cut after its first line judges nothing: exit 2, never a pass."""
+    journal = tmp_path / "journal.jsonl"
+    journal.write_text('{"t": 1, "pid": 2, "kind": "run.start", "scenario": {"app": "a:b"}}\n')
+    result, _ = drainspec("report", str(journal))
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "incomplete evidence" in result.stdout and "nothing was judged" in result.stdout
 
 
 def test_missing_manifest(tmp_path):

@@ -7,7 +7,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from chaos.reports.console import REPORT_SCHEMA
+from chaos.reports.json import REPORT_SCHEMA
 from tests.test_bad_input import drainspec
 
 pytestmark = pytest.mark.e2e

@@ -20,7 +20,7 @@ VARIANTS = [
     "fire_and_forget",
     "slow_teardown",
 ]
-NOT_APPLICABLE_WITHOUT_ROUTER = {"no-refused-while-routed"}
+NOT_APPLICABLE_WITHOUT_ROUTER = {"no-refused-while-routed", "rollout-zero-failed-requests"}
 
 
 def test_reference_app_passes_every_verdict(run_scenario):
@@ -46,7 +46,7 @@ def test_faulty_variant_fails_exactly_its_verdicts(run_scenario, variant):
 
 def test_blocking_frame_is_named(run_scenario):
     result = run_scenario(app="app.variants.blocking_background:app")
-    evidence = "\n".join(result.verdict("loop-not-blocked").evidence)
+    evidence = "\n".join(str(item) for item in result.verdict("loop-not-blocked").evidence)
     assert "blocking_background.py" in evidence and "in deliver" in evidence
 
 

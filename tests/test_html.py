@@ -1,7 +1,8 @@
 """
 The HTML timeline, on journals of real runs: a lane for every worker, request and background
 task, a marker for every shutdown step, what failed verdicts name highlighted, all text escaped,
-and nothing loaded from anywhere. Then the page as a browser draws it: a headless Chromium
+and nothing loaded from anywhere. Which lanes are flagged is also checked on small hand-written
+journals, with no server started. Then the page as a browser draws it: a headless Chromium
 screenshot that must not be blank (CI installs Chromium; elsewhere the test skips without it).
 """
 
@@ -21,15 +22,11 @@ from pathlib import Path
 
 import pytest
 
-from chaos.judge.timeline import build
-from chaos.judge.verdict import Fate, fate_of, judge
-from chaos.k8s.manifest import load_manifest
-from chaos.k8s.replay import ReplayOptions, replay
+from chaos.judge.verdict import Evidence, Fate, Status, Verdict, fate_of
+from chaos.outcome import RunResult
 from chaos.reports import html
-from tests.conftest import ROOT, RunResult
+from tests.journals import Journal
 from tests.test_bad_input import drainspec
-
-pytestmark = pytest.mark.e2e
 
 URL_ATTRIBUTES = {"src", "href", "xlink:href", "action", "formaction", "data", "poster", "srcset", "background"}
 SCREENSHOT_SECONDS = 60.0  # Chromium takes about a second; a hang is killed, never waited on
@@ -111,6 +108,7 @@ def assert_self_contained(text: str, page: Page) -> None:
 # --- the page, on journals of real runs --------------------------------------------------------
 
 
+@pytest.mark.e2e
 def test_a_passing_run_has_a_lane_for_everything_and_loads_nothing(run_scenario):
     result = run_scenario(request_path="GET /slow?seconds={seconds}&note=<i>x</i>")
     assert result.failed == set(), result.explain()
@@ -129,6 +127,7 @@ def test_a_passing_run_has_a_lane_for_everything_and_loads_nothing(run_scenario)
     assert 'class="result pass"' in text
 
 
+@pytest.mark.e2e
 def test_a_sigkilled_run_shows_failed_requests_and_killed_tasks_in_red(run_scenario):
     result = run_scenario(request_seconds=3.0, background_seconds=3.0, grace=1.0)
     assert {"inflight-completed", "within-grace", "teardown-ran"} <= result.failed, result.explain()
@@ -148,9 +147,10 @@ def test_a_sigkilled_run_shows_failed_requests_and_killed_tasks_in_red(run_scena
     for verdict in result.verdicts:
         if verdict.failed:
             assert page.rows[verdict.name] == "fail"
-            assert page.evidence[verdict.name] == list(verdict.evidence[: html.EVIDENCE_SHOWN])
+            assert page.evidence[verdict.name] == [str(item) for item in verdict.evidence[: html.EVIDENCE_SHOWN]]
 
 
+@pytest.mark.e2e
 def test_the_worker_a_failed_verdict_names_is_flagged(run_scenario):
     result = run_scenario(app="app.variants.exit_skips_teardown:app", grace=2.0)
     assert result.failed == {"teardown-ran"}, result.explain()
@@ -164,6 +164,7 @@ def test_the_worker_a_failed_verdict_names_is_flagged(run_scenario):
     assert not any(lane.flagged for (kind, _), lane in page.lanes.items() if kind != "worker")
 
 
+@pytest.mark.e2e
 def test_lanes_beyond_the_cap_are_counted_and_flagged_ones_kept(run_scenario, monkeypatch):
     result = run_scenario(request_seconds=3.0, background_seconds=3.0, grace=1.0)
     monkeypatch.setattr(html, "MAX_LANES", 2)
@@ -175,12 +176,12 @@ def test_lanes_beyond_the_cap_are_counted_and_flagged_ones_kept(run_scenario, mo
     assert sum(hidden) == total - 2, hidden
 
 
-def test_a_replay_aggregates_the_steady_load_and_marks_the_kubelet_steps(tmp_path, monkeypatch):
-    monkeypatch.chdir(ROOT)
-    pod = load_manifest(ROOT / "k8s" / "deployment.yaml")
-    options = ReplayOptions(propagation=(0.3, 0.3), requests=1, request_seconds=0.3, namespace=False)
-    timeline = build(replay(pod, pod.containers[0], options, tmp_path / "replay"))
-    verdicts = judge(timeline)
+@pytest.mark.e2e
+def test_a_replay_aggregates_the_steady_load_and_marks_the_kubelet_steps(replay_manifest):
+    result = replay_manifest(
+        "deployment.yaml", propagation=(0.3, 0.3), requests=1, request_seconds=0.3, namespace=False
+    )
+    timeline, verdicts = result.timeline, result.verdicts
     assert not [v.name for v in verdicts if v.failed]
     text = html.render(timeline, verdicts)
     page = Page(text)
@@ -194,6 +195,7 @@ def test_a_replay_aggregates_the_steady_load_and_marks_the_kubelet_steps(tmp_pat
     assert "seconds from the pod&#x27;s deletion" in text
 
 
+@pytest.mark.e2e
 def test_the_cli_writes_the_page_beside_report_json_and_rebuilds_it(tmp_path):
     out = tmp_path / "out"
     args = ["--requests", "1", "--request-seconds", "0.3", "--background", "1", "--background-seconds", "0.3"]
@@ -204,6 +206,94 @@ def test_the_cli_writes_the_page_beside_report_json_and_rebuilds_it(tmp_path):
     rebuilt, _ = drainspec("report", str(out / "journal.jsonl"), "--html", str(tmp_path / "again.html"))
     assert rebuilt.returncode == 0, rebuilt.stdout + rebuilt.stderr
     assert (tmp_path / "again.html").read_text(encoding="utf-8") == written
+
+
+# --- which lanes are flagged, on hand-written journals -------------------------------------------
+
+
+def two_workers() -> Journal:
+    """Two workers that drained, each with one request answered and one task completed."""
+    journal = Journal().run_start()
+    for pid, n in ((7, 1), (8, 2)):
+        journal.startup(pid=pid).request(f"r{n}", start=-100, end=100, pid=pid)
+        journal.task(f"t{n}", -90, -80, finished=50, request=f"r{n}", pid=pid)
+        journal.shutdown(200, complete=210, pid=pid)
+    return journal.signal(0, target=7).exit(300)
+
+
+def flagged(page: Page) -> set[tuple[str, str]]:
+    return {key for key, lane in page.lanes.items() if lane.flagged}
+
+
+def test_lanes_are_flagged_from_the_fields_of_failed_verdicts_evidence_not_their_words():
+    timeline = two_workers().timeline()
+    named = Evidence("r1 [t1] of worker 7 (pid 7) is only in the words", request="r2", task="t2", worker=8)
+    verdicts = [
+        Verdict("made-up-failure", Status.FAIL, "r1, [t1], worker 7 and pid 7 in the summary too", (named,)),
+        Verdict("made-up-pass", Status.PASS, "notes flag nothing", (Evidence("x", request="r1", task="t1", worker=7),)),
+    ]
+    assert html.named_by_failures(verdicts) == html.Named(frozenset({"r2"}), frozenset({"t2"}), frozenset({8}))
+    text = html.render(timeline, verdicts)
+    page = Page(text)
+    assert_self_contained(text, page)
+    assert page.ids("request") == {"r1", "r2"} and page.ids("task") == {"t1", "t2"} and page.ids("worker") == {"7", "8"}
+    assert flagged(page) == {("request", "r2"), ("task", "t2"), ("worker", "8")}
+    assert page.evidence["made-up-failure"] == [str(named)]
+
+
+def test_nothing_is_flagged_when_every_verdict_passed():
+    result = RunResult.of(two_workers().timeline().events)
+    assert result.failed == set()
+    assert flagged(Page(html.render(result.timeline, result.verdicts))) == set()
+
+
+def test_a_failed_drain_flags_its_worker_and_the_work_it_cut_short():
+    journal = (
+        Journal()
+        .run_start()
+        .startup(pid=7)
+        .request("r1", start=-100, end=200, pid=7)  # answered: flagged only because the verdict names it
+        .request("r9", start=-100, end=-50, pid=7)  # done before the teardown: not flagged
+        .signal(0, target=7)
+        .shutdown(50, complete=300, pid=7)
+        .exit(400)
+    )
+    result = RunResult.of(journal.timeline().events)
+    assert result.failed == {"teardown-after-drain"}
+    page = Page(html.render(result.timeline, result.verdicts))
+    assert flagged(page) == {("worker", "7"), ("request", "r1")}
+    assert page.evidence["teardown-after-drain"] == [
+        "worker 7: lifespan shutdown began at +0.050s while still running:",
+        "request r1 /slow (ended +0.200s)",
+    ]
+
+
+def test_a_rollout_page_shows_each_deleted_pod_still_routed_and_the_failed_requests():
+    rollout = {"pod": "web", "replicas": 2, "max_surge": 1, "max_unavailable": 0, "propagation": 0.2}
+    journal = Journal().run_start(rollout=rollout)
+    for n, pod in enumerate(("web-old1", "web-old2", "web-new3", "web-new4")):
+        journal.add(-900 + n, "pod.started", 1000, target=5000 + n, pod=pod)
+        journal.startup(-800 + n, pid=1)
+        journal.add(-700 + n, "server.ready", 1000, port=8000 + n, pod=pod)
+    for n in range(1, 11):
+        journal.client(f"s{n}", -500 + 100 * n, "refused" if n == 4 else "ok", sent=-510 + 100 * n, status=None)
+    journal.pod_deleted(0, pod="web-old1").router_removed(200, "web-old1").signal(150, target=5000)
+    journal.pod_deleted(300, pod="web-old2").router_removed(500, "web-old2").signal(450, target=5001)
+    result = RunResult.of(journal.timeline().events)
+    assert result.failed == {"rollout-zero-failed-requests"}
+    text = html.render(result.timeline, result.verdicts)
+    page = Page(text)
+    assert_self_contained(text, page)
+    assert "Kubernetes rolling update: pod web, replicas 2" in text
+    assert "seconds from the first pod&#x27;s deletion" in text
+    router = page.lanes[("router", "router")]
+    assert [t for t in router.titles if "still routed to until" in t] == [
+        "web-old1 deleted at +0.000s, still routed to until +0.200s",
+        "web-old2 deleted at +0.300s, still routed to until +0.500s",
+    ]
+    assert page.lanes[("steady", "steady")].flagged
+    assert page.markers.count("pod-ready") == 4 and page.markers.count("pod-deleted") == 2
+    assert page.evidence["rollout-zero-failed-requests"] == ["s4 GET / sent -0.110s: refused"]
 
 
 # --- the page in a browser ---------------------------------------------------------------------
@@ -322,6 +412,7 @@ def unfilter(raw: bytes, stride: int, height: int, bpp: int) -> list[bytes]:
     return rows
 
 
+@pytest.mark.e2e
 def test_chromium_draws_the_page_with_its_failure_highlighted(run_scenario, tmp_path):
     browser = chromium()
     result = run_scenario(app="app.variants.exit_skips_teardown:app", grace=2.0)

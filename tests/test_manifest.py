@@ -25,6 +25,7 @@ from chaos.k8s.manifest import (
     parse_manifest,
     prestop_seconds,
     recommend_budget,
+    resolve_fenceposts,
     select_container,
     server_timeout,
     static_findings,
@@ -211,12 +212,59 @@ def test_findings_that_need_more_than_the_file():
     } <= codes
 
 
-def test_a_single_replica_rollout_can_leave_no_ready_pod():
-    text = pod_yaml(kind="Deployment")
-    document = yaml.safe_load(text)
-    document["spec"] = {"replicas": 1, "template": {"spec": document["spec"]}}
-    pod = parse_manifest(yaml.safe_dump(document))
-    assert "capacity-hole" in {f.code for f in static_findings(pod, pod.containers[0])}
+def deployment(replicas: int, **rolling_update: int | str) -> PodSpec:
+    document = yaml.safe_load(pod_yaml(kind="Deployment"))
+    spec = {"replicas": replicas, "template": {"spec": document["spec"]}}
+    if rolling_update:
+        spec["strategy"] = {"rollingUpdate": rolling_update}
+    document["spec"] = spec
+    return parse_manifest(yaml.safe_dump(document))
+
+
+@pytest.mark.parametrize(
+    ("rolling_update", "replicas", "hole"),
+    [
+        # 25% of 1 rounds down to 0 unavailable (and up to 1 surge): the old pod serves until the new is ready.
+        pytest.param({}, 1, False, id="default-strategy-1-replica"),
+        pytest.param({"maxSurge": 0, "maxUnavailable": 1}, 1, True, id="surge-0-unavailable-1"),
+        # Both round to 0, so the controller makes unavailable 1.
+        pytest.param({"maxSurge": 0, "maxUnavailable": "25%"}, 1, True, id="surge-0-unavailable-rounds-to-0"),
+        pytest.param({"maxSurge": 1, "maxUnavailable": 1}, 2, False, id="two-replicas-one-down"),
+        pytest.param({"maxSurge": 1, "maxUnavailable": "100%"}, 3, True, id="every-replica-down"),
+    ],
+)
+def test_a_rollout_that_can_leave_no_ready_pod(rolling_update, replicas, hole):
+    pod = deployment(replicas, **rolling_update)
+    found = [f for f in static_findings(pod, pod.containers[0]) if f.code == "capacity-hole"]
+    assert bool(found) is hole, found
+    if hole:
+        assert found[0].number == 19 and "no ready pod" in found[0].message
+
+
+@pytest.mark.parametrize(
+    ("max_surge", "max_unavailable", "replicas", "expected"),
+    [
+        pytest.param("25%", "25%", 1, (1, 0), id="default-1"),
+        pytest.param("25%", "25%", 4, (1, 1), id="default-4"),
+        pytest.param("25%", "25%", 10, (3, 2), id="default-10"),
+        pytest.param("39%", "39%", 10, (4, 3), id="kubernetes-39pct"),
+        pytest.param(0, 0, 5, (0, 1), id="both-0-counts"),
+        pytest.param("0%", "0%", 0, (0, 1), id="both-0-percent-no-replicas"),
+        pytest.param(0, "25%", 1, (0, 1), id="unavailable-rounds-to-0"),
+        pytest.param(2, "50%", 3, (2, 1), id="count-and-percent"),
+        pytest.param("100%", "0%", 10, (10, 0), id="full-surge"),
+        pytest.param("29%", "29%", 100, (29, 29), id="exact-integer-arithmetic"),
+        pytest.param(1, 0, 1, (1, 0), id="counts"),
+    ],
+)
+def test_resolve_fenceposts_like_the_deployment_controller(max_surge, max_unavailable, replicas, expected):
+    assert resolve_fenceposts(max_surge, max_unavailable, replicas) == expected
+
+
+@pytest.mark.parametrize("value", ["5", "oops", -1, "-5%"])
+def test_resolve_fenceposts_refuses_what_kubernetes_refuses(value):
+    with pytest.raises(ManifestError, match="maxSurge must be"):
+        resolve_fenceposts(value, 1, 3)
 
 
 def test_budget_shows_its_arithmetic():

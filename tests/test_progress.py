@@ -8,8 +8,9 @@ import threading
 
 from rich.console import Console
 
+from chaos.lifecycle import JOURNAL_FILE, prepare_run_dir
 from chaos.reports.progress import Phase, status
-from chaos.runner import JOURNAL_FILE, execute, prepare_run_dir
+from chaos.runner import execute
 from tests.conftest import REFERENCE, ROOT
 
 

@@ -15,61 +15,75 @@ import pytest
 
 from chaos.errors import SetupError
 from chaos.k8s.manifest import load_manifest, parse_manifest
-from chaos.k8s.replay import ReplayOptions
+from chaos.k8s.plan import Replay
 from chaos.k8s.rollout import Strategy, rollout
+from chaos.outcome import RunResult
+from chaos.scenario import K8sOptions
 from tests.conftest import ROOT
 
 K8S = ROOT / "k8s"
 
 
-def replay_rollout(manifest: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **options: object):
+ZERO_FAILED = "rollout-zero-failed-requests"
+
+
+def replay_rollout(manifest: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **options: object) -> RunResult:
     monkeypatch.chdir(ROOT)
     pod = load_manifest(K8S / manifest)
-    return rollout(pod, pod.containers[0], ReplayOptions(**options), tmp_path / "run")  # type: ignore[arg-type]
+    plan = Replay(pod, pod.containers[0], options=K8sOptions(**options))  # type: ignore[arg-type]
+    events = rollout(plan, tmp_path / "run")
+    return RunResult.of(events)
+
+
+def steady(result: RunResult) -> list:
+    return [e for e in result.events if e.kind == "client.request" and e.get("role") == "steady"]
 
 
 @pytest.mark.e2e
 def test_the_reference_deployment_rolls_without_a_failed_request(tmp_path, monkeypatch):
     result = replay_rollout("deployment.yaml", tmp_path, monkeypatch)
-    assert result.passed, result.timeline()
+    assert result.failed == set() and result.status(ZERO_FAILED) == "pass", result.explain()
     started = [e.get("pod") for e in result.events if e.kind == "pod.started"]
     deleted = [e.get("pod") for e in result.events if e.kind == "pod.deleted"]
     assert started == ["reference-old1", "reference-old2", "reference-new3", "reference-new4"]
     assert deleted == ["reference-old1", "reference-old2"]
-    assert result.requests > 10
+    assert len(steady(result)) > 10
 
 
 @pytest.mark.e2e
 def test_no_prestop_loses_requests_during_a_rollout(tmp_path, monkeypatch):
     result = replay_rollout("bad/no-prestop.yaml", tmp_path, monkeypatch)
-    assert not result.passed
-    assert result.failures and all(e.get("outcome") != "ok" for e in result.failures)
+    assert result.failed == {ZERO_FAILED}, result.explain()
+    assert any(e.get("outcome") != "ok" for e in steady(result))
 
 
 @pytest.mark.e2e
 def test_a_capacity_hole_leaves_no_endpoint(tmp_path, monkeypatch):
     result = replay_rollout("bad/capacity-hole.yaml", tmp_path, monkeypatch, propagation=(0.2, 0.2))
-    assert not result.passed, result.timeline()
+    assert result.failed == {ZERO_FAILED}, result.explain()
     kinds = [(e.kind, e.get("pod")) for e in result.events if e.kind in ("pod.deleted", "server.ready")]
     # maxSurge 0: the only pod is deleted before its replacement is ready.
     assert kinds.index(("pod.deleted", "capacity-hole-old1")) < kinds.index(("server.ready", "capacity-hole-new2"))
 
 
 @pytest.mark.e2e
-def test_cli_rollout_writes_one_junit_case(tmp_path):
+def test_cli_rollout_fails_its_junit_case(tmp_path):
     junit = tmp_path / "junit.xml"
+    out = tmp_path / "out"
+    command = ["k8s", "k8s/bad/no-prestop.yaml", "--rollout", "--junit", str(junit), "--out", str(out)]
     result = subprocess.run(
-        [sys.executable, "-m", "chaos.cli", "k8s", "k8s/bad/no-prestop.yaml", "--rollout", "--junit", str(junit)],
+        [sys.executable, "-m", "chaos.cli", *command],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=120,
     )
     assert result.returncode == 1, result.stdout + result.stderr
-    assert "FAIL rollout" in result.stdout
-    case = ET.parse(junit).getroot().find("testcase")
-    assert case is not None and case.get("name") == "rollout-zero-failed-requests"
-    assert case.find("failure") is not None
+    assert f"FAIL {ZERO_FAILED}" in result.stdout
+    cases = {case.get("name"): case for case in ET.parse(junit).getroot().iter("testcase")}
+    assert cases[ZERO_FAILED].find("failure") is not None
+    failed = [name for name, case in cases.items() if case.find("failure") is not None]
+    assert failed == [ZERO_FAILED]
 
 
 @pytest.mark.parametrize(

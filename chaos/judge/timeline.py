@@ -21,6 +21,7 @@ class WorkerView:
     """One server process that loaded the probe (a worker, or the only process)."""
 
     pid: int
+    # Journal times (monotonic ns), None until the journal shows them.
     startup_complete: int | None = None
     shutdown_received: int | None = None
     shutdown_complete: int | None = None
@@ -50,12 +51,14 @@ class RequestView:
     id: str
     pid: int | None = None
     path: str = ""
+    # The server's view, in journal times: start, response status and last byte, end of the call.
     start: int | None = None
     status: int | None = None
     response_end: int | None = None
     end: int | None = None
     end_outcome: str | None = None
-    last_seen: int | None = None
+    last_seen: int | None = None  # the app's last event naming this request (threads included)
+    # The client's view: its `client.request` event (outcome, status, send time).
     client: Event | None = None
 
     @property
@@ -83,10 +86,12 @@ class TaskView:
     request: str | None = None
     sync: bool = False
     spawned: bool = False
+    # Journal times of each step of its life; `failed` holds the exception's text.
     queued: int | None = None
     started: int | None = None
     finished: int | None = None
     failed: str | None = None
+    # CancelledError inside the task; a sync task's thread may run on after it.
     cancelled: int | None = None
 
     @property
@@ -115,15 +120,19 @@ class Timeline:
     stalls: list[Event] = field(default_factory=list)
     errors: list[Event] = field(default_factory=list)
     signals: list[Event] = field(default_factory=list)
-    deleted: int | None = None
-    routed_until: int | None = None
+    deleted: int | None = None  # the (first) pod deletion
+    routed_until: int | None = None  # the (last) router removal
     upstream_failures: list[Event] = field(default_factory=list)
     findings: list[Event] = field(default_factory=list)
     replay: dict[str, Any] = field(default_factory=dict)
+    rollout: dict[str, Any] = field(default_factory=dict)
 
     @property
     def origin(self) -> int:
-        """Time zero of the report: the pod's deletion in a replay, else the stop signal."""
+        """
+        Time zero of the report: the pod's deletion in a replay (the first pod's in a rolling
+        update), else the stop signal, else the first event.
+        """
         if self.deleted is not None:
             return self.deleted
         if self.signal is not None:
@@ -168,6 +177,12 @@ class Timeline:
         return self.requests[request_id]
 
 
+_COLLECTED: dict[str, str] = {Kind.ROUTER_UPSTREAM_FAILED: "upstream_failures", Kind.STATIC_FINDING: "findings"}
+"""Events kept as they are, every one, in a list of the timeline."""
+_LATEST: dict[str, str] = {Kind.SERVER_EXITED: "exit", Kind.INTEGRITY_CHECKED: "integrity"}
+"""Events the timeline keeps the last of."""
+
+
 def build(events: Sequence[Event]) -> Timeline:
     """Fold a journal's events (in time order) into a `Timeline`."""
     timeline = Timeline(events=events)
@@ -185,18 +200,22 @@ def _fold(timeline: Timeline, event: Event) -> None:
         replay = event.get("replay")
         if isinstance(replay, dict):
             timeline.replay = replay
+        rollout = event.get("rollout")
+        if isinstance(rollout, dict):
+            timeline.rollout = rollout
+        return
+    if kind in _COLLECTED:
+        getattr(timeline, _COLLECTED[kind]).append(event)
+        return
+    if kind in _LATEST:
+        setattr(timeline, _LATEST[kind], event)
         return
     if kind == Kind.POD_DELETED:
-        timeline.deleted = t
+        if timeline.deleted is None:
+            timeline.deleted = t
         return
     if kind == Kind.ROUTER_REMOVED:
         timeline.routed_until = t
-        return
-    if kind == Kind.ROUTER_UPSTREAM_FAILED:
-        timeline.upstream_failures.append(event)
-        return
-    if kind == Kind.STATIC_FINDING:
-        timeline.findings.append(event)
         return
     if kind == Kind.SIGNAL_SENT:
         timeline.signals.append(event)
@@ -206,12 +225,6 @@ def _fold(timeline: Timeline, event: Event) -> None:
         return
     if kind == Kind.SIGKILL_SENT:
         timeline.sigkill = timeline.sigkill or t
-        return
-    if kind == Kind.SERVER_EXITED:
-        timeline.exit = event
-        return
-    if kind == Kind.INTEGRITY_CHECKED:
-        timeline.integrity = event
         return
     if kind == Kind.CLIENT_REQUEST:
         timeline.request(str(event.get("id"))).client = event

@@ -3,14 +3,22 @@ The named checks: where every verdict is decided, each from the journal alone.
 
 A verdict is pass, fail or not-applicable (with the reason), never silently skipped, and it
 carries its evidence: which request, which task, which worker, at what time relative to the
-stop signal. `judge` runs them all in the order of `VerdictName`.
+stop signal. Each item of evidence is a sentence for people and the ids it names for reports
+(`Evidence`). `judge` runs them all in the order of `VerdictName`.
+
+A rolling update (`drainspec k8s --rollout`) stops several pods, each with its app as PID 1 of
+its own PID namespace: their events share pids and their stop signals follow one another, so
+the verdicts about one server's shutdown do not apply to it. A rollout is judged by
+`rollout-zero-failed-requests`, plus the verdicts about things that are wrong wherever they
+happen (a stalled loop, a pool used after it closed, broken data).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 from chaos.journal import Event, Kind
 from chaos.judge.timeline import TaskView, Timeline, WorkerView, build
@@ -27,6 +35,7 @@ class VerdictName(StrEnum):
     WITHIN_GRACE = "within-grace"
     SIGNAL_REACHES_APP = "signal-reaches-app"
     DATA_INTEGRITY = "data-integrity"
+    ROLLOUT_ZERO_FAILED = "rollout-zero-failed-requests"
 
 
 class Status(StrEnum):
@@ -53,23 +62,51 @@ ALLOWED_FATES = {
 }
 
 
+MAX_LISTED = 20  # failed requests listed one by one; the rest are counted
+
+ROLLOUT_REASON = "judged per rollout by rollout-zero-failed-requests"
+PER_POD_REASON = (
+    "a rolling update stops several pods one after another: this one-server verdict is not judged "
+    "(see rollout-zero-failed-requests)"
+)
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """One fact a verdict rests on: its sentence, and what it names (for reports to point at)."""
+
+    text: str
+    request: str | None = None  # request id, e.g. "r1", "b2", "s14"
+    task: str | None = None  # background task id
+    worker: int | None = None  # worker pid
+    t: int | None = None  # journal time (monotonic ns) of the fact
+
+    def __str__(self) -> str:
+        return self.text
+
+    def to_dict(self) -> dict[str, Any]:
+        """The sentence, then only the fields this fact names."""
+        named = {"request": self.request, "task": self.task, "worker": self.worker, "t": self.t}
+        return {"text": self.text, **{key: value for key, value in named.items() if value is not None}}
+
+
 @dataclass(frozen=True)
 class Verdict:
     name: str
     status: Status
     summary: str
-    evidence: tuple[str, ...] = ()
+    evidence: tuple[Evidence, ...] = ()
 
     @property
     def failed(self) -> bool:
         return self.status == Status.FAIL
 
 
-def _pass(name: VerdictName, summary: str, evidence: Sequence[str] = ()) -> Verdict:
+def _pass(name: VerdictName, summary: str, evidence: Iterable[Evidence] = ()) -> Verdict:
     return Verdict(name.value, Status.PASS, summary, tuple(evidence))
 
 
-def _fail(name: VerdictName, summary: str, evidence: Sequence[str] = ()) -> Verdict:
+def _fail(name: VerdictName, summary: str, evidence: Iterable[Evidence] = ()) -> Verdict:
     return Verdict(name.value, Status.FAIL, summary, tuple(evidence))
 
 
@@ -96,17 +133,23 @@ def inflight_completed(timeline: Timeline) -> Verdict:
         seen = outcome or "no client record"
         if view.client is not None and view.client.get("status") is not None:
             seen = f"{outcome} (HTTP {view.client.get('status')})"
-        at = timeline.at(view.client.t if view.client else None)
+        seen_at = view.client.t if view.client else None
         server = f"; the app's call {view.end_outcome or 'never ended'} at {timeline.at(view.end)}"
-        problems.append(f"{view.id} {view.path}: client saw {seen} at {at}{server}")
+        problems.append(
+            Evidence(
+                f"{view.id} {view.path}: client saw {seen} at {timeline.at(seen_at)}{server}",
+                request=view.id,
+                t=seen_at if seen_at is not None else view.end,
+            )
+        )
     if problems:
         return _fail(name, f"{len(problems)} of {len(accepted)} in-flight requests failed", problems)
     last = max((v.client.t for v in accepted if v.client is not None), default=None)
     return _pass(name, f"all {len(accepted)} in-flight requests completed, the last at {timeline.at(last)}")
 
 
-def _live_at(timeline: Timeline, worker: WorkerView, moment: int) -> list[str]:
-    """Work of this worker that had begun before `moment` and had not ended by then."""
+def _live_at(timeline: Timeline, worker: WorkerView, moment: int) -> list[Evidence]:
+    """Work of this worker that had begun before `moment` and had not ended by then, one item each."""
     live = []
     for view in timeline.requests.values():
         if view.pid != worker.pid or view.start is None or view.start >= moment:
@@ -116,7 +159,8 @@ def _live_at(timeline: Timeline, worker: WorkerView, moment: int) -> list[str]:
             detail = f"ended {timeline.at(view.end)}"
             if end is not None and end != view.end:
                 detail = f"its call ended {timeline.at(view.end)}, its work went on until {timeline.at(end)}"
-            live.append(f"request {view.id} {view.path} ({detail})")
+            text = f"request {view.id} {view.path} ({detail})"
+            live.append(Evidence(text, request=view.id, worker=worker.pid, t=end))
     for task in timeline.tasks.values():
         if task.pid != worker.pid or task.queued is None or task.queued >= moment:
             continue
@@ -124,9 +168,11 @@ def _live_at(timeline: Timeline, worker: WorkerView, moment: int) -> list[str]:
         if task.started is None:
             owner = timeline.requests.get(task.request or "")
             if owner is None or owner.end is None or owner.end > moment:
-                live.append(f"task {task.name} [{task.id}] still queued")
+                text = f"task {task.name} [{task.id}] still queued"
+                live.append(Evidence(text, request=task.request, task=task.id, worker=worker.pid, t=task.queued))
         elif end is None or end > moment:
-            live.append(f"task {task.name} [{task.id}] (work ended {timeline.at(end)})")
+            text = f"task {task.name} [{task.id}] (work ended {timeline.at(end)})"
+            live.append(Evidence(text, request=task.request, task=task.id, worker=worker.pid, t=end))
     return live
 
 
@@ -136,16 +182,18 @@ def teardown_after_drain(timeline: Timeline) -> Verdict:
     tore_down = [w for w in timeline.workers.values() if w.teardown is not None]
     if not tore_down:
         return _not_applicable(name, "no worker began teardown (see teardown-ran)")
-    problems, notes = [], []
+    problems: list[Evidence] = []
+    notes: list[Evidence] = []
     for worker in tore_down:
         moment = worker.teardown
         assert moment is not None
         live = _live_at(timeline, worker, moment)
         head = f"worker {worker.pid}: {worker.teardown_cause} at {timeline.at(moment)}"
         if live:
-            problems.append(f"{head} while still running: " + "; ".join(live))
+            problems.append(Evidence(f"{head} while still running:", worker=worker.pid, t=moment))
+            problems.extend(live)
         else:
-            notes.append(f"{head}, after all its work had ended")
+            notes.append(Evidence(f"{head}, after all its work had ended", worker=worker.pid, t=moment))
     if problems:
         return _fail(name, "teardown began while work was still in flight", problems)
     return _pass(name, f"teardown followed the drain on {len(tore_down)} worker(s)", notes)
@@ -162,9 +210,9 @@ def no_use_after_close(timeline: Timeline) -> Verdict:
     evidence = []
     for event in misuse:
         who = " ".join(f"{key} {event.get(key)}" for key in ("request", "thread") if event.get(key))
-        evidence.append(
-            f"{timeline.at(event.t)} pid {event.pid}: {event.get('use', 'use')}" + (f" by {who}" if who else "")
-        )
+        text = f"{timeline.at(event.t)} pid {event.pid}: {event.get('use', 'use')}" + (f" by {who}" if who else "")
+        request = event.get("request")
+        evidence.append(Evidence(text, request=str(request) if request else None, worker=event.pid, t=event.t))
     return _fail(name, f"the pool was used {len(misuse)} time(s) after it closed", evidence)
 
 
@@ -182,7 +230,7 @@ def fate_of(timeline: Timeline, task: TaskView) -> Fate:
     return Fate.KILLED if timeline.died_by_signal else Fate.LOST
 
 
-def _describe_fate(timeline: Timeline, task: TaskView, fate: Fate) -> str:
+def _describe_fate(timeline: Timeline, task: TaskView, fate: Fate) -> Evidence:
     text = f"{task.name} [{task.id}] of request {task.request or '?'}: {fate.value}"
     if fate == Fate.RAN_AFTER_TEARDOWN:
         text += f" (its work ended at {timeline.at(task.finished)})"
@@ -194,7 +242,9 @@ def _describe_fate(timeline: Timeline, task: TaskView, fate: Fate) -> str:
             text += f"; cancelled at {timeline.at(task.cancelled)} but its thread ran on"
     elif fate == Fate.DROPPED:
         text += " (queued, never started)"
-    return text
+    ended = {Fate.COMPLETED: task.finished, Fate.FAILED: task.finished, Fate.RAN_AFTER_TEARDOWN: task.finished}
+    when = {**ended, Fate.CANCELLED: task.cancelled, Fate.DROPPED: task.queued}.get(fate, task.started)
+    return Evidence(text, request=task.request, task=task.id, worker=task.pid, t=when)
 
 
 def background_fate(timeline: Timeline) -> Verdict:
@@ -227,21 +277,22 @@ def teardown_ran(timeline: Timeline) -> Verdict:
         if worker.shutdown_complete is not None:
             continue
         if worker.shutdown_failed is not None:
-            problems.append(f"worker {worker.pid}: lifespan shutdown failed: {worker.shutdown_failed}")
+            text = f"worker {worker.pid}: lifespan shutdown failed: {worker.shutdown_failed}"
         elif worker.shutdown_received is not None:
-            problems.append(
+            text = (
                 f"worker {worker.pid}: lifespan shutdown began at "
                 f"{timeline.at(worker.shutdown_received)} and never completed"
             )
         else:
-            problems.append(
+            text = (
                 f"worker {worker.pid}: lifespan shutdown never began "
                 f"(last sign of life at {timeline.at(worker.last_event)})"
             )
+        problems.append(Evidence(text, worker=worker.pid))
     if problems:
         summary = f"teardown did not complete on {len(problems)} of {len(started)} worker(s)"
         if timeline.sigkill is not None:
-            problems.append(f"SIGKILL was sent at {timeline.at(timeline.sigkill)}")
+            problems.append(Evidence(f"SIGKILL was sent at {timeline.at(timeline.sigkill)}", t=timeline.sigkill))
         return _fail(name, summary, problems)
     return _pass(name, f"lifespan shutdown completed on {len(started)} worker(s)")
 
@@ -262,12 +313,13 @@ def loop_not_blocked(timeline: Timeline) -> Verdict:
     evidence = []
     for event in stalls:
         if event.kind == Kind.LOOP_STALL:
-            evidence.append(
+            text = (
                 f"{timeline.at(event.t)} pid {event.pid}: loop stalled for "
                 f"{event.get('stalled_ms')} ms so far, blocked in {event.get('frame')}"
             )
         else:
-            evidence.append(f"{timeline.at(event.t)} pid {event.pid}: a heartbeat came {event.get('lag_ms')} ms late")
+            text = f"{timeline.at(event.t)} pid {event.pid}: a heartbeat came {event.get('lag_ms')} ms late"
+        evidence.append(Evidence(text, worker=event.pid, t=event.t))
     return _fail(name, f"the event loop was blocked{limit}", evidence)
 
 
@@ -305,15 +357,22 @@ def no_refused_while_routed(timeline: Timeline) -> Verdict:
     failures = [event for event in routed if event.get("outcome") != "ok"]
     window = f"from the deletion to {timeline.at(until)}"
     if failures:
-        evidence = [
-            f"{e.get('id')} {e.get('method')} {e.get('path')} sent {timeline.at(int(e.get('sent', 0)))}: "
-            f"{e.get('outcome')}" + (f" (HTTP {e.get('status')})" if e.get("status") else "")
-            for e in failures[:20]
-        ]
-        if len(failures) > 20:
-            evidence.append(f"... and {len(failures) - 20} more")
+        evidence = _failed_requests(timeline, failures)
         return _fail(name, f"{len(failures)} of {len(routed)} requests failed while still routed ({window})", evidence)
     return _pass(name, f"all {len(routed)} requests sent while the pod was still routed succeeded ({window})")
+
+
+def _failed_requests(timeline: Timeline, failures: Sequence[Event]) -> list[Evidence]:
+    """Failed client requests, one item each up to `MAX_LISTED`, then how many more."""
+    evidence = []
+    for event in failures[:MAX_LISTED]:
+        sent = int(event.get("sent", event.t))
+        status = f" (HTTP {event.get('status')})" if event.get("status") else ""
+        text = f"{event.get('id')} {event.get('method')} {event.get('path')} sent {timeline.at(sent)}: "
+        evidence.append(Evidence(text + f"{event.get('outcome')}{status}", request=str(event.get("id")), t=sent))
+    if len(failures) > MAX_LISTED:
+        evidence.append(Evidence(f"... and {len(failures) - MAX_LISTED} more"))
+    return evidence
 
 
 def within_grace(timeline: Timeline) -> Verdict:
@@ -373,11 +432,39 @@ def data_integrity(timeline: Timeline) -> Verdict:
     name = VerdictName.DATA_INTEGRITY
     if timeline.integrity is None:
         return _not_applicable(name, "no integrity check was given (--integrity module:function)")
-    problems = [str(p) for p in timeline.integrity.get("problems") or ()]
+    problems = [Evidence(str(p)) for p in timeline.integrity.get("problems") or ()]
     check = timeline.integrity.get("check")
     if problems:
         return _fail(name, f"{check} found {len(problems)} problem(s)", problems)
     return _pass(name, f"{check} found every confirmed write whole")
+
+
+def rollout_zero_failed_requests(timeline: Timeline) -> Verdict:
+    """
+    During a rolling update, every request of the steady load got a full response: the one
+    question a rollout is judged by in production.
+    """
+    name = VerdictName.ROLLOUT_ZERO_FAILED
+    if not timeline.rollout:
+        return _not_applicable(name, "not a rolling update (drainspec k8s --rollout replays one)")
+    steady = [
+        view.client
+        for view in timeline.requests.values()
+        if view.client is not None and view.client.get("role") == "steady"
+    ]
+    if not steady:
+        return _fail(name, "no request was sent during the rollout: nothing was judged")
+    steady.sort(key=lambda event: int(event.get("sent", event.t)))
+    failures = [event for event in steady if event.get("outcome") != "ok"]
+    if failures:
+        counts: dict[str, int] = {}
+        for event in failures:
+            outcome = str(event.get("outcome"))
+            counts[outcome] = counts.get(outcome, 0) + 1
+        tally = ", ".join(f"{count} {outcome}" for outcome, count in sorted(counts.items()))
+        summary = f"{len(failures)} of {len(steady)} requests during the rolling update failed ({tally})"
+        return _fail(name, summary, _failed_requests(timeline, failures))
+    return _pass(name, f"all {len(steady)} requests during the rolling update succeeded")
 
 
 CHECKS: dict[VerdictName, Callable[[Timeline], Verdict]] = {
@@ -391,13 +478,37 @@ CHECKS: dict[VerdictName, Callable[[Timeline], Verdict]] = {
     VerdictName.WITHIN_GRACE: within_grace,
     VerdictName.SIGNAL_REACHES_APP: signal_reaches_app,
     VerdictName.DATA_INTEGRITY: data_integrity,
+    VerdictName.ROLLOUT_ZERO_FAILED: rollout_zero_failed_requests,
 }
+
+
+NOT_JUDGED_IN_A_ROLLOUT: dict[VerdictName, str] = {
+    VerdictName.INFLIGHT_COMPLETED: ROLLOUT_REASON,
+    VerdictName.NO_REFUSED_WHILE_ROUTED: ROLLOUT_REASON,
+    VerdictName.TEARDOWN_AFTER_DRAIN: PER_POD_REASON,
+    VerdictName.BACKGROUND_FATE: PER_POD_REASON,
+    VerdictName.TEARDOWN_RAN: PER_POD_REASON,
+    VerdictName.WITHIN_GRACE: PER_POD_REASON,
+    VerdictName.SIGNAL_REACHES_APP: PER_POD_REASON,
+}
+"""
+In a rolling update several pods stop one after another, each journaling as PID 1 of its own
+namespace: verdicts about one server's shutdown would mix them up, so they say why they are not
+judged. The problems that are real in whichever pod they happen (a blocked loop, a pool used
+after close, lost data) are still judged.
+"""
 
 
 def judge(events: Sequence[Event] | Timeline) -> list[Verdict]:
     """Every verdict, in the order of `VerdictName`."""
     timeline = events if isinstance(events, Timeline) else build(events)
-    return [check(timeline) for check in CHECKS.values()]
+    verdicts = []
+    for name, check in CHECKS.items():
+        if timeline.rollout and name in NOT_JUDGED_IN_A_ROLLOUT:
+            verdicts.append(_not_applicable(name, NOT_JUDGED_IN_A_ROLLOUT[name]))
+        else:
+            verdicts.append(check(timeline))
+    return verdicts
 
 
 def failed(verdicts: Sequence[Verdict]) -> set[str]:

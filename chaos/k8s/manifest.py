@@ -4,9 +4,10 @@ before anything runs.
 
 Only what shapes termination is kept: the container's argv (command + args, `$(VAR)` expanded),
 env, ports, the readiness probe, `lifecycle.preStop`, `lifecycle.stopSignal` and
-`terminationGracePeriodSeconds`, each with Kubernetes' default. `static_findings` checks the
-misconfigurations of the research table (numbers match it) that need no running process;
-`recommend_budget` turns measured numbers into preStop / grace / server timeout.
+`terminationGracePeriodSeconds`, each with Kubernetes' default; `resolve_fenceposts` resolves a
+rolling update's maxSurge / maxUnavailable as the Deployment controller does. The checks of the
+research table of misconfigurations live in `chaos.k8s.findings` (`static_findings`, re-exported
+here); `recommend_budget` turns measured numbers into preStop / grace / server timeout.
 """
 
 from __future__ import annotations
@@ -17,21 +18,26 @@ import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from chaos.errors import ManifestError
-from chaos.target import HOST, PROBE_APP
+from chaos.servers import HOST, PROBE_APP, SERVERS, names_text
+
+if TYPE_CHECKING:
+    from chaos.k8s.findings import Finding as Finding
+    from chaos.k8s.findings import static_findings as static_findings
 
 DEFAULT_GRACE = 30.0
+MARGIN = 2  # seconds a budget keeps between the end of a bounded drain and SIGKILL (T >= S + D + M)
+JITTER = 1  # seconds added to a propagation delay for the preStop sleep
 WORKLOAD_KINDS = ("Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Pod")
 SHELLS = frozenset({"sh", "bash", "dash", "ash", "zsh", "ksh"})
 INITS = frozenset({"tini", "dumb-init", "catatonit", "docker-init"})
-SERVER_NAMES = frozenset({"uvicorn", "gunicorn", "hypercorn", "granian"})
+SERVER_NAMES = frozenset(SERVERS)
 IMPORT_STRING = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*(\(\))?$")
 VAR_REFERENCE = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
-Severity = Literal["error", "warning", "info"]
 
 
 @dataclass(frozen=True)
@@ -83,31 +89,26 @@ class ContainerSpec:
 
 @dataclass(frozen=True)
 class PodSpec:
+    """A workload's pod template, with Kubernetes' defaults for what the manifest leaves out."""
+
     kind: str
     name: str
-    grace: float
+    grace: float  # terminationGracePeriodSeconds
     containers: tuple[ContainerSpec, ...]
     replicas: int = 1
+    # The rolling update's strategy, as written (a count or a percentage): `resolve_fenceposts`.
     max_surge: int | str = "25%"
     max_unavailable: int | str = "25%"
     os_name: str | None = None
 
 
 @dataclass(frozen=True)
-class Finding:
-    """One misconfiguration; `number` is its row in the research table of misconfigurations."""
-
-    code: str
-    number: int
-    severity: Severity
-    message: str
-    recommendation: str
-
-
-@dataclass(frozen=True)
 class Budget:
+    """The recommended settings, in whole seconds, and the arithmetic that led to them."""
+
     prestop: int
-    grace: int
+    grace: int  # terminationGracePeriodSeconds
+    # The server's own drain bound, under what is left of the grace after preStop.
     server_timeout: int
     lines: tuple[str, ...]
 
@@ -422,7 +423,7 @@ def _localize_words(words: list[str], port: int, container_ports: Sequence[int])
         mapped = [_map_port_word(word, port, container_ports) for word in words]
         if mapped == words:
             raise ManifestError(
-                "the command runs no uvicorn, gunicorn, hypercorn or granian, and none of its words is "
+                f"the command runs no {names_text()}, and none of its words is "
                 f"a containerPort ({', '.join(map(str, container_ports)) or 'none declared'}); "
                 "declare the port the command listens on under ports: containerPort"
             )
@@ -447,7 +448,7 @@ def _localize_words(words: list[str], port: int, container_ports: Sequence[int])
         out.append(word)
     if app is None:
         raise ManifestError(f"cannot find the app's import string (like app.main:app) in the {server} command")
-    return [*head, *out, *_bind_words(server, port)], app
+    return [*head, *out, *SERVERS[server].bind_words(port)], app
 
 
 def _localize_script(script: str, port: int, container_ports: Sequence[int]) -> tuple[str, str | None]:
@@ -466,15 +467,9 @@ def _localize_script(script: str, port: int, container_ports: Sequence[int]) -> 
             )
         return text, None
     text = re.sub(r"(?<!\S)(--host|--port|--bind|-b)(=|\s+)\S+", "", script)
-    bind = " ".join(_bind_words(server, port))
+    bind = " ".join(SERVERS[server].bind_words(port))
     text = re.sub(rf"(?<!\S){re.escape(app)}(?!\S)", f"{PROBE_APP} {bind}", text, count=1)
     return text, app
-
-
-def _bind_words(server: str, port: int) -> list[str]:
-    if server in ("gunicorn", "hypercorn"):
-        return ["--bind", f"{HOST}:{port}"]
-    return ["--host", HOST, "--port", str(port)]
 
 
 def _map_port_word(word: str, port: int, container_ports: Sequence[int]) -> str:
@@ -486,7 +481,7 @@ def _map_port_word(word: str, port: int, container_ports: Sequence[int]) -> str:
     return HOST if word in ("0.0.0.0", "::") else word
 
 
-# -- static findings -----------------------------------------------------------------------------
+# -- what the manifest says about termination ---------------------------------------------------
 
 
 def prestop_seconds(hook: Hook | None) -> float | None:
@@ -506,229 +501,50 @@ def prestop_seconds(hook: Hook | None) -> float | None:
 
 
 def server_timeout(argv: Sequence[str]) -> tuple[str, float | None] | None:
-    """The server's own bound on its drain: (server, seconds), seconds None when unbounded."""
+    """
+    The server's own bound on its drain: (server, seconds), seconds None when unbounded (or
+    when its default bound cannot be relied on, see `chaos.servers.ServerSpec.drain_bound`).
+    """
     command = analyse(argv)
     if command.server is None:
         return None
+    spec = SERVERS[command.server]
     words = shlex_words(command.script) if command.script is not None else list(argv)
-    options = {
-        "uvicorn": ("--timeout-graceful-shutdown",),
-        "gunicorn": ("--graceful-timeout",),
-        "hypercorn": ("--graceful-timeout",),
-        "granian": ("--workers-kill-timeout",),
-    }[command.server]
     for n, word in enumerate(words):
         option, eq, value = word.partition("=")
-        if option in options:
+        if option == spec.drain_flag:
             value = value if eq else (words[n + 1] if n + 1 < len(words) else "")
             try:
                 return command.server, float(value)
             except ValueError:
                 return command.server, None
-    defaults: dict[str, float | None] = {"uvicorn": None, "gunicorn": 30.0, "hypercorn": None, "granian": None}
-    return command.server, defaults[command.server]
+    return command.server, spec.drain_bound
 
 
-def static_findings(pod: PodSpec, container: ContainerSpec, *, propagation: float | None = None) -> list[Finding]:
-    """Every misconfiguration visible without running anything, worst first."""
-    findings: list[Finding] = []
-    add = findings.append
-    command = analyse(container.argv)
-    grace = pod.grace
-    hook = container.prestop
-    delay = prestop_seconds(hook)
-
-    if command.shell is not None and not command.app_execs:
-        if command.init is not None:
-            add(
-                Finding(
-                    "init-before-shell",
-                    7,
-                    "error",
-                    f"{command.init} runs `{command.shell} -c` without exec: at the stop signal the shell dies, "
-                    f"{command.init} exits and the kernel SIGKILLs the app with its requests in flight",
-                    f"make the script end in `exec {command.server or 'your-server'} ...`, or drop the shell",
-                )
-            )
-        else:
-            add(
-                Finding(
-                    "shell-wrapper",
-                    5,
-                    "error",
-                    f"PID 1 is `{command.shell}`, which has no SIGTERM handler and does not exec the app: "
-                    "the stop signal never reaches it and every termination waits the full grace period",
-                    "use the exec form (command: [uvicorn, ...]) or end the script with `exec`",
-                )
-            )
-    if hook is None:
-        add(
-            Finding(
-                "no-prestop",
-                1,
-                "error" if command.server is not None else "warning",
-                "no preStop delay: the stop signal arrives while routers still send new connections, "
-                f"{command.server or 'the server'} stops accepting at once and those connections are refused",
-                "add lifecycle.preStop.sleep.seconds at least as long as the slowest router's propagation "
-                "(5-15 s in-cluster)",
-            )
-        )
-    if delay is not None and delay >= grace:
-        add(
-            Finding(
-                "prestop-exceeds-grace",
-                4,
-                "error",
-                f"preStop waits {delay:g}s but terminationGracePeriodSeconds is {grace:g}s: the app gets only "
-                "the 2 s minimum between the stop signal and SIGKILL",
-                f"set terminationGracePeriodSeconds to at least preStop + drain + margin, e.g. {math.ceil(delay) + 12}",
-            )
-        )
-    if isinstance(hook, ExecHook) and _triggers_shutdown(hook.command):
-        add(
-            Finding(
-                "prestop-triggers-shutdown",
-                14,
-                "error",
-                f"the preStop hook `{shlex.join(hook.command)}` stops the app instead of waiting: "
-                "it stops accepting while routers still send new connections",
-                "make preStop only wait (sleep action); let the kubelet's stop signal start the drain",
-            )
-        )
-    if isinstance(hook, HttpGetHook) and re.search(r"shutdown|stop|quit|kill", hook.path):
-        add(
-            Finding(
-                "prestop-triggers-shutdown",
-                14,
-                "warning",
-                f"the preStop hook GET {hook.path} looks like it starts shutdown instead of waiting",
-                "make preStop only wait (sleep action); let the kubelet's stop signal start the drain",
-            )
-        )
-    if isinstance(hook, ExecHook) and delay is not None:
-        add(
-            Finding(
-                "exec-sleep-prestop",
-                13,
-                "info",
-                f"preStop runs `{shlex.join(hook.command)}`, which fails at once in an image without that binary "
-                "(distroless), and then there is no delay at all",
-                f"use the sleep action: lifecycle.preStop.sleep.seconds: {delay:g} (Kubernetes 1.30+)",
-            )
-        )
-    if propagation is not None and delay is not None and delay < propagation:
-        add(
-            Finding(
-                "prestop-shorter-than-propagation",
-                2,
-                "error",
-                f"preStop waits {delay:g}s but routers may keep sending new connections for {propagation:g}s",
-                f"set the preStop delay to at least {math.ceil(propagation) + 1}s",
-            )
-        )
-    found = server_timeout(container.argv)
-    if found is not None:
-        server, timeout = found
-        if timeout is None:
-            add(
-                Finding(
-                    "unbounded-drain",
-                    9,
-                    "warning",
-                    f"{server} waits for open connections without a time limit (streams, websockets, keep-alive): "
-                    "such a drain ends only at SIGKILL",
-                    _timeout_advice(server, grace - math.ceil(delay or 0) - 2),
-                )
-            )
-        elif math.ceil(delay or 0) + timeout + 2 > grace:
-            add(
-                Finding(
-                    "drain-exceeds-grace",
-                    3,
-                    "error",
-                    f"preStop {delay or 0:g}s + {server}'s shutdown timeout {timeout:g}s + 2 s margin exceeds "
-                    f"terminationGracePeriodSeconds {grace:g}s: a slow drain is SIGKILLed",
-                    f"raise terminationGracePeriodSeconds to {math.ceil(delay or 0) + math.ceil(timeout) + 2}, "
-                    f"or lower the server timeout",
-                )
-            )
-    signal_name = (container.stop_signal or "").upper().removeprefix("SIG")
-    if signal_name in ("QUIT", "INT") and command.server == "gunicorn":
-        add(
-            Finding(
-                "wrong-stop-signal",
-                8,
-                "error",
-                f"stopSignal SIG{signal_name} is gunicorn's quick shutdown: in-flight requests are answered 500",
-                "remove lifecycle.stopSignal; gunicorn drains on SIGTERM",
-            )
-        )
-    if container.stop_signal and pod.os_name is None:
-        add(
-            Finding(
-                "stop-signal-without-os",
-                8,
-                "warning",
-                "lifecycle.stopSignal needs spec.os.name (and the ContainerStopSignals feature gate); "
-                "without them the API rejects the pod or drops the field",
-                "set spec.os.name: linux, or bake the signal into the image with STOPSIGNAL",
-            )
-        )
-    readiness = container.readiness
-    if readiness is not None and delay is not None and readiness.seconds_to_fail > max(delay, 1.0):
-        add(
-            Finding(
-                "slow-readiness",
-                11,
-                "warning",
-                f"the readiness probe needs {readiness.seconds_to_fail:g}s "
-                f"({readiness.period:g}s x {readiness.failure_threshold}) to report a terminating pod, "
-                f"longer than the {delay:g}s preStop: load balancers that health-check pods keep routing",
-                "lower periodSeconds x failureThreshold below the preStop delay",
-            )
-        )
-    liveness = container.liveness
-    if liveness is not None and liveness.termination_grace is not None and liveness.termination_grace < grace:
-        add(
-            Finding(
-                "liveness-grace-shorter",
-                16,
-                "warning",
-                f"livenessProbe.terminationGracePeriodSeconds {liveness.termination_grace:g}s is shorter than the "
-                f"pod's {grace:g}s: a liveness restart cuts the drain",
-                "remove it, or make it cover preStop + drain",
-            )
-        )
-    if pod.kind == "Deployment" and pod.replicas <= 1 and pod.max_unavailable not in (0, "0%"):
-        add(
-            Finding(
-                "capacity-hole",
-                19,
-                "warning",
-                f"replicas {pod.replicas} with maxUnavailable {pod.max_unavailable}: a rollout can leave no ready pod",
-                "run at least 2 replicas, or set maxUnavailable: 0 with maxSurge: 1",
-            )
-        )
-    order = {"error": 0, "warning": 1, "info": 2}
-    return sorted(findings, key=lambda f: order[f.severity])
+def resolve_fenceposts(max_surge: int | str, max_unavailable: int | str, replicas: int) -> tuple[int, int]:
+    """
+    maxSurge and maxUnavailable as pod counts, the Deployment controller's way
+    (`ResolveFenceposts` in Kubernetes' deployment util): a percentage of `replicas` rounds UP
+    for the surge and DOWN for the unavailable, so that 25% of 1 replica allows one extra pod and
+    none missing. When both come to 0 (only by rounding: the API refuses two literal zeros),
+    unavailable becomes 1, or the rollout could never progress.
+    """
+    surge = _scaled(max_surge, replicas, round_up=True, name="maxSurge")
+    unavailable = _scaled(max_unavailable, replicas, round_up=False, name="maxUnavailable")
+    if surge == 0 and unavailable == 0:
+        unavailable = 1
+    return surge, unavailable
 
 
-def _triggers_shutdown(command: Sequence[str]) -> bool:
-    words = list(command)
-    if words and Path(words[0]).name in SHELLS and len(words) >= 3:
-        words = shlex_words(words[-1])
-    names = {Path(w).name for w in words}
-    return bool(names & {"kill", "pkill", "killall"}) or ("-s" in words and "quit" in words)
-
-
-def _timeout_advice(server: str, seconds: float) -> str:
-    option = {
-        "uvicorn": "--timeout-graceful-shutdown",
-        "gunicorn": "--graceful-timeout",
-        "hypercorn": "--graceful-timeout",
-        "granian": "--workers-kill-timeout",
-    }[server]
-    return f"bound it: {server} {option} {max(1, math.floor(seconds))} (grace - preStop - 2 s margin)"
+def _scaled(value: int | str, replicas: int, *, round_up: bool, name: str) -> int:
+    """Kubernetes' `GetScaledValueFromIntOrPercent`: a count as is, a percentage of `replicas`."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    if isinstance(value, str) and re.fullmatch(r"\d+%", value):
+        share = int(value[:-1]) * replicas  # integer arithmetic: 29% of 100 is exactly 29
+        return -(-share // 100) if round_up else share // 100
+    # Kubernetes refuses a string that is not a percentage ("5" is not 5).
+    raise ManifestError(f"{name} must be a non-negative integer or a percentage like 25%, not {value!r}")
 
 
 # -- the budget ----------------------------------------------------------------------------------
@@ -737,7 +553,7 @@ def _timeout_advice(server: str, seconds: float) -> str:
 def recommend_budget(
     propagation: float,
     drain: float,
-    margin: float = 2.0,
+    margin: float = MARGIN,
     *,
     current_prestop: float | None = None,
     current_grace: float | None = None,
@@ -745,7 +561,7 @@ def recommend_budget(
     """
     The research's budget: S >= P (+1 s jitter), server timeout >= D (+1 s), T >= ceil(S) + timeout + M.
     """
-    prestop = math.ceil(propagation) + 1
+    prestop = math.ceil(propagation) + JITTER
     timeout = math.ceil(drain) + 1
     grace = prestop + timeout + math.ceil(margin)
     lines = [
@@ -760,3 +576,17 @@ def recommend_budget(
         verdict = "fits" if ok else "does not fit"
         lines.append(f"the manifest has preStop {have_s}, grace {have_t}: it {verdict}")
     return Budget(prestop=prestop, grace=grace, server_timeout=timeout, lines=tuple(lines))
+
+
+if not TYPE_CHECKING:
+
+    def __getattr__(name: str) -> Any:
+        """
+        `Finding` and `static_findings`, re-exported from `chaos.k8s.findings` on first use: that
+        module reads this one, so importing it here at the top would be an import cycle.
+        """
+        if name in ("Finding", "static_findings"):
+            from chaos.k8s import findings
+
+            return getattr(findings, name)
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

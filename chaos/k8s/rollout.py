@@ -1,39 +1,41 @@
 """
 A Deployment's rolling update, replayed: `replicas` pods behind the router, replaced one by one
 as maxSurge / maxUnavailable allow, under a steady stream of new requests. The question is the
-one a rollout is judged by in production: did any client request fail?
+one a rollout is judged by in production: did any client request fail? (The verdict
+`rollout-zero-failed-requests` answers it from the journal.)
 
-Each pod is the container's command as PID 1 of its own PID namespace (as in `chaos.k8s.replay`). A
-new pod gets traffic only once its readiness probe (from the manifest) answers; an old pod is
-deleted the kubelet's way (the router keeps routing for the propagation delay; preStop, stop
-signal, SIGKILL at the deadline run at the same time), and the rollout goes on without waiting
-for it to exit, as the Deployment controller does.
+Each pod is the container's command as PID 1 of its own PID namespace (as in a single-pod
+replay). A new pod gets traffic only once its readiness probe (from the manifest) answers; an
+old pod is deleted the kubelet's way (the router keeps routing for the propagation delay;
+preStop, stop signal, SIGKILL at the deadline run at the same time), and the rollout goes on
+without waiting for it to exit, as the Deployment controller does.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
+import dataclasses
 import os
-import shutil
-import sys
-import xml.etree.ElementTree as ET
-from dataclasses import dataclass, field
+import signal
+from dataclasses import dataclass
+from itertools import count
 from pathlib import Path
 
 import httpx
 
 from chaos import target, traffic
 from chaos.errors import SetupError
-from chaos.journal import Event, JournalWriter, Kind, read_journal
+from chaos.journal import Event, Kind
 from chaos.k8s import kubelet
-from chaos.k8s.manifest import ContainerSpec, PodSpec, ProbeSpec, localize
-from chaos.k8s.pod import Pod, start_pod
-from chaos.k8s.replay import ReplayOptions, prestop_runner, steady_load, steady_path_of
+from chaos.k8s.manifest import ContainerSpec, PodSpec, ProbeSpec, localize, resolve_fenceposts
+from chaos.k8s.plan import Replay
+from chaos.k8s.pod import Pod
+from chaos.k8s.prestop import prestop_runner
 from chaos.k8s.router import Router
-from chaos.runner import JOURNAL_FILE, prepare_run_dir, server_environment
-from chaos.scenario import Scenario
+from chaos.lifecycle import Run, open_run
+from chaos.runner import stop_signal_of
+from chaos.scenario import K8sOptions
 
 
 @dataclass(frozen=True)
@@ -46,21 +48,17 @@ class Strategy:
 
     @classmethod
     def of(cls, pod: PodSpec) -> Strategy:
-        surge = _resolve(pod.max_surge, pod.replicas, round_up=True)
-        unavailable = _resolve(pod.max_unavailable, pod.replicas, round_up=False)
-        if surge == 0 and unavailable == 0:
-            raise SetupError("maxSurge and maxUnavailable are both 0: Kubernetes rejects such a Deployment")
+        """The counts the controller works with (`manifest.resolve_fenceposts`)."""
         if pod.replicas < 1:
             raise SetupError("a rollout needs replicas >= 1")
+        if _is_zero(pod.max_surge) and _is_zero(pod.max_unavailable):
+            raise SetupError("maxSurge and maxUnavailable are both 0: Kubernetes rejects such a Deployment")
+        surge, unavailable = resolve_fenceposts(pod.max_surge, pod.max_unavailable, pod.replicas)
         return cls(pod.replicas, surge, unavailable)
 
 
-def _resolve(value: int | str, replicas: int, *, round_up: bool) -> int:
-    """A count or a percentage of the replicas (surge rounds up, unavailable down)."""
-    if isinstance(value, int):
-        return value
-    fraction = int(value.rstrip("%")) / 100 * replicas
-    return math.ceil(fraction) if round_up else math.floor(fraction)
+def _is_zero(value: int | str) -> bool:
+    return value in (0, "0%")
 
 
 @dataclass
@@ -68,183 +66,116 @@ class Replica:
     name: str
     pod: Pod
     port: int
-    log: Path
 
 
-@dataclass(frozen=True)
-class RolloutResult:
-    events: list[Event]
-    requests: int
-    failures: list[Event] = field(default_factory=list)
+class _Rollout:
+    """The controller's side of one rolling update: launching new pods, deleting old ones."""
 
-    @property
-    def passed(self) -> bool:
-        return self.requests > 0 and not self.failures
+    def __init__(
+        self, run: Run, pod: PodSpec, container: ContainerSpec, options: K8sOptions, stop_signal: signal.Signals
+    ) -> None:
+        self.run, self.pod, self.container, self.options = run, pod, container, options
+        self.stop_signal = stop_signal
+        self.router: Router | None = None
+        self.terminations: list[asyncio.Task[kubelet.Termination]] = []
+        self._numbers = count(1)
 
-    def outcomes(self) -> dict[str, int]:
-        counts: dict[str, int] = {}
-        for event in self.failures:
-            outcome = str(event.get("outcome"))
-            counts[outcome] = counts.get(outcome, 0) + 1
-        return counts
+    async def launch(self, generation: str) -> Replica:
+        port = target.free_port()
+        argv, _ = localize(self.container.argv, port=port, container_ports=self.container.ports)
+        self.run.require_command(argv[0])
+        name = f"{self.pod.name}-{generation}{next(self._numbers)}"
+        log = self.run.run_dir / f"{name}.log"
+        started = await self.run.start_pod(argv, log=log, namespace=self.options.namespace)
+        replica = Replica(name, started, port)
+        self.run.journal.write(
+            Kind.POD_STARTED, target=started.pid1, namespaced=started.namespaced, argv=argv, pod=name
+        )
+        await _wait_ready(replica, self.container.readiness, self.run.scenario.ready_timeout, log)
+        self.run.journal.write(Kind.SERVER_READY, target=started.pid1, port=port, pod=name)
+        assert self.router is not None
+        self.router.add(name, port)
+        return replica
 
-    def timeline(self) -> list[str]:
-        """The pods' lifecycle and every failed request, in seconds from the first pod's start."""
-        start = next((e.t for e in self.events if e.kind == Kind.POD_STARTED), None)
-        if start is None:
-            return []
-        lines = []
-        for event in self.events:
-            text = _describe(event)
-            if text is not None:
-                lines.append(f"{(event.t - start) / 1e9:+8.3f}s  {text}")
-        return lines
+    def delete(self, replica: Replica) -> None:
+        """The kubelet's termination of one pod, left running while the rollout goes on."""
+        journal = self.run.journal
+        journal.write(Kind.POD_DELETED, grace=self.pod.grace, pod=replica.name)
+        assert self.router is not None
+        self.router.terminate(replica.name)
+        prestop = prestop_runner(self.container, replica.pod, replica.port, journal, self.run.helper_started)
+        termination = kubelet.terminate(
+            replica.pod.process,
+            stop_signal=self.stop_signal,
+            grace=self.pod.grace,
+            journal=journal,
+            main_pid=replica.pod.pid1,
+            prestop=prestop,
+        )
+        self.terminations.append(asyncio.create_task(termination))
 
-
-def _describe(event: Event) -> str | None:
-    kind = event.kind
-    if kind == Kind.POD_STARTED:
-        return f"pod {event.get('pod')} started"
-    if kind == Kind.SERVER_READY:
-        return f"pod {event.get('pod')} ready: routed"
-    if kind == Kind.POD_DELETED:
-        return f"pod {event.get('pod')} deleted"
-    if kind == Kind.ROUTER_REMOVED:
-        return f"router stopped routing to {event.get('endpoint')}"
-    if kind == Kind.SERVER_EXITED:
-        return f"a deleted pod exited with code {event.get('exit_code')}"
-    if kind == Kind.CLIENT_REQUEST and event.get("role") == "steady" and event.get("outcome") != "ok":
-        return f"client {event.get('id')} {event.get('path')}: {event.get('outcome')}"
-    return None
-
-
-def write_junit_rollout(path: Path, result: RolloutResult) -> None:
-    """One testcase, `rollout-zero-failed-requests`, for CI systems."""
-    root = ET.Element("testsuite", name="drainspec", tests="1", failures=str(int(not result.passed)))
-    case = ET.SubElement(root, "testcase", classname="drainspec", name="rollout-zero-failed-requests")
-    if not result.passed:
-        failure = ET.SubElement(case, "failure", message=f"{len(result.failures)} of {result.requests} requests failed")
-        failure.text = "\n".join(f"{e.get('id')} {e.get('path')}: {e.get('outcome')}" for e in result.failures)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ET.ElementTree(root).write(path, encoding="utf-8", xml_declaration=True)
-
-
-def rollout(pod: PodSpec, container: ContainerSpec, options: ReplayOptions, run_dir: Path) -> RolloutResult:
-    events = asyncio.run(_rollout(pod, container, options, prepare_run_dir(run_dir)))
-    steady = [e for e in events if e.kind == Kind.CLIENT_REQUEST and e.get("role") == "steady"]
-    return RolloutResult(events, len(steady), [e for e in steady if e.get("outcome") != "ok"])
+    async def replace_all(self, strategy: Strategy, old: list[Replica]) -> None:
+        new: list[Replica] = []
+        while old:
+            # Surge first: new pods up to replicas + maxSurge (terminating pods do not count).
+            while strategy.surge and old and len(old) + len(new) < strategy.replicas + strategy.surge:
+                new.append(await self.launch("new"))
+            # Then delete old pods while at least replicas - maxUnavailable stay available.
+            while old and len(old) - 1 + len(new) >= strategy.replicas - strategy.unavailable:
+                self.delete(old.pop(0))
+            if old and not strategy.surge:
+                new.append(await self.launch("new"))
+        while len(new) < strategy.replicas:
+            new.append(await self.launch("new"))
 
 
-async def _rollout(pod: PodSpec, container: ContainerSpec, options: ReplayOptions, run_dir: Path) -> list[Event]:
+def rollout(plan: Replay, run_dir: str | os.PathLike[str]) -> list[Event]:
+    """Replay a rolling update of every replica under steady load; returns the journal's events."""
+    return asyncio.run(_rollout(plan, run_dir))
+
+
+async def _rollout(plan: Replay, run_dir: str | os.PathLike[str]) -> list[Event]:
+    pod, container, options = plan.pod, plan.container, plan.options
     strategy = Strategy.of(pod)
-    stop_signal = kubelet.parse_signal(container.stop_signal or "TERM")
+    argv, app = localize(container.argv, port=0, container_ports=container.ports)
+    # The steady load is the rollout's traffic: no slow requests held inside one pod.
+    scenario = plan.scenario(argv, app)
+    scenario = dataclasses.replace(scenario, requests=0, background=0)
+    stop_signal = stop_signal_of(scenario.signal, where="lifecycle.stopSignal")
     propagation = options.pick_propagation()
-    journal_path = run_dir / JOURNAL_FILE
-    journal = JournalWriter(journal_path)
-    _, app = localize(container.argv, port=0, container_ports=container.ports)
-    scenario = Scenario(app=app or "", server="k8s", requests=0, background=0, grace=pod.grace, env=container.env)
-    journal.write(
-        Kind.RUN_START,
-        scenario=scenario.to_dict(),
-        rollout={
+    async with open_run(scenario, run_dir) as run:
+        rollout_info = {
             "pod": pod.name,
             "replicas": strategy.replicas,
             "max_surge": strategy.surge,
             "max_unavailable": strategy.unavailable,
             "propagation": propagation,
-        },
-    )
-    env = server_environment(scenario, run_dir, journal_path)
-    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", os.defpath)])
-    if not app:
-        env.pop("DRAINSPEC_APP", None)
-    router = Router(journal, propagation=propagation, seed=options.seed)
-    started: list[Replica] = []
-    terminations: list[asyncio.Task[kubelet.Termination]] = []
-    helpers: list[asyncio.subprocess.Process] = []
-    counter = iter(range(1, 1000))
-
-    async def launch(generation: str) -> Replica:
-        port = target.free_port()
-        argv, _ = localize(container.argv, port=port, container_ports=container.ports)
-        if shutil.which(argv[0], path=env["PATH"]) is None:
-            raise SetupError(f"{argv[0]!r}, the container's command, was not found here; install it or put it on PATH")
-        name = f"{pod.name}-{generation}{next(counter)}"
-        log = run_dir / f"{name}.log"
-        replica = Replica(
-            name, await start_pod(argv, env=env, cwd=os.getcwd(), log=log, namespace=options.namespace), port, log
-        )
-        started.append(replica)
-        journal.write(Kind.POD_STARTED, target=replica.pod.pid1, namespaced=replica.pod.namespaced, argv=argv, pod=name)
-        await _wait_ready(replica, container.readiness, options.ready_timeout)
-        journal.write(Kind.SERVER_READY, target=replica.pod.pid1, port=port, pod=name)
-        router.add(name, port)
-        return replica
-
-    def delete(replica: Replica) -> None:
-        journal.write(Kind.POD_DELETED, grace=pod.grace, pod=replica.name)
-        router.terminate(replica.name)
-        prestop = prestop_runner(container, replica.pod, replica.port, journal, helpers)
-        terminations.append(
-            asyncio.create_task(
-                kubelet.terminate(
-                    replica.pod.process,
-                    stop_signal=stop_signal,
-                    grace=pod.grace,
-                    journal=journal,
-                    main_pid=replica.pod.pid1,
-                    prestop=prestop,
-                )
-            )
-        )
-
-    try:
-        old = [await launch("old") for _ in range(strategy.replicas)]
-        url = f"http://{target.HOST}:{await router.start()}"
-        async with traffic.new_client(pod.grace + 10) as client:
+        }
+        run.journal.write(Kind.RUN_START, scenario=scenario.to_dict(), rollout=rollout_info)
+        controller = _Rollout(run, pod, container, options, stop_signal)
+        controller.router = await run.router(options, propagation)
+        old = [await controller.launch("old") for _ in range(strategy.replicas)]
+        url = f"http://{target.HOST}:{controller.router.port}"
+        async with traffic.new_client(run.client_timeout) as client:
             stop = asyncio.Event()
-            steady = asyncio.create_task(
-                steady_load(client, url, options.steady_path or steady_path_of(container), journal, stop)
-            )
+            steady = asyncio.create_task(traffic.steady_load(client, url, plan.steady_path, run.journal, stop))
             try:
-                new: list[Replica] = []
-                while old:
-                    # Surge first: new pods up to replicas + maxSurge (terminating pods do not count).
-                    while strategy.surge and old and len(old) + len(new) < strategy.replicas + strategy.surge:
-                        new.append(await launch("new"))
-                    # Then delete old pods while at least replicas - maxUnavailable stay available.
-                    while old and len(old) - 1 + len(new) >= strategy.replicas - strategy.unavailable:
-                        delete(old.pop(0))
-                    if old and not strategy.surge:
-                        new.append(await launch("new"))
-                while len(new) < strategy.replicas:
-                    new.append(await launch("new"))
-                await asyncio.wait(terminations, timeout=pod.grace + 10)
+                await controller.replace_all(strategy, old)
+                await run.settle(controller.terminations)
+                stop.set()
+                await run.settle([steady])
             finally:
                 stop.set()
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(steady, 15)
-                steady.cancel()
-    finally:
-        for task in terminations:
-            task.cancel()
-        await asyncio.gather(*terminations, return_exceptions=True)
-        await router.close()
-        for helper in helpers:
-            with contextlib.suppress(ProcessLookupError):
-                helper.kill()
-        for replica in started:
-            target.reap(replica.pod.process)
-    journal.close()
-    return read_journal(journal_path)
+                await run.cancel([steady, *controller.terminations])
+    return run.events
 
 
-async def _wait_ready(replica: Replica, probe: ProbeSpec | None, timeout: float) -> None:
+async def _wait_ready(replica: Replica, probe: ProbeSpec | None, timeout: float, log: Path) -> None:
     """
     The port, then the manifest's readiness probe until it answers 2xx/3xx. (Not the journal:
     every pod's probe runs as PID 1 of its own namespace, so journal pids do not tell pods apart.)
     """
-    await target.wait_port(replica.pod.process, port=replica.port, timeout=timeout, log=replica.log)
+    await target.wait_port(replica.pod.process, port=replica.port, timeout=timeout, log=log)
     if probe is None or probe.path is None:
         return
     loop = asyncio.get_running_loop()
@@ -256,5 +187,5 @@ async def _wait_ready(replica: Replica, probe: ProbeSpec | None, timeout: float)
                 if 200 <= response.status_code < 400:
                     return
             if loop.time() > deadline:
-                raise SetupError(f"{replica.name} never passed its readiness probe {probe.path}; see {replica.log}")
+                raise SetupError(f"{replica.name} never passed its readiness probe {probe.path}; see {log}")
             await asyncio.sleep(min(probe.period, 0.1))  # the probe's period, shortened for a replay

@@ -35,6 +35,7 @@ from typing import Any
 from chaos.journal import JournalWriter, Kind
 
 JOURNAL_ENV = "DRAINSPEC_JOURNAL"
+APP_ENV = "DRAINSPEC_APP"  # the import string of the app `chaos.probe.asgi` wraps
 STALL_ENV = "DRAINSPEC_STALL_MS"
 TEARDOWN_DELAY_ENV = "DRAINSPEC_TEARDOWN_DELAY"
 REQUEST_ID_HEADER = b"x-drainspec-id"

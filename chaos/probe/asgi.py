@@ -12,9 +12,7 @@ import os
 import sys
 
 from chaos.journal import Kind
-from chaos.probe import ASGIApp, Probe, patch_starlette_background, record
-
-APP_ENV = "DRAINSPEC_APP"
+from chaos.probe import APP_ENV, ASGIApp, Probe, patch_starlette_background, record
 
 
 def load(import_string: str) -> ASGIApp:

@@ -1,16 +1,11 @@
 """
-Reports of one run, every one rebuilt from the journal alone: the console view (verdicts with
-their evidence, then a compact timeline), `report.json` (schema `REPORT_SCHEMA`) and JUnit XML
-(one testcase per verdict).
+One run on the terminal, rebuilt from the journal alone: the verdicts with their evidence, then
+a compact timeline (`timeline_lines`, which report.json carries too).
 """
 
 from __future__ import annotations
 
-import json
-import xml.etree.ElementTree as ET
 from collections.abc import Sequence
-from pathlib import Path
-from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
@@ -19,14 +14,8 @@ from chaos.journal import Event, Kind
 from chaos.judge.timeline import Timeline
 from chaos.judge.verdict import Status, Verdict
 
-REPORT_SCHEMA = "drainspec.report/1"
 STATUS_STYLE = {Status.PASS: "green", Status.FAIL: "bold red", Status.NOT_APPLICABLE: "dim"}
 STATUS_LABEL = {Status.PASS: "PASS", Status.FAIL: "FAIL", Status.NOT_APPLICABLE: "n/a "}
-
-
-def exit_code(verdicts: Sequence[Verdict]) -> int:
-    """0 when nothing failed, 1 when any verdict failed (2 is for bad input, before a run)."""
-    return 1 if any(verdict.failed for verdict in verdicts) else 0
 
 
 # --- timeline -----------------------------------------------------------------------------------
@@ -44,11 +33,19 @@ def _line_for(timeline: Timeline, event: Event) -> str | None:
         return f"harness  server {how}, exit code {fields.get('exit_code')}"
     if kind in (Kind.PRESTOP_START, Kind.PRESTOP_END):
         return f"kubelet  {kind} {fields.get('detail', '')}".rstrip()
+    pod = f"pod {fields['pod']}" if fields.get("pod") else "pod"
+    if kind == Kind.POD_STARTED and fields.get("pod"):
+        return f"kubelet  {pod} started"
+    if kind == Kind.SERVER_READY and fields.get("pod"):
+        return f"kubelet  {pod} ready: routed"
     if kind == Kind.POD_DELETED:
-        return f"kubelet  pod deleted; grace {fields.get('grace')}s starts"
+        return f"kubelet  {pod} deleted; grace {fields.get('grace')}s starts"
     if kind == Kind.ROUTER_TERMINATING:
-        return f"router   endpoint terminating; still routed for {fields.get('propagation')}s"
+        endpoint = f"endpoint {fields['endpoint']}" if timeline.rollout and fields.get("endpoint") else "endpoint"
+        return f"router   {endpoint} terminating; still routed for {fields.get('propagation')}s"
     if kind == Kind.ROUTER_REMOVED:
+        if timeline.rollout and fields.get("endpoint"):
+            return f"router   endpoint {fields['endpoint']} removed: no new connections to it"
         return "router   endpoint removed: no new connections to the pod"
     if kind == Kind.CLIENT_REQUEST and fields.get("role") == "steady" and fields.get("outcome") == "ok":
         return None
@@ -117,7 +114,10 @@ def timeline_lines(timeline: Timeline, limit: int = 60) -> list[str]:
 
 def print_console(console: Console, timeline: Timeline, verdicts: Sequence[Verdict]) -> None:
     scenario = timeline.scenario
-    if scenario is not None:
+    if timeline.rollout:
+        facts = ", ".join(f"{key} {value}" for key, value in timeline.rollout.items() if value is not None)
+        console.print(f"[bold]drainspec[/] rolling update: {escape(facts)}")
+    elif scenario is not None:
         console.print(
             f"[bold]drainspec[/] {escape(scenario.app)} on {escape(scenario.command or scenario.server)}: "
             f"{scenario.requests} request(s) and {scenario.background} background request(s) in "
@@ -125,6 +125,8 @@ def print_console(console: Console, timeline: Timeline, verdicts: Sequence[Verdi
         )
     console.print()
     zero = "the pod's deletion" if timeline.deleted is not None else "the stop signal"
+    if timeline.rollout and timeline.deleted is not None:
+        zero = "the first pod's deletion"
     console.print(f"[bold]Timeline[/] (seconds from {zero})")
     for line in timeline_lines(timeline):
         console.print("  " + escape(line), highlight=False)
@@ -135,56 +137,14 @@ def print_console(console: Console, timeline: Timeline, verdicts: Sequence[Verdi
         label = STATUS_LABEL[verdict.status]
         console.print(f"  [{style}]{label}[/] {verdict.name:<24} {escape(verdict.summary)}", highlight=False)
         for item in verdict.evidence:
-            console.print(f"       [dim]-[/] {escape(item)}", highlight=False)
+            console.print(f"       [dim]-[/] {escape(str(item))}", highlight=False)
     failures = [v.name for v in verdicts if v.failed]
     console.print()
     if failures:
         console.print(f"[bold red]{len(failures)} verdict(s) failed:[/] {', '.join(failures)}")
     else:
-        console.print("[bold green]graceful shutdown verified[/]")
+        verified = "rolling update verified" if timeline.rollout else "graceful shutdown verified"
+        console.print(f"[bold green]{verified}[/]")
 
 
-# --- files --------------------------------------------------------------------------------------
-
-
-def to_dict(timeline: Timeline, verdicts: Sequence[Verdict]) -> dict[str, Any]:
-    return {
-        "schema": REPORT_SCHEMA,
-        "scenario": timeline.scenario.to_dict() if timeline.scenario else None,
-        "result": "fail" if exit_code(verdicts) else "pass",
-        "verdicts": [
-            {
-                "name": v.name,
-                "status": v.status.value,
-                "summary": v.summary,
-                "evidence": list(v.evidence),
-            }
-            for v in verdicts
-        ],
-        "replay": timeline.replay or None,
-        "findings": [dict(event.fields) for event in timeline.findings],
-        "timeline": timeline_lines(timeline, limit=10_000),
-    }
-
-
-def write_json(path: Path, timeline: Timeline, verdicts: Sequence[Verdict]) -> None:
-    path.write_text(json.dumps(to_dict(timeline, verdicts), indent=2) + "\n")
-
-
-def write_junit(path: Path, timeline: Timeline, verdicts: Sequence[Verdict], suite: str = "drainspec") -> None:
-    """One testcase per verdict: failures carry the evidence, not-applicable ones are skipped."""
-    root = ET.Element(
-        "testsuite",
-        name=suite,
-        tests=str(len(verdicts)),
-        failures=str(sum(v.status == Status.FAIL for v in verdicts)),
-        skipped=str(sum(v.status == Status.NOT_APPLICABLE for v in verdicts)),
-    )
-    for verdict in verdicts:
-        case = ET.SubElement(root, "testcase", classname=suite, name=verdict.name)
-        if verdict.status == Status.FAIL:
-            failure = ET.SubElement(case, "failure", message=verdict.summary)
-            failure.text = "\n".join(verdict.evidence)
-        elif verdict.status == Status.NOT_APPLICABLE:
-            ET.SubElement(case, "skipped", message=verdict.summary)
-    ET.ElementTree(root).write(path, encoding="utf-8", xml_declaration=True)
+# --- until every caller imports from chaos.reports.json and chaos.reports.junit ------------------

@@ -2,7 +2,9 @@
 One run as a self-contained HTML page (`timeline.html`), rebuilt from the journal alone: the
 verdicts on top, failures first in red with their evidence, then one lane per worker, request
 and background task on one axis in seconds from the stop signal (or from the pod's deletion in
-a Kubernetes replay), with a vertical marker for every step of the shutdown.
+a Kubernetes replay), with a vertical marker for every step of the shutdown. A lane is flagged
+red when its request failed, its task met a fate the policy forbids, or a failed verdict's
+evidence names it (its `request`, `task` or `worker` field).
 
 Inline CSS and inline SVG only: no script, no font, no image, no URL. The file opens the same
 from a CI artifact on an air-gapped machine, and opening it can never leak anything. Hover
@@ -13,14 +15,13 @@ from __future__ import annotations
 
 import html
 import math
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from chaos.journal import Event, Kind
 from chaos.judge.timeline import RequestView, TaskView, Timeline, WorkerView
-from chaos.judge.verdict import ALLOWED_FATES, Fate, Status, Verdict, fate_of
+from chaos.judge.verdict import ALLOWED_FATES, Evidence, Fate, Status, Verdict, fate_of
 
 MAX_LANES = 200  # requests and tasks together; workers and aggregate lanes always shown
 WIDTH = 1160  # fits a 1200 px window with the page margins
@@ -141,18 +142,22 @@ class Scale:
 # --- what failed verdicts point to -------------------------------------------------------------
 
 
-def _failure_text(verdicts: Sequence[Verdict]) -> str:
-    """Everything failed verdicts say, to find the requests, tasks and workers they name."""
-    return "\n".join(part for v in verdicts if v.failed for part in (v.summary, *v.evidence))
+@dataclass(frozen=True)
+class Named:
+    """The requests, tasks and workers that failed verdicts name in their evidence."""
+
+    requests: frozenset[str] = frozenset()
+    tasks: frozenset[str] = frozenset()
+    workers: frozenset[int] = frozenset()
 
 
-def _names(text: str, token: str) -> bool:
-    """Whether `token` (a request id such as r1 or s1.1) appears in `text` as a whole word."""
-    return re.search(rf"(?<![\w.]){re.escape(token)}(?![\w.])", text) is not None
-
-
-def _worker_named(text: str, pid: int) -> bool:
-    return re.search(rf"\b(?:worker|pid) {pid}\b", text) is not None
+def named_by_failures(verdicts: Sequence[Verdict]) -> Named:
+    items: list[Evidence] = [item for verdict in verdicts if verdict.failed for item in verdict.evidence]
+    return Named(
+        requests=frozenset(item.request for item in items if item.request is not None),
+        tasks=frozenset(item.task for item in items if item.task is not None),
+        workers=frozenset(item.worker for item in items if item.worker is not None),
+    )
 
 
 # --- lanes -------------------------------------------------------------------------------------
@@ -172,7 +177,7 @@ def _end_of_run(timeline: Timeline) -> int:
     return timeline.events[-1].t if timeline.events else 0
 
 
-def _worker_lane(timeline: Timeline, worker: WorkerView, start: int, failures: str) -> Lane:
+def _worker_lane(timeline: Timeline, worker: WorkerView, start: int, named: Named) -> Lane:
     at = timeline.at
     status = "shutdown complete" if worker.shutdown_complete is not None else "no shutdown complete"
     lane = Lane(
@@ -181,7 +186,7 @@ def _worker_lane(timeline: Timeline, worker: WorkerView, start: int, failures: s
         label=f"worker pid {worker.pid}",
         title=f"worker pid {worker.pid}: first event {at(start)}, last {at(worker.last_event)}; {status}",
         first=start,
-        flagged=_worker_named(failures, worker.pid),
+        flagged=worker.pid in named.workers,
     )
     lane.bars.append(
         Bar(start, worker.last_event, "c-worker", f"pid {worker.pid}: journaled until {at(worker.last_event)}")
@@ -220,7 +225,7 @@ def _problem(timeline: Timeline, event: Event) -> str:
     return f"{at} pool used after close: {event.get('use', 'use')} by {who}"
 
 
-def _request_lane(timeline: Timeline, view: RequestView, failures: str) -> Lane:
+def _request_lane(timeline: Timeline, view: RequestView, named: Named) -> Lane:
     at, client = timeline.at, view.client
     outcome = view.client_outcome
     css = "c-none" if outcome is None else "c-ok" if outcome == "ok" else "c-fail"
@@ -235,7 +240,7 @@ def _request_lane(timeline: Timeline, view: RequestView, failures: str) -> Lane:
         label=f"{view.id} {method} {path}".replace("  ", " "),
         title=f"request {view.id} {method} {path}: {seen}",
         first=min(starts),
-        flagged=(outcome is not None and outcome != "ok") or _names(failures, view.id),
+        flagged=(outcome is not None and outcome != "ok") or view.id in named.requests,
     )
     if client is not None:
         sent = int(client.get("sent", client.t))
@@ -255,7 +260,7 @@ def _request_lane(timeline: Timeline, view: RequestView, failures: str) -> Lane:
     return lane
 
 
-def _task_lane(timeline: Timeline, task: TaskView, allowed: frozenset[Fate], failures: str) -> Lane:
+def _task_lane(timeline: Timeline, task: TaskView, allowed: frozenset[Fate], named: Named) -> Lane:
     at = timeline.at
     fate = fate_of(timeline, task)
     short = task.name.rsplit(".", 1)[-1]
@@ -268,7 +273,7 @@ def _task_lane(timeline: Timeline, task: TaskView, allowed: frozenset[Fate], fai
         title=f"task {task.name} [{task.id}]{owner} (pid {task.pid}{', sync' if task.sync else ''}): "
         f"{FATE_LABEL[fate]}",
         first=queued,
-        flagged=fate not in allowed or f"[{task.id}]" in failures,
+        flagged=fate not in allowed or task.id in named.tasks,
     )
     end = _end_of_run(timeline)
     if task.started is None:
@@ -311,6 +316,8 @@ def _router_lane(timeline: Timeline) -> Lane | None:
     """In a replay: how long the router still sent new connections to the terminating pod."""
     if timeline.deleted is None:
         return None
+    if timeline.rollout:
+        return _rollout_router_lane(timeline)
     ready = next((e.t for e in timeline.events if e.kind == Kind.SERVER_READY), timeline.deleted)
     until = timeline.routed_until if timeline.routed_until is not None else _end_of_run(timeline)
     at = timeline.at
@@ -328,6 +335,32 @@ def _router_lane(timeline: Timeline) -> Lane | None:
     return lane
 
 
+def _rollout_router_lane(timeline: Timeline) -> Lane:
+    """In a rolling update: each deleted pod's window of still being routed to, from its deletion."""
+    at = timeline.at
+    assert timeline.deleted is not None
+    lane = Lane(
+        kind="router",
+        key="router",
+        label=f"router: {len(timeline.upstream_failures)} upstream failures",
+        title="the Service in front of the pods: how long each deleted pod was still routed to",
+        first=timeline.deleted,
+        flagged=bool(timeline.upstream_failures),
+    )
+    removed = {str(event.get("endpoint")): event.t for event in timeline.events if event.kind == Kind.ROUTER_REMOVED}
+    for event in timeline.events:
+        if event.kind != Kind.POD_DELETED:
+            continue
+        pod = str(event.get("pod", "pod"))
+        until = removed.get(pod)
+        end = until if until is not None and until >= event.t else _end_of_run(timeline)
+        text = f"{pod} deleted at {at(event.t)}, still routed to until {at(until)}"
+        lane.bars.append(Bar(event.t, end, "c-routed", text))
+    for event in timeline.upstream_failures:
+        lane.dots.append(Dot(event.t, "c-fail", f"{at(event.t)} upstream failed: {event.get('error')}"))
+    return lane
+
+
 def _cap(lanes: list[Lane], limit: int) -> tuple[list[Lane], int]:
     """At most `limit` lanes, every flagged one first, then the earliest; drawn in time order."""
     if len(lanes) <= limit:
@@ -339,19 +372,19 @@ def _cap(lanes: list[Lane], limit: int) -> tuple[list[Lane], int]:
 
 def build_lanes(timeline: Timeline, verdicts: Sequence[Verdict]) -> list[tuple[str, list[Lane], int]]:
     """The lanes, grouped under headings, each group with how many of its lanes were left out."""
-    failures = _failure_text(verdicts)
+    named = named_by_failures(verdicts)
     first = _first_seen(timeline)
-    workers = [_worker_lane(timeline, w, first.get(w.pid, w.last_event), failures) for w in timeline.workers.values()]
+    workers = [_worker_lane(timeline, w, first.get(w.pid, w.last_event), named) for w in timeline.workers.values()]
     steady = [v for v in timeline.requests.values() if v.client is not None and v.client.get("role") == "steady"]
     aggregated = {view.id for view in steady}
     single = [
-        _request_lane(timeline, view, failures)
+        _request_lane(timeline, view, named)
         for view in timeline.requests.values()
         if view.id not in aggregated and (view.client is not None or view.start is not None)
     ]
     policy = timeline.scenario.background_policy if timeline.scenario else "complete"
     allowed = ALLOWED_FATES.get(policy, ALLOWED_FATES["complete"])
-    tasks = [_task_lane(timeline, task, allowed, failures) for task in timeline.tasks.values()]
+    tasks = [_task_lane(timeline, task, allowed, named) for task in timeline.tasks.values()]
     kept, hidden = _cap(
         sorted(single, key=lambda lane: lane.first) + sorted(tasks, key=lambda lane: lane.first), MAX_LANES
     )
@@ -395,7 +428,10 @@ def _marker_for(event: Event, several_workers: bool) -> Marker | None:
     if kind == Kind.PRESTOP_END:
         return Marker(t, "preStop end" + ("" if event.get("ok", True) else " (failed)"), "prestop-end", "k8s")
     if kind == Kind.POD_DELETED:
-        return Marker(t, "pod deleted", "pod-deleted", "k8s")
+        pod = f"{event.get('pod')} " if event.get("pod") else "pod "
+        return Marker(t, f"{pod}deleted", "pod-deleted", "k8s")
+    if kind == Kind.SERVER_READY and event.get("pod"):  # a rolling update's pods, each by name
+        return Marker(t, f"{event.get('pod')} ready", "pod-ready", "k8s")
     if kind == Kind.ROUTER_REMOVED:
         return Marker(t, "router removed", "router-removed", "k8s")
     if kind == Kind.SHUTDOWN_RECEIVED:
@@ -562,7 +598,7 @@ def render_svg(timeline: Timeline, verdicts: Sequence[Verdict]) -> str:
     return "\n".join(out)
 
 
-def _evidence(items: Sequence[str]) -> str:
+def _evidence(items: Sequence[Evidence]) -> str:
     return '<ul class="evidence">' + "".join(f"<li>{_e(item)}</li>" for item in items) + "</ul>"
 
 
@@ -612,7 +648,7 @@ def _heading(timeline: Timeline, verdicts: Sequence[Verdict]) -> list[str]:
     result = "fail" if failed else "pass"
     out = [f'<h1>drainspec timeline <span class="result {result}">{result.upper()}</span></h1>']
     scenario = timeline.scenario
-    if scenario is not None:
+    if scenario is not None and not timeline.rollout:
         out.append(
             f'<p class="meta">{_e(scenario.app or "(no app)")} on {_e(scenario.command or scenario.server)}: '
             f"{scenario.requests} request(s) and {scenario.background} background request(s) in flight, "
@@ -621,7 +657,12 @@ def _heading(timeline: Timeline, verdicts: Sequence[Verdict]) -> list[str]:
     if timeline.replay:
         facts = ", ".join(f"{_e(k)} {_e(v)}" for k, v in timeline.replay.items() if v is not None)
         out.append(f'<p class="meta">Kubernetes replay: {facts}</p>')
+    if timeline.rollout:
+        facts = ", ".join(f"{_e(k)} {_e(v)}" for k, v in timeline.rollout.items() if v is not None)
+        out.append(f'<p class="meta">Kubernetes rolling update: {facts}</p>')
     zero = "the pod's deletion" if timeline.deleted is not None else f"the stop signal ({timeline.signal_name})"
+    if timeline.rollout and timeline.deleted is not None:
+        zero = "the first pod's deletion"
     if timeline.deleted is None and timeline.signal is None:
         zero = "the first event (no stop signal was sent)"
     out.append(f'<p class="meta">Times are seconds from {_e(zero)}; hover a bar for its exact times.</p>')

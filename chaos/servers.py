@@ -1,0 +1,258 @@
+"""
+Everything drainspec knows about each ASGI server, one frozen record per server in one registry.
+
+uvicorn's `config.py` keeps one table per axis (loops, protocols, interfaces), so that adding an
+entry is one line and no other module needs to know the names. The same here: how a server is
+launched on the probe, which packages (and which releases) it needs, how a manifest's command is
+bound to loopback, which flag bounds its drain and what the server does without it. The launcher
+(`chaos.target`), the manifest reader (`chaos.k8s.manifest`) and the matrix (`chaos.matrix`) read
+`SERVERS` and nothing else.
+
+Every flag drainspec adds to a server's command line on its own carries the first release that
+accepts it: an older release stops at once with "unrecognized arguments", which would look like
+a broken app. A flag is added only when the installed release accepts it, and a release older
+than the supported minimum is refused up front with the pip command that fixes it.
+
+This module imports nothing else from drainspec but `chaos.errors`, so that every other module
+can import it without a cycle.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import math
+import re
+import shlex
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from types import MappingProxyType
+
+from chaos.errors import SetupError
+
+PROBE_APP = "chaos.probe.asgi:app"
+HOST = "127.0.0.1"
+
+VersionOf = Callable[[str], str | None]
+"""The installed version of a distribution (a pip name), or None when it is not installed."""
+
+
+def installed_version(distribution: str) -> str | None:
+    """The version pip installed, from the distribution's metadata (no import of the server)."""
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def release(version: str) -> tuple[int, ...]:
+    """
+    The numeric release of a version string, trailing zeros dropped so that 25.1 == 25.1.0.
+    Pre- and post-release tags are ignored (25.1.0rc1 counts as 25.1): the servers' flags are
+    added in final releases, and a full version parser is not worth a dependency here.
+    """
+    match = re.match(r"v?(\d+(?:\.\d+)*)", version.strip())
+    if match is None:
+        raise SetupError(f"cannot read the version {version!r}; expected something like 25.3.0")
+    parts = [int(part) for part in match.group(1).split(".")]
+    while len(parts) > 1 and parts[-1] == 0:
+        parts.pop()
+    return tuple(parts)
+
+
+def at_least(version: str, minimum: str) -> bool:
+    return release(version) >= release(minimum)
+
+
+@dataclass(frozen=True)
+class Requirement:
+    """A distribution a server needs, and the oldest release drainspec supports."""
+
+    distribution: str  # the pip name
+    minimum: str
+
+    @property
+    def pip(self) -> str:
+        """The requirement as one shell-safe pip argument (`>` would otherwise redirect)."""
+        return shlex.quote(f"{self.distribution}>={self.minimum}")
+
+
+@dataclass(frozen=True)
+class Flag:
+    """
+    Words drainspec puts on a server's command line. `{app}`, `{host}`, `{port}` and `{workers}`
+    are filled in at launch. `since` is the first release of the server that accepts the words
+    (None: every supported release does); `min_workers` leaves out words that only matter with
+    that many workers.
+    """
+
+    words: tuple[str, ...]
+    since: str | None = None
+    min_workers: int = 1
+
+    def applies(self, version: str, workers: int) -> bool:
+        return workers >= self.min_workers and (self.since is None or at_least(version, self.since))
+
+
+@dataclass(frozen=True)
+class ServerSpec:
+    """
+    One server as drainspec runs and reads it.
+
+    `name` is also the executable a manifest's command names; `module` is run with `python -m`
+    so that the server comes from drainspec's own environment. `requires` lists the server's
+    distribution first, then what it needs to run an ASGI app. `launch` is the argv on the probe,
+    in order; `bind` is what replaces a manifest command's own host/port/bind options.
+
+    `drain_flag` bounds the drain (each is accepted by every supported release: checked in the
+    servers' sources at the minimum versions). `drain_default` is the server's own default for
+    it, None when the drain is unbounded; `default_enforced` is False when that default cannot
+    be relied on, so a command without the flag counts as unbounded.
+    """
+
+    name: str
+    module: str
+    requires: tuple[Requirement, ...]
+    launch: tuple[Flag, ...]
+    bind: tuple[str, ...]
+    drain_flag: str
+    drain_default: float | None
+    default_enforced: bool = True
+
+    @property
+    def pip_command(self) -> str:
+        return "pip install " + " ".join(requirement.pip for requirement in self.requires)
+
+    @property
+    def drain_bound(self) -> float | None:
+        """How long a command without `drain_flag` may drain, as far as drainspec can rely on it."""
+        return self.drain_default if self.default_enforced else None
+
+    @property
+    def knobs(self) -> tuple[tuple[str, ...], ...]:
+        """The matrix's default cells: the server as it ships, and with its drain bounded at 1 s."""
+        return ((), (self.drain_flag, "1"))
+
+    def installed(self, version_of: VersionOf = installed_version) -> str:
+        """
+        The installed release of the server, after checking that it and everything it needs are
+        installed and recent enough; a `SetupError` naming the pip command otherwise.
+        """
+        server, *companions = self.requires
+        version = version_of(server.distribution)
+        if version is None:
+            raise SetupError(f"{self.name} is not installed here; install it: {self.pip_command}")
+        self._check(server, version)
+        for requirement in companions:
+            found = version_of(requirement.distribution)
+            if found is None:
+                raise SetupError(
+                    f"{self.name} needs {requirement.distribution}; install it: pip install {requirement.pip}"
+                )
+            self._check(requirement, found)
+        return version
+
+    def _check(self, requirement: Requirement, version: str) -> None:
+        if not at_least(version, requirement.minimum):
+            raise SetupError(
+                f"{requirement.distribution} {version} is older than drainspec supports "
+                f"({requirement.distribution} >= {requirement.minimum}); upgrade it: "
+                f"pip install --upgrade {requirement.pip}"
+            )
+
+    def argv(
+        self,
+        port: int,
+        *,
+        workers: int = 1,
+        extra: Sequence[str] = (),
+        version: str | None = None,
+    ) -> list[str]:
+        """
+        The argv that runs the probe on HOST:`port`. `version` is the server's release (the
+        installed one, checked with `installed`, when None): it decides which of drainspec's own
+        flags are added. `extra` (the user's arguments) is appended unchecked.
+        """
+        if version is None:
+            version = self.installed()
+        else:
+            self._check(self.requires[0], version)
+        values = {"app": PROBE_APP, "host": HOST, "port": port, "workers": workers}
+        args = [word.format(**values) for flag in self.launch if flag.applies(version, workers) for word in flag.words]
+        return [sys.executable, "-m", self.module, *args, *extra]
+
+    def bind_words(self, port: int) -> list[str]:
+        """What binds a manifest's command to HOST:`port` instead of its own address."""
+        return [word.format(host=HOST, port=port) for word in self.bind]
+
+    def timeout_advice(self, seconds: float) -> str:
+        """How to bound the drain to `seconds` (whole seconds, at least 1: some servers take no fraction)."""
+        return f"bound it: {self.name} {self.drain_flag} {max(1, math.floor(seconds))}"
+
+
+APP = Flag(("{app}",))
+HOST_PORT = ("--host", "{host}", "--port", "{port}")
+BIND = ("--bind", "{host}:{port}")
+
+UVICORN = ServerSpec(
+    name="uvicorn",
+    module="uvicorn",
+    requires=(Requirement("uvicorn", "0.30"),),
+    # `--workers 1` would be the same single process; it is left out so the argv reads as the default.
+    launch=(APP, Flag(HOST_PORT), Flag(("--workers", "{workers}"), min_workers=2)),
+    bind=HOST_PORT,
+    drain_flag="--timeout-graceful-shutdown",
+    drain_default=None,
+)
+
+GUNICORN = ServerSpec(
+    name="gunicorn",
+    module="gunicorn",
+    requires=(Requirement("gunicorn", "23"), Requirement("uvicorn-worker", "0.3")),
+    launch=(
+        APP,
+        Flag(BIND),
+        Flag(("--workers", "{workers}")),
+        Flag(("--worker-class", "uvicorn_worker.UvicornWorker")),
+        # From 25.1 gunicorn opens a control socket at one path per user by default; runs side by
+        # side would share it. Older releases have no socket and reject the flag.
+        Flag(("--no-control-socket",), since="25.1"),
+    ),
+    bind=BIND,
+    drain_flag="--graceful-timeout",
+    drain_default=30.0,  # then the arbiter SIGKILLs the workers, skipping lifespan shutdown
+)
+
+HYPERCORN = ServerSpec(
+    name="hypercorn",
+    module="hypercorn",
+    requires=(Requirement("hypercorn", "0.17"),),
+    launch=(APP, Flag(BIND), Flag(("--workers", "{workers}"))),
+    bind=BIND,
+    drain_flag="--graceful-timeout",
+    # The 3 s default is not enforced on Python >= 3.12.1 while connections are open
+    # (`server.wait_closed()` waits for them first, hypercorn #308), and a manifest does not say
+    # which Python the image runs.
+    drain_default=3.0,
+    default_enforced=False,
+)
+
+GRANIAN = ServerSpec(
+    name="granian",
+    module="granian",
+    requires=(Requirement("granian", "2.0"),),
+    launch=(Flag(("--interface", "asgi")), Flag(HOST_PORT), Flag(("--workers", "{workers}")), APP),
+    bind=HOST_PORT,
+    drain_flag="--workers-kill-timeout",
+    drain_default=None,  # disabled by default: the main process waits for its workers forever
+)
+
+SERVERS: Mapping[str, ServerSpec] = MappingProxyType(
+    {spec.name: spec for spec in (UVICORN, GUNICORN, HYPERCORN, GRANIAN)}
+)
+
+
+def names_text() -> str:
+    """The servers as prose, for messages: "uvicorn, gunicorn, hypercorn or granian"."""
+    *first, last = SERVERS
+    return f"{', '.join(first)} or {last}"

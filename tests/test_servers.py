@@ -1,0 +1,181 @@
+"""
+The server registry: each server's argv on the probe, drainspec's own flags gated by the
+installed release, too-old or missing servers refused with the pip command, and the launcher,
+the manifest reader and the matrix all reading the same table.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from chaos import matrix, target
+from chaos.errors import SetupError
+from chaos.k8s import manifest
+from chaos.servers import HOST, PROBE_APP, SERVERS, installed_version, release
+
+PY = [sys.executable, "-m"]
+
+
+@pytest.mark.parametrize(
+    ("server", "version", "expected"),
+    [
+        pytest.param("uvicorn", "0.54.0", ["uvicorn", PROBE_APP, "--host", HOST, "--port", "8123"], id="uvicorn"),
+        pytest.param(
+            "gunicorn",
+            "27.0.1",
+            [
+                "gunicorn",
+                PROBE_APP,
+                "--bind",
+                f"{HOST}:8123",
+                "--workers",
+                "1",
+                "--worker-class",
+                "uvicorn_worker.UvicornWorker",
+                "--no-control-socket",
+            ],
+            id="gunicorn",
+        ),
+        pytest.param(
+            "hypercorn", "0.18.0", ["hypercorn", PROBE_APP, "--bind", f"{HOST}:8123", "--workers", "1"], id="hypercorn"
+        ),
+        pytest.param(
+            "granian",
+            "2.8.7",
+            ["granian", "--interface", "asgi", "--host", HOST, "--port", "8123", "--workers", "1", PROBE_APP],
+            id="granian",
+        ),
+    ],
+)
+def test_argv_on_the_probe(server, version, expected):
+    assert SERVERS[server].argv(8123, version=version) == PY + expected
+
+
+def test_extra_arguments_come_last_and_workers_are_filled_in():
+    argv = SERVERS["hypercorn"].argv(8123, workers=3, extra=("--graceful-timeout", "1"), version="0.18.0")
+    assert argv[-4:] == ["--workers", "3", "--graceful-timeout", "1"]
+
+
+@pytest.mark.parametrize(("workers", "flag"), [(1, False), (2, True)], ids=["one-worker", "two-workers"])
+def test_uvicorn_gets_workers_only_when_there_are_several(workers, flag):
+    argv = SERVERS["uvicorn"].argv(8123, workers=workers, version="0.54.0")
+    assert ("--workers" in argv) is flag
+
+
+@pytest.mark.parametrize(
+    ("version", "has_flag"),
+    [
+        pytest.param("23.0.0", False, id="23.0"),
+        pytest.param("24.1.1", False, id="24.1"),
+        pytest.param("25.0.0", False, id="25.0"),
+        pytest.param("25.1.0", True, id="25.1-first-with-the-socket"),
+        pytest.param("25.3.0", True, id="25.3"),
+        pytest.param("27.0.1", True, id="27.0"),
+    ],
+)
+def test_no_control_socket_only_where_gunicorn_accepts_it(version, has_flag):
+    argv = SERVERS["gunicorn"].argv(8123, version=version)
+    assert ("--no-control-socket" in argv) is has_flag
+    assert "uvicorn_worker.UvicornWorker" in argv
+
+
+@pytest.mark.parametrize(
+    ("server", "version", "needed"),
+    [
+        pytest.param("uvicorn", "0.29.0", "uvicorn >= 0.30", id="uvicorn"),
+        pytest.param("gunicorn", "22.0.0", "gunicorn >= 23", id="gunicorn"),
+        pytest.param("hypercorn", "0.16.0", "hypercorn >= 0.17", id="hypercorn"),
+        pytest.param("granian", "1.7.6", "granian >= 2.0", id="granian"),
+    ],
+)
+def test_a_server_older_than_supported_is_one_line_with_the_fix(server, version, needed):
+    with pytest.raises(SetupError) as caught:
+        SERVERS[server].argv(8123, version=version)
+    message = str(caught.value)
+    assert needed in message and version in message and "pip install --upgrade" in message
+    assert "\n" not in message
+
+
+def versions(**found: str):
+    """A seam for `ServerSpec.installed`: distribution -> version, None when absent."""
+    return lambda distribution: found.get(distribution)
+
+
+def test_gunicorn_needs_recent_uvicorn_workers():
+    spec = SERVERS["gunicorn"]
+    assert spec.installed(versions(gunicorn="25.3.0", **{"uvicorn-worker": "0.4.0"})) == "25.3.0"
+    with pytest.raises(SetupError, match=r"uvicorn-worker 0\.2\.0 is older .* 'uvicorn-worker>=0\.3'"):
+        spec.installed(versions(gunicorn="25.3.0", **{"uvicorn-worker": "0.2.0"}))
+    needs = r"gunicorn needs uvicorn-worker; install it: pip install 'uvicorn-worker>=0\.3'"
+    with pytest.raises(SetupError, match=needs):
+        spec.installed(versions(gunicorn="25.3.0"))
+
+
+def test_a_missing_server_names_every_package_to_install():
+    with pytest.raises(SetupError, match=r"not installed here; install it: pip install 'gunicorn>=23' 'uvicorn-worker"):
+        SERVERS["gunicorn"].installed(versions())
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        pytest.param("25.1", (25, 1), id="short"),
+        pytest.param("25.1.0", (25, 1), id="trailing-zero"),
+        pytest.param("0.30.0rc1", (0, 30), id="pre-release"),
+        pytest.param("v2.0.0", (2,), id="v-prefix"),
+    ],
+)
+def test_release_numbers(text, expected):
+    assert release(text) == expected
+
+
+def test_every_installed_server_is_supported():
+    """What this environment holds is what drainspec claims to support."""
+    for spec in SERVERS.values():
+        if installed_version(spec.requires[0].distribution) is None:
+            continue  # hypercorn and granian are optional extras
+        version = spec.installed()
+        assert spec.argv(8123, version=version) == target.server_argv(spec.name, 8123)
+
+
+@pytest.mark.parametrize(
+    ("server", "expected"),
+    [
+        pytest.param("uvicorn", ["--host", HOST, "--port", "4321"], id="uvicorn"),
+        pytest.param("gunicorn", ["--bind", f"{HOST}:4321"], id="gunicorn"),
+        pytest.param("hypercorn", ["--bind", f"{HOST}:4321"], id="hypercorn"),
+        pytest.param("granian", ["--host", HOST, "--port", "4321"], id="granian"),
+    ],
+)
+def test_bind_words_for_a_manifest_command(server, expected):
+    assert SERVERS[server].bind_words(4321) == expected
+
+
+def test_drain_bounds_and_advice():
+    bounds = {name: (spec.drain_flag, spec.drain_bound) for name, spec in SERVERS.items()}
+    assert bounds == {
+        "uvicorn": ("--timeout-graceful-shutdown", None),
+        "gunicorn": ("--graceful-timeout", 30.0),
+        "hypercorn": ("--graceful-timeout", None),  # its 3 s default is not enforced on Python >= 3.12.1
+        "granian": ("--workers-kill-timeout", None),
+    }
+    assert SERVERS["hypercorn"].drain_default == 3.0
+    assert SERVERS["granian"].timeout_advice(0.4) == "bound it: granian --workers-kill-timeout 1"
+
+
+def test_every_module_reads_the_one_registry():
+    assert target.SERVERS is SERVERS
+    assert frozenset(SERVERS) == manifest.SERVER_NAMES
+    assert matrix.DEFAULT_KNOBS == {
+        "uvicorn": ((), ("--timeout-graceful-shutdown", "1")),
+        "gunicorn": ((), ("--graceful-timeout", "1")),
+        "hypercorn": ((), ("--graceful-timeout", "1")),
+        "granian": ((), ("--workers-kill-timeout", "1")),
+    }
+
+
+def test_unknown_server_lists_the_registry():
+    with pytest.raises(SetupError, match="choose one of uvicorn, gunicorn, hypercorn, granian"):
+        target.server_argv("daphne", 8123)

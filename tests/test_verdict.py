@@ -1,0 +1,546 @@
+"""
+Every verdict decided from small hand-written journals, with no server started: a pass, a fail
+and (where there is one) a not-applicable case each; every background-task fate; the evidence
+each check names for reports to point at; and a rolling update's journal, judged as one.
+"""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+
+import pytest
+from rich.console import Console
+
+from chaos.judge.verdict import (
+    PER_POD_REASON,
+    ROLLOUT_REASON,
+    Evidence,
+    Fate,
+    Status,
+    Verdict,
+    VerdictName,
+    fate_of,
+)
+from chaos.reports.console import print_console
+from chaos.reports.json import REPORT_SCHEMA, to_dict, write_json
+from chaos.reports.junit import write_junit
+from chaos.scenario import Scenario
+from tests.journals import HARNESS, WORKER, Journal, graceful, ns
+
+ROLLOUT = {"pod": "web", "replicas": 2, "max_surge": 1, "max_unavailable": 0, "propagation": 0.2}
+REPLAY = {"pod": "web", "container": "app", "propagation": 0.5, "seed": None, "prestop": "sleep 1s"}
+
+
+def replay(*outcomes: str) -> Journal:
+    """A one-pod replay: the pod deleted at 0, routed until 500 ms, one steady request per outcome."""
+    journal = Journal().run_start(replay=REPLAY).startup().pod_deleted(0)
+    for n, outcome in enumerate(outcomes, start=1):
+        journal.client(f"s{n}", 100 + 50 * n, outcome, sent=50 * n, status=200 if outcome == "ok" else None)
+    return journal.router_removed(500).signal(600).shutdown(650, complete=660).exit(700)
+
+
+def rollout(*outcomes: str) -> Journal:
+    """A rolling update of two pods (each the app as PID 1), one steady request per outcome."""
+    journal = Journal().run_start(rollout=ROLLOUT)
+    for pod in ("web-old1", "web-new2"):
+        journal.add(-800, "pod.started", HARNESS, target=5000, pod=pod)
+        journal.startup(-700, pid=1)
+        journal.add(-600, "server.ready", HARNESS, port=8000, pod=pod)
+    for n, outcome in enumerate(outcomes, start=1):
+        journal.client(f"s{n}", -400 + 100 * n, outcome, sent=-450 + 100 * n, status=200 if outcome == "ok" else None)
+    return journal.pod_deleted(0, pod="web-old1").router_removed(200, "web-old1").signal(300, target=5000)
+
+
+# --- one table: every verdict passes, fails and (where it can) does not apply ------------------
+
+P, F, NA = Status.PASS, Status.FAIL, Status.NOT_APPLICABLE
+V = VerdictName
+SUMMARY_ONLY = {V.WITHIN_GRACE, V.SIGNAL_REACHES_APP}  # their summary is the whole story
+
+CASES = [
+    # inflight-completed
+    pytest.param(V.INFLIGHT_COMPLETED, P, graceful(), "all 1 in-flight", id="inflight-pass"),
+    pytest.param(
+        V.INFLIGHT_COMPLETED,
+        F,
+        graceful().request("r2", start=-50, end=150, client="reset", status=None),
+        "1 of 2 in-flight requests failed",
+        id="inflight-fail-reset",
+    ),
+    pytest.param(
+        V.INFLIGHT_COMPLETED,
+        F,
+        graceful().request("r2", start=-50, end=None, client=None),
+        "1 of 2",
+        id="inflight-fail-no-client-record",
+    ),
+    pytest.param(
+        V.INFLIGHT_COMPLETED,
+        NA,
+        Journal().startup().request("r1", start=-100, end=200),
+        "no stop signal",
+        id="inflight-na-no-signal",
+    ),
+    pytest.param(
+        V.INFLIGHT_COMPLETED,
+        NA,
+        Journal().startup().request("r1", start=100, end=200).signal(0).exit(300),
+        "no request was inside the app",
+        id="inflight-na-nothing-in-flight",
+    ),
+    # teardown-after-drain
+    pytest.param(V.TEARDOWN_AFTER_DRAIN, P, graceful(), "teardown followed the drain on 1", id="after-drain-pass"),
+    pytest.param(
+        V.TEARDOWN_AFTER_DRAIN,
+        F,
+        Journal().startup().request("r1", start=-100, end=200).signal(0).shutdown(50, complete=60).exit(300),
+        "teardown began while work was still in flight",
+        id="after-drain-fail-shutdown-first",
+    ),
+    pytest.param(
+        V.TEARDOWN_AFTER_DRAIN,
+        F,
+        Journal().startup().pool(-800, closed=10).task("t1", -50, -40, finished=400).signal(0).exit(500),
+        "still in flight",
+        id="after-drain-fail-pool-closed-under-a-task",
+    ),
+    pytest.param(
+        V.TEARDOWN_AFTER_DRAIN,
+        NA,
+        Journal().startup().request("r1", start=-100, end=200).signal(0).killed(1000),
+        "no worker began teardown",
+        id="after-drain-na",
+    ),
+    # no-use-after-close
+    pytest.param(V.NO_USE_AFTER_CLOSE, P, graceful().pool(-800, closed=255), "no use of the pool", id="pool-pass"),
+    pytest.param(
+        V.NO_USE_AFTER_CLOSE,
+        F,
+        graceful().pool(-800, closed=255).add(270, "pool.use_after_close", use="query", request="b1", thread="t-1"),
+        "used 1 time(s) after it closed",
+        id="pool-fail",
+    ),
+    pytest.param(V.NO_USE_AFTER_CLOSE, NA, graceful(), "no pool events", id="pool-na"),
+    # background-fate
+    pytest.param(V.BACKGROUND_FATE, P, graceful().task("t1", -90, -80, finished=150), "1 completed", id="bg-pass"),
+    pytest.param(
+        V.BACKGROUND_FATE,
+        P,
+        graceful()
+        .run_start(scenario=Scenario(app="app.main:app", background_policy="allow-cancel"))
+        .task("t1", -90, -80, cancelled=240),
+        "policy 'allow-cancel'",
+        id="bg-pass-cancel-allowed",
+    ),
+    pytest.param(
+        V.BACKGROUND_FATE,
+        F,
+        Journal().startup().task("t1", -90, -80).signal(0).killed(1000),
+        "broke the 'complete' policy: 1 killed",
+        id="bg-fail-killed",
+    ),
+    pytest.param(V.BACKGROUND_FATE, NA, graceful(), "no background task", id="bg-na"),
+    # teardown-ran
+    pytest.param(V.TEARDOWN_RAN, P, graceful(), "completed on 1 worker", id="teardown-pass"),
+    pytest.param(
+        V.TEARDOWN_RAN,
+        F,
+        Journal().startup().request("r1", start=-100, end=200).signal(0).exit(300),
+        "did not complete on 1 of 1",
+        id="teardown-fail-never-began",
+    ),
+    pytest.param(
+        V.TEARDOWN_RAN,
+        F,
+        Journal().startup().signal(0).shutdown(10, failed="pool.close() raised").exit(300),
+        "did not complete",
+        id="teardown-fail-failed",
+    ),
+    pytest.param(
+        V.TEARDOWN_RAN,
+        NA,
+        Journal().add(-900, "probe.loaded").signal(0).exit(10),
+        "no lifespan startup",
+        id="teardown-na-no-lifespan",
+    ),
+    # loop-not-blocked
+    pytest.param(V.LOOP_NOT_BLOCKED, P, graceful(), "no event-loop stall", id="loop-pass"),
+    pytest.param(
+        V.LOOP_NOT_BLOCKED,
+        P,
+        graceful()
+        .signal(20, "SIGSTOP")
+        .signal(220, "SIGCONT")
+        .add(230, "loop.lag", lag_ms=300)  # 200 of its 300 ms with the process frozen
+        .run_start(scenario=Scenario(app="app.main:app", stall_ms=250)),
+        "1 stall(s) while the harness had the process frozen",
+        id="loop-pass-frozen-by-sigstop",
+    ),
+    pytest.param(
+        V.LOOP_NOT_BLOCKED,
+        F,
+        graceful().add(100, "loop.stall", stalled_ms=600, frame="app/main.py:42 in deliver"),
+        "the event loop was blocked",
+        id="loop-fail",
+    ),
+    pytest.param(
+        V.LOOP_NOT_BLOCKED, NA, Journal().signal(0).exit(10), "no server process loaded the probe", id="loop-na"
+    ),
+    # no-refused-while-routed
+    pytest.param(V.NO_REFUSED_WHILE_ROUTED, P, replay("ok", "ok"), "all 2 requests sent", id="routed-pass"),
+    pytest.param(
+        V.NO_REFUSED_WHILE_ROUTED,
+        F,
+        replay("ok", "refused", "reset"),
+        "2 of 3 requests failed while still routed",
+        id="routed-fail",
+    ),
+    pytest.param(V.NO_REFUSED_WHILE_ROUTED, NA, graceful(), "no router in this run", id="routed-na-no-router"),
+    pytest.param(V.NO_REFUSED_WHILE_ROUTED, NA, replay(), "no request was sent while", id="routed-na-no-request"),
+    pytest.param(V.NO_REFUSED_WHILE_ROUTED, NA, rollout("ok"), ROLLOUT_REASON, id="routed-na-rollout"),
+    # within-grace
+    pytest.param(V.WITHIN_GRACE, P, graceful(), "exited on its own 0.300s after SIGTERM", id="grace-pass"),
+    pytest.param(
+        V.WITHIN_GRACE,
+        F,
+        Journal().startup().signal(0).shutdown(10).killed(1000),
+        "SIGKILLed at +1.000s",
+        id="grace-fail",
+    ),
+    pytest.param(V.WITHIN_GRACE, NA, Journal().startup().exit(10), "not stopped by a signal", id="grace-na"),
+    # signal-reaches-app
+    pytest.param(V.SIGNAL_REACHES_APP, P, graceful(), "shutdown began at +0.250s", id="signal-pass"),
+    pytest.param(
+        V.SIGNAL_REACHES_APP,
+        F,
+        Journal().startup().signal(0, target=77, handled=False, comm="sh").killed(1000),
+        "never reached the app",
+        id="signal-fail-wrapper-shell",
+    ),
+    pytest.param(
+        V.SIGNAL_REACHES_APP,
+        NA,
+        Journal().startup().request("r1", start=-100, end=200),
+        "no stop signal",
+        id="signal-na",
+    ),
+    # data-integrity
+    pytest.param(V.DATA_INTEGRITY, P, graceful().integrity(400, []), "found every confirmed write", id="data-pass"),
+    pytest.param(
+        V.DATA_INTEGRITY,
+        F,
+        graceful().integrity(400, ["order b1 confirmed but missing"]),
+        "found 1 problem(s)",
+        id="data-fail",
+    ),
+    pytest.param(V.DATA_INTEGRITY, NA, graceful(), "no integrity check", id="data-na"),
+    # rollout-zero-failed-requests
+    pytest.param(V.ROLLOUT_ZERO_FAILED, P, rollout("ok", "ok", "ok"), "all 3 requests", id="rollout-pass"),
+    pytest.param(
+        V.ROLLOUT_ZERO_FAILED,
+        F,
+        rollout("ok", "refused", "ok", "refused", "timeout"),
+        "3 of 5 requests during the rolling update failed (2 refused, 1 timeout)",
+        id="rollout-fail",
+    ),
+    pytest.param(V.ROLLOUT_ZERO_FAILED, F, rollout(), "no request was sent during the rollout", id="rollout-fail-none"),
+    pytest.param(V.ROLLOUT_ZERO_FAILED, NA, replay("ok"), "not a rolling update", id="rollout-na"),
+]
+
+
+@pytest.mark.parametrize(("name", "status", "journal", "says"), CASES)
+def test_verdict(name: VerdictName, status: Status, journal: Journal, says: str) -> None:
+    verdict = journal.verdict(name)
+    assert (verdict.status, verdict.name) == (status, name.value), verdict
+    assert says in verdict.summary
+    assert all(isinstance(item, Evidence) and item.text for item in verdict.evidence)
+    if status == Status.FAIL and name not in SUMMARY_ONLY and "no request" not in says:
+        assert verdict.evidence, "a failure names what failed"
+
+
+def _statuses_by_name() -> dict[str, set[Status]]:
+    seen: dict[str, set[Status]] = {}
+    for case in CASES:
+        name, status = case.values[0], case.values[1]
+        assert isinstance(name, VerdictName) and isinstance(status, Status)
+        seen.setdefault(name.value, set()).add(status)
+    return seen
+
+
+def test_every_verdict_has_a_pass_and_a_fail_case() -> None:
+    covered = {name for name, statuses in _statuses_by_name().items() if {Status.PASS, Status.FAIL} <= statuses}
+    assert {name.value for name in VerdictName} == covered
+
+
+def test_every_verdict_that_can_be_not_applicable_has_a_case() -> None:
+    """A verdict that is n/a on an empty journal has an n/a case in the table."""
+    empty = Journal().verdicts()
+    can_be_na = {verdict.name for verdict in empty if verdict.status == Status.NOT_APPLICABLE}
+    assert can_be_na == {name.value for name in VerdictName}
+    assert {name for name, statuses in _statuses_by_name().items() if Status.NOT_APPLICABLE in statuses} == can_be_na
+
+
+def test_verdicts_come_in_the_order_of_their_names() -> None:
+    assert [verdict.name for verdict in graceful().verdicts()] == [name.value for name in VerdictName]
+
+
+# --- every fate of a background task -----------------------------------------------------------
+
+
+def _fates(journal: Journal) -> Iterator[tuple[str, Fate]]:
+    timeline = journal.timeline()
+    for task in timeline.tasks.values():
+        yield task.id, fate_of(timeline, task)
+
+
+FATE_CASES = [
+    pytest.param(graceful().task("t1", -90, -80, finished=150), Fate.COMPLETED, id="completed"),
+    pytest.param(graceful().task("t1", -90, -80, cancelled=240), Fate.CANCELLED, id="cancelled"),
+    pytest.param(graceful().task("t1", -90), Fate.DROPPED, id="dropped"),
+    pytest.param(
+        Journal().startup().task("t1", -90, -80).signal(0).shutdown(10).killed(1000), Fate.KILLED, id="killed"
+    ),
+    pytest.param(graceful().task("t1", -90, -80), Fate.LOST, id="lost"),
+    pytest.param(graceful().task("t1", -90, -80, finished=100, failed="ValueError: boom"), Fate.FAILED, id="failed"),
+    pytest.param(graceful().task("t1", -90, -80, finished=280), Fate.RAN_AFTER_TEARDOWN, id="ran-after-teardown"),
+    pytest.param(
+        graceful().task("t1", -90, -80, cancelled=240, sync=True),
+        Fate.LOST,
+        id="cancelled-sync-thread-ran-on-is-lost",
+    ),
+    pytest.param(
+        Journal().startup().task("t1", -90, -80, cancelled=240, sync=True).signal(0).killed(1000),
+        Fate.KILLED,
+        id="cancelled-sync-thread-ran-on-until-sigkill",
+    ),
+    pytest.param(
+        graceful().task("t1", -90, -80, cancelled=240, sync=True, finished=400),
+        Fate.RAN_AFTER_TEARDOWN,
+        id="cancelled-sync-thread-finished-after-teardown",
+    ),
+]
+
+
+@pytest.mark.parametrize(("journal", "fate"), FATE_CASES)
+def test_fate_of(journal: Journal, fate: Fate) -> None:
+    assert dict(_fates(journal)) == {"t1": fate}
+
+
+def test_every_fate_is_covered() -> None:
+    assert {case.values[1] for case in FATE_CASES} == set(Fate)
+
+
+# --- what the evidence names -------------------------------------------------------------------
+
+
+def test_failed_inflight_completed_names_the_request_and_when_the_client_saw_it() -> None:
+    journal = graceful().request("r2", start=-50, end=150, client="reset", status=None)
+    (item,) = journal.verdict(VerdictName.INFLIGHT_COMPLETED).evidence
+    assert (item.request, item.t, item.task, item.worker) == ("r2", ns(151), None, None)
+    assert str(item) == "r2 /slow: client saw reset at +0.151s; the app's call returned at +0.150s"
+
+
+def test_failed_teardown_after_drain_names_the_worker_then_each_live_request_and_task() -> None:
+    journal = (
+        Journal()
+        .startup(pid=7)
+        .request("r1", start=-100, end=200, pid=7)
+        .task("t1", -90, -80, finished=400, request="b1", pid=7)
+        .request("r9", start=-100, end=-60, pid=7)
+        .signal(0, target=7)
+        .shutdown(50, complete=500, pid=7)
+        .exit(600)
+    )
+    head, request, task = journal.verdict(VerdictName.TEARDOWN_AFTER_DRAIN).evidence
+    assert str(head) == "worker 7: lifespan shutdown began at +0.050s while still running:"
+    assert (head.worker, head.t, head.request) == (7, ns(50), None)
+    assert str(request) == "request r1 /slow (ended +0.200s)"
+    assert (request.request, request.worker, request.t) == ("r1", 7, ns(200))
+    assert str(task) == "task app.deliver [t1] (work ended +0.400s)"
+    assert (task.task, task.request, task.worker) == ("t1", "b1", 7)
+
+
+def test_passed_teardown_after_drain_has_one_note_per_worker() -> None:
+    journal = Journal()
+    for pid in (7, 8):
+        journal.startup(pid=pid).request(f"r{pid}", start=-100, end=100, pid=pid).shutdown(200, complete=210, pid=pid)
+    journal.signal(0, target=7).exit(300)
+    verdict = journal.verdict(VerdictName.TEARDOWN_AFTER_DRAIN)
+    assert verdict.status == Status.PASS
+    assert [(item.worker, str(item)) for item in verdict.evidence] == [
+        (7, "worker 7: lifespan shutdown began at +0.200s, after all its work had ended"),
+        (8, "worker 8: lifespan shutdown began at +0.200s, after all its work had ended"),
+    ]
+
+
+def test_work_that_went_on_after_the_call_is_named_with_its_real_end() -> None:
+    journal = (
+        Journal()
+        .startup()
+        .request("r1", start=-100, end=100)
+        .add(400, "app.query", request="r1")  # a def endpoint's thread, still working
+        .signal(0)
+        .shutdown(200, complete=500)
+        .exit(600)
+    )
+    _, item = journal.verdict(VerdictName.TEARDOWN_AFTER_DRAIN).evidence
+    assert str(item) == "request r1 /slow (its call ended +0.100s, its work went on until +0.400s)"
+    assert item.t == ns(400)
+
+
+def test_use_after_close_names_the_worker_the_request_and_the_time() -> None:
+    journal = graceful().pool(-800, closed=255).add(270, "pool.use_after_close", use="query", request="b1")
+    (item,) = journal.verdict(VerdictName.NO_USE_AFTER_CLOSE).evidence
+    assert (item.worker, item.request, item.t) == (WORKER, "b1", ns(270))
+    assert str(item) == f"+0.270s pid {WORKER}: query by request b1"
+
+
+def test_background_fate_names_the_task_its_request_and_worker() -> None:
+    journal = Journal().startup().task("t1", -90, -80, request="b2").signal(0).killed(1000)
+    (item,) = journal.verdict(VerdictName.BACKGROUND_FATE).evidence
+    assert (item.task, item.request, item.worker, item.t) == ("t1", "b2", WORKER, ns(-80))
+    assert str(item) == "app.deliver [t1] of request b2: killed (started -0.080s, never ended)"
+
+
+def test_teardown_ran_names_the_worker_and_the_sigkill() -> None:
+    journal = Journal().startup().signal(0).killed(1000)
+    worker, sigkill = journal.verdict(VerdictName.TEARDOWN_RAN).evidence
+    assert worker.worker == WORKER and "lifespan shutdown never began" in str(worker)
+    assert (sigkill.worker, sigkill.t, str(sigkill)) == (None, ns(1000), "SIGKILL was sent at +1.000s")
+
+
+def test_loop_not_blocked_names_the_worker_and_the_time() -> None:
+    journal = graceful().add(100, "loop.stall", stalled_ms=600, frame="app/main.py:42 in deliver")
+    (item,) = journal.verdict(VerdictName.LOOP_NOT_BLOCKED).evidence
+    assert (item.worker, item.t) == (WORKER, ns(100))
+    assert str(item) == f"+0.100s pid {WORKER}: loop stalled for 600 ms so far, blocked in app/main.py:42 in deliver"
+
+
+def test_refused_while_routed_names_each_request_and_when_it_was_sent() -> None:
+    items = replay("ok", "refused").verdict(VerdictName.NO_REFUSED_WHILE_ROUTED).evidence
+    assert [(item.request, item.t, str(item)) for item in items] == [("s2", ns(100), "s2 GET / sent +0.100s: refused")]
+
+
+def test_rollout_failures_are_listed_up_to_twenty_then_counted() -> None:
+    journal = rollout(*["ok"] * 3, *["reset"] * 22, "server-error")
+    verdict = journal.verdict(VerdictName.ROLLOUT_ZERO_FAILED)
+    assert verdict.summary == "23 of 26 requests during the rolling update failed (22 reset, 1 server-error)"
+    *listed, more = verdict.evidence
+    assert len(listed) == 20 and str(more) == "... and 3 more" and more.request is None
+    assert [item.request for item in listed] == [f"s{n}" for n in range(4, 24)]
+    assert str(listed[0]) == "s4 GET / sent -0.050s: reset" and listed[0].t == ns(-50)
+
+
+def test_evidence_prints_as_its_sentence_and_serialises_only_what_it_names() -> None:
+    item = Evidence("worker 7: pool closed", worker=7, t=5)
+    assert str(item) == f"{item}" == "worker 7: pool closed"
+    assert item.to_dict() == {"text": "worker 7: pool closed", "worker": 7, "t": 5}
+    assert Evidence("plain").to_dict() == {"text": "plain"}
+    full = Evidence("x", request="r1", task="t1", worker=0, t=0)
+    assert full.to_dict() == {"text": "x", "request": "r1", "task": "t1", "worker": 0, "t": 0}
+
+
+# --- a rolling update is judged as one -----------------------------------------------------------
+
+
+def _rollout_with_shared_pids() -> Journal:
+    """
+    Two pods whose apps are both PID 1: the old pod tears down while the new one serves, and the
+    first signal precedes requests that other pods answer. Judged per server, it would fail.
+    """
+    journal = rollout("ok", "ok")
+    journal.request("s10", start=-100, end=900, client="ok", role="steady", pid=1)  # served by the new pod
+    journal.task("t1", -90, -80, request="s10", pid=1)  # the new pod's, still running
+    journal.shutdown(350, complete=360, pid=1)  # the old pod's lifespan shutdown
+    journal.exit(400)
+    journal.add(700, "lifespan.startup.complete", 1)  # a third pod
+    return journal
+
+
+def test_a_rollout_is_judged_by_its_requests_and_not_per_server() -> None:
+    verdicts = {verdict.name: verdict for verdict in _rollout_with_shared_pids().verdicts()}
+    assert verdicts[VerdictName.ROLLOUT_ZERO_FAILED].status == Status.PASS
+    assert verdicts[VerdictName.ROLLOUT_ZERO_FAILED].summary == "all 3 requests during the rolling update succeeded"
+    per_rollout = {VerdictName.INFLIGHT_COMPLETED, VerdictName.NO_REFUSED_WHILE_ROUTED}
+    per_pod = {
+        VerdictName.TEARDOWN_AFTER_DRAIN,
+        VerdictName.BACKGROUND_FATE,
+        VerdictName.TEARDOWN_RAN,
+        VerdictName.WITHIN_GRACE,
+        VerdictName.SIGNAL_REACHES_APP,
+    }
+    for name in per_rollout:
+        assert (verdicts[name].status, verdicts[name].summary) == (Status.NOT_APPLICABLE, ROLLOUT_REASON)
+    for name in per_pod:
+        assert (verdicts[name].status, verdicts[name].summary) == (Status.NOT_APPLICABLE, PER_POD_REASON)
+    # What is wrong wherever it happens is still judged: here, nothing was.
+    assert verdicts[VerdictName.LOOP_NOT_BLOCKED].status == Status.PASS
+    assert verdicts[VerdictName.NO_USE_AFTER_CLOSE].status == Status.NOT_APPLICABLE
+    assert verdicts[VerdictName.DATA_INTEGRITY].status == Status.NOT_APPLICABLE
+
+
+def test_a_stall_in_any_pod_of_a_rollout_still_fails() -> None:
+    journal = _rollout_with_shared_pids().add(500, "loop.stall", pid=1, stalled_ms=900, frame="app.py:1 in f")
+    assert journal.verdict(VerdictName.LOOP_NOT_BLOCKED).status == Status.FAIL
+
+
+# --- the evidence as the reports carry it --------------------------------------------------------
+
+
+def _failing() -> tuple[Journal, list[Verdict]]:
+    journal = graceful().request("r2", start=-50, end=150, client="reset", status=None)
+    return journal, journal.verdicts()
+
+
+def test_report_json_lists_evidence_as_objects_and_the_result(tmp_path) -> None:
+    journal, verdicts = _failing()
+    path = tmp_path / "out" / "report.json"
+    write_json(path, journal.timeline(), verdicts)
+    report = json.loads(path.read_text())
+    assert report["schema"] == REPORT_SCHEMA and report["result"] == "fail"
+    inflight = next(v for v in report["verdicts"] if v["name"] == "inflight-completed")
+    assert inflight["status"] == "fail"
+    assert inflight["evidence"] == [
+        {
+            "text": "r2 /slow: client saw reset at +0.151s; the app's call returned at +0.150s",
+            "request": "r2",
+            "t": ns(151),
+        }
+    ]
+    assert report["rollout"] is None and report["replay"] is None
+    assert to_dict(graceful().timeline(), graceful().verdicts())["result"] == "pass"
+    assert to_dict(rollout("ok").timeline(), rollout("ok").verdicts())["rollout"] == ROLLOUT
+
+
+def test_junit_failures_carry_each_evidence_sentence(tmp_path) -> None:
+    journal, verdicts = _failing()
+    path = tmp_path / "junit" / "junit.xml"
+    write_junit(path, journal.timeline(), verdicts)
+    suite = ET.parse(path).getroot()
+    assert suite.get("tests") == str(len(VerdictName)) and suite.get("failures") == "1"
+    case = next(case for case in suite if case.get("name") == "inflight-completed")
+    failure = case.find("failure")
+    assert failure is not None and failure.get("message") == "1 of 2 in-flight requests failed"
+    assert failure.text == "r2 /slow: client saw reset at +0.151s; the app's call returned at +0.150s"
+
+
+def test_the_console_prints_each_evidence_sentence() -> None:
+    journal, verdicts = _failing()
+    console = Console(record=True, width=200)
+    print_console(console, journal.timeline(), verdicts)
+    text = console.export_text()
+    assert "- r2 /slow: client saw reset at +0.151s; the app's call returned at +0.150s" in text
+    assert "1 verdict(s) failed: inflight-completed" in text
+
+
+def test_the_console_reports_a_rollout_by_its_pods() -> None:
+    journal = rollout("ok", "refused")
+    console = Console(record=True, width=200)
+    print_console(console, journal.timeline(), journal.verdicts())
+    text = console.export_text()
+    assert "rolling update: pod web, replicas 2" in text
+    assert "seconds from the first pod's deletion" in text
+    assert "kubelet  pod web-old1 deleted" in text and "pod web-new2 ready: routed" in text
+    assert "FAIL rollout-zero-failed-requests" in text
