@@ -35,7 +35,7 @@ from chaos import __version__
 from chaos.errors import DrainspecError, UsageError
 from chaos.journal import Event
 from chaos.outcome import EXIT_BAD_INPUT, EXIT_CRASHED, RunResult
-from chaos.scenario import BACKGROUND_PATH, HOLD_PATH, K8sOptions, Scenario, parse_range
+from chaos.scenario import BACKGROUND_PATH, HOLD_PATH, SIGNAL_AT, K8sOptions, Scenario, parse_range
 from chaos.servers import SERVERS, names_text
 
 CRASH_FILE = "drainspec-crash.txt"
@@ -167,6 +167,13 @@ def _add_server_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--signal-delay", type=_non_negative(float), default=0.0, help="seconds between in-flight and signal"
     )
+    parser.add_argument(
+        "--signal-at",
+        choices=SIGNAL_AT,
+        default="in-flight",
+        help="when the stop signal comes: with the work in flight (default), once ready with nothing in "
+        "flight, or during lifespan startup",
+    )
 
 
 def _add_traffic_arguments(parser: argparse.ArgumentParser, *, requests: int = 3, background: int = 1) -> None:
@@ -183,6 +190,22 @@ def _add_traffic_arguments(parser: argparse.ArgumentParser, *, requests: int = 3
     parser.add_argument("--background-seconds", type=_non_negative(float), default=1.0)
     parser.add_argument("--background-path", default=BACKGROUND_PATH)
     parser.add_argument("--background-policy", choices=["complete", "allow-cancel"], default="complete")
+    parser.add_argument(
+        "--header",
+        action="append",
+        default=[],
+        metavar="'NAME: VALUE'",
+        help="a header on every request of the scenario (repeat), e.g. 'Authorization: Bearer ...'",
+    )
+    body = parser.add_mutually_exclusive_group()
+    body.add_argument("--json", dest="json_body", metavar="JSON|@FILE", help="a JSON body ({id}, {seconds} filled)")
+    body.add_argument("--data", metavar="TEXT|@FILE", help="a raw body ({id}, {seconds} filled)")
+    parser.add_argument(
+        "--expect-status",
+        default="2xx",
+        metavar="STATUSES",
+        help="statuses that count as served: 2xx (default), 2xx,3xx, 200,201, 200-299",
+    )
     parser.add_argument("--ready-timeout", type=_non_negative(float), default=20.0)
     parser.add_argument("--stall-ms", type=_non_negative(float), default=250.0, help="event-loop stall threshold")
     parser.add_argument("--out", default="drainspec-out", help="directory for the journal and reports")
@@ -212,6 +235,7 @@ def _scenario(args: argparse.Namespace, server_args: Sequence[str] = ()) -> Scen
         "integrity": getattr(args, "integrity", None),
         "faults": tuple(getattr(args, "fault", ())),
         "signal_delay": getattr(args, "signal_delay", 0.0),
+        "signal_at": getattr(args, "signal_at", "in-flight"),
     }
     return Scenario(
         **server,
@@ -225,7 +249,24 @@ def _scenario(args: argparse.Namespace, server_args: Sequence[str] = ()) -> Scen
         background_policy=args.background_policy,
         ready_timeout=args.ready_timeout,
         stall_ms=args.stall_ms,
+        headers=tuple(args.header),
+        json_body=_body(args.json_body, "--json"),
+        data=_body(args.data, "--data"),
+        expect_status=args.expect_status,
     )
+
+
+def _body(value: str | None, option: str) -> str | None:
+    """A body given inline, or `@FILE` to read it from a file."""
+    if value is None or not value.startswith("@"):
+        return value
+    path = Path(value[1:])
+    try:
+        if not path.is_file():
+            raise UsageError(f"{option} {value}: no such file; give @PATH to a file, or the body inline")
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"{option} {value}: cannot be read ({exc})") from None
 
 
 def _show(console: Console, result: RunResult, *, quiet: bool = False) -> None:

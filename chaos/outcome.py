@@ -20,6 +20,7 @@ from pathlib import Path
 from chaos.journal import Event, Kind
 from chaos.judge.timeline import Timeline, build
 from chaos.judge.verdict import Status, Verdict, judge
+from chaos.scenario import Scenario
 
 EXIT_PASSED = 0
 EXIT_FAILED = 1
@@ -76,7 +77,21 @@ class RunResult:
             missing.append(f"the integrity check {scenario.integrity} was asked for; its result is not in the journal")
         if all(v.status == Status.NOT_APPLICABLE for v in self.verdicts):
             missing.append("no verdict applied: nothing was judged")
+        elif self._nothing_in_flight(scenario):
+            missing.append(
+                "nothing was in flight at the stop signal: every request had been answered and every task "
+                "had ended; make the work outlast the start (a longer --request-seconds, a slower endpoint)"
+            )
         return missing
+
+    def _nothing_in_flight(self, scenario: Scenario | None) -> bool:
+        """The scenario put work in flight, yet none of it was in flight when the signal came."""
+        timeline = self.timeline
+        if scenario is None or scenario.signal_at != "in-flight" or timeline.signal is None or timeline.rollout:
+            return False
+        if not (scenario.requests or scenario.background):
+            return False
+        return not timeline.in_flight_at_signal() and not timeline.tasks_running_at_signal()
 
     @property
     def exit_code(self) -> int:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import subprocess
 import sys
 from collections.abc import Callable, Mapping, Sequence
 
@@ -21,7 +22,7 @@ from chaos import faults, target, traffic
 from chaos.errors import SetupError
 from chaos.journal import Event, Kind, read_journal
 from chaos.k8s import kubelet
-from chaos.lifecycle import open_run
+from chaos.lifecycle import Run, open_run
 from chaos.scenario import Scenario
 
 IntegrityCheck = Callable[[Sequence[Event], Mapping[str, str]], list[str]]
@@ -43,6 +44,35 @@ def load_integrity_check(import_string: str) -> IntegrityCheck:
     return check
 
 
+async def _drive(
+    run: Run,
+    scenario: Scenario,
+    process: subprocess.Popen[bytes],
+    port: int,
+    injected: Sequence[faults.Fault],
+    stop_signal: signal.Signals,
+) -> None:
+    """Preflight, work in flight (unless the signal comes at `ready`), faults, the stop signal."""
+    journal, tail = run.journal, run.tail()
+    base_url = f"http://{target.HOST}:{port}"
+    context = faults.FaultContext(process, journal, base_url, run.client_timeout)
+    async with traffic.new_client(run.client_timeout) as client:
+        await traffic.preflight(client, base_url, scenario, journal)
+        in_flight = scenario.signal_at == "in-flight"
+        clients = traffic.start_traffic(client, base_url, scenario, journal) if in_flight else {}
+        extras = await faults.open_at_shutdown(context, injected)
+        try:
+            also = faults.evidence_before_signal(injected)
+            await traffic.wait_in_flight(tail, clients, scenario, process, also=also)
+            if scenario.signal_delay:
+                await asyncio.sleep(scenario.signal_delay)  # a chosen offset, not a readiness wait
+            extras += faults.timed(context, injected)
+            await kubelet.terminate(process, stop_signal=stop_signal, grace=scenario.grace, journal=journal)
+            await run.settle([*clients, *extras])
+        finally:
+            await run.cancel([*clients, *extras])
+
+
 def stop_signal_of(name: str, *, where: str = "--signal") -> signal.Signals:
     """The stop signal named by the user or the manifest; a bad name is a `SetupError`."""
     try:
@@ -59,6 +89,7 @@ def execute(scenario: Scenario, run_dir: str | os.PathLike[str]) -> list[Event]:
 async def _execute(scenario: Scenario, run_dir: str | os.PathLike[str]) -> list[Event]:
     stop_signal = stop_signal_of(scenario.signal)
     injected = [faults.parse_fault(text) for text in scenario.faults]
+    traffic.plan_traffic(scenario)  # bad request specs fail before anything starts
     check = load_integrity_check(scenario.integrity) if scenario.integrity else None
     if scenario.port is not None:
         target.check_port_free(scenario.port)
@@ -73,25 +104,16 @@ async def _execute(scenario: Scenario, run_dir: str | os.PathLike[str]) -> list[
         process = run.spawn(argv)
         journal.write(Kind.SERVER_SPAWNED, target=process.pid, argv=argv)
         tail = run.tail()
-        await target.wait_ready(
-            process, tail, port=port, workers=scenario.workers, timeout=scenario.ready_timeout, log=run.log
-        )
-        journal.write(Kind.SERVER_READY, target=process.pid, port=port)
-        base_url = f"http://{target.HOST}:{port}"
-        context = faults.FaultContext(process, journal, base_url, run.client_timeout)
-        async with traffic.new_client(run.client_timeout) as client:
-            clients = traffic.start_traffic(client, base_url, scenario, journal)
-            extras = await faults.open_at_shutdown(context, injected)
-            try:
-                also = faults.evidence_before_signal(injected)
-                await traffic.wait_in_flight(tail, clients, scenario, process, also=also)
-                if scenario.signal_delay:
-                    await asyncio.sleep(scenario.signal_delay)  # a chosen offset, not a readiness wait
-                extras += faults.timed(context, injected)
-                await kubelet.terminate(process, stop_signal=stop_signal, grace=scenario.grace, journal=journal)
-                await run.settle([*clients, *extras])
-            finally:
-                await run.cancel([*clients, *extras])
+        if scenario.signal_at == "startup":
+            # Kubernetes deletes pods while they start (a superseded rollout, a scale-down).
+            await target.wait_startup_begun(process, tail, timeout=scenario.ready_timeout, log=run.log)
+            await kubelet.terminate(process, stop_signal=stop_signal, grace=scenario.grace, journal=journal)
+        else:
+            await target.wait_ready(
+                process, tail, port=port, workers=scenario.workers, timeout=scenario.ready_timeout, log=run.log
+            )
+            journal.write(Kind.SERVER_READY, target=process.pid, port=port)
+            await _drive(run, scenario, process, port, injected, stop_signal)
         await run.finish()
         if check is not None:
             try:

@@ -18,8 +18,11 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from chaos.errors import SetupError
+from chaos.redact import redact_env, redact_headers, redact_text
 
 BackgroundPolicy = Literal["complete", "allow-cancel"]
+SignalAt = Literal["in-flight", "ready", "startup"]
+SIGNAL_AT: tuple[SignalAt, ...] = ("in-flight", "ready", "startup")
 
 HOLD_PATH = "GET /__drainspec/hold?seconds={seconds}"
 BACKGROUND_PATH = "GET /__drainspec/background?seconds={seconds}"
@@ -60,19 +63,33 @@ class Scenario:
     env: Mapping[str, str] = field(default_factory=dict)
     faults: tuple[str, ...] = ()
     signal_delay: float = 0.0
+    # What real endpoints need, for the request and background specs alike.
+    headers: tuple[str, ...] = ()  # "Name: value"
+    json_body: str | None = None
+    data: str | None = None
+    expect_status: str = "2xx"
+    signal_at: SignalAt = "in-flight"
 
     def to_dict(self) -> dict[str, Any]:
+        """The scenario as journaled and reported: secrets redacted, unused paths left out."""
         data = dataclasses.asdict(self)
         data["server_args"] = list(self.server_args)
         data["faults"] = list(self.faults)
-        data["env"] = dict(self.env)
+        data["env"] = redact_env(self.env)
+        data["headers"] = redact_headers(self.headers)
+        if self.command is not None:
+            data["command"] = redact_text(self.command)
+        if not self.requests:
+            data.pop("request_path")
+        if not self.background:
+            data.pop("background_path")
         return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Scenario:
         known = {f.name for f in dataclasses.fields(cls)}
         values = {key: value for key, value in data.items() if key in known}
-        for key in ("server_args", "faults"):
+        for key in ("server_args", "faults", "headers"):
             if key in values:
                 values[key] = tuple(values[key])
         return cls(**values)

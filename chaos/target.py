@@ -194,6 +194,25 @@ async def wait_ready(
     await wait_port(process, port=port, timeout=max(0.0, deadline - loop.time()), log=log)
 
 
+async def wait_startup_begun(process: subprocess.Popen[bytes], tail: JournalTail, *, timeout: float, log: Path) -> None:
+    """Wait until a worker's lifespan startup has begun (and not yet completed) in the journal."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        for event in tail.poll():
+            if event.kind == Kind.PROBE_ERROR:
+                raise SetupError(f"the app cannot be loaded: {event.get('error')}")
+            if event.kind == Kind.STARTUP_RECEIVED:
+                return
+            if event.kind == Kind.LIFESPAN_UNSUPPORTED:
+                raise SetupError("--signal-at startup needs an app with a lifespan; this one has none")
+        if process.poll() is not None:
+            raise SetupError(f"the server exited with code {process.returncode} before startup: {last_log_line(log)}")
+        if loop.time() > deadline:
+            raise SetupError(f"the app's lifespan startup did not begin within {timeout:g}s; see the log {log}")
+        await asyncio.sleep(0.005)
+
+
 async def wait_port(process: subprocess.Popen[bytes], *, port: int, timeout: float, log: Path) -> None:
     """Wait until the port accepts a TCP connection (evidence the server listens)."""
     loop = asyncio.get_running_loop()

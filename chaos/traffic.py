@@ -15,9 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import errno
+import json
+import re
+import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -25,7 +29,7 @@ from typing import Any
 import httpx
 
 from chaos.errors import SetupError
-from chaos.journal import JournalTail, JournalWriter, Kind
+from chaos.journal import Event, JournalTail, JournalWriter, Kind
 from chaos.probe import REQUEST_ID_HEADER
 from chaos.scenario import Scenario
 
@@ -36,8 +40,9 @@ STEADY_MAX_REQUESTS = 2000
 class Outcome(StrEnum):
     """What one request saw, from the client side."""
 
-    OK = "ok"  # a response below 500 with its whole body
-    SERVER_ERROR = "server-error"  # a 5xx response
+    OK = "ok"  # a response with an expected status and its whole body
+    UNEXPECTED_STATUS = "unexpected-status"  # a whole response, with a status outside the expected set
+    SERVER_ERROR = "server-error"  # a 5xx response (not expected)
     REFUSED = "refused"  # the TCP connect was refused: nobody listening
     DISCONNECTED = "disconnected"  # connected, then closed without any response
     RESET = "reset"  # the connection was reset
@@ -46,23 +51,117 @@ class Outcome(StrEnum):
     ERROR = "error"  # anything else
 
 
+STATUS_WORD = re.compile(r"^(?:([1-5])xx|(\d{3})(?:-(\d{3}))?)$")
+
+
+@dataclass(frozen=True)
+class StatusSet:
+    """
+    The statuses a request may answer with and still count as served: `2xx` by default for the
+    scenario's requests (a 404 from a typo'd path or a 401 from a missing token is not a
+    graceful shutdown), `2xx,3xx`, `200,201`, `200-299`.
+    """
+
+    ranges: tuple[tuple[int, int], ...]
+    text: str
+
+    @classmethod
+    def parse(cls, text: str) -> StatusSet:
+        ranges = []
+        for word in (part.strip().lower() for part in str(text).split(",")):
+            match = STATUS_WORD.match(word)
+            if match is None:
+                raise ValueError(f"expected status {text!r}: use 2xx, 200, 200-299, or a comma-separated list")
+            klass, low, high = match.groups()
+            if klass:
+                ranges.append((int(klass) * 100, int(klass) * 100 + 99))
+            else:
+                first, last = int(low), int(high or low)
+                if not 100 <= first <= last <= 599:
+                    raise ValueError(f"expected status {text!r}: statuses are 100-599, low-high")
+                ranges.append((first, last))
+        return cls(tuple(ranges), ",".join(part.strip() for part in str(text).split(",")))
+
+    def __contains__(self, status: object) -> bool:
+        return isinstance(status, int) and any(low <= status <= high for low, high in self.ranges)
+
+
+SUCCESS = StatusSet(((200, 299),), "2xx")
+ANSWERED = StatusSet(((100, 499),), "below 500")
+"""What counts as served for traffic that is not the scenario's (steady load, faults, preStop)."""
+
+PLACEHOLDER = re.compile(r"\{(id|seconds)\}")
+
+
 @dataclass(frozen=True)
 class RequestSpec:
-    """One request to make: `METHOD /path?query`, with `{seconds}` and `{id}` filled in."""
+    """
+    One request to make: method, path with query, headers, a body (JSON or raw), and the
+    statuses it must answer with. `{id}` and `{seconds}` are filled anywhere in the path, the
+    header values and the body; other braces (JSON's) are left alone.
+    """
 
     method: str
     path: str
+    headers: tuple[tuple[str, str], ...] = ()
+    body: str | None = None
+    expect: StatusSet = ANSWERED
 
     @classmethod
-    def parse(cls, text: str) -> RequestSpec:
+    def parse(
+        cls,
+        text: str,
+        *,
+        headers: Sequence[str] = (),
+        json_body: str | None = None,
+        data: str | None = None,
+        expect: str | None = None,
+    ) -> RequestSpec:
+        """`METHOD /path?query` plus the CLI's `--header`, `--json`, `--data` and `--expect-status`."""
         method, _, path = text.strip().rpartition(" ")
         method = method.strip().upper() or "GET"
         if not path.startswith("/"):
             raise ValueError(f"request path {text!r} must start with '/', e.g. 'GET /slow'")
-        return cls(method=method, path=path)
+        if any(char in path for char in "\r\n ") or any(char in method for char in "\r\n"):
+            raise ValueError(f"request path {text!r} must not hold spaces or line breaks")
+        unknown = [name for name in re.findall(r"\{([^{}]*)\}", path) if name not in ("id", "seconds")]
+        if unknown:
+            raise ValueError(f"request path {text!r}: unknown placeholder {{{unknown[0]}}}; use {{id}} and {{seconds}}")
+        pairs = [_header(item) for item in headers]
+        if json_body is not None and data is not None:
+            raise ValueError("give a body with --json or with --data, not both")
+        body = json_body if json_body is not None else data
+        if json_body is not None:
+            _check_json(json_body)
+            if not any(name.lower() == "content-type" for name, _ in pairs):
+                pairs.append(("content-type", "application/json"))
+        return cls(method, path, tuple(pairs), body, StatusSet.parse(expect) if expect else SUCCESS)
 
     def render(self, *, seconds: float, request_id: str) -> RequestSpec:
-        return RequestSpec(self.method, self.path.format(seconds=seconds, id=request_id))
+        """The request with `{id}` and `{seconds}` filled (`request_id` is what `{id}` becomes)."""
+        values = {"id": request_id, "seconds": f"{seconds}"}
+
+        def fill(text: str) -> str:
+            return PLACEHOLDER.sub(lambda match: values[match[1]], text)
+
+        headers = tuple((name, fill(value)) for name, value in self.headers)
+        body = None if self.body is None else fill(self.body)
+        return dataclasses.replace(self, path=fill(self.path), headers=headers, body=body)
+
+
+def _header(item: str) -> tuple[str, str]:
+    name, sep, value = item.partition(":")
+    if not sep or not name.strip() or any(char in item for char in "\r\n"):
+        raise ValueError(f"header {item!r} must look like 'Name: value' on one line")
+    return name.strip(), value.strip()
+
+
+def _check_json(text: str) -> None:
+    """A JSON body must parse once `{id}` and `{seconds}` are filled (with stand-ins here)."""
+    try:
+        json.loads(PLACEHOLDER.sub("0", text))
+    except ValueError as exc:
+        raise ValueError(f"--json body is not valid JSON: {exc}") from None
 
 
 def new_client(timeout: float) -> httpx.AsyncClient:
@@ -81,13 +180,31 @@ async def perform(
     role: str,
 ) -> Outcome:
     """Make one request and journal what the client saw; never raises for a network failure."""
+    event = await send(client, base_url, spec, request_id, journal, role=role)
+    return Outcome(event.get("outcome"))
+
+
+BODY_START_CHARS = 120  # of an unexpected answer's body: enough to tell a 401 from a 404 page
+
+
+async def send(
+    client: httpx.AsyncClient,
+    base_url: str,
+    spec: RequestSpec,
+    request_id: str,
+    journal: JournalWriter,
+    *,
+    role: str,
+) -> Event:
+    """`perform`, returning the `client.request` event it journaled (status, body start, error)."""
     fields: dict[str, Any] = {"id": request_id, "role": role, "method": spec.method}
     fields["path"] = spec.path
     fields["sent"] = time.monotonic_ns()
-    headers = {REQUEST_ID_HEADER.decode(): request_id}
+    headers = {**dict(spec.headers), REQUEST_ID_HEADER.decode(): request_id}
+    content = None if spec.body is None else spec.body.encode()
     outcome = Outcome.ERROR
     try:
-        async with client.stream(spec.method, base_url + spec.path, headers=headers) as response:
+        async with client.stream(spec.method, base_url + spec.path, headers=headers, content=content) as response:
             fields["status"] = response.status_code
             fields["connection_close"] = response.headers.get("connection", "").lower() == "close"
             try:
@@ -99,7 +216,10 @@ async def perform(
                 fields["error"] = _describe(exc)
             else:
                 fields["bytes"] = len(body)
-                outcome = Outcome.OK if response.status_code < 500 else Outcome.SERVER_ERROR
+                outcome = _judge_status(response.status_code, spec.expect)
+                if outcome != Outcome.OK:
+                    fields["expected"] = spec.expect.text
+                    fields["body_start"] = body[:BODY_START_CHARS].decode("utf-8", errors="replace")
     except httpx.ConnectError as exc:
         outcome = Outcome.REFUSED if _is_refused(exc) else Outcome.ERROR
         fields["error"] = _describe(exc)
@@ -114,8 +234,13 @@ async def perform(
         fields["error"] = _describe(exc)
     except httpx.HTTPError as exc:
         fields["error"] = _describe(exc)
-    journal.write(Kind.CLIENT_REQUEST, outcome=outcome.value, **fields)
-    return outcome
+    return journal.write(Kind.CLIENT_REQUEST, outcome=outcome.value, **fields)
+
+
+def _judge_status(status: int, expect: StatusSet) -> Outcome:
+    if status in expect:
+        return Outcome.OK
+    return Outcome.SERVER_ERROR if status >= 500 else Outcome.UNEXPECTED_STATUS
 
 
 def _is_refused(exc: BaseException) -> bool:
@@ -133,30 +258,85 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
+@dataclass(frozen=True)
+class Plan:
+    """One request of the scenario: its journal id (`r1`, `b2`), role, spec and duration."""
+
+    id: str
+    role: str
+    spec: RequestSpec
+    seconds: float
+
+
+def plan_traffic(scenario: Scenario) -> list[Plan]:
+    """The scenario's slow requests (`r1..`) and background-task requests (`b1..`)."""
+    try:
+        slow = _spec(scenario, scenario.request_path)
+        background = _spec(scenario, scenario.background_path)
+    except ValueError as exc:
+        raise SetupError(str(exc)) from None
+    plans = [Plan(f"r{n}", "slow", slow, scenario.request_seconds) for n in range(1, scenario.requests + 1)]
+    plans += [
+        Plan(f"b{n}", "background", background, scenario.background_seconds) for n in range(1, scenario.background + 1)
+    ]
+    return plans
+
+
+def _spec(scenario: Scenario, path: str) -> RequestSpec:
+    return RequestSpec.parse(
+        path,
+        headers=scenario.headers,
+        json_body=scenario.json_body,
+        data=scenario.data,
+        expect=scenario.expect_status,
+    )
+
+
+def run_token() -> str:
+    """A few random characters that make this run's `{id}` values unique across runs."""
+    return secrets.token_hex(3)
+
+
+async def preflight(client: httpx.AsyncClient, base_url: str, scenario: Scenario, journal: JournalWriter) -> None:
+    """
+    Each distinct request of the scenario, sent once before anything is judged (with `{seconds}`
+    at 0): a status outside the expected set stops the run with one line naming the request,
+    the status and the start of the body. A typo'd path (404), a missing token (401) or a bad
+    body (422) would otherwise make every verdict judge nothing.
+    """
+    seen: set[tuple[str, RequestSpec]] = set()
+    token = run_token()
+    for plan in plan_traffic(scenario):
+        if (plan.role, plan.spec) in seen:
+            continue
+        seen.add((plan.role, plan.spec))
+        request_id = f"preflight-{plan.id[0]}"
+        rendered = plan.spec.render(seconds=0, request_id=f"{request_id}-{token}")
+        event = await send(client, base_url, rendered, request_id, journal, role="preflight")
+        if event.get("outcome") == Outcome.OK:
+            continue
+        what = f"{rendered.method} {rendered.path}"
+        status = event.get("status")
+        if status is None:
+            raise SetupError(f"preflight: {what} got no answer ({event.get('error') or event.get('outcome')})")
+        body = " ".join(str(event.get("body_start") or "").split())
+        raise SetupError(
+            f"preflight: {what} answered {status}, expected {plan.spec.expect.text}"
+            + (f": {body!r}" if body else "")
+            + "; fix the path, --header, --json/--data, or --expect-status"
+        )
+
+
 def start_traffic(
     client: httpx.AsyncClient, base_url: str, scenario: Scenario, journal: JournalWriter
 ) -> dict[asyncio.Task[Outcome], str]:
-    """The slow requests (`r1..`) and the background-task requests (`b1..`), all at once."""
-    try:
-        slow = RequestSpec.parse(scenario.request_path)
-        background = RequestSpec.parse(scenario.background_path)
-    except ValueError as exc:
-        raise SetupError(str(exc)) from None
-    plans = [(f"r{n}", slow, scenario.request_seconds, "slow") for n in range(1, scenario.requests + 1)]
-    plans += [
-        (f"b{n}", background, scenario.background_seconds, "background") for n in range(1, scenario.background + 1)
-    ]
+    """Every request of the scenario at once; `{id}` becomes the id plus this run's token."""
+    token = run_token()
     tasks = {}
-    for request_id, spec, seconds, role in plans:
-        try:
-            rendered = spec.render(seconds=seconds, request_id=request_id)
-        except (KeyError, IndexError, ValueError) as exc:
-            raise SetupError(
-                f"request path {spec.path!r} has a placeholder drainspec cannot fill ({exc}); "
-                "use {seconds} and {id} only"
-            ) from None
-        coro = perform(client, base_url, rendered, request_id, journal, role=role)
-        tasks[asyncio.create_task(coro)] = request_id
+    for plan in plan_traffic(scenario):
+        rendered = plan.spec.render(seconds=plan.seconds, request_id=f"{plan.id}-{token}")
+        coro = perform(client, base_url, rendered, plan.id, journal, role=plan.role)
+        tasks[asyncio.create_task(coro)] = plan.id
     return tasks
 
 
@@ -171,12 +351,17 @@ async def wait_in_flight(
     Wait for evidence, not time: every slow request has started inside the app, every
     background request has a task running, and each id in `also` has shown its event kind.
     Only then is the stop signal meaningful.
+
+    A request whose client has finished is given up on only on evidence too: the app's call
+    for it ended (or never began) without what was waited for. A background task starts only
+    after its response is sent, so a finished client alone proves nothing.
     """
-    slow = {f"r{n}" for n in range(1, scenario.requests + 1)}
-    background = {f"b{n}" for n in range(1, scenario.background + 1)}
+    slow = {request for request in clients.values() if request.startswith("r")}
+    background = {request for request in clients.values() if request.startswith("b")}
     pending_also = dict(also or {})
     started: set[str] = set()
     with_task: set[str] = set()
+    ended: set[str] = set()
     loop = asyncio.get_running_loop()
     deadline = loop.time() + scenario.in_flight_timeout
     while True:
@@ -186,6 +371,8 @@ async def wait_in_flight(
                 started.add(request)
             elif event.kind == Kind.TASK_STARTED and request in background:
                 with_task.add(request)
+            elif event.kind == Kind.REQUEST_END and request is not None:
+                ended.add(request)
             who = request or event.get("id")
             if who in pending_also and pending_also[who] == event.kind:
                 del pending_also[who]
@@ -194,12 +381,14 @@ async def wait_in_flight(
         missing = sorted((slow - started) | (background - with_task) | set(pending_also))
         if process.poll() is not None:
             raise SetupError(f"the server exited (code {process.returncode}) before work was in flight")
-        if all(task.done() for task in clients) or loop.time() > deadline:
-            outcomes = ", ".join(
-                f"{clients[task]}={task.result().value}"
-                for task in clients
-                if task.done() and not task.cancelled() and clients[task] in missing
-            )
+        done = {clients[task]: task for task in clients if task.done() and not task.cancelled()}
+        hopeless = [
+            request
+            for request in missing
+            if request in done and (request in ended or request in slow or done[request].result() != Outcome.OK)
+        ]
+        if hopeless or loop.time() > deadline:
+            outcomes = ", ".join(f"{request}={done[request].result().value}" for request in missing if request in done)
             raise SetupError(
                 f"requests {', '.join(missing)} never got in flight inside the app"
                 + (f" (client saw: {outcomes})" if outcomes else "")

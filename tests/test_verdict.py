@@ -86,8 +86,22 @@ CASES = [
     pytest.param(
         V.INFLIGHT_COMPLETED,
         NA,
+        Journal().startup().request("r1", start=-300, end=-100).signal(0).exit(300),
+        "no request was in flight",
+        id="inflight-na-answered-before-the-signal",
+    ),
+    pytest.param(
+        V.INFLIGHT_COMPLETED,
+        F,
+        Journal().startup().request("r1", start=-100, end=200, client="unexpected-status", status=401).signal(0),
+        "1 of 1 in-flight requests failed",
+        id="inflight-fail-unexpected-status",
+    ),
+    pytest.param(
+        V.INFLIGHT_COMPLETED,
+        NA,
         Journal().startup().request("r1", start=100, end=200).signal(0).exit(300),
-        "no request was inside the app",
+        "no request was in flight",
         id="inflight-na-nothing-in-flight",
     ),
     # teardown-after-drain

@@ -166,6 +166,31 @@ class Timeline:
             return False
         return bool(self.exit.get("killed")) or int(self.exit.get("returncode", 0)) < 0
 
+    def in_flight_at_signal(self) -> list[RequestView]:
+        """Requests the app had started and not yet answered (whole body) at the stop signal."""
+        if self.signal is None:
+            return []
+        signal = self.signal
+        return [
+            view
+            for view in self.requests.values()
+            if view.start is not None
+            and view.start < signal
+            and (view.response_end is None or view.response_end > signal)
+            and (view.client is None or view.client.get("role") != "preflight")
+        ]
+
+    def tasks_running_at_signal(self) -> list[TaskView]:
+        """Background tasks queued before the stop signal and not yet ended at it."""
+        if self.signal is None:
+            return []
+        signal = self.signal
+        return [
+            task
+            for task in self.tasks.values()
+            if task.queued is not None and task.queued < signal and (task.work_end is None or task.work_end > signal)
+        ]
+
     def worker(self, pid: int) -> WorkerView:
         if pid not in self.workers:
             self.workers[pid] = WorkerView(pid)

@@ -118,26 +118,32 @@ def _not_applicable(name: VerdictName, reason: str) -> Verdict:
 
 
 def inflight_completed(timeline: Timeline) -> Verdict:
-    """Every request the app had accepted before the stop signal got a full response."""
+    """
+    Every request the app had started and not yet answered at the stop signal got a full
+    response with an expected status. One that was answered before the signal was never in
+    flight and proves nothing about the shutdown.
+    """
     name = VerdictName.INFLIGHT_COMPLETED
     if timeline.signal is None:
         return _not_applicable(name, "no stop signal was sent")
-    accepted = [view for view in timeline.requests.values() if view.start is not None and view.start < timeline.signal]
+    accepted = timeline.in_flight_at_signal()
     if not accepted:
-        return _not_applicable(name, "no request was inside the app at the stop signal")
+        return _not_applicable(name, "no request was in flight inside the app at the stop signal")
     problems = []
     for view in sorted(accepted, key=lambda v: v.start or 0):
         outcome = view.client_outcome
         if outcome == "ok":
             continue
         seen = outcome or "no client record"
-        if view.client is not None and view.client.get("status") is not None:
-            seen = f"{outcome} (HTTP {view.client.get('status')})"
-        seen_at = view.client.t if view.client else None
-        server = f"; the app's call {view.end_outcome or 'never ended'} at {timeline.at(view.end)}"
+        client = view.client
+        if client is not None and client.get("status") is not None:
+            expected = f", expected {client.get('expected')}" if client.get("expected") else ""
+            seen = f"{outcome} (HTTP {client.get('status')}{expected})"
+        seen_at = client.t if client is not None else None
+        ended = f"{view.end_outcome} at {timeline.at(view.end)}" if view.end is not None else "never ended"
         problems.append(
             Evidence(
-                f"{view.id} {view.path}: client saw {seen} at {timeline.at(seen_at)}{server}",
+                f"{view.id} {view.path}: client saw {seen} at {timeline.at(seen_at)}; the app's call {ended}",
                 request=view.id,
                 t=seen_at if seen_at is not None else view.end,
             )
