@@ -2,11 +2,11 @@
 The reference service's connection pool: a SQLAlchemy async engine, and a sync engine on the
 same database for `def` endpoints and sync background tasks (they run in threads).
 
-Closing the pool is the teardown that must come after the drain. A real pool refuses new
-checkouts once closed; this one does too, and first *records* the misuse in the journal with
-`chaos.record`, so the verdict sees it even when the error is swallowed somewhere. A connection
-checked out before the close and returned after it is recorded as well: that work ran on a
-pool the app had already closed.
+Closing the pool is the teardown that must come after the drain. drainspec's probe sees both
+engines by itself (their creation, `dispose()`, every statement and who ran it), so nothing here
+reports them. What it cannot see is this app's own rule: once closed, the pool refuses new
+checkouts before SQLAlchemy is ever reached. That refusal is recorded with `chaos.record`, so the
+verdict sees it even when the error is swallowed somewhere.
 """
 
 from __future__ import annotations
@@ -61,13 +61,11 @@ class Database:
         async with self.engine.begin() as conn:
             await conn.run_sync(create_schema)
         self.closed = False
-        record(Kind.POOL_OPEN, pool="main")
 
     async def close(self) -> None:
         if self.closed:
             return
         self.closed = True
-        record(Kind.POOL_CLOSED, pool="main")
         if self.engine is not None:
             await self.engine.dispose()
         if self.sync_engine is not None:
@@ -78,31 +76,21 @@ class Database:
             record(Kind.POOL_USE_AFTER_CLOSE, pool="main", use=use)
             raise PoolClosedError(f"the pool is closed ({use})")
 
-    def _check_release(self, use: str) -> None:
-        if self.closed:
-            record(Kind.POOL_USE_AFTER_CLOSE, pool="main", use=f"{use}, returned after close")
-
     @contextlib.asynccontextmanager
     async def connection(self) -> AsyncIterator[AsyncConnection]:
         """A transaction on the async pool."""
         self._check_open("async checkout")
         assert self.engine is not None
-        try:
-            async with self.engine.begin() as conn:
-                yield conn
-        finally:
-            self._check_release("async connection")
+        async with self.engine.begin() as conn:
+            yield conn
 
     @contextlib.contextmanager
     def sync_connection(self) -> Iterator[Connection]:
         """A transaction on the sync pool, for code running in a worker thread."""
         self._check_open("sync checkout")
         assert self.sync_engine is not None
-        try:
-            with self.sync_engine.begin() as conn:
-                yield conn
-        finally:
-            self._check_release("sync connection")
+        with self.sync_engine.begin() as conn:
+            yield conn
 
 
 def _sqlite_pragmas(dbapi_connection: object, _record: object) -> None:

@@ -6,32 +6,21 @@ the user row together with both of its outbox rows.
 
 from __future__ import annotations
 
-import re
-from collections.abc import Mapping, Sequence
-
 from sqlalchemy import create_engine, func, select
 
 from app.db import database_url, sync_url
 from app.models import outbox, users
-from chaos.journal import Event, Kind
+from chaos.integrity import IntegrityRun
 
-REGISTER = re.compile(r"^/register/(?P<name>[^/?]+)")
 OUTBOX_ROWS_PER_USER = 2
 
 
-def check(events: Sequence[Event], environ: Mapping[str, str]) -> list[str]:
+def check(run: IntegrityRun) -> list[str]:
     """Problems found, one line each; an empty list means the data is whole."""
-    confirmed = []
-    for event in events:
-        if event.kind != Kind.CLIENT_REQUEST:
-            continue
-        match = REGISTER.match(event.get("path", ""))
-        status = event.get("status")
-        if match and isinstance(status, int) and 200 <= status < 300:
-            confirmed.append(match["name"])
+    confirmed = [write.id for write in run.confirmed if write.path.startswith("/register/")]
     if not confirmed:
         return []
-    engine = create_engine(sync_url(database_url(environ)))
+    engine = create_engine(sync_url(database_url(run.environ)))
     try:
         with engine.connect() as conn:
             rows = conn.execute(

@@ -24,14 +24,14 @@ import os
 import sys
 import tempfile
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
 
-from chaos import __version__
+from chaos import __version__, config
 from chaos.errors import DrainspecError, UsageError
 from chaos.journal import Event
 from chaos.outcome import EXIT_BAD_INPUT, EXIT_CRASHED, RunResult
@@ -39,6 +39,12 @@ from chaos.scenario import BACKGROUND_PATH, HOLD_PATH, SIGNAL_AT, K8sOptions, Sc
 from chaos.servers import SERVERS, names_text
 
 CRASH_FILE = "drainspec-crash.txt"
+OUT_HELP = (
+    "directory for the journal and reports: new, empty, or one drainspec made "
+    "(default: a new drainspec-out/<time>-<mode>/, linked as drainspec-out/latest)"
+)
+_claims: list[Any] = []
+"""The output directories this command holds (`chaos.outdir`), released when `main` returns."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -61,6 +67,13 @@ def _non_negative(kind: type[float] | type[int]) -> Callable[[str], float | int]
     return parse
 
 
+def _jobs(text: str) -> int:
+    jobs = _non_negative(int)(text)
+    if not 1 <= jobs <= 64:
+        raise argparse.ArgumentTypeError(f"{text!r}: give between 1 and 64 jobs")
+    return int(jobs)
+
+
 def _port(text: str) -> int:
     port = _non_negative(int)(text)
     if not 1 <= port <= 65535:
@@ -68,7 +81,11 @@ def _port(text: str) -> int:
     return int(port)
 
 
-def build_parser() -> argparse.ArgumentParser:
+CONFIGURABLE = ("run", "chaos", "matrix", "explore")  # the commands a scenario file gives options to
+
+
+def build_parser(defaults: Mapping[str, Any] | None = None, source: Path | None = None) -> argparse.ArgumentParser:
+    """The command line; `defaults` (from a scenario file, `chaos.config`) go under the flags."""
     parser = _Parser(prog="drainspec", description="Verify that an ASGI service shuts down gracefully.")
     parser.add_argument("--version", action="version", version=f"drainspec {__version__}")
     commands = parser.add_subparsers(dest="subcommand", required=True, parser_class=_Parser)
@@ -77,6 +94,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_server_arguments(run)
     _add_traffic_arguments(run)
     run.add_argument("--quiet", action="store_true", help="print only the result line")
+    run.add_argument(
+        "--seed",
+        type=_non_negative(int),
+        help="replay an attempt of drainspec explore (its signal offset and traffic), with the same flags",
+    )
+
+    explore = commands.add_parser("explore", help="place the stop signal at every moment that matters")
+    _add_server_arguments(explore)
+    _add_traffic_arguments(explore)
+    explore.add_argument("--jobs", type=_jobs, default=None, help="attempts side by side (default: the CPUs)")
 
     chaos = commands.add_parser("chaos", help="repeat a scenario with seeded signal offsets and faults")
     _add_server_arguments(chaos)
@@ -88,10 +115,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--choose-fault", action="append", default=[], metavar="FAULT", help="one drawn per run (repeat)"
     )
     chaos.add_argument("--replay-seed", type=int, help="rerun exactly the run with this seed")
+    chaos.add_argument("--jobs", type=_jobs, default=1, help="runs side by side (same results as one by one)")
 
     experiment = commands.add_parser("experiment", help="run experiment files and check their expectations")
     experiment.add_argument("files", type=Path, nargs="+")
-    experiment.add_argument("--out", default="drainspec-out")
+    experiment.add_argument("--out", default=None, help=OUT_HELP)
 
     k8s = commands.add_parser("k8s", help="replay a Deployment's termination locally and judge it")
     k8s.add_argument("manifest", type=Path, help="Deployment or Pod YAML (multi-document is fine)")
@@ -127,6 +155,12 @@ def build_parser() -> argparse.ArgumentParser:
         "Replaces that server's default rows (as shipped, and with its drain bounded at 1 s)",
     )
 
+    if defaults:
+        for name in CONFIGURABLE:
+            command = commands.choices[name]
+            known = {action.dest for action in command._actions}
+            command.set_defaults(**config.apply(defaults, known, source))
+
     report = commands.add_parser("report", help="rebuild the reports of a run from its journal")
     report.add_argument("journal", type=Path)
     report.add_argument("--json", type=Path, help="write report.json here")
@@ -137,7 +171,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_server_arguments(parser: argparse.ArgumentParser) -> None:
     """Which server runs which app: `run`, `chaos` and `matrix` (a replay reads the manifest)."""
-    parser.add_argument("--app", required=True, help="the ASGI app, as PKG.MODULE:ATTR (importable from here)")
+    parser.add_argument("--app", help="the ASGI app, as PKG.MODULE:ATTR (importable from here)")
+    parser.add_argument("--scenario", metavar="NAME", help="a named scenario of drainspec.toml / [tool.drainspec]")
+    parser.add_argument("--config", type=Path, help="the scenario file (default: drainspec.toml, else pyproject.toml)")
     parser.add_argument("--server", default="uvicorn", help=f"{names_text()}, or use --command")
     parser.add_argument(
         "--command",
@@ -208,7 +244,7 @@ def _add_traffic_arguments(parser: argparse.ArgumentParser, *, requests: int = 3
     )
     parser.add_argument("--ready-timeout", type=_non_negative(float), default=20.0)
     parser.add_argument("--stall-ms", type=_non_negative(float), default=250.0, help="event-loop stall threshold")
-    parser.add_argument("--out", default="drainspec-out", help="directory for the journal and reports")
+    parser.add_argument("--out", default=None, help=OUT_HELP)
     parser.add_argument("--junit", type=Path, help="also write JUnit XML here")
 
 
@@ -220,7 +256,12 @@ def _scenario(args: argparse.Namespace, server_args: Sequence[str] = ()) -> Scen
         if not sep or not key:
             raise UsageError(f"--env {item!r} must look like KEY=VALUE")
         env[key] = value
-    app = getattr(args, "app", "")
+    app = getattr(args, "app", "") or ""
+    if hasattr(args, "server") and not app:
+        raise UsageError(
+            "--app is required (PKG.MODULE:ATTR); or put app = ... in drainspec.toml "
+            "or in the [tool.drainspec] table of pyproject.toml"
+        )
     if app and ":" not in app:
         raise UsageError(f'--app "{app}" must be in format "<module>:<attribute>"')
     server: dict[str, Any] = {
@@ -276,22 +317,41 @@ def _show(console: Console, result: RunResult, *, quiet: bool = False) -> None:
         failures = sorted(result.failed)
         line = "FAIL: " + ", ".join(failures) if failures else ("PASS" if result.passed else "INCOMPLETE")
         console.print(line, highlight=False)
+        for item in result.missing_evidence:
+            console.print(f"incomplete evidence: {escape(item)}", highlight=False)
     else:
-        print_console(console, result.timeline, result.verdicts)
-    for item in result.missing_evidence:
-        console.print(f"[bold yellow]incomplete evidence:[/] {escape(item)}")
+        print_console(console, result.timeline, result.verdicts, result.missing_evidence)
+
+
+def _output(args: argparse.Namespace, mode: str) -> Path:
+    """
+    Claim the command's output directory (`chaos.outdir`: only a new, empty or drainspec-made
+    one, locked against a second run) and check the --junit path before anything runs. Without
+    `--out`, each run gets a new `drainspec-out/<time>-<mode>/`.
+    """
+    from chaos import outdir
+
+    if getattr(args, "junit", None) is not None:
+        outdir.check_writable(args.junit)
+    directory = outdir.new_run_directory(mode) if args.out is None else outdir.claim(args.out)
+    _claims.append(directory)
+    return directory.path
 
 
 def _run(args: argparse.Namespace, server_args: Sequence[str], console: Console) -> int:
-    from chaos.lifecycle import JOURNAL_FILE, prepare_run_dir
+    from chaos.lifecycle import JOURNAL_FILE
     from chaos.reports import progress
     from chaos.runner import execute
 
     scenario = _scenario(args, server_args)
-    out = Path(args.out)
+    if args.seed is not None:
+        from chaos.explore import Attempt
+
+        scenario = Attempt.from_seed(args.seed).apply(scenario)
+    out = _output(args, "run")
     if not args.quiet:
         console.print(f"[dim]starting {scenario.command or scenario.server} on {scenario.app}; files in {out}/[/]")
-    with progress.status(console, prepare_run_dir(out) / JOURNAL_FILE, ready_timeout=scenario.ready_timeout):
+    with progress.status(console, out / JOURNAL_FILE, ready_timeout=scenario.ready_timeout):
         events = execute(scenario, out)
     result = RunResult.of(events, out)
     result.write(out, junit=args.junit)
@@ -299,6 +359,56 @@ def _run(args: argparse.Namespace, server_args: Sequence[str], console: Console)
     if not args.quiet:
         console.print(f"[dim]journal, report.json, timeline.html and junit.xml in {out}/[/]")
     return result.exit_code
+
+
+def _explore(args: argparse.Namespace, server_args: Sequence[str], console: Console) -> int:
+    from chaos.explore import LUCKY_MARGIN_SECONDS, Tried, explore, write_json
+    from chaos.parallel import default_jobs
+
+    scenario = _scenario(args, server_args)
+    out = _output(args, "explore")
+    jobs = args.jobs or default_jobs()
+    what = f"a learning run, then {jobs} attempt(s) at a time"
+    console.print(f"[dim]exploring {escape(scenario.app)}: {what}; in {out}/[/]")
+
+    def progress(tried: Tried) -> None:
+        attempt = tried.attempt
+        verdict = ("[bold red]FAIL[/] " + ", ".join(tried.failed)) if tried.broke else "[green]pass[/]"
+        margin = f", margin {tried.margin:.3f}s" if tried.margin is not None else ""
+        console.print(
+            f"  seed {attempt.seed:>7}  {attempt.signal_at:<9} +{attempt.offset:.3f}s"
+            f"{' isolated' if attempt.isolate else '         '}  {verdict}{margin}  [dim]{escape(attempt.why)}[/]"
+        )
+
+    exploration = explore(scenario, out, jobs=jobs, progress=progress)
+    write_json(out / "explore.json", exploration)
+    console.print()
+    failure = exploration.first_failure
+    if failure is not None:
+        attempt = failure.attempt
+        console.print(
+            f"[bold red]FAIL[/] the stop signal at +{attempt.offset:.3f}s after the work was in flight "
+            f"({escape(attempt.why)}) breaks: {', '.join(failure.failed)}"
+        )
+        for item in failure.evidence:
+            console.print(f"  - {escape(item)}", highlight=False)
+        console.print(f"  replay: drainspec run <the same flags> --seed {attempt.seed}  (files in {failure.run_dir})")
+        return 1
+    smallest = exploration.smallest_margin
+    tried = 1 + len(exploration.tried)
+    if smallest is not None and smallest.margin is not None and smallest.margin < LUCKY_MARGIN_SECONDS:
+        console.print(
+            f"[bold yellow]warning[/]: every one of {tried} moments passed, but at seed {smallest.attempt.seed} "
+            f"teardown began {smallest.margin * 1000:.0f} ms after the last work ended: it passed by luck"
+        )
+    else:
+        margin = (
+            f"; smallest margin {smallest.margin:.3f}s between untracked work and teardown"
+            if smallest and smallest.margin is not None
+            else "; no untracked (spawned) work was seen"
+        )
+        console.print(f"[bold green]PASS[/] the stop signal broke nothing at any of {tried} moments{margin}")
+    return 0
 
 
 def _print_chaos(console: Console, experiment: Any, outcomes: Sequence[Any]) -> int:
@@ -342,7 +452,8 @@ def _chaos(args: argparse.Namespace, server_args: Sequence[str], console: Consol
             f"fault {outcome.fault or '-'}: {failed}"
         )
 
-    outcomes = run_experiment(experiment, Path(args.out), replay_seed=args.replay_seed, progress=progress)
+    out = _output(args, "chaos")
+    outcomes = run_experiment(experiment, out, replay_seed=args.replay_seed, progress=progress, jobs=args.jobs)
     return _print_chaos(console, experiment, outcomes)
 
 
@@ -350,11 +461,11 @@ def _experiments(args: argparse.Namespace, console: Console) -> int:
     from chaos.experiment import load_experiment, run_experiment, unmet_expectations
 
     loaded = [load_experiment(path) for path in args.files]
+    root = _output(args, "experiment")
     code = 0
     for path, experiment in zip(args.files, loaded, strict=True):
         console.print(f"[bold]{escape(experiment.name)}[/] ({escape(str(path))}): {experiment.runs} run(s)")
-        out = Path(args.out) / path.stem
-        outcomes = run_experiment(experiment, out)
+        outcomes = run_experiment(experiment, root / path.stem)
         problems = unmet_expectations(experiment, outcomes)
         _print_chaos(console, experiment, outcomes)
         for problem in problems:
@@ -391,7 +502,7 @@ def _matrix(args: argparse.Namespace, server_args: Sequence[str], console: Conso
         stop_signal_of(name, where="--signals")
     cells = matrix.cells(servers, signals, knobs)
     base = _scenario(args, server_args)
-    out = Path(args.out)
+    out = _output(args, "matrix")
     console.print(f"[dim]{len(cells)} cell(s), one run each, one after another; files in {out}/[/]")
 
     def progress(result: matrix.CellResult) -> None:
@@ -426,7 +537,7 @@ def _k8s(args: argparse.Namespace, console: Console) -> int:
     from chaos.k8s.findings import static_findings
     from chaos.k8s.manifest import load_manifest, select_container
     from chaos.k8s.plan import Replay
-    from chaos.lifecycle import JOURNAL_FILE, prepare_run_dir
+    from chaos.lifecycle import JOURNAL_FILE
     from chaos.reports import progress
 
     pod = load_manifest(args.manifest)
@@ -446,7 +557,7 @@ def _k8s(args: argparse.Namespace, console: Console) -> int:
     if args.static:
         _print_findings(console, findings)
         return 1 if errors else 0
-    out = Path(args.out)
+    out = _output(args, "rollout" if args.rollout else "k8s")
     if args.rollout:
         from chaos.k8s.rollout import Strategy, rollout
 
@@ -463,7 +574,7 @@ def _k8s(args: argparse.Namespace, console: Console) -> int:
             f"[dim]replaying {pod.kind}/{escape(pod.name)} container {escape(container.name)}; files in {out}/[/]"
         )
         play = replay
-    with progress.status(console, prepare_run_dir(out) / JOURNAL_FILE, ready_timeout=args.ready_timeout):
+    with progress.status(console, out / JOURNAL_FILE, ready_timeout=args.ready_timeout):
         events = play(Replay(pod, container, _scenario(args), options), out)
     result = RunResult.of(events, out)
     result.write(out, junit=args.junit)
@@ -523,6 +634,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Sequence[str], Console], int]]
     "k8s": lambda args, _, console: _k8s(args, console),
     "experiment": lambda args, _, console: _experiments(args, console),
     "report": lambda args, _, console: _report(args, console),
+    "explore": _explore,
 }
 
 
@@ -535,31 +647,54 @@ def main(argv: Sequence[str] | None = None) -> int:
     console = Console(highlight=False, soft_wrap=True)
     args: argparse.Namespace | None = None
     try:
-        args = build_parser().parse_args(argv)
+        defaults, source = _scenario_file(argv)
+        args = build_parser(defaults, source).parse_args(argv)
         return COMMANDS[args.subcommand](args, server_args, console)
     except DrainspecError as exc:
-        print(f"drainspec: error: {exc}", file=sys.stderr)
+        print(f"drainspec: error: {_one_line(str(exc))}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("drainspec: interrupted; every process it started has been reaped", file=sys.stderr)
         return 130
     except Exception:
-        where = _save_crash(getattr(args, "out", None))
+        where = _save_crash()
         print(f"drainspec: internal error (a bug in drainspec); traceback saved to {where}", file=sys.stderr)
         return EXIT_CRASHED
+    finally:
+        _release_outputs()
 
 
-def _save_crash(out: str | None) -> str:
+def _one_line(text: str) -> str:
+    """An error message as one line: a value quoted from a file may hold line breaks or controls."""
+    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
+
+
+def _release_outputs() -> None:
+    """Unlock the command's output directories; drop a default one the command never used."""
+    from chaos import outdir
+
+    while _claims:
+        outdir.release(_claims.pop(), drop_if_unused=True)
+
+
+def _scenario_file(argv: Sequence[str]) -> tuple[dict[str, Any], Path | None]:
+    """The options a scenario file gives the command about to run (`chaos.config`)."""
+    if not argv or argv[0] not in CONFIGURABLE:
+        return {}, None
+    early = argparse.ArgumentParser(add_help=False)
+    early.add_argument("--scenario")
+    early.add_argument("--config", type=Path)
+    known, _ = early.parse_known_args(argv[1:])
+    return config.load_options(known.config, known.scenario)
+
+
+def _save_crash() -> str:
     """The traceback of a crash, in the run's output directory when there is one, else a temp file."""
     text = traceback.format_exc()
-    if out and Path(out).is_dir():
-        path = Path(out) / CRASH_FILE
+    if _claims:
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-            with os.fdopen(fd, "w") as file:
-                file.write(text)
-            return str(path)
-        except OSError:
+            return str(_claims[-1].write(CRASH_FILE, text.encode()))
+        except DrainspecError:
             pass
     fd, name = tempfile.mkstemp(prefix="drainspec-crash-", suffix=".txt")
     with os.fdopen(fd, "w") as file:

@@ -36,8 +36,10 @@ from chaos import faults
 from chaos.errors import SetupError
 from chaos.judge.verdict import Verdict, VerdictName
 from chaos.outcome import RunResult
+from chaos.parallel import run_all
 from chaos.runner import execute
 from chaos.scenario import Scenario
+from chaos.validate import check_scenario, load_yaml_documents, read_text
 
 
 @dataclass(frozen=True)
@@ -87,19 +89,26 @@ def run_once(experiment: Experiment, index: int, run_seed: int, out_dir: Path) -
     return RunOutcome(index, run_seed, offset, fault, tuple(RunResult.of(events).verdicts))
 
 
+def _run_job(job: tuple[Experiment, int, int, Path]) -> RunOutcome:
+    """`run_once` in a worker process (`chaos.parallel`)."""
+    return run_once(*job)
+
+
 def run_experiment(
     experiment: Experiment,
     out_dir: Path,
     *,
     replay_seed: int | None = None,
     progress: Callable[[RunOutcome], None] | None = None,
+    jobs: int = 1,
 ) -> list[RunOutcome]:
+    """Every run of the experiment (`jobs` side by side), in the order of their seeds."""
     for text in experiment.faults:
         faults.parse_fault(text)  # bad fault names fail before the first run
     seeds = [replay_seed] if replay_seed is not None else experiment.run_seeds()
+    work = [(experiment, index, seed, out_dir) for index, seed in enumerate(seeds, start=1)]
     outcomes = []
-    for index, seed in enumerate(seeds, start=1):
-        outcome = run_once(experiment, index, seed, out_dir)
+    for outcome in run_all(_run_job, work, jobs=jobs):
         outcomes.append(outcome)
         if progress is not None:
             progress(outcome)
@@ -157,16 +166,28 @@ def unmet_expectations(experiment: Experiment, outcomes: Sequence[RunOutcome]) -
 _KNOWN_KEYS = {"name", "scenario", "faults", "offset", "runs", "seed", "expect"}
 
 
+MAX_EXPERIMENT_BYTES = 1024 * 1024
+MAX_RUNS = 10_000
+MAX_OFFSET_SECONDS = 3600.0
+
+
 def load_experiment(path: Path) -> Experiment:
-    """Read an experiment file; any mistake is a `SetupError` naming the file and the key."""
+    """
+    Read an experiment file; any mistake is a `SetupError` naming the file and the key. Every
+    value is checked for its type and bounds here (`chaos.validate`), so a string `grace`, a
+    `faults:` written as one string or `runs: -3` is one line, not a crash or a silent no-op.
+    """
     try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise SetupError(f"cannot read experiment {path}: {exc.strerror}") from None
+        text = read_text(path, limit=MAX_EXPERIMENT_BYTES, what="experiment (YAML)", error=SetupError)
+    except SetupError as exc:
+        raise SetupError(f"cannot read experiment {exc}") from None
+    try:
+        documents = list(load_yaml_documents(text, source=str(path), error=SetupError))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
         raise SetupError(f"{path}: not valid YAML{where}") from None
+    data = documents[0] if documents else None
     if not isinstance(data, Mapping):
         raise SetupError(f"{path}: an experiment is a mapping with a 'scenario' key")
     unknown = set(data) - _KNOWN_KEYS
@@ -177,26 +198,46 @@ def load_experiment(path: Path) -> Experiment:
     if not isinstance(expect, Mapping) or set(expect) - {"pass", "fail"}:
         raise SetupError(f"{path}: 'expect' takes 'pass' and 'fail' lists of verdict names")
     names = {v.value for v in VerdictName}
-    expect_pass, expect_fail = (frozenset(map(str, expect.get(key) or ())) for key in ("pass", "fail"))
+    expect_pass, expect_fail = (frozenset(_strings(path, f"expect.{key}", expect.get(key))) for key in ("pass", "fail"))
     unknown_verdicts = (expect_pass | expect_fail) - names
     if unknown_verdicts:
         raise SetupError(f"{path}: unknown verdict(s) {', '.join(sorted(unknown_verdicts))}")
     runs = data.get("runs", 1)
-    if isinstance(runs, bool) or not isinstance(runs, int) or runs < 1:
-        raise SetupError(f"{path}: 'runs' must be a whole number of at least 1, not {runs!r}")
-    try:
-        return Experiment(
-            scenario=scenario,
-            faults=tuple(str(f) for f in data.get("faults") or ()),
-            offset=float(data.get("offset", 0.0)),
-            runs=int(data.get("runs", 1)),
-            seed=int(data.get("seed", 0)),
-            name=str(data.get("name", path.stem)),
-            expect_pass=expect_pass,
-            expect_fail=expect_fail,
-        )
-    except (TypeError, ValueError) as exc:
-        raise SetupError(f"{path}: {exc}") from None
+    if isinstance(runs, bool) or not isinstance(runs, int) or not 1 <= runs <= MAX_RUNS:
+        raise SetupError(f"{path}: 'runs' must be a whole number of at least 1 (at most {MAX_RUNS}), not {runs!r}")
+    seed = data.get("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise SetupError(f"{path}: 'seed' must be a whole number, not {seed!r}")
+    offset = data.get("offset", 0.0)
+    if (
+        isinstance(offset, bool)
+        or not isinstance(offset, int | float)
+        or not 0 <= offset <= MAX_OFFSET_SECONDS  # NaN fails this too
+    ):
+        raise SetupError(f"{path}: 'offset' must be seconds between 0 and {MAX_OFFSET_SECONDS:g}, not {offset!r}")
+    chosen = tuple(_strings(path, "faults", data.get("faults")))
+    faults.parse_faults(chosen)  # a bad fault fails here, before any run
+    return Experiment(
+        scenario=scenario,
+        faults=chosen,
+        offset=float(offset),
+        runs=runs,
+        seed=seed,
+        name=str(data.get("name", path.stem)),
+        expect_pass=expect_pass,
+        expect_fail=expect_fail,
+    )
+
+
+def _strings(path: Path, key: str, value: Any) -> list[str]:
+    """A YAML list of strings; one string alone is a list of one (never a list of its letters)."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value]
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise SetupError(f"{path}: '{key}' must be a list of strings, not {value!r}")
+    return value
 
 
 def _scenario(path: Path, data: Any) -> Scenario:
@@ -206,6 +247,9 @@ def _scenario(path: Path, data: Any) -> Scenario:
     unknown = set(data) - known
     if unknown:
         raise SetupError(f"{path}: unknown scenario key(s) {', '.join(sorted(map(str, unknown)))}")
+    problem = check_scenario(data, runnable=True)
+    if problem is not None:
+        raise SetupError(f"{path}: scenario: {problem}")
     try:
         return Scenario.from_dict(data)
     except TypeError as exc:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
 import signal
 import subprocess
@@ -49,26 +50,58 @@ class Fault:
         return f"{self.name}{arg}{when}"
 
 
+MAX_FAULT_SECONDS = 3600.0
+
+
 def parse_fault(text: str) -> Fault:
-    """`name[:arg][@seconds]` to a `Fault`; a `SetupError` names the valid forms."""
+    """
+    `name[:arg][@seconds]` to a `Fault`; a `SetupError` names the valid forms. Every number is
+    finite, non-negative and at most an hour (`stall:nan` or `sigkill@-1` would otherwise be
+    accepted and do something no one asked for); only a stream may be endless (`stream:inf`).
+    """
+    if not isinstance(text, str):
+        raise SetupError(f"fault {text!r} must be a string like stall:0.5@0.2")
     body, _, when = text.strip().partition("@")
     name, _, arg = body.partition(":")
     if name not in NAMES:
         raise SetupError(f"unknown fault {name!r}; choose from {', '.join(NAMES)} (see drainspec run --help)")
     try:
-        at = float(when) if when else 0.0
+        at = _seconds(when, "the time after the stop signal") if when else 0.0
         if name == "second-signal":
             kubelet.parse_signal(arg or "INT")
             arg = arg or "INT"
         elif name in ("stall", "teardown-delay"):
-            arg = str(float(arg or "0.5"))
+            arg = str(_seconds(arg or "0.5", "the duration"))
         elif name == "stream":
-            arg = str(float(arg or "inf"))
+            arg = str(_seconds(arg or "inf", "the duration", endless=True))
     except ValueError as exc:
         raise SetupError(f"fault {text!r}: {exc}") from None
-    if at < 0:
-        raise SetupError(f"fault {text!r}: the time after the stop signal must not be negative")
     return Fault(name, arg or None, at)
+
+
+def _seconds(text: str, what: str, *, endless: bool = False) -> float:
+    value = float(text)
+    if math.isnan(value):
+        raise ValueError(f"{what} must be a number of seconds, not {text!r}")
+    if value < 0:
+        raise ValueError(f"{what} must not be negative, not {text!r}")
+    if math.isinf(value) and endless:
+        return value
+    if value > MAX_FAULT_SECONDS:
+        raise ValueError(f"{what} must be at most {MAX_FAULT_SECONDS:g} seconds, not {text!r}")
+    return value
+
+
+def parse_faults(faults: str | Sequence[str]) -> list[Fault]:
+    """
+    A list of faults (`Scenario.faults`, an experiment's `faults:`). One string is one fault,
+    never a sequence of one-letter faults.
+    """
+    if isinstance(faults, str):
+        faults = [faults]
+    if not isinstance(faults, Sequence):
+        raise SetupError(f"faults must be a list like [stall:0.5@0.2], not {faults!r}")
+    return [parse_fault(text) for text in faults]
 
 
 def evidence_before_signal(faults: Sequence[Fault]) -> dict[str, str]:

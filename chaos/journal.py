@@ -11,11 +11,17 @@ A line is written with a single `os.write` on an `O_APPEND` descriptor: several 
 one file, and nothing already written is lost when a process is SIGKILLed. A SIGKILL can still
 tear the line being written, so the reader tolerates a torn *last* line.
 
+The app under test writes to the journal too (`chaos.record`), and `drainspec report` reads any
+file it is given, so reading trusts nothing: a regular file only, streamed line by line under a
+size cap, and every line checked against the types the verdicts rely on
+(`chaos.validate.check_event`); anything else is a `JournalError` naming the line.
+
 This module is the one place that knows the event kinds (`Kind`) and the line format.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import threading
@@ -24,9 +30,10 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from chaos.errors import JournalError
+from chaos.validate import check_event, open_input
 
 
 class Kind(StrEnum):
@@ -35,6 +42,7 @@ class Kind(StrEnum):
     # The probe, inside each server process.
     PROBE_LOADED = "probe.loaded"
     PROBE_ERROR = "probe.error"
+    PROBE_WARNING = "probe.warning"  # instrumentation that could not hook a library; the run goes on
     STARTUP_RECEIVED = "lifespan.startup.received"
     STARTUP_COMPLETE = "lifespan.startup.complete"
     STARTUP_FAILED = "lifespan.startup.failed"
@@ -59,10 +67,17 @@ class Kind(StrEnum):
     POOL_OPEN = "pool.open"
     POOL_CLOSED = "pool.closed"
     POOL_USE_AFTER_CLOSE = "pool.use_after_close"
+    # The probe's resource instrumentation (`chaos.probe.resources`): each engine, pool or client
+    # the app opens, its close, and every use (a query, a command, a request), start and end.
+    RESOURCE_OPEN = "resource.open"
+    RESOURCE_CLOSED = "resource.closed"
+    RESOURCE_USE = "resource.use"
+    RESOURCE_USE_END = "resource.use_end"
     # The harness.
     RUN_START = "run.start"
     SERVER_SPAWNED = "server.spawned"
     SERVER_READY = "server.ready"
+    IN_FLIGHT = "traffic.in_flight"  # the journal showed the scenario's work inside the app
     PRESTOP_START = "prestop.start"
     PRESTOP_END = "prestop.end"
     SIGNAL_SENT = "signal.sent"
@@ -71,11 +86,14 @@ class Kind(StrEnum):
     INTEGRITY_CHECKED = "integrity.checked"
     POD_STARTED = "pod.started"
     POD_DELETED = "pod.deleted"
+    PROCESS_ESCAPED = "process.escaped"  # the app started it, it outlived the run: killed at the end
     STATIC_FINDING = "manifest.finding"
     # The router (the Service in front of the pod).
     ROUTER_TERMINATING = "router.terminating"
     ROUTER_REMOVED = "router.removed"
     ROUTER_UPSTREAM_FAILED = "router.upstream_failed"
+    ROUTER_DECISION = "router.decision"  # each accepted connection: routed, reset or no endpoint
+    ROUTER_REQUEST = "router.request"  # which request (its x-drainspec-id) a connection carried
     FAULT_INJECTED = "fault.injected"
     # The traffic driver, one per request (and one per WebSocket).
     CLIENT_REQUEST = "client.request"
@@ -102,22 +120,41 @@ class Event:
         )
 
     @classmethod
-    def from_json(cls, line: str) -> Event:
-        raw = json.loads(line)
+    def from_json(cls, line: str | bytes) -> Event:
+        """
+        One journal line, checked (`chaos.validate.check_event`): the app under test writes to
+        the journal too, so every field the verdicts read must have the type they assume.
+        ValueError says what is wrong.
+        """
+        try:
+            raw = json.loads(line)
+        except RecursionError:
+            raise ValueError("JSON nested too deeply") from None
         if not isinstance(raw, dict):
             raise ValueError("a journal line must be a JSON object")
+        problem = check_event(raw)
+        if problem is not None:
+            raise ValueError(problem)
         t, pid, kind = raw.pop("t"), raw.pop("pid"), raw.pop("kind")
-        if not isinstance(t, int) or not isinstance(pid, int) or not isinstance(kind, str):
-            raise ValueError('"t" and "pid" must be integers and "kind" a string')
         return cls(t=t, pid=pid, kind=kind, fields=raw)
 
 
 class JournalWriter:
     """Appends events to a journal file; safe to share between threads and processes."""
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, fd: int | None = None) -> None:
+        """
+        Append to `path` (created 0600 if missing, never through a link), or to `fd` when the
+        run has just created the file itself (`chaos.outdir.OutputDir.create`, O_EXCL).
+        """
         self.path = Path(path)
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        if fd is None:
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        else:
+            os.set_blocking(fd, True)
+            flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+            fcntl.fcntl(fd, fcntl.F_SETFL, flags | os.O_APPEND)
+        self._fd = fd
         self._lock = threading.Lock()
 
     def write(self, kind: str, **fields: Any) -> Event:
@@ -159,13 +196,35 @@ def parse_lines(lines: Iterable[str], *, source: str = "journal") -> list[Event]
     return events
 
 
+MAX_JOURNAL_BYTES = 64 * 1024 * 1024  # a run with 1,000 requests in flight writes about 2 MB
+MAX_LINE_BYTES = 1024 * 1024
+
+
 def read_journal(path: str | os.PathLike[str]) -> list[Event]:
-    """Every event of a journal file, in time order."""
+    """
+    Every event of a journal file, in time order, read line by line: only a regular file (a
+    FIFO or a device would never end), at most `MAX_JOURNAL_BYTES`, no line over
+    `MAX_LINE_BYTES`. Anything else is a `JournalError` that says which.
+    """
     try:
-        text = Path(path).read_text(encoding="utf-8", errors="replace")
-    except OSError as exc:
-        raise JournalError(f"cannot read journal {path}: {exc.strerror}") from None
-    return parse_lines(text.splitlines(), source=str(path))
+        file = open_input(path, limit=MAX_JOURNAL_BYTES, what="journal", error=JournalError)
+    except JournalError as exc:
+        if not Path(path).exists():
+            raise JournalError(f"cannot read journal {path}: no such file") from None
+        raise JournalError(f"cannot read journal: {exc}") from None
+    with file:
+        return parse_lines(_lines(file, str(path)), source=str(path))
+
+
+def _lines(file: IO[bytes], source: str) -> Iterator[str]:
+    total = 0
+    while line := file.readline(MAX_LINE_BYTES + 1):
+        total += len(line)
+        if len(line) > MAX_LINE_BYTES:
+            raise JournalError(f"{source}: a line is longer than {MAX_LINE_BYTES // 1024} KB; is it a journal?")
+        if total > MAX_JOURNAL_BYTES:
+            raise JournalError(f"{source} grew past {MAX_JOURNAL_BYTES // 2**20} MB while it was read")
+        yield line.decode("utf-8", errors="replace")
 
 
 class JournalTail:

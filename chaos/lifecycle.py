@@ -19,14 +19,15 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from chaos import target
-from chaos.errors import SetupError
-from chaos.journal import Event, JournalTail, JournalWriter, read_journal
+from chaos import outdir, target
+from chaos.errors import JournalError, SetupError
+from chaos.journal import Event, JournalTail, JournalWriter, Kind, read_journal
 from chaos.k8s.pod import Pod, start_pod
 from chaos.k8s.router import Router
 from chaos.probe import APP_ENV, JOURNAL_ENV, STALL_ENV
@@ -39,21 +40,36 @@ RUN_DIR_ENV = "DRAINSPEC_RUN_DIR"
 HELPER_WAIT_SECONDS = 5.0
 
 
-def prepare_run_dir(path: str | os.PathLike[str]) -> Path:
-    """A private directory for one run's files (0700), emptied of a previous run's journal."""
-    run_dir = Path(path).resolve()
+PREVIOUS_RUN_FILES = (
+    JOURNAL_FILE,
+    SERVER_LOG,
+    DATA_DIR,
+    "report.json",
+    "timeline.html",
+    "junit.xml",
+    "drainspec-crash.txt",
+)
+"""What a previous run left in a directory of ours, deleted before the next (with every `*.log`)."""
+
+
+def _empty(directory: outdir.OutputDir) -> None:
+    """Delete the previous run's files from a claimed directory, and give the app an empty `data/`."""
     try:
-        run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        run_dir.chmod(0o700)
+        outdir.clear(directory, PREVIOUS_RUN_FILES, suffixes=(".log",))
+        directory.mkdir(DATA_DIR)
     except OSError as exc:
-        raise SetupError(f"cannot use {run_dir} for the run's files: {exc.strerror}") from None
-    for name in (JOURNAL_FILE, SERVER_LOG):
-        with contextlib.suppress(FileNotFoundError):
-            (run_dir / name).unlink()
-    data = run_dir / DATA_DIR
-    shutil.rmtree(data, ignore_errors=True)
-    data.mkdir(mode=0o700)
-    return run_dir
+        raise SetupError(f"cannot prepare {directory.path} for the run's files: {exc.strerror}") from None
+
+
+def prepare_run_dir(path: str | os.PathLike[str]) -> Path:
+    """
+    A private directory for one run's files (0700), emptied of a previous run's files. Only a
+    new, empty or drainspec-marked directory is used (`chaos.outdir`): anything else is a
+    `SetupError`, never a directory drainspec empties.
+    """
+    with outdir.claimed(path) as directory:
+        _empty(directory)
+        return directory.path
 
 
 def server_environment(scenario: Scenario, run_dir: Path, journal: Path) -> dict[str, str]:
@@ -89,6 +105,9 @@ class Run:
     _routers: list[Router] = field(default_factory=list)
     _helpers: list[asyncio.subprocess.Process] = field(default_factory=list)
     _finished: bool = False
+    # Every process below a server, ever: what left the tree is still found and killed at the end.
+    _descendants: target.Descendants = field(default_factory=target.Descendants)
+    _started: float = field(default_factory=time.time)
 
     @property
     def journal_path(self) -> Path:
@@ -114,12 +133,14 @@ class Run:
         """Start a server (`chaos.target.spawn`); it is reaped when the run closes."""
         process = target.spawn(argv, env=self.env, cwd=os.getcwd(), log=log or self.log)
         self._processes.append(process)
+        self._descendants.add_root(process.pid)
         return process
 
     async def start_pod(self, argv: Sequence[str], *, log: Path | None = None, namespace: bool = True) -> Pod:
         """Start a container's command as PID 1 of a new PID namespace; reaped when the run closes."""
         pod = await start_pod(argv, env=self.env, cwd=os.getcwd(), log=log or self.log, namespace=namespace)
         self._processes.append(pod.process)
+        self._descendants.add_root(pod.process.pid)
         return pod
 
     async def router(self, options: K8sOptions, propagation: float) -> Router:
@@ -165,6 +186,23 @@ class Run:
                 await asyncio.wait_for(helper.wait(), HELPER_WAIT_SECONDS)
         for process in self._processes:
             target.reap(process)
+        if self._processes:
+            self._sweep_escaped()
+
+    def _sweep_escaped(self) -> None:
+        """
+        Kill what the servers started that outlived them, and journal each as `process.escaped`:
+        a process seen below a server that left its tree (`setsid`, a double fork, an orphan),
+        or any process carrying this run's journal in its environment (it came from a server).
+        Nothing the app started may outlive the run, and a verifier must say when it tried to.
+        """
+        self._descendants.stop()
+        escaped = target.kill_escaped(self._descendants.survivors(), "descendant")
+        known = {item.pid for item in escaped}
+        carrying = target.carrying_environment(JOURNAL_ENV, str(self.journal_path), since=self._started)
+        escaped += target.kill_escaped([p for p in carrying if p.pid not in known], "environment")
+        for item in escaped:
+            self.journal.write(Kind.PROCESS_ESCAPED, target=item.pid, command=item.command, found=item.found)
 
 
 @contextlib.asynccontextmanager
@@ -173,16 +211,37 @@ async def open_run(scenario: Scenario, run_dir: str | os.PathLike[str]) -> Async
     Open a run in `run_dir`; on leaving, reap everything it started and read its journal back
     into `Run.events` (also when the play raised, so a caller can still show what happened).
     """
-    directory = prepare_run_dir(run_dir)
-    journal_path = directory / JOURNAL_FILE
-    journal = JournalWriter(journal_path)
-    run = Run(scenario, directory, journal, server_environment(scenario, directory, journal_path))
+    directory = outdir.claim(run_dir)
     try:
-        yield run
-    finally:
+        _empty(directory)
+        journal_path = directory.path / JOURNAL_FILE
         try:
-            await run.finish()
-        finally:
-            journal.close()
-            with contextlib.suppress(Exception):
-                run.events = read_journal(journal_path)
+            journal = JournalWriter(journal_path, fd=directory.create(JOURNAL_FILE))
+        except OSError as exc:
+            raise SetupError(f"cannot create the journal {journal_path}: {exc.strerror}") from None
+        run = Run(scenario, directory.path, journal, server_environment(scenario, directory.path, journal_path))
+        try:
+            yield run
+        except BaseException:
+            await _close(run, strict=False)
+            raise
+        await _close(run, strict=True)
+    finally:
+        outdir.release(directory)
+
+
+async def _close(run: Run, *, strict: bool) -> None:
+    """
+    Reap everything, close the journal and read it back. A journal that cannot be read (the app
+    wrote a malformed event into it) is an error of its own when the play went well; after a
+    failed play, what can be read is kept and the play's error is the one reported.
+    """
+    try:
+        await run.finish()
+    finally:
+        run.journal.close()
+        try:
+            run.events = read_journal(run.journal_path)
+        except JournalError:
+            if strict:
+                raise

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import textwrap
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.table import Table
+from rich.text import Text
 
 from chaos.errors import SetupError
 from chaos.judge.verdict import Status, VerdictName, fate_of
@@ -31,7 +32,6 @@ MATRIX_SCHEMA = "drainspec.matrix/1"
 
 # Each server as it ships, and with the knob that bounds its drain (`chaos.servers`).
 DEFAULT_KNOBS: Mapping[str, tuple[tuple[str, ...], ...]] = {name: spec.knobs for name, spec in SERVERS.items()}
-MARK = {Status.PASS: "[green]pass[/]", Status.FAIL: "[bold red]FAIL[/]", Status.NOT_APPLICABLE: "[dim]-[/]"}
 
 
 @dataclass(frozen=True)
@@ -144,44 +144,64 @@ def write_json(path: Path, base: Scenario, results: Sequence[CellResult]) -> Non
     path.write_text(json.dumps(to_dict(base, results), indent=2) + "\n")
 
 
-SHORT = {
-    VerdictName.INFLIGHT_COMPLETED: "inflight",
-    VerdictName.TEARDOWN_AFTER_DRAIN: "after-drain",
-    VerdictName.NO_USE_AFTER_CLOSE: "pool",
-    VerdictName.BACKGROUND_FATE: "background",
-    VerdictName.TEARDOWN_RAN: "teardown",
-    VerdictName.LOOP_NOT_BLOCKED: "loop",
-    VerdictName.NO_REFUSED_WHILE_ROUTED: "routed",
-    VerdictName.WITHIN_GRACE: "grace",
-    VerdictName.SIGNAL_REACHES_APP: "signal",
-    VerdictName.DATA_INTEGRITY: "data",
-    VerdictName.ROLLOUT_ZERO_FAILED: "rollout",
-}
+STATUS_WORD = {Status.FAIL: "FAIL", Status.PASS: "pass", Status.NOT_APPLICABLE: "n/a"}
+STATUS_STYLE = {Status.FAIL: "bold red", Status.PASS: "green", Status.NOT_APPLICABLE: "dim"}
 
 
 def print_table(console: Console, results: Sequence[CellResult]) -> None:
-    """Verdicts as columns (those that applied somewhere), cells as rows, then a legend."""
+    """
+    One block per cell: its verdicts grouped by status under their full names, its background
+    tasks' fates and its exit, or the reason it could not run.
+
+    Not a column per verdict: matrices are read in CI logs, 80 columns wide and not a terminal,
+    where eleven verdict columns shrank to nothing and a failed cell's reason had no room. Here
+    every line wraps under its label at the console's width instead of being cut, and nothing
+    depends on colour. Verdicts that applied to no cell are named once, at the end.
+    """
     ran = [result for result in results if result.error is None]
-    names = [
+    applied = [
         name for name in VerdictName if any(r.statuses.get(name) not in (None, Status.NOT_APPLICABLE) for r in ran)
     ]
-    table = Table(title="drainspec matrix")
-    table.add_column("server, knob, signal", no_wrap=True)
-    for name in names:
-        table.add_column(SHORT[name], justify="center")
-    table.add_column("background tasks")
-    table.add_column("exit", justify="right", no_wrap=True)
+    width = max(console.width, 40)
+    console.print(Text(f"drainspec matrix: {len(results)} cell(s)", style="bold"), soft_wrap=True)
     for result in results:
+        console.print(Text(result.cell.label, style="bold"), soft_wrap=True)
         if result.error is not None:
-            table.add_row(result.cell.label, f"[yellow]could not run: {result.error}[/]")
+            _field(console, width, Text("ERROR", style="yellow"), f"could not run: {result.error}")
             continue
-        fates = " ".join(f"{count} {fate}" for fate, count in sorted(result.fates.items())) or "-"
-        exit_text = "-" if result.exit_code is None else f"{result.exit_code} after {result.drain_seconds}s"
-        table.add_row(
-            result.cell.label,
-            *(MARK[result.statuses.get(name, Status.NOT_APPLICABLE)] for name in names),
-            fates,
-            exit_text,
-        )
-    console.print(table)
-    console.print("[dim]" + "; ".join(f"{SHORT[name]} = {name}" for name in names) + "[/]")
+        for status in (Status.FAIL, Status.PASS, Status.NOT_APPLICABLE):
+            names = [name for name in applied if result.statuses.get(name, Status.NOT_APPLICABLE) == status]
+            if names:
+                _field(console, width, Text(STATUS_WORD[status], style=STATUS_STYLE[status]), ", ".join(names))
+        fates = ", ".join(f"{count} {fate}" for fate, count in sorted(result.fates.items()))
+        _field(console, width, Text("tasks"), fates or "none")
+        _field(console, width, Text("exit"), _exit_text(result))
+    unused = [name for name in VerdictName if name not in applied]
+    if unused and ran:
+        for line in _wrap("not applicable in any cell: " + ", ".join(unused), width):
+            console.print(Text(line, style="dim"), soft_wrap=True)
+
+
+FIELD_WIDTH = 7  # the field's word ("ERROR", "tasks", ...) and the space after it
+FIELD_INDENT = " " * (2 + FIELD_WIDTH)
+
+
+def _field(console: Console, width: int, word: Text, text: str) -> None:
+    """`  WORD   text`, the text wrapped at `width` under itself (a hanging indent)."""
+    first, *rest = _wrap(text, width - len(FIELD_INDENT))
+    console.print(Text("  ") + word + Text(" " * (FIELD_WIDTH - len(word)) + first), soft_wrap=True)
+    for line in rest:
+        console.print(Text(FIELD_INDENT + line), soft_wrap=True)
+
+
+def _wrap(text: str, width: int) -> list[str]:
+    # Never at a hyphen: verdict names and flags are hyphenated words that must stay whole.
+    return textwrap.wrap(text, width, break_on_hyphens=False) or [""]
+
+
+def _exit_text(result: CellResult) -> str:
+    if result.exit_code is None:
+        return "no exit recorded"
+    if result.drain_seconds is None:
+        return f"code {result.exit_code}"
+    return f"code {result.exit_code}, {result.drain_seconds:g}s after the signal"

@@ -73,6 +73,10 @@ class RunResult:
         if kinds & {Kind.SIGNAL_SENT, Kind.POD_DELETED} and Kind.SERVER_EXITED not in kinds:
             missing.append("the server's exit is not in the journal: the run did not finish")
         scenario = self.timeline.scenario
+        crashed = self.timeline.integrity.get("error") if self.timeline.integrity is not None else None
+        if crashed:
+            last = str(crashed).strip().splitlines()[-1] if str(crashed).strip() else "?"
+            missing.append(f"the integrity check crashed ({last}); its traceback is in the report")
         if scenario is not None and scenario.integrity and Kind.INTEGRITY_CHECKED not in kinds:
             missing.append(f"the integrity check {scenario.integrity} was asked for; its result is not in the journal")
         if all(v.status == Status.NOT_APPLICABLE for v in self.verdicts):

@@ -15,33 +15,14 @@ import asyncio
 import os
 import signal
 import subprocess
-import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Sequence
 
-from chaos import faults, target, traffic
+from chaos import faults, integrity, target, traffic
 from chaos.errors import SetupError
 from chaos.journal import Event, Kind, read_journal
 from chaos.k8s import kubelet
 from chaos.lifecycle import Run, open_run
 from chaos.scenario import Scenario
-
-IntegrityCheck = Callable[[Sequence[Event], Mapping[str, str]], list[str]]
-
-
-def load_integrity_check(import_string: str) -> IntegrityCheck:
-    from uvicorn.importer import ImportFromStringError, import_from_string
-
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    try:
-        check = import_from_string(import_string)
-    except ImportFromStringError as exc:
-        raise SetupError(f"--integrity: {exc}") from None
-    except Exception as exc:
-        raise SetupError(f"--integrity: importing {import_string!r} raised {exc!r}") from None
-    if not callable(check):
-        raise SetupError(f"--integrity: {import_string!r} is not a function")
-    return check
 
 
 async def _drive(
@@ -64,6 +45,7 @@ async def _drive(
         try:
             also = faults.evidence_before_signal(injected)
             await traffic.wait_in_flight(tail, clients, scenario, process, also=also)
+            journal.write(Kind.IN_FLIGHT, requests=sorted(clients.values()))
             if scenario.signal_delay:
                 await asyncio.sleep(scenario.signal_delay)  # a chosen offset, not a readiness wait
             extras += faults.timed(context, injected)
@@ -90,7 +72,7 @@ async def _execute(scenario: Scenario, run_dir: str | os.PathLike[str]) -> list[
     stop_signal = stop_signal_of(scenario.signal)
     injected = [faults.parse_fault(text) for text in scenario.faults]
     traffic.plan_traffic(scenario)  # bad request specs fail before anything starts
-    check = load_integrity_check(scenario.integrity) if scenario.integrity else None
+    check = integrity.load_check(scenario.integrity) if scenario.integrity else None
     if scenario.port is not None:
         target.check_port_free(scenario.port)
     port = scenario.port or target.free_port()
@@ -116,9 +98,9 @@ async def _execute(scenario: Scenario, run_dir: str | os.PathLike[str]) -> list[
             await _drive(run, scenario, process, port, injected, stop_signal)
         await run.finish()
         if check is not None:
-            try:
-                problems = check(read_journal(run.journal_path), run.env)
-            except Exception as exc:
-                problems = [f"the integrity check itself failed: {exc!r}"]
-            journal.write(Kind.INTEGRITY_CHECKED, check=scenario.integrity, problems=problems)
+            events = read_journal(run.journal_path)
+            confirmed = integrity.confirmed_writes(events, scenario)
+            problems, error = await integrity.run_check(check, integrity.IntegrityRun(events, confirmed, run.env))
+            outcome = {"problems": problems} if error is None else {"error": error}
+            journal.write(Kind.INTEGRITY_CHECKED, check=scenario.integrity, confirmed=len(confirmed), **outcome)
     return run.events

@@ -12,15 +12,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import ipaddress
 import os
 import shlex
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -51,7 +55,13 @@ def server_argv(
             raise SetupError(f"--command is not a valid shell-style command: {exc}") from None
         if not words:
             raise SetupError("--command is empty; give the server command with {port} and {app}")
-        argv = [word.format(port=port, host=HOST, app=PROBE_APP) for word in words]
+        try:
+            argv = [word.format(port=port, host=HOST, app=PROBE_APP) for word in words]
+        except (KeyError, IndexError, ValueError) as exc:
+            raise SetupError(
+                f"--command {command!r} has a placeholder drainspec cannot fill ({exc}); "
+                "use {port}, {host} and {app} (double a brace to keep it: {{ }})"
+            ) from None
         if not _on_path(argv[0]):
             raise SetupError(f"{argv[0]!r} was not found; check the --command or your PATH")
         return argv + list(extra)
@@ -87,7 +97,11 @@ def check_port_free(port: int) -> None:
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-    """If drainspec itself is killed, the server it started dies too (PR_SET_PDEATHSIG)."""
+    """
+    If drainspec itself is killed, the server it started dies too (PR_SET_PDEATHSIG). And what
+    the app writes into the run's directory is private (umask 077), like drainspec's own files.
+    """
+    os.umask(0o077)
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)
 
@@ -102,20 +116,25 @@ def spawn(
     Start a server in a new session (its own process group), output to `log`, watched by a
     guardian (`chaos.guardian`) that kills the whole session if drainspec itself dies.
     """
-    with open(log, "ab") as output:
-        try:
-            process = subprocess.Popen(
-                list(argv),
-                env=dict(env),
-                cwd=cwd,
-                stdin=subprocess.DEVNULL,
-                stdout=output,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                preexec_fn=_die_with_parent,
-            )
-        except OSError as exc:
-            raise SetupError(f"cannot start {argv[0]!r}: {exc.strerror}") from None
+    try:
+        output = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise SetupError(f"cannot write the server log {log}: {exc.strerror}") from None
+    try:
+        process = subprocess.Popen(
+            list(argv),
+            env=dict(env),
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+        )
+    except OSError as exc:
+        raise SetupError(f"cannot start {argv[0]!r}: {exc.strerror}") from None
+    finally:
+        os.close(output)
     _guardians[process.pid] = subprocess.Popen(
         [sys.executable, "-m", "chaos.guardian", str(process.pid)],
         stdin=subprocess.PIPE,
@@ -225,6 +244,50 @@ async def wait_port(process: subprocess.Popen[bytes], *, port: int, timeout: flo
         if loop.time() > deadline:
             raise SetupError(f"the server never accepted connections on {HOST}:{port}; see {log}")
         await asyncio.sleep(0.02)
+    check_loopback_only(process.pid)
+
+
+def check_loopback_only(pid: int) -> None:
+    """
+    The server (`pid` and every descendant) listens on loopback addresses only: drainspec runs
+    untrusted manifests' commands and apps on this machine, and none of them may become
+    reachable from the network. Anything else is a `SetupError` (the run stops, exit 2).
+    """
+    for process, address in _listening(pid):
+        if not _is_loopback(address.ip):
+            name = "?"
+            with contextlib.suppress(psutil.Error):
+                name = " ".join(" ".join(process.cmdline()[:2]).split())[:60] or process.name()
+            raise SetupError(
+                f"the server listens on {address.ip}:{address.port} (pid {process.pid}, {name}), not only on "
+                f"{HOST}: a run must not be reachable from the network, so drainspec stopped it; make the "
+                f"command bind {HOST} (e.g. --host {HOST} or --bind {HOST})"
+            )
+
+
+def _listening(pid: int) -> list[tuple[psutil.Process, Any]]:
+    """Every TCP socket in LISTEN state held by `pid` or a descendant."""
+    found = []
+    try:
+        root = psutil.Process(pid)
+        tree = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return []
+    for process in tree:
+        with contextlib.suppress(psutil.Error):
+            for connection in process.net_connections(kind="tcp"):
+                if connection.status == psutil.CONN_LISTEN and connection.laddr:
+                    found.append((process, connection.laddr))
+    return found
+
+
+def _is_loopback(ip: str) -> bool:
+    try:
+        address = ipaddress.ip_address(ip.split("%", 1)[0])
+    except ValueError:
+        return False
+    mapped = getattr(address, "ipv4_mapped", None)
+    return bool((mapped or address).is_loopback)
 
 
 async def _accepts(port: int) -> bool:
@@ -293,3 +356,121 @@ def reap(process: subprocess.Popen[bytes], timeout: float = 5.0) -> None:
         if guardian.poll() is None:
             guardian.kill()
             guardian.wait()
+
+
+# --- everything the server started --------------------------------------------------------------
+
+TRACK_INTERVAL_SECONDS = 0.05
+
+
+@dataclass(frozen=True)
+class Escaped:
+    """A process the server started that outlived it: how it was found, and what it ran."""
+
+    pid: int
+    command: str
+    found: str  # "descendant" (seen in the server's tree) or "environment" (carries the run's journal)
+
+
+class Descendants:
+    """
+    Every process the servers of a run ever had below them, remembered by pid and start time,
+    so that one that left the tree (`setsid`, a double fork, its parent gone) is still known
+    at the end. A thread looks at the new pids every `TRACK_INTERVAL_SECONDS`: a look costs one
+    `listdir(/proc)` and one read per new process, not a walk of every process's tree.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._roots: set[int] = set()
+        self._members: dict[int, float] = {}  # pid -> create time, roots included
+        self._checked: set[int] = set(psutil.pids())  # what already ran is none of ours
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def add_root(self, pid: int) -> None:
+        """A process the run started; from now on its descendants are tracked."""
+        with self._lock:
+            self._roots.add(pid)
+            with contextlib.suppress(psutil.Error):
+                self._members[pid] = psutil.Process(pid).create_time()
+        self.poll()
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._watch, name="drainspec-descendants", daemon=True)
+            self._thread.start()
+
+    def _watch(self) -> None:
+        while not self._stop.wait(TRACK_INTERVAL_SECONDS):
+            self.poll()
+
+    def poll(self) -> None:
+        """Add every new process whose parent is already a member (parents before children)."""
+        with self._lock:
+            new: dict[int, tuple[int, float]] = {}
+            for pid in psutil.pids():
+                if pid in self._checked:
+                    continue
+                self._checked.add(pid)
+                with contextlib.suppress(psutil.Error):
+                    process = psutil.Process(pid)
+                    new[pid] = (process.ppid(), process.create_time())
+            grew = True
+            while grew:
+                grew = False
+                for pid, (parent, created) in list(new.items()):
+                    if parent in self._members:
+                        self._members[pid] = created
+                        del new[pid]
+                        grew = True
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=1)
+
+    def survivors(self) -> list[psutil.Process]:
+        """Members still running (the same process: same start time), the roots left out."""
+        self.poll()
+        alive = []
+        with self._lock:
+            members = {pid: created for pid, created in self._members.items() if pid not in self._roots}
+        for pid, created in members.items():
+            with contextlib.suppress(psutil.Error):
+                process = psutil.Process(pid)
+                if process.create_time() == created and process.status() != psutil.STATUS_ZOMBIE:
+                    alive.append(process)
+        return alive
+
+
+def carrying_environment(name: str, value: str, *, since: float) -> list[psutil.Process]:
+    """
+    Running processes of this user started after `since` whose environment has `name=value`:
+    whatever a server started inherits the run's journal path, even after leaving its tree.
+    """
+    found = []
+    me = os.getpid()
+    uid = os.getuid()
+    for process in psutil.process_iter(["uids", "create_time"]):
+        with contextlib.suppress(psutil.Error, OSError):
+            info = process.info
+            if process.pid == me or info["uids"] is None or info["uids"].real != uid:
+                continue
+            if (info["create_time"] or 0) < since - 1:
+                continue
+            if process.environ().get(name) == value and process.status() != psutil.STATUS_ZOMBIE:
+                found.append(process)
+    return found
+
+
+def kill_escaped(processes: Sequence[psutil.Process], found: str) -> list[Escaped]:
+    """SIGKILL each process and wait for it; what each one was, for the journal."""
+    escaped = []
+    for process in processes:
+        command = "?"
+        with contextlib.suppress(psutil.Error):
+            command = " ".join(" ".join(process.cmdline()).split())[:200] or process.name()
+        with contextlib.suppress(psutil.Error):
+            process.kill()
+        escaped.append(Escaped(process.pid, command, found))
+    wait_gone(list(processes), timeout=5)
+    return escaped

@@ -178,9 +178,10 @@ async def perform(
     journal: JournalWriter,
     *,
     role: str,
+    filled_id: str | None = None,
 ) -> Outcome:
     """Make one request and journal what the client saw; never raises for a network failure."""
-    event = await send(client, base_url, spec, request_id, journal, role=role)
+    event = await send(client, base_url, spec, request_id, journal, role=role, filled_id=filled_id)
     return Outcome(event.get("outcome"))
 
 
@@ -195,9 +196,15 @@ async def send(
     journal: JournalWriter,
     *,
     role: str,
+    filled_id: str | None = None,
 ) -> Event:
-    """`perform`, returning the `client.request` event it journaled (status, body start, error)."""
+    """
+    `perform`, returning the `client.request` event it journaled (status, body start, error).
+    `filled_id` is what `{id}` became in this request, for integrity checks to look up.
+    """
     fields: dict[str, Any] = {"id": request_id, "role": role, "method": spec.method}
+    if filled_id is not None:
+        fields["filled_id"] = filled_id
     fields["path"] = spec.path
     fields["sent"] = time.monotonic_ns()
     headers = {**dict(spec.headers), REQUEST_ID_HEADER.decode(): request_id}
@@ -334,8 +341,9 @@ def start_traffic(
     token = run_token()
     tasks = {}
     for plan in plan_traffic(scenario):
-        rendered = plan.spec.render(seconds=plan.seconds, request_id=f"{plan.id}-{token}")
-        coro = perform(client, base_url, rendered, plan.id, journal, role=plan.role)
+        filled = f"{plan.id}-{token}"
+        rendered = plan.spec.render(seconds=plan.seconds, request_id=filled)
+        coro = perform(client, base_url, rendered, plan.id, journal, role=plan.role, filled_id=filled)
         tasks[asyncio.create_task(coro)] = plan.id
     return tasks
 

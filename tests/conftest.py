@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,7 @@ from chaos.plugin import DrainResult
 from chaos.runner import execute
 from chaos.scenario import K8sOptions, Scenario
 from chaos.target import wait_gone
+from tests.services import postgres, redis_server  # noqa: F401  (fixtures: real PostgreSQL and Redis)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -35,17 +38,41 @@ REFERENCE = Scenario(
 
 
 @pytest.fixture(autouse=True)
-def no_orphans() -> Iterator[None]:
-    """Every process a test starts is gone when it ends, even when the test failed."""
+def no_orphans(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """
+    Every process a test starts is gone when it ends, even when the test failed: the test
+    process's own descendants, and what escaped them (a `setsid` child of a server, reparented
+    to init) but still carries the journal path of a run under this session's temporary
+    directory in its environment.
+    """
     me = psutil.Process()
     before = {p.pid for p in me.children(recursive=True)}
+    started = time.time()
+    base = str(tmp_path_factory.getbasetemp())
     yield
     leftover = [p for p in me.children(recursive=True) if p.pid not in before]
+    seen = {p.pid for p in leftover}
+    leftover += [p for p in _carrying_a_journal_under(base, since=started) if p.pid not in seen]
     wait_gone(leftover, timeout=5)
     alive = [p for p in leftover if _running(p)]
+    described = []
     for process in alive:
-        process.kill()
-    assert not alive, f"processes left running: {[p.cmdline() for p in alive]}"
+        with contextlib.suppress(psutil.Error):
+            described.append(process.cmdline())
+            process.kill()
+    assert not alive, f"processes left running: {described}"
+
+
+def _carrying_a_journal_under(base: str, *, since: float) -> list[psutil.Process]:
+    """Processes started since `since` whose DRAINSPEC_JOURNAL lies under `base` (this session's runs)."""
+    found = []
+    for process in psutil.process_iter(["create_time"]):
+        with contextlib.suppress(psutil.Error, OSError):
+            if process.pid == os.getpid() or (process.info["create_time"] or 0) < since - 1:
+                continue
+            if process.environ().get("DRAINSPEC_JOURNAL", "").startswith(base + os.sep) and _running(process):
+                found.append(process)
+    return found
 
 
 def _running(process: psutil.Process) -> bool:

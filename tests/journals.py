@@ -105,6 +105,60 @@ class Journal:
             self.add(closed, Kind.POOL_CLOSED, pid, pool="main")
         return self
 
+    def resource(
+        self,
+        resource_id: str,
+        opened: float,
+        closed: float | None = None,
+        *,
+        name: str = "postgresql://db:5432/shop",
+        type: str = "asyncpg pool",
+        library: str = "asyncpg",
+        how: str = "close",
+        request: str | None = None,
+        task: str | None = None,
+        pid: int = WORKER,
+    ) -> Journal:
+        """A resource the probe saw opened at `opened` (by a request or task, if named), and closed."""
+        owner = {key: value for key, value in (("request", request), ("task", task)) if value is not None}
+        self.add(opened, Kind.RESOURCE_OPEN, pid, resource=resource_id, name=name, type=type, library=library, **owner)
+        if closed is not None:
+            self.add(closed, Kind.RESOURCE_CLOSED, pid, resource=resource_id, how=how)
+        return self
+
+    def use(
+        self,
+        resource_id: str,
+        start: float,
+        end: float | None = None,
+        *,
+        op: str = "fetch SELECT 1",
+        use: str | None = None,
+        error: str | None = None,
+        request: str | None = None,
+        task: str | None = None,
+        thread: str | None = None,
+        host: str | None = None,
+        pid: int = WORKER,
+    ) -> Journal:
+        """
+        One use of a resource from `start` to `end`, by whom it names, written as the probe does:
+        one line at its end with its start in it; or, when it never ended (`end=None`), or began
+        on a closed resource (`use=` an id), a line at its start and (if it ended) `use_end`.
+        """
+        who = {k: v for k, v in (("request", request), ("task", task), ("thread", thread)) if v is not None}
+        extra = {"host": host} if host else {}
+        failed = {"error": error} if error else {}
+        if end is not None and use is None:
+            fields = {**who, **extra, **failed}
+            self.add(end, Kind.RESOURCE_USE, pid, resource=resource_id, op=op, start=ns(start), **fields)
+            return self
+        use = use or f"u{len(self.events)}"
+        self.add(start, Kind.RESOURCE_USE, pid, resource=resource_id, use=use, op=op, **who, **extra)
+        if end is not None:
+            self.add(end, Kind.RESOURCE_USE_END, pid, resource=resource_id, use=use, **who, **failed)
+        return self
+
     def request(
         self,
         request_id: str,

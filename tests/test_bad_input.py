@@ -201,7 +201,7 @@ def test_a_prefix_of_a_journal_is_incomplete_evidence(tmp_path):
     journal.write_text('{"t": 1, "pid": 2, "kind": "run.start", "scenario": {"app": "a:b"}}\n')
     result, _ = drainspec("report", str(journal))
     assert result.returncode == 2, result.stdout + result.stderr
-    assert "incomplete evidence" in result.stdout and "nothing was judged" in result.stdout
+    assert "not verified: the evidence is incomplete" in result.stdout and "nothing was judged" in result.stdout
 
 
 def test_missing_manifest(tmp_path):

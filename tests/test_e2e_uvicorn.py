@@ -80,3 +80,26 @@ def test_sigterm_exit_code_is_reported_as_the_runtime_would(run_scenario):
     assert result.timeline.exit is not None
     assert result.timeline.exit.get("exit_code") == 143  # uvicorn re-raises SIGTERM
     assert "with code 143" in result.verdict("within-grace").summary
+
+
+@pytest.mark.parametrize(
+    ("app", "fails"),
+    [
+        pytest.param("app.main:app", set(), id="reference"),
+        pytest.param("app.variants.slow_startup:app", {"teardown-ran", "within-grace"}, id="slow-startup"),
+    ],
+)
+def test_a_pod_deleted_while_it_starts(run_scenario, app, fails):
+    """
+    1. The server starts; its lifespan startup begins.
+    2. SIGTERM comes before the startup is complete (`--signal-at startup`).
+    Result: the reference app finishes starting, then tears down within the grace; a startup
+    longer than the grace is SIGKILLed with its pool open, and no teardown ever runs.
+    """
+    result = run_scenario(app=app, signal_at="startup", grace=1.5, integrity=None)
+    assert result.failed == fails, result.explain()
+    assert result.missing_evidence == [], result.explain()
+    kinds = [e.kind for e in result.timeline.events]
+    assert kinds.index("lifespan.startup.received") < kinds.index("signal.sent")
+    if fails:  # the reference startup may finish before the signal lands: only the slow one is sure
+        assert "lifespan.startup.complete" not in kinds

@@ -20,7 +20,7 @@ from fastapi import FastAPI
 from app.db import Database
 from app.main import create_app
 
-FAILS = frozenset({"teardown-ran"})
+FAILS = frozenset({"teardown-ran", "resources-closed"})
 DRAIN_LIMIT_SECONDS = 30.0
 
 

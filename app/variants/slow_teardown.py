@@ -15,7 +15,7 @@ from fastapi import FastAPI
 from app.db import Database
 from app.main import create_app
 
-FAILS = frozenset({"within-grace", "teardown-ran"})
+FAILS = frozenset({"within-grace", "teardown-ran", "resources-closed"})
 TEARDOWN_SECONDS = float(os.environ.get("REFERENCE_TEARDOWN_SECONDS", "30"))
 
 

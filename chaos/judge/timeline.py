@@ -1,7 +1,8 @@
 """
 One run's journal, folded into what the verdicts and reports reason about: each server worker
 (its lifespan and pool), each request (server view and client view side by side), each
-background task, and the harness's clock (signal, SIGKILL, exit).
+background task, each resource the app opened (engines, pools, clients) with its uses, and the
+harness's clock (signal, SIGKILL, exit).
 
 Times stay in journal nanoseconds; `Timeline.at` renders them relative to the stop signal.
 """
@@ -22,25 +23,32 @@ class WorkerView:
 
     pid: int
     # Journal times (monotonic ns), None until the journal shows them.
+    startup_received: int | None = None
     startup_complete: int | None = None
     shutdown_received: int | None = None
     shutdown_complete: int | None = None
     shutdown_failed: str | None = None
     pool_closed: int | None = None
+    # The first close, after the stop signal, of a resource the app opened outside any request
+    # or task (its engine, its pool, its client): teardown, even when no lifespan began it.
+    resource_closed: int | None = None
+    resource_closed_name: str | None = None
+    serving: int | None = None  # lifespan startup complete, or the first request: closes before are resets
     last_event: int = 0
 
     @property
     def teardown(self) -> int | None:
-        """When teardown began: lifespan shutdown, or the pool closing, whichever came first."""
-        starts = [t for t in (self.shutdown_received, self.pool_closed) if t is not None]
+        """When teardown began: lifespan shutdown, or the pool (or another resource) closing, whichever came first."""
+        starts = [t for t in (self.shutdown_received, self.pool_closed, self.resource_closed) if t is not None]
         return min(starts) if starts else None
 
     @property
     def teardown_cause(self) -> str:
-        if self.pool_closed is not None and (
-            self.shutdown_received is None or self.pool_closed < self.shutdown_received
-        ):
+        first = self.teardown
+        if first is not None and first == self.pool_closed and first != self.shutdown_received:
             return "the pool closed"
+        if first is not None and first == self.resource_closed and first != self.shutdown_received:
+            return f"{self.resource_closed_name} closed"
         return "lifespan shutdown began"
 
 
@@ -105,6 +113,72 @@ class TaskView:
 
 
 @dataclass
+class UseView:
+    """One use of a resource (a query, a command, a request): who made it, when, how it ended."""
+
+    resource: str
+    id: str
+    pid: int
+    op: str = "use"
+    start: int = 0
+    end: int | None = None  # None: it never ended (the process died during it)
+    error: str | None = None
+    request: str | None = None
+    task: str | None = None
+    thread: str | None = None
+
+
+@dataclass
+class ResourceView:
+    """
+    A resource of the app: an engine, pool or client the probe saw opened (`resource.*`
+    events), or a pool the app told about itself with `chaos.record` (`pool.*`, `recorded`).
+    """
+
+    id: str
+    pid: int
+    name: str = "?"
+    type: str = "resource"  # "asyncpg pool", "SQLAlchemy async engine", "HTTP client", ...
+    library: str = "?"
+    opened: int | None = None
+    closed: int | None = None
+    closed_how: str | None = None
+    # A close while the worker was still starting (a forked worker disposing its parent's pool),
+    # undone by a later use: the resource is open again.
+    reset: int | None = None
+    closed_while_starting: bool = False
+    request: str | None = None  # who opened it: a request, a task, or neither (import, startup)
+    task: str | None = None
+    recorded: bool = False
+    uses: list[UseView] = field(default_factory=list)
+    refusals: list[Event] = field(default_factory=list)  # `pool.use_after_close`, as the app recorded it
+    hosts: dict[str, None] = field(default_factory=dict)  # an HTTP client's targets, in order seen
+
+    @property
+    def long_lived(self) -> bool:
+        """Opened outside any request or task (at import or startup): the app closes it at teardown."""
+        return self.request is None and self.task is None
+
+    @property
+    def label(self) -> str:
+        """How reports name it: `postgresql://db:5432/shop`, `httpx AsyncClient to api:8080`, `pool main`."""
+        if self.recorded:
+            return f"pool {self.name}"
+        if self.hosts and " to " not in self.name:
+            shown = list(self.hosts)[:3]
+            more = f" (+{len(self.hosts) - 3})" if len(self.hosts) > 3 else ""
+            return f"{self.name} to {', '.join(shown)}{more}"
+        return self.name
+
+    @property
+    def described(self) -> str:
+        """The label with what it is: `postgresql://db:5432/shop (asyncpg pool)`."""
+        if self.recorded:
+            return f"pool {self.name} (recorded by the app)"
+        return f"{self.label} ({self.type})" if self.type not in self.label else self.label
+
+
+@dataclass
 class Timeline:
     events: Sequence[Event]
     scenario: Scenario | None = None
@@ -117,6 +191,11 @@ class Timeline:
     requests: dict[str, RequestView] = field(default_factory=dict)
     tasks: dict[str, TaskView] = field(default_factory=dict)
     pool_events: list[Event] = field(default_factory=list)
+    resources: dict[str, ResourceView] = field(default_factory=dict)
+    warnings: list[Event] = field(default_factory=list)  # `probe.warning`: what the probe could not hook
+    instrumented: bool | None = None  # False when a worker ran with DRAINSPEC_INSTRUMENT=0
+    _uses: dict[tuple[int, str, str], UseView] = field(default_factory=dict, repr=False)
+    _label_counts: dict[str, int] = field(default_factory=dict, repr=False)
     stalls: list[Event] = field(default_factory=list)
     errors: list[Event] = field(default_factory=list)
     signals: list[Event] = field(default_factory=list)
@@ -166,29 +245,40 @@ class Timeline:
             return False
         return bool(self.exit.get("killed")) or int(self.exit.get("returncode", 0)) < 0
 
-    def in_flight_at_signal(self) -> list[RequestView]:
-        """Requests the app had started and not yet answered (whole body) at the stop signal."""
+    @property
+    def shutdown_began(self) -> int | None:
+        """
+        When the shutdown began for the work in flight: the pod's deletion in a replay (preStop
+        runs before the signal, and requests in flight then are what it must protect), else the
+        stop signal.
+        """
         if self.signal is None:
+            return None
+        return self.deleted if self.deleted is not None and self.deleted < self.signal else self.signal
+
+    def in_flight_at_signal(self) -> list[RequestView]:
+        """Requests the app had started and not yet answered (whole body) when the shutdown began."""
+        moment = self.shutdown_began
+        if moment is None:
             return []
-        signal = self.signal
         return [
             view
             for view in self.requests.values()
             if view.start is not None
-            and view.start < signal
-            and (view.response_end is None or view.response_end > signal)
-            and (view.client is None or view.client.get("role") != "preflight")
+            and view.start < moment
+            and (view.response_end is None or view.response_end > moment)
+            and (view.client is None or view.client.get("role") not in ("preflight", "kubelet"))
         ]
 
     def tasks_running_at_signal(self) -> list[TaskView]:
-        """Background tasks queued before the stop signal and not yet ended at it."""
-        if self.signal is None:
+        """Background tasks queued before the shutdown began and not yet ended then."""
+        moment = self.shutdown_began
+        if moment is None:
             return []
-        signal = self.signal
         return [
             task
             for task in self.tasks.values()
-            if task.queued is not None and task.queued < signal and (task.work_end is None or task.work_end > signal)
+            if task.queued is not None and task.queued < moment and (task.work_end is None or task.work_end > moment)
         ]
 
     def worker(self, pid: int) -> WorkerView:
@@ -200,6 +290,19 @@ class Timeline:
         if request_id not in self.requests:
             self.requests[request_id] = RequestView(request_id)
         return self.requests[request_id]
+
+    def resource(self, resource_id: str, pid: int) -> ResourceView:
+        if resource_id not in self.resources:
+            self.resources[resource_id] = ResourceView(resource_id, pid)
+        return self.resources[resource_id]
+
+    def label(self, resource: ResourceView) -> str:
+        """A resource's name in a report; with what it is when another resource has the same name."""
+        if sum(self._label_counts.values()) != len(self.resources):
+            self._label_counts = {}
+            for other in self.resources.values():
+                self._label_counts[other.label] = self._label_counts.get(other.label, 0) + 1
+        return resource.described if self._label_counts.get(resource.label, 0) > 1 else resource.label
 
 
 _COLLECTED: dict[str, str] = {Kind.ROUTER_UPSTREAM_FAILED: "upstream_failures", Kind.STATIC_FINDING: "findings"}
@@ -256,16 +359,25 @@ def _fold(timeline: Timeline, event: Event) -> None:
         return
     if kind == Kind.PROBE_ERROR:
         timeline.errors.append(event)
+    elif kind == Kind.PROBE_WARNING:
+        timeline.warnings.append(event)
+    elif kind == Kind.PROBE_LOADED and event.get("instrument") is not None:
+        timeline.instrumented = bool(event.get("instrument")) and timeline.instrumented is not False
     request_id = event.get("request")
     if request_id is not None:
         view = timeline.request(str(request_id))
         view.last_seen = max(view.last_seen or 0, t)
-    if not kind.startswith(("probe.", "lifespan.", "request.", "task.", "loop.", "pool.")):
+    if not kind.startswith(("probe.", "lifespan.", "request.", "task.", "loop.", "pool.", "resource.")):
         return
     worker = timeline.worker(event.pid)
     worker.last_event = t
-    if kind == Kind.STARTUP_COMPLETE:
+    if kind == Kind.STARTUP_RECEIVED:
+        worker.startup_received = worker.startup_received or t
+    elif kind == Kind.STARTUP_COMPLETE:
         worker.startup_complete = t
+        worker.serving = worker.serving or t
+    elif kind == Kind.LIFESPAN_UNSUPPORTED:
+        worker.serving = worker.serving or t
     elif kind == Kind.SHUTDOWN_RECEIVED:
         worker.shutdown_received = worker.shutdown_received or t
     elif kind == Kind.SHUTDOWN_COMPLETE:
@@ -276,9 +388,14 @@ def _fold(timeline: Timeline, event: Event) -> None:
         timeline.pool_events.append(event)
         if kind == Kind.POOL_CLOSED and worker.pool_closed is None:
             worker.pool_closed = t
+        _fold_recorded_pool(timeline, event)
+    elif kind.startswith("resource."):
+        _fold_resource(timeline, worker, event)
     elif kind in (Kind.LOOP_STALL, Kind.LOOP_LAG):
         timeline.stalls.append(event)
     elif kind.startswith("request."):
+        if kind == Kind.REQUEST_START:
+            worker.serving = worker.serving or t
         _fold_request(timeline, event)
     elif kind.startswith("task."):
         _fold_task(timeline, event)
@@ -323,3 +440,71 @@ def _fold_task(timeline: Timeline, event: Event) -> None:
         view.failed = str(event.get("error", "error"))
     elif kind == Kind.TASK_CANCELLED:
         view.cancelled = event.t
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def _fold_resource(timeline: Timeline, worker: WorkerView, event: Event) -> None:
+    """`resource.*`: what the probe saw of each engine, pool and client, and of each use."""
+    kind, t = event.kind, event.t
+    view = timeline.resource(str(event.get("resource")), event.pid)
+    if kind == Kind.RESOURCE_OPEN:
+        view.opened = view.opened or t
+        view.name = str(event.get("name", view.name))
+        view.type = str(event.get("type", view.type))
+        view.library = str(event.get("library", view.library))
+        view.request, view.task = _text(event.get("request")), _text(event.get("task"))
+    elif kind == Kind.RESOURCE_CLOSED:
+        if view.closed is not None:
+            return
+        view.closed, view.closed_how = t, _text(event.get("how"))
+        view.closed_while_starting = worker.serving is None
+        after_signal = timeline.signal is not None and t >= timeline.signal
+        if view.long_lived and after_signal and not view.closed_while_starting and worker.resource_closed is None:
+            worker.resource_closed, worker.resource_closed_name = t, view.described
+    elif kind == Kind.RESOURCE_USE:
+        if view.closed is not None and view.closed_while_starting:
+            view.reset, view.closed, view.closed_how = view.closed, None, None
+        # A whole use is one line at its end with its `start`; a use begun on a closed resource
+        # is journaled at its start (with a `use` id), and its `resource.use_end` follows.
+        start = event.get("start")
+        whole = isinstance(start, int) and not isinstance(start, bool) and 0 <= start <= t
+        use = UseView(
+            resource=view.id,
+            id=str(event.get("use")),
+            pid=event.pid,
+            op=str(event.get("op", "use")),
+            start=start if whole else t,
+            end=t if whole else None,
+            error=_text(event.get("error")) if whole else None,
+            request=_text(event.get("request")),
+            task=_text(event.get("task")),
+            thread=_text(event.get("thread")),
+        )
+        view.uses.append(use)
+        if not whole:
+            timeline._uses[(event.pid, view.id, use.id)] = use
+        host = event.get("host")
+        if host:
+            view.hosts[str(host)] = None
+    elif kind == Kind.RESOURCE_USE_END:
+        found = timeline._uses.get((event.pid, view.id, str(event.get("use"))))
+        if found is not None:
+            found.end = t
+            found.error = _text(event.get("error"))
+
+
+def _fold_recorded_pool(timeline: Timeline, event: Event) -> None:
+    """`pool.*` from `chaos.record`: a pool drainspec cannot see by itself, named by the app."""
+    name = str(event.get("pool", "pool"))
+    view = timeline.resource(f"pool:{event.pid}:{name}", event.pid)
+    view.recorded, view.name, view.type, view.library = True, name, "pool", "chaos.record"
+    if event.kind == Kind.POOL_OPEN:
+        view.opened = view.opened or event.t
+    elif event.kind == Kind.POOL_CLOSED:
+        if view.closed is None:
+            view.closed, view.closed_how = event.t, "recorded by the app"
+    elif event.kind == Kind.POOL_USE_AFTER_CLOSE:
+        view.refusals.append(event)

@@ -21,7 +21,7 @@ from enum import StrEnum
 from typing import Any
 
 from chaos.journal import Event, Kind
-from chaos.judge.timeline import TaskView, Timeline, WorkerView, build
+from chaos.judge.timeline import ResourceView, TaskView, Timeline, UseView, WorkerView, build
 
 
 class VerdictName(StrEnum):
@@ -35,6 +35,7 @@ class VerdictName(StrEnum):
     WITHIN_GRACE = "within-grace"
     SIGNAL_REACHES_APP = "signal-reaches-app"
     DATA_INTEGRITY = "data-integrity"
+    RESOURCES_CLOSED = "resources-closed"
     ROLLOUT_ZERO_FAILED = "rollout-zero-failed-requests"
 
 
@@ -128,7 +129,8 @@ def inflight_completed(timeline: Timeline) -> Verdict:
         return _not_applicable(name, "no stop signal was sent")
     accepted = timeline.in_flight_at_signal()
     if not accepted:
-        return _not_applicable(name, "no request was in flight inside the app at the stop signal")
+        began = "the pod's deletion" if timeline.deleted is not None else "the stop signal"
+        return _not_applicable(name, f"no request was in flight inside the app at {began}")
     problems = []
     for view in sorted(accepted, key=lambda v: v.start or 0):
         outcome = view.client_outcome
@@ -206,20 +208,191 @@ def teardown_after_drain(timeline: Timeline) -> Verdict:
 
 
 def no_use_after_close(timeline: Timeline) -> Verdict:
-    """Nothing touched the pool after it closed, threads included."""
+    """
+    Nothing used a resource after it closed, threads included, and no request or background
+    task used one after its worker's teardown began: the engines, pools and clients the probe
+    saw, and the pools the app records itself (`chaos.record`). A use still running when its
+    resource closed counts too: the resource was closed under it. Each failure names the
+    resource, the use, who made it and when. Not applicable only when no resource was seen at all.
+    """
     name = VerdictName.NO_USE_AFTER_CLOSE
-    if not timeline.pool_events:
-        return _not_applicable(name, "the app journals no pool events (call chaos.record('pool.closed') and friends)")
-    misuse = [e for e in timeline.pool_events if e.kind == Kind.POOL_USE_AFTER_CLOSE]
-    if not misuse:
-        return _pass(name, "no use of the pool after it closed")
-    evidence = []
-    for event in misuse:
+    resources = list(timeline.resources.values())
+    if not resources:
+        off = " (resource instrumentation was off: DRAINSPEC_INSTRUMENT=0)" if timeline.instrumented is False else ""
+        return _not_applicable(
+            name,
+            f"no resource was seen and the app journals no pool events{off}: drainspec sees SQLAlchemy, asyncpg, "
+            "psycopg, redis, httpx and aiohttp by itself; record others with chaos.record('pool.closed') and friends",
+        )
+    found = [misuse for resource in resources for misuse in _misuses(timeline, resource)]
+    if found:
+        found.sort(key=lambda misuse: misuse.evidence.t or 0)
+        counts: dict[str, dict[str, int]] = {}
+        for misuse in found:
+            per = counts.setdefault(timeline.label(misuse.resource), {})
+            per[misuse.category] = per.get(misuse.category, 0) + 1
+        summary = "; ".join(
+            f"{label} was used " + " and ".join(f"{count} time(s) {category}" for category, count in per.items())
+            for label, per in counts.items()
+        )
+        evidence = [misuse.evidence for misuse in found[:MAX_LISTED]]
+        if len(found) > MAX_LISTED:
+            evidence.append(Evidence(f"... and {len(found) - MAX_LISTED} more"))
+        return _fail(name, summary, evidence)
+    closed = [r for r in resources if r.closed is not None]
+    never = [r for r in resources if r.closed is None and r.opened is not None]
+    notes = [_resource_note(timeline, r) for r in resources]
+    unclosed = ""
+    if never:
+        unclosed = f"{_labels(timeline, never)} never closed{_killed_with_it_open(timeline, never)}"
+    if not closed:
+        what = unclosed or f"{_labels(timeline, resources)}: neither an opening nor a close was seen"
+        return _pass(name, f"{what}; nothing used it after teardown began (see resources-closed)", notes)
+    if len(resources) == 1 and closed[0].recorded:
+        summary = f"no use of the pool after it closed (pool {closed[0].name}, as the app recorded it)"
+    else:
+        summary = f"no use of {_labels(timeline, closed)} after {'it' if len(closed) == 1 else 'they'} closed"
+    return _pass(name, summary + (f"; {unclosed}" if unclosed else ""), notes)
+
+
+@dataclass(frozen=True)
+class _Misuse:
+    resource: ResourceView
+    category: str  # "after it closed", "while it closed", "after teardown began"
+    evidence: Evidence
+
+
+def _misuses(timeline: Timeline, resource: ResourceView) -> list[_Misuse]:
+    """Each use of `resource` after its close, across its close, or by work after teardown began."""
+    at, closed, found = timeline.at, resource.closed, []
+    for use in resource.uses:
+        worker = timeline.workers.get(use.pid)
+        teardown = worker.shutdown_received if worker is not None and not timeline.rollout else None
+        if closed is not None and use.start >= closed:
+            category, why = "after it closed", f"after it closed at {at(closed)}"
+        elif closed is not None and (use.end is None or use.end > closed):
+            ended = f"ended {at(use.end)}" if use.end is not None else "never ended"
+            category, why = "while it closed", f"still running when it closed at {at(closed)} ({ended})"
+        elif teardown is not None and (use.request or use.task) and use.start >= teardown:
+            category, why = "after teardown began", f"after lifespan shutdown began at {at(teardown)}"
+        else:
+            continue
+        raised = f"; it raised {use.error}" if use.error else ""
+        on = timeline.label(resource)
+        text = f"{at(use.start)} pid {use.pid}: {use.op} on {on} by {_who(timeline, use)}, {why}{raised}"
+        evidence = Evidence(text, request=use.request, task=use.task, worker=use.pid, t=use.start)
+        found.append(_Misuse(resource, category, evidence))
+    for event in resource.refusals:  # the app's own `pool.use_after_close`, worded as it always was
         who = " ".join(f"{key} {event.get(key)}" for key in ("request", "thread") if event.get(key))
-        text = f"{timeline.at(event.t)} pid {event.pid}: {event.get('use', 'use')}" + (f" by {who}" if who else "")
-        request = event.get("request")
-        evidence.append(Evidence(text, request=str(request) if request else None, worker=event.pid, t=event.t))
-    return _fail(name, f"the pool was used {len(misuse)} time(s) after it closed", evidence)
+        text = f"{at(event.t)} pid {event.pid}: {event.get('use', 'use')}" + (f" by {who}" if who else "")
+        request, task = event.get("request"), event.get("task")
+        evidence = Evidence(
+            text,
+            request=str(request) if request else None,
+            task=str(task) if task else None,
+            worker=event.pid,
+            t=event.t,
+        )
+        found.append(_Misuse(resource, "after it closed", evidence))
+    return found
+
+
+def _who(timeline: Timeline, use: UseView) -> str:
+    """`request r1`, `task deliver [t3] of request b1`, `thread worker-2`, or the app's own code."""
+    parts = []
+    if use.task:
+        task = timeline.tasks.get(use.task)
+        named = f"{task.name.rsplit('.', 1)[-1]} [{use.task}]" if task is not None else use.task
+        parts.append(f"task {named}" + (f" of request {use.request}" if use.request else ""))
+    elif use.request:
+        parts.append(f"request {use.request}")
+    else:
+        parts.append("the app's own code (no request or task: lifespan, import or a thread it started)")
+    if use.thread:
+        parts.append(f"in thread {use.thread}")
+    return " ".join(parts)
+
+
+def _labels(timeline: Timeline, resources: Sequence[ResourceView], limit: int = 4) -> str:
+    labels = [timeline.label(r) for r in resources]
+    return ", ".join(labels[:limit]) + (f" and {len(labels) - limit} more" if len(labels) > limit else "")
+
+
+def _killed_with_it_open(timeline: Timeline, resources: Sequence[ResourceView]) -> str:
+    killed = sorted(
+        {r.pid for r in resources if (w := timeline.workers.get(r.pid)) is None or w.shutdown_complete is None}
+    )
+    if killed and (timeline.sigkill is not None or timeline.died_by_signal):
+        return f" (worker {', '.join(map(str, killed))} was killed with it open)"
+    return ""
+
+
+def _opened_by(resource: ResourceView) -> str:
+    if resource.task:
+        return f"by task {resource.task}" + (f" of request {resource.request}" if resource.request else "")
+    if resource.request:
+        return f"by request {resource.request}"
+    return "at startup"
+
+
+def _resource_note(timeline: Timeline, resource: ResourceView) -> Evidence:
+    at = timeline.at
+    opened = f"opened {at(resource.opened)} {_opened_by(resource)}" if resource.opened else "open"
+    closed = f"closed {at(resource.closed)} ({resource.closed_how})" if resource.closed else "never closed"
+    uses = f"{len(resource.uses)} use(s)" if not resource.recorded else "uses not seen (recorded by the app)"
+    text = f"{resource.described}: {opened}, {closed}; {uses}"
+    return Evidence(text, request=resource.request, task=resource.task, worker=resource.pid, t=resource.closed)
+
+
+def resources_closed(timeline: Timeline) -> Verdict:
+    """
+    Every resource opened at startup, by a request or by a task (an engine, a pool, a client)
+    was closed by the end of the run: one left open, or a worker killed with it open, fails,
+    named with who opened it and why it never closed.
+    """
+    name = VerdictName.RESOURCES_CLOSED
+    opened = [r for r in timeline.resources.values() if r.opened is not None]
+    if not opened:
+        off = " (resource instrumentation was off: DRAINSPEC_INSTRUMENT=0)" if timeline.instrumented is False else ""
+        return _not_applicable(
+            name, f"no resource was seen opening{off}; record others with chaos.record('pool.open') and 'pool.closed'"
+        )
+    left_open = [r for r in opened if r.closed is None]
+    if not left_open:
+        return _pass(
+            name,
+            f"all {len(opened)} resource(s) closed: {_labels(timeline, opened)}",
+            [_resource_note(timeline, r) for r in opened],
+        )
+    evidence = []
+    for resource in left_open[:MAX_LISTED]:
+        text = (
+            f"{resource.described}, opened {timeline.at(resource.opened)} {_opened_by(resource)}, "
+            f"never closed: {_why_still_open(timeline, resource)}"
+        )
+        evidence.append(
+            Evidence(text, request=resource.request, task=resource.task, worker=resource.pid, t=resource.opened)
+        )
+    if len(left_open) > MAX_LISTED:
+        evidence.append(Evidence(f"... and {len(left_open) - MAX_LISTED} more"))
+    summary = f"{len(left_open)} of {len(opened)} resource(s) never closed: {_labels(timeline, left_open)}"
+    return _fail(name, summary, evidence)
+
+
+def _why_still_open(timeline: Timeline, resource: ResourceView) -> str:
+    at, worker = timeline.at, timeline.workers.get(resource.pid)
+    if worker is not None and worker.shutdown_complete is not None:
+        return f"lifespan shutdown completed at {at(worker.shutdown_complete)} without closing it"
+    if timeline.sigkill is not None:
+        return f"worker {resource.pid} was SIGKILLed with it open at {at(timeline.sigkill)}"
+    if timeline.died_by_signal:
+        return f"worker {resource.pid} died of a signal with it open"
+    if worker is not None and worker.shutdown_received is not None:
+        return f"lifespan shutdown began at {at(worker.shutdown_received)} and never completed"
+    if worker is not None and worker.startup_received is not None and worker.startup_complete is None:
+        return f"worker {resource.pid} stopped during its lifespan startup, so no shutdown closed it"
+    last = at(worker.last_event) if worker is not None else "never"
+    return f"worker {resource.pid} ended without a lifespan shutdown (last sign of life at {last})"
 
 
 def fate_of(timeline: Timeline, task: TaskView) -> Fate:
@@ -248,6 +421,8 @@ def _describe_fate(timeline: Timeline, task: TaskView, fate: Fate) -> Evidence:
             text += f"; cancelled at {timeline.at(task.cancelled)} but its thread ran on"
     elif fate == Fate.DROPPED:
         text += " (queued, never started)"
+    if task.failed and fate != Fate.FAILED:
+        text += f"; it raised {task.failed}"
     ended = {Fate.COMPLETED: task.finished, Fate.FAILED: task.finished, Fate.RAN_AFTER_TEARDOWN: task.finished}
     when = {**ended, Fate.CANCELLED: task.cancelled, Fate.DROPPED: task.queued}.get(fate, task.started)
     return Evidence(text, request=task.request, task=task.id, worker=task.pid, t=when)
@@ -273,16 +448,25 @@ def background_fate(timeline: Timeline) -> Verdict:
 
 
 def teardown_ran(timeline: Timeline) -> Verdict:
-    """Lifespan shutdown completed on every worker (SIGKILL or a forced exit skip it)."""
+    """
+    Lifespan shutdown completed on every worker that began its startup (SIGKILL or a forced
+    exit skip it). A worker stopped in the middle of its startup never gets a shutdown: what
+    the startup had opened so far is never closed, and that fails too.
+    """
     name = VerdictName.TEARDOWN_RAN
-    started = [w for w in timeline.workers.values() if w.startup_complete is not None]
+    started = [w for w in timeline.workers.values() if w.startup_complete is not None or w.startup_received is not None]
     if not started:
         return _not_applicable(name, "the server ran no lifespan startup (lifespan off?)")
     problems = []
     for worker in started:
         if worker.shutdown_complete is not None:
             continue
-        if worker.shutdown_failed is not None:
+        if worker.startup_complete is None:
+            text = (
+                f"worker {worker.pid}: lifespan startup began at {timeline.at(worker.startup_received)} and never "
+                f"completed, so no shutdown ran (last sign of life at {timeline.at(worker.last_event)})"
+            )
+        elif worker.shutdown_failed is not None:
             text = f"worker {worker.pid}: lifespan shutdown failed: {worker.shutdown_failed}"
         elif worker.shutdown_received is not None:
             text = (
@@ -342,30 +526,57 @@ def _during(event: Event, windows: Sequence[tuple[int, int]], threshold_ms: floa
 
 def no_refused_while_routed(timeline: Timeline) -> Verdict:
     """
-    No client error while the router still sent new connections to the pod: from the pod's
-    deletion until the last router stopped routing to it. Errors after that are the next
-    replica's business (there is none in a one-pod replay) and are not judged here.
+    No client error on a connection the router sent to the terminating pod. Each request is
+    judged by the router's own decision for its connection (`router.decision`, joined to the
+    request by `router.request`): routed to the pod after its deletion (or reset there by the
+    router's chaos) counts; refused because the router had already removed the endpoint does
+    not, whenever the client sent it (that is the next replica's business, and there is none in
+    a one-pod replay). A request the router journaled no decision for (an older journal) is
+    judged by its send time, between the deletion and the endpoint's removal.
     """
     name = VerdictName.NO_REFUSED_WHILE_ROUTED
     if timeline.deleted is None:
         return _not_applicable(name, "no router in this run (drainspec k8s replays one)")
-    until = timeline.routed_until
-    routed = [
-        view.client
-        for view in timeline.requests.values()
-        if view.client is not None
-        and view.client.get("role") != "kubelet"  # preStop httpGet goes straight to the pod
-        and (until is None or int(view.client.get("sent", 0)) < until)
-        and int(view.client.get("sent", 0)) >= timeline.deleted
-    ]
-    if not routed:
-        return _not_applicable(name, "no request was sent while the terminating pod was still routed")
-    failures = [event for event in routed if event.get("outcome") != "ok"]
+    deleted, until = timeline.deleted, timeline.routed_until
+    decisions: dict[Any, Event] = {}
+    carried: dict[str, Any] = {}
+    for event in timeline.events:
+        if event.kind == Kind.ROUTER_DECISION:
+            decisions[event.get("conn")] = event
+        elif event.kind == Kind.ROUTER_REQUEST:
+            carried[str(event.get("id"))] = event.get("conn")
+    routed: list[Event] = []
+    refused_by_router = 0
+    for view in timeline.requests.values():
+        client = view.client
+        if client is None or client.get("role") == "kubelet":  # preStop httpGet goes straight to the pod
+            continue
+        decision = decisions.get(carried.get(view.id))
+        if decision is not None:
+            if int(decision.get("accepted", decision.t)) < deleted:
+                continue
+            if decision.get("decision") == "no-endpoint":
+                refused_by_router += int(client.get("outcome") != "ok")
+                continue
+            routed.append(client)
+            continue
+        sent = int(client.get("sent", 0))
+        if sent >= deleted and (until is None or sent < until):
+            routed.append(client)
     window = f"from the deletion to {timeline.at(until)}"
+    aside = (
+        f"; {refused_by_router} more refused by the router after it removed the endpoint, not blamed on the pod"
+        if refused_by_router
+        else ""
+    )
+    if not routed:
+        return _not_applicable(name, f"no request was sent while the terminating pod was still routed{aside}")
+    failures = [event for event in routed if event.get("outcome") != "ok"]
     if failures:
         evidence = _failed_requests(timeline, failures)
-        return _fail(name, f"{len(failures)} of {len(routed)} requests failed while still routed ({window})", evidence)
-    return _pass(name, f"all {len(routed)} requests sent while the pod was still routed succeeded ({window})")
+        summary = f"{len(failures)} of {len(routed)} requests failed while still routed to the pod ({window}){aside}"
+        return _fail(name, summary, evidence)
+    return _pass(name, f"all {len(routed)} requests sent while the pod was still routed succeeded ({window}){aside}")
 
 
 def _failed_requests(timeline: Timeline, failures: Sequence[Event]) -> list[Evidence]:
@@ -438,8 +649,13 @@ def data_integrity(timeline: Timeline) -> Verdict:
     name = VerdictName.DATA_INTEGRITY
     if timeline.integrity is None:
         return _not_applicable(name, "no integrity check was given (--integrity module:function)")
-    problems = [Evidence(str(p)) for p in timeline.integrity.get("problems") or ()]
     check = timeline.integrity.get("check")
+    error = timeline.integrity.get("error")
+    if error:
+        # A broken check says nothing about the data: not a verdict (the run ends with exit 2).
+        last = str(error).strip().splitlines()[-1] if str(error).strip() else "?"
+        return Verdict(name.value, Status.NOT_APPLICABLE, f"{check} itself crashed: {last}", (Evidence(str(error)),))
+    problems = [Evidence(str(p)) for p in timeline.integrity.get("problems") or ()]
     if problems:
         return _fail(name, f"{check} found {len(problems)} problem(s)", problems)
     return _pass(name, f"{check} found every confirmed write whole")
@@ -484,6 +700,7 @@ CHECKS: dict[VerdictName, Callable[[Timeline], Verdict]] = {
     VerdictName.WITHIN_GRACE: within_grace,
     VerdictName.SIGNAL_REACHES_APP: signal_reaches_app,
     VerdictName.DATA_INTEGRITY: data_integrity,
+    VerdictName.RESOURCES_CLOSED: resources_closed,
     VerdictName.ROLLOUT_ZERO_FAILED: rollout_zero_failed_requests,
 }
 
@@ -496,6 +713,7 @@ NOT_JUDGED_IN_A_ROLLOUT: dict[VerdictName, str] = {
     VerdictName.TEARDOWN_RAN: PER_POD_REASON,
     VerdictName.WITHIN_GRACE: PER_POD_REASON,
     VerdictName.SIGNAL_REACHES_APP: PER_POD_REASON,
+    VerdictName.RESOURCES_CLOSED: PER_POD_REASON,
 }
 """
 In a rolling update several pods stop one after another, each journaling as PID 1 of its own

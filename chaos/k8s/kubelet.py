@@ -113,8 +113,11 @@ async def run_prestop(prestop: PreStop, grace: float, journal: JournalWriter) ->
 
 def remaining_grace(grace: float, prestop_elapsed: float, floor: float = MINIMUM_GRACE_SECONDS) -> float:
     """
-    The stop window the kubelet leaves after preStop: T minus the whole seconds preStop took,
-    never less than the 2 s floor (the documented "one-off 2 s extension").
+    The stop window the kubelet leaves between the stop signal and SIGKILL: T minus the whole
+    seconds preStop took (0 without a hook), never less than the 2 s floor. The released
+    kubelet's `killContainer` applies `minimumGracePeriodInSeconds` after subtracting the hook's
+    time whether or not there was a hook, so `terminationGracePeriodSeconds: 1` (or 0) with no
+    preStop still gives the process 2 s (research/k8s.md, "Kubelet arithmetic").
     """
     return max(grace - math.trunc(min(prestop_elapsed, grace)), floor)
 
@@ -135,10 +138,11 @@ async def terminate(
     `main_pid` is the container's PID 1 as seen from here, where signals go.
     """
     target = main_pid or process.pid
-    remaining = grace
+    elapsed = 0.0
     if prestop is not None and grace > 0:
         elapsed = await run_prestop(prestop, grace, journal)
-        remaining = remaining_grace(grace, elapsed, floor)
+    # The floor holds with or without a preStop hook: T = 1 (or 0) still gives the process 2 s.
+    remaining = remaining_grace(grace, elapsed, floor)
     if process.poll() is None:
         send_signal(target, stop_signal, journal)
     returncode = await wait_exit(process, remaining)

@@ -24,6 +24,7 @@ import yaml
 
 from chaos.errors import ManifestError
 from chaos.servers import HOST, PROBE_APP, SERVERS, names_text
+from chaos.validate import MAX_MANIFEST_BYTES, load_yaml_documents, read_text
 
 if TYPE_CHECKING:
     from chaos.k8s.findings import Finding as Finding
@@ -117,19 +118,21 @@ class Budget:
 
 
 def load_manifest(path: Path) -> PodSpec:
-    """The first workload in a (multi-document) YAML file."""
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise ManifestError(f"{path}: no such file; give the path of a Deployment or Pod manifest") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ManifestError(f"{path}: cannot be read ({exc})") from None
+    """
+    The first workload in a (multi-document) YAML file. Only a regular file of at most
+    `MAX_MANIFEST_BYTES` is read (`/dev/zero` or a FIFO is refused at once, not read forever).
+    """
+    text = read_text(path, limit=MAX_MANIFEST_BYTES, what="Deployment or Pod manifest", error=ManifestError)
     return parse_manifest(text, source=str(path))
 
 
 def parse_manifest(text: str, *, source: str = "manifest") -> PodSpec:
+    """
+    The first workload of a YAML text, loaded within bounds (`chaos.validate.load_yaml_documents`:
+    size, nesting depth, alias expansion), so a hostile manifest is one line, never a hang.
+    """
     try:
-        documents = [doc for doc in yaml.safe_load_all(text) if doc is not None]
+        documents = [doc for doc in load_yaml_documents(text, source=source, error=ManifestError) if doc is not None]
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""

@@ -21,6 +21,7 @@ from chaos import target, traffic
 from chaos.journal import Event, Kind
 from chaos.k8s import kubelet
 from chaos.k8s.findings import static_findings
+from chaos.k8s.loopback import checked_paths, keep_loopback
 from chaos.k8s.manifest import localize
 from chaos.k8s.plan import Replay
 from chaos.k8s.pod import handles_signal
@@ -38,6 +39,8 @@ async def _replay(plan: Replay, run_dir: str | os.PathLike[str]) -> list[Event]:
     pod, container, options = plan.pod, plan.container, plan.options
     port = target.free_port()
     argv, app = localize(container.argv, port=port, container_ports=container.ports)
+    argv = keep_loopback(argv)
+    steady_path = checked_paths(plan)
     scenario = plan.scenario(argv, app)
     stop_signal = stop_signal_of(scenario.signal, where="lifecycle.stopSignal")
     propagation = options.pick_propagation()
@@ -75,7 +78,7 @@ async def _replay(plan: Replay, run_dir: str | os.PathLike[str]) -> list[Event]:
         async with traffic.new_client(run.client_timeout) as client:
             clients = traffic.start_traffic(client, url, scenario, journal)
             stop_steady = asyncio.Event()
-            steady = asyncio.create_task(traffic.steady_load(client, url, plan.steady_path, journal, stop_steady))
+            steady = asyncio.create_task(traffic.steady_load(client, url, steady_path, journal, stop_steady))
             try:
                 if clients:
                     await traffic.wait_in_flight(tail, clients, scenario, started.process)

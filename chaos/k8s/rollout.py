@@ -28,6 +28,7 @@ from chaos import target, traffic
 from chaos.errors import SetupError
 from chaos.journal import Event, Kind
 from chaos.k8s import kubelet
+from chaos.k8s.loopback import checked_paths, keep_loopback, pod_path, pod_url
 from chaos.k8s.manifest import ContainerSpec, PodSpec, ProbeSpec, localize, resolve_fenceposts
 from chaos.k8s.plan import Replay
 from chaos.k8s.pod import Pod
@@ -36,6 +37,9 @@ from chaos.k8s.router import Router
 from chaos.lifecycle import Run, open_run
 from chaos.runner import stop_signal_of
 from chaos.scenario import K8sOptions
+
+MAX_REPLICAS = 8
+"""A local rolling update runs every replica as a real server on this machine: a bound on them."""
 
 
 @dataclass(frozen=True)
@@ -51,6 +55,11 @@ class Strategy:
         """The counts the controller works with (`manifest.resolve_fenceposts`)."""
         if pod.replicas < 1:
             raise SetupError("a rollout needs replicas >= 1")
+        if pod.replicas > MAX_REPLICAS:
+            raise SetupError(
+                f"spec.replicas is {pod.replicas}: a local rollout runs every pod on this machine, at most "
+                f"{MAX_REPLICAS}; replay a copy of the manifest with fewer replicas (the verdict does not depend on it)"
+            )
         if _is_zero(pod.max_surge) and _is_zero(pod.max_unavailable):
             raise SetupError("maxSurge and maxUnavailable are both 0: Kubernetes rejects such a Deployment")
         surge, unavailable = resolve_fenceposts(pod.max_surge, pod.max_unavailable, pod.replicas)
@@ -83,6 +92,7 @@ class _Rollout:
     async def launch(self, generation: str) -> Replica:
         port = target.free_port()
         argv, _ = localize(self.container.argv, port=port, container_ports=self.container.ports)
+        argv = keep_loopback(argv)
         self.run.require_command(argv[0])
         name = f"{self.pod.name}-{generation}{next(self._numbers)}"
         log = self.run.run_dir / f"{name}.log"
@@ -137,6 +147,7 @@ def rollout(plan: Replay, run_dir: str | os.PathLike[str]) -> list[Event]:
 async def _rollout(plan: Replay, run_dir: str | os.PathLike[str]) -> list[Event]:
     pod, container, options = plan.pod, plan.container, plan.options
     strategy = Strategy.of(pod)
+    steady_path = checked_paths(plan)
     argv, app = localize(container.argv, port=0, container_ports=container.ports)
     # The steady load is the rollout's traffic: no slow requests held inside one pod.
     scenario = plan.scenario(argv, app)
@@ -158,7 +169,7 @@ async def _rollout(plan: Replay, run_dir: str | os.PathLike[str]) -> list[Event]
         url = f"http://{target.HOST}:{controller.router.port}"
         async with traffic.new_client(run.client_timeout) as client:
             stop = asyncio.Event()
-            steady = asyncio.create_task(traffic.steady_load(client, url, plan.steady_path, run.journal, stop))
+            steady = asyncio.create_task(traffic.steady_load(client, url, steady_path, run.journal, stop))
             try:
                 await controller.replace_all(strategy, old)
                 await run.settle(controller.terminations)
@@ -178,12 +189,13 @@ async def _wait_ready(replica: Replica, probe: ProbeSpec | None, timeout: float,
     await target.wait_port(replica.pod.process, port=replica.port, timeout=timeout, log=log)
     if probe is None or probe.path is None:
         return
+    url = pod_url(replica.port, pod_path(probe.path, where="readinessProbe.httpGet.path"))
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     async with httpx.AsyncClient(timeout=probe.timeout, trust_env=False) as client:
         while True:
             with contextlib.suppress(httpx.HTTPError):
-                response = await client.get(f"http://{target.HOST}:{replica.port}{probe.path}")
+                response = await client.get(url)
                 if 200 <= response.status_code < 400:
                     return
             if loop.time() > deadline:

@@ -11,8 +11,13 @@ that fraction of the new connections made once the pod is terminating (seeded, e
 journaled as `fault.injected`), as a flaky load balancer does during a rollout.
 
 Journaled: `router.terminating` (the deletion reached the data plane's input) and
-`router.removed` (the last router stopped sending new connections), and every upstream
-connect that failed, with the time, so `no-refused-while-routed` can judge the window between.
+`router.removed` (the last router stopped sending new connections), every upstream connect that
+failed, and, for every connection, the router's own decision at the moment it accepted it
+(`router.decision`: routed to an endpoint, reset by the chaos, or refused with no endpoint left)
+and which request it carried (`router.request`, from its `x-drainspec-id` header). A client's
+send time says nothing about when the router saw it: a request sent just before the endpoint's
+removal may be accepted just after it, and refused by the router, not by the pod.
+`no-refused-while-routed` judges each request by the decision made for it.
 """
 
 from __future__ import annotations
@@ -21,10 +26,20 @@ import asyncio
 import contextlib
 import itertools
 import random
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from chaos.journal import JournalWriter, Kind
+from chaos.probe import REQUEST_ID_HEADER
 from chaos.target import HOST
+
+HEAD_BYTES = 16 * 1024  # how much of a request the router reads to find its id
+HEAD_WAIT_SECONDS = 0.5  # how long a refused connection is read for its id before the reset
+
+ROUTED = "routed"
+RESET = "reset"
+NO_ENDPOINT = "no-endpoint"
 
 
 @dataclass
@@ -52,6 +67,7 @@ class Router:
         self._random = random.Random(seed)
         self.endpoints: dict[str, Endpoint] = {}
         self._cycle = itertools.count()
+        self._connection_ids = itertools.count(1)
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
         self._removals: set[asyncio.Task[None]] = set()
@@ -91,12 +107,29 @@ class Router:
         if task is not None:
             self._connections.add(task)
             task.add_done_callback(self._connections.discard)
-        endpoint = self._pick()
-        if endpoint is None:
+        try:
+            await self._serve(client_reader, client_writer)
+        except asyncio.CancelledError:
+            # The router is closing (the run ended, or Ctrl-C). asyncio's stream server logs a
+            # cancelled client handler as an error with a traceback; the connection simply ends.
             _abort(client_writer)
-            return
-        if endpoint.terminating and self.reset_rate and self._random.random() < self.reset_rate:
-            self.journal.write(Kind.FAULT_INJECTED, fault="router-reset", endpoint=endpoint.name)
+
+    async def _serve(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
+        """One client connection: decide at accept, journal the decision, then route or refuse it."""
+        accepted = time.monotonic_ns()
+        conn = next(self._connection_ids)
+        endpoint = self._pick()
+        decision = ROUTED
+        if endpoint is None:
+            decision = NO_ENDPOINT
+        elif endpoint.terminating and self.reset_rate and self._random.random() < self.reset_rate:
+            decision = RESET
+        self._decided(conn, decision, endpoint, accepted, client_writer)
+        identify = self._identifier(conn)
+        if endpoint is None or decision != ROUTED:
+            if decision == RESET and endpoint is not None:
+                self.journal.write(Kind.FAULT_INJECTED, fault="router-reset", endpoint=endpoint.name, conn=conn)
+            await _read_head(client_reader, identify)  # which request it was, then the reset
             _abort(client_writer)
             return
         if self.latency:
@@ -104,16 +137,42 @@ class Router:
         try:
             upstream_reader, upstream_writer = await asyncio.open_connection(HOST, endpoint.port)
         except OSError as exc:
-            self.journal.write(Kind.ROUTER_UPSTREAM_FAILED, endpoint=endpoint.name, error=str(exc))
+            self.journal.write(Kind.ROUTER_UPSTREAM_FAILED, endpoint=endpoint.name, error=str(exc), conn=conn)
+            await _read_head(client_reader, identify)
             _abort(client_writer)
             return
         await asyncio.gather(
-            _pipe(client_reader, upstream_writer),
+            _pipe(client_reader, upstream_writer, identify),
             _pipe(upstream_reader, client_writer),
             return_exceptions=True,
         )
         for writer in (client_writer, upstream_writer):
             writer.close()
+
+    def _decided(
+        self, conn: int, decision: str, endpoint: Endpoint | None, accepted: int, writer: asyncio.StreamWriter
+    ) -> None:
+        """Journal the decision for one accepted connection, with its accept time and client port."""
+        peer = writer.get_extra_info("peername")
+        self.journal.write(
+            Kind.ROUTER_DECISION,
+            conn=conn,
+            decision=decision,
+            endpoint=endpoint.name if endpoint is not None else None,
+            terminating=bool(endpoint is not None and endpoint.terminating),
+            accepted=accepted,
+            client_port=int(peer[1]) if isinstance(peer, tuple) and len(peer) >= 2 else 0,
+        )
+
+    def _identifier(self, conn: int) -> Callable[[bytes], None]:
+        """Journal which request a connection carried, once its head has been read."""
+
+        def identify(head: bytes) -> None:
+            request_id = request_id_of(head)
+            if request_id is not None:
+                self.journal.write(Kind.ROUTER_REQUEST, conn=conn, id=request_id)
+
+        return identify
 
     async def close(self) -> None:
         for task in (*self._removals, *self._connections):
@@ -125,9 +184,43 @@ class Router:
                 await asyncio.wait_for(self._server.wait_closed(), 2)
 
 
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+def request_id_of(head: bytes) -> str | None:
+    """The `x-drainspec-id` of an HTTP request head, if the head holds one."""
+    for line in head.split(b"\r\n")[1:]:
+        if not line:
+            break
+        name, sep, value = line.partition(b":")
+        if sep and name.strip().lower() == REQUEST_ID_HEADER:
+            text = value.strip().decode("latin-1")
+            return text[:200] or None
+    return None
+
+
+async def _read_head(reader: asyncio.StreamReader, identify: Callable[[bytes], None]) -> None:
+    """Read what a refused client sent, briefly, to learn which request it was."""
+    head = b""
+    with contextlib.suppress(OSError, TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+        async with asyncio.timeout(HEAD_WAIT_SECONDS):
+            while b"\r\n\r\n" not in head and len(head) < HEAD_BYTES:
+                chunk = await reader.read(HEAD_BYTES - len(head))
+                if not chunk:
+                    break
+                head += chunk
+    identify(head)
+
+
+async def _pipe(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, identify: Callable[[bytes], None] | None = None
+) -> None:
+    """Copy one direction of a connection; `identify` is given the request head as it passes."""
+    head = b""
     try:
         while data := await reader.read(65536):
+            if identify is not None:
+                head += data
+                if b"\r\n\r\n" in head or len(head) >= HEAD_BYTES:
+                    identify(head)
+                    identify, head = None, b""
             writer.write(data)
             await writer.drain()
     except (ConnectionError, OSError):

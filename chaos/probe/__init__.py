@@ -14,12 +14,16 @@ In-server instrumentation: the eyes drainspec has inside each server process.
 - event-loop lag from a heartbeat, and a watchdog thread that records the main thread's stack
   while the loop is stalled, so the report can name the blocking frame.
 
-Apps add their own events (`pool.open`, `pool.closed`, `pool.use_after_close`) with `record`.
+The resources the app opens (database engines and pools, Redis, HTTP clients) are seen by
+`chaos.probe.resources`, installed by `chaos.probe.asgi` unless `DRAINSPEC_INSTRUMENT=0`. Apps
+add their own events for anything else (`pool.open`, `pool.closed`, `pool.use_after_close`)
+with `record`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import functools
 import itertools
@@ -47,6 +51,9 @@ HEARTBEAT_SECONDS = 0.02
 _LIBRARY_DIRS = tuple({os.path.dirname(os.__file__), *(p for p in sys.path if p.endswith("-packages"))})
 
 current_request: contextvars.ContextVar[str | None] = contextvars.ContextVar("drainspec_request", default=None)
+# The background task running now (Starlette's, or a task an endpoint spawned): a resource used
+# from it is attributed to the task as well as to its request.
+current_task: contextvars.ContextVar[str | None] = contextvars.ContextVar("drainspec_task", default=None)
 
 _writer: JournalWriter | None = None
 _writer_lock = threading.Lock()
@@ -83,6 +90,9 @@ def record(kind: str, **fields: Any) -> None:
     request = current_request.get()
     if request is not None:
         fields.setdefault("request", request)
+    task = current_task.get()
+    if task is not None:
+        fields.setdefault("task", task)
     thread = threading.current_thread()
     if thread is not threading.main_thread():
         fields.setdefault("thread", thread.name)
@@ -137,6 +147,7 @@ def patch_starlette_background() -> bool:
             await original_call(self)
             return
         record(Kind.TASK_STARTED, task=task_id)
+        token = current_task.set(task_id)  # a sync task's thread inherits it with the context
         try:
             await original_call(self)
         except asyncio.CancelledError:
@@ -149,6 +160,8 @@ def patch_starlette_background() -> bool:
         else:
             if self.is_async:
                 record(Kind.TASK_FINISHED, task=task_id)
+        finally:
+            current_task.reset(token)
 
     task_class.__init__ = __init__
     task_class.__call__ = __call__
@@ -198,12 +211,17 @@ def install_task_factory(loop: asyncio.AbstractEventLoop) -> None:
         return
 
     def factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Future[Any]:
+        if current_request.get() is None or not _spawned_by_app(coro):
+            return previous(loop, coro, **kwargs) if previous is not None else asyncio.Task(coro, loop=loop, **kwargs)
+        task_id = _new_id("a")
+        context = kwargs.pop("context", None) or contextvars.copy_context()
+        with contextlib.suppress(RuntimeError):  # a context already entered elsewhere is left as it is
+            context.run(current_task.set, task_id)  # what the task does is attributed to it
+        kwargs["context"] = context
         task = previous(loop, coro, **kwargs) if previous is not None else asyncio.Task(coro, loop=loop, **kwargs)
-        if current_request.get() is not None and _spawned_by_app(coro):
-            task_id = _new_id("a")
-            record(Kind.TASK_QUEUED, task=task_id, name=_name_of(coro), spawned=True)
-            record(Kind.TASK_STARTED, task=task_id)
-            task.add_done_callback(functools.partial(_record_task_end, task_id))
+        record(Kind.TASK_QUEUED, task=task_id, name=_name_of(coro), spawned=True)
+        record(Kind.TASK_STARTED, task=task_id)
+        task.add_done_callback(functools.partial(_record_task_end, task_id))
         return task
 
     factory._drainspec = True  # type: ignore[attr-defined]
@@ -213,10 +231,22 @@ def install_task_factory(loop: asyncio.AbstractEventLoop) -> None:
 def _record_task_end(task_id: str, task: asyncio.Future[Any]) -> None:
     if task.cancelled():
         record(Kind.TASK_CANCELLED, task=task_id)
-    elif (exc := task.exception()) is not None:
+    elif (exc := _exception_of(task)) is not None:
         record(Kind.TASK_FAILED, task=task_id, error=_describe(exc))
     else:
         record(Kind.TASK_FINISHED, task=task_id)
+
+
+def _exception_of(task: asyncio.Future[Any]) -> BaseException | None:
+    """
+    The task's exception, read without retrieving it: `Task.exception()` would mark it
+    retrieved, and asyncio's own "Task exception was never retrieved" log (what the app's
+    operators see without drainspec) would be lost.
+    """
+    if hasattr(task, "_exception"):
+        exc = task._exception
+        return exc if isinstance(exc, BaseException) else None
+    return task.exception()  # pragma: no cover - every CPython task has `_exception`
 
 
 # --- event-loop watchdog ------------------------------------------------------------------------
@@ -272,25 +302,38 @@ class LoopWatchdog:
             frame = sys._current_frames().get(self._loop_thread)
             if frame is None:
                 continue
-            stack = traceback.format_stack(frame)[-8:]
+            stack = traceback.format_stack(frame)
             record(
                 Kind.LOOP_STALL,
                 stalled_ms=round(overdue * 1000, 1),
-                frame=_innermost_app_frame(frame),
+                frame=_blocking_frame(frame),
                 stack=[line.rstrip() for line in stack],
             )
 
 
-def _innermost_app_frame(frame: Any) -> str:
-    """The innermost frame outside the standard library: where the app blocked the loop."""
-    stdlib = os.path.dirname(os.__file__)
-    first = frame
+def _is_library(filename: str) -> bool:
+    """The standard library, site-packages, or drainspec itself: not the app's own code."""
+    return filename.startswith((*_LIBRARY_DIRS, _OWN_DIR, "<"))
+
+
+def _blocking_frame(frame: Any) -> str:
+    """
+    Where the app blocked the loop: the innermost frame of the app's own code (outside the
+    standard library, site-packages and drainspec), then the library frame it was blocked in,
+    e.g. `app/news.py:41 in fetch, blocked in .../http/client.py:286 in _read_status`.
+    """
+    innermost = frame
     while frame is not None:
-        filename = frame.f_code.co_filename
-        if not filename.startswith(stdlib):
-            return f"{filename}:{frame.f_lineno} in {frame.f_code.co_name}"
+        code = frame.f_code
+        if not _is_library(code.co_filename):
+            where = f"{code.co_filename}:{frame.f_lineno} in {code.co_name}"
+            if frame is innermost:
+                return where
+            blocked = innermost.f_code
+            return f"{where}, blocked in {blocked.co_filename}:{innermost.f_lineno} in {blocked.co_name}"
         frame = frame.f_back
-    return f"{first.f_code.co_filename}:{first.f_lineno} in {first.f_code.co_name}"
+    code = innermost.f_code
+    return f"{code.co_filename}:{innermost.f_lineno} in {code.co_name}"
 
 
 # --- the ASGI wrapper ---------------------------------------------------------------------------

@@ -2,7 +2,8 @@
 The import string every server is launched on: `chaos.probe.asgi:app`.
 
 It imports the user's app (named by `DRAINSPEC_APP`, in uvicorn's `module:attribute` form)
-and wraps it in the probe. An app that cannot be imported is journaled as `probe.error`, so
+and wraps it in the probe, with the resource instrumentation installed first (`DRAINSPEC_INSTRUMENT=0`
+leaves it out). An app that cannot be imported is journaled as `probe.error`, so
 the harness can say why in one line instead of showing the server's traceback.
 """
 
@@ -12,13 +13,15 @@ import os
 import sys
 
 from chaos.journal import Kind
-from chaos.probe import APP_ENV, ASGIApp, Probe, patch_starlette_background, record
+from chaos.probe import APP_ENV, ASGIApp, Probe, patch_starlette_background, record, resources
 
 
 def load(import_string: str) -> ASGIApp:
     from uvicorn.importer import ImportFromStringError, import_from_string
 
     patch_starlette_background()
+    if resources.enabled():
+        resources.install()  # before the app's imports, so every resource it opens is seen
     try:
         app = import_from_string(import_string)
     except ImportFromStringError as exc:
@@ -41,7 +44,7 @@ def _wrap_from_environment() -> Probe:
     if not import_string:
         raise _fail(f"{APP_ENV} is not set; drainspec sets it when it launches a server")
     probe = Probe(load(import_string))
-    record(Kind.PROBE_LOADED, app=import_string)
+    record(Kind.PROBE_LOADED, app=import_string, instrument=resources.enabled())
     return probe
 
 

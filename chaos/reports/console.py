@@ -1,6 +1,7 @@
 """
 One run on the terminal, rebuilt from the journal alone: the verdicts with their evidence, then
-a compact timeline (`timeline_lines`, which report.json carries too).
+a compact timeline (`timeline_lines`, which report.json carries too), and the resources the app
+opened with what became of them (`resource_lines`).
 """
 
 from __future__ import annotations
@@ -53,6 +54,8 @@ def _line_for(timeline: Timeline, event: Event) -> str | None:
         status = f" HTTP {fields['status']}" if "status" in fields else ""
         request = f"{fields.get('id')} {fields.get('method')} {fields.get('path')}"
         return f"client   {request}: {fields.get('outcome')}{status}"
+    if kind in (Kind.RESOURCE_CLOSED, Kind.RESOURCE_USE, Kind.PROBE_WARNING):
+        return _resource_line(timeline, event, who)
     if kind in (
         Kind.SHUTDOWN_RECEIVED,
         Kind.SHUTDOWN_COMPLETE,
@@ -72,8 +75,53 @@ def _line_for(timeline: Timeline, event: Event) -> str | None:
     if kind in (Kind.TASK_FINISHED, Kind.TASK_CANCELLED, Kind.TASK_FAILED) and event.t >= timeline.origin:
         task = timeline.tasks.get(str(fields.get("task")))
         label = task.name.rsplit(".", 1)[-1] if task else "?"
-        return f"app{who:>8} task {label} [{fields.get('task')}] {kind.split('.')[1]}"
+        raised = f": {fields.get('error')}" if kind == Kind.TASK_FAILED else ""
+        return f"app{who:>8} task {label} [{fields.get('task')}] {kind.split('.')[1]}{raised}"
     return None
+
+
+def _resource_line(timeline: Timeline, event: Event, who: str) -> str | None:
+    """The close of a resource the app opened at startup, and any use after a close."""
+    if event.kind == Kind.PROBE_WARNING:
+        return f"app{who:>8} probe.warning ({event.get('library')}): {event.get('error')}"
+    resource = timeline.resources.get(str(event.get("resource")))
+    if resource is None:
+        return None
+    if event.kind == Kind.RESOURCE_CLOSED and resource.long_lived and resource.closed == event.t:
+        return f"app{who:>8} {timeline.label(resource)} closed ({event.get('how')})"
+    start = event.get("start") if isinstance(event.get("start"), int) else event.t
+    if event.kind == Kind.RESOURCE_USE and resource.closed is not None and start >= resource.closed:
+        by = event.get("task") or event.get("request") or event.get("thread") or "app"
+        return f"app{who:>8} {event.get('op')} on {timeline.label(resource)} after it closed ({by})"
+    return None
+
+
+def resource_lines(timeline: Timeline, limit: int = 20) -> list[str]:
+    """
+    One line per resource: what it is, who opened it and when, when it closed (or that it never
+    did), how many uses it had and how many came after its close.
+    """
+    at = timeline.at
+    lines = []
+    for resource in sorted(timeline.resources.values(), key=lambda r: r.opened or r.closed or 0):
+        if resource.recorded:
+            head = f"pool {resource.name} (recorded by the app with chaos.record)"
+            opened = f"opened {at(resource.opened)}" if resource.opened is not None else "its opening not recorded"
+            uses = f"{len(resource.refusals)} use(s) after close" if resource.refusals else "uses not recorded"
+        else:
+            head = f"{resource.label} ({resource.type})"
+            owner = resource.task or resource.request
+            opened = f"opened {at(resource.opened)} " + (f"by {owner}" if owner else "at startup")
+            late = sum(1 for u in resource.uses if resource.closed is not None and u.start >= resource.closed)
+            uses = f"{len(resource.uses)} use(s)" + (f", {late} after its close" if late else "")
+        if resource.closed is not None:
+            closed = f"closed {at(resource.closed)} ({resource.closed_how})"
+        else:
+            closed = "NEVER CLOSED" if resource.opened is not None else "its close not recorded"
+        lines.append(f"{head}: {opened}, {closed}; {uses}")
+    if len(lines) > limit:
+        lines = lines[:limit] + [f"... and {len(lines) - limit} more"]
+    return lines
 
 
 def timeline_lines(timeline: Timeline, limit: int = 60) -> list[str]:
@@ -112,7 +160,10 @@ def timeline_lines(timeline: Timeline, limit: int = 60) -> list[str]:
 # --- console ------------------------------------------------------------------------------------
 
 
-def print_console(console: Console, timeline: Timeline, verdicts: Sequence[Verdict]) -> None:
+def print_console(
+    console: Console, timeline: Timeline, verdicts: Sequence[Verdict], missing_evidence: Sequence[str] = ()
+) -> None:
+    """The run as a person reads it; "verified" only when nothing failed and no evidence is missing."""
     scenario = timeline.scenario
     if timeline.rollout:
         facts = ", ".join(f"{key} {value}" for key, value in timeline.rollout.items() if value is not None)
@@ -131,6 +182,12 @@ def print_console(console: Console, timeline: Timeline, verdicts: Sequence[Verdi
     for line in timeline_lines(timeline):
         console.print("  " + escape(line), highlight=False)
     console.print()
+    resources = resource_lines(timeline)
+    if resources:
+        console.print("[bold]Resources[/] (seen in the app; a use is a query, a command or a request)")
+        for line in resources:
+            console.print("  " + escape(line), highlight=False)
+        console.print()
     console.print("[bold]Verdicts[/]")
     for verdict in verdicts:
         style = STATUS_STYLE[verdict.status]
@@ -142,6 +199,10 @@ def print_console(console: Console, timeline: Timeline, verdicts: Sequence[Verdi
     console.print()
     if failures:
         console.print(f"[bold red]{len(failures)} verdict(s) failed:[/] {', '.join(failures)}")
+    elif missing_evidence:
+        console.print("[bold yellow]not verified: the evidence is incomplete[/]")
+        for missing in missing_evidence:
+            console.print(f"  [yellow]-[/] {escape(missing)}", highlight=False)
     else:
         verified = "rolling update verified" if timeline.rollout else "graceful shutdown verified"
         console.print(f"[bold green]{verified}[/]")

@@ -22,6 +22,7 @@ from pathlib import Path
 from chaos.journal import Event, Kind
 from chaos.judge.timeline import RequestView, TaskView, Timeline, WorkerView
 from chaos.judge.verdict import ALLOWED_FATES, Evidence, Fate, Status, Verdict, fate_of
+from chaos.outdir import write_file
 
 MAX_LANES = 200  # requests and tasks together; workers and aggregate lanes always shown
 WIDTH = 1160  # fits a 1200 px window with the page margins
@@ -204,6 +205,15 @@ def _worker_lane(timeline: Timeline, worker: WorkerView, start: int, named: Name
     for t, what in steps:
         if t is not None:
             lane.dots.append(Dot(t, "c-tick", f"pid {worker.pid}: {what} at {at(t)}", tick=True))
+    for resource in timeline.resources.values():
+        if resource.pid == worker.pid and resource.long_lived and resource.closed is not None and not resource.recorded:
+            text = f"pid {worker.pid}: {timeline.label(resource)} closed at {at(resource.closed)}"
+            lane.dots.append(Dot(resource.closed, "c-tick", text, tick=True))
+        for use in resource.uses:
+            if use.pid == worker.pid and resource.closed is not None and use.start >= resource.closed:
+                who = use.task or use.request or use.thread or "the app"
+                text = f"{at(use.start)} {use.op} on {timeline.label(resource)} after it closed, by {who}"
+                lane.dots.append(Dot(use.start, "c-stall", text))
     for event in timeline.events:
         if event.pid == worker.pid and event.kind in (Kind.LOOP_STALL, Kind.LOOP_LAG, Kind.POOL_USE_AFTER_CLOSE):
             blocked = int(float(event.get("stalled_ms") or event.get("lag_ms") or 0) * 1e6)
@@ -286,6 +296,9 @@ def _task_lane(timeline: Timeline, task: TaskView, allowed: frozenset[Fate], nam
     css = f"f-{fate.value}" + ("" if work_end is not None else " open")
     finish = f"ended {at(work_end)}" if work_end is not None else "never ended"
     text = f"[{task.id}] {FATE_LABEL[fate]}: started {at(task.started)}, {finish}"
+    if task.failed:
+        text += f"; raised {task.failed}"
+        lane.title += f"; raised {task.failed}"
     lane.bars.append(Bar(task.started, work_end if work_end is not None else end, css, text))
     if task.cancelled is not None:
         lane.dots.append(Dot(task.cancelled, "c-tick", f"[{task.id}] cancelled at {at(task.cancelled)}", tick=True))
@@ -408,9 +421,20 @@ def build_markers(timeline: Timeline) -> list[Marker]:
     markers = []
     for event in timeline.events:
         marker = _marker_for(event, several)
+        if event.kind == Kind.RESOURCE_CLOSED:
+            marker = _resource_marker(timeline, event, several)
         if marker is not None:
             markers.append(marker)
     return markers
+
+
+def _resource_marker(timeline: Timeline, event: Event, several_workers: bool) -> Marker | None:
+    """The close of an engine, pool or client the app opened at startup: its teardown, as a pool's."""
+    resource = timeline.resources.get(str(event.get("resource")))
+    if resource is None or not resource.long_lived or resource.closed != event.t:
+        return None
+    pid = f" [{event.pid}]" if several_workers else ""
+    return Marker(event.t, f"{_clip(resource.label, 32)} closed{pid}", "pool-closed")
 
 
 def _marker_for(event: Event, several_workers: bool) -> Marker | None:
@@ -470,8 +494,20 @@ def _place_labels(markers: Sequence[Marker], scale: Scale) -> list[tuple[Marker,
 # --- drawing -----------------------------------------------------------------------------------
 
 
-def _e(text: object) -> str:
-    return html.escape(str(text), quote=True)
+def _e(value: object) -> str:
+    """
+    The one way any value reaches the page: every character that could open a tag, end an
+    attribute or start an entity is escaped. The journal is written by the app under test as
+    well as by drainspec, so no field of it is trusted, not even one that should be a number.
+    """
+    return html.escape(str(value), quote=True)
+
+
+def _seconds(value: object) -> str:
+    """A number of seconds as `1.5`, anything else as its text (still to be escaped)."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return f"{value:g}"
+    return str(value)
 
 
 def _scale(timeline: Timeline, groups: Sequence[tuple[str, list[Lane], int]], markers: Sequence[Marker]) -> Scale:
@@ -611,14 +647,14 @@ def _verdict_rows(verdicts: Sequence[Verdict]) -> list[str]:
             shown, rest = verdict.evidence[:EVIDENCE_SHOWN], verdict.evidence[EVIDENCE_SHOWN:]
             cell += _evidence(shown)
             if rest:
-                cell += f"<details><summary>{len(rest)} more</summary>{_evidence(rest)}</details>"
+                cell += f"<details><summary>{_e(len(rest))} more</summary>{_evidence(rest)}</details>"
         elif verdict.evidence:
-            cell += (
-                f"<details><summary>{len(verdict.evidence)} note(s)</summary>{_evidence(verdict.evidence)}</details>"
-            )
+            notes = _e(len(verdict.evidence))
+            cell += f"<details><summary>{notes} note(s)</summary>{_evidence(verdict.evidence)}</details>"
+        label = _e(STATUS_LABEL[verdict.status])
         rows.append(
-            f'<tr class="{status}" data-verdict="{_e(verdict.name)}"><td class="name">{_e(verdict.name)}</td>'
-            f'<td><span class="badge {status}">{STATUS_LABEL[verdict.status]}</span></td><td>{cell}</td></tr>'
+            f'<tr class="{_e(status)}" data-verdict="{_e(verdict.name)}"><td class="name">{_e(verdict.name)}</td>'
+            f'<td><span class="badge {_e(status)}">{label}</span></td><td>{cell}</td></tr>'
         )
     return rows
 
@@ -646,13 +682,14 @@ def _legend() -> str:
 def _heading(timeline: Timeline, verdicts: Sequence[Verdict]) -> list[str]:
     failed = [v.name for v in verdicts if v.failed]
     result = "fail" if failed else "pass"
-    out = [f'<h1>drainspec timeline <span class="result {result}">{result.upper()}</span></h1>']
+    out = [f'<h1>drainspec timeline <span class="result {_e(result)}">{_e(result.upper())}</span></h1>']
     scenario = timeline.scenario
     if scenario is not None and not timeline.rollout:
+        signal = str(scenario.signal).removeprefix("SIG")
         out.append(
             f'<p class="meta">{_e(scenario.app or "(no app)")} on {_e(scenario.command or scenario.server)}: '
-            f"{scenario.requests} request(s) and {scenario.background} background request(s) in flight, "
-            f"SIG{_e(scenario.signal.removeprefix('SIG'))} with a {scenario.grace:g}s grace</p>"
+            f"{_e(scenario.requests)} request(s) and {_e(scenario.background)} background request(s) in flight, "
+            f"SIG{_e(signal)} with a {_e(_seconds(scenario.grace))}s grace</p>"
         )
     if timeline.replay:
         facts = ", ".join(f"{_e(k)} {_e(v)}" for k, v in timeline.replay.items() if v is not None)
@@ -683,6 +720,56 @@ def _findings(timeline: Timeline) -> list[str]:
     return ["<h2>Manifest findings</h2>", f'<ul class="evidence">{items}</ul>']
 
 
+def _escaped(timeline: Timeline) -> list[str]:
+    """Processes the app started that outlived the server: drainspec killed them at the end."""
+    items = "".join(
+        f"<li>pid {_e(e.get('target'))} ({_e(e.get('found'))}): {_e(e.get('command'))}</li>"
+        for e in timeline.events
+        if e.kind == Kind.PROCESS_ESCAPED
+    )
+    if not items:
+        return []
+    return [
+        "<h2>Processes left running</h2>",
+        '<p class="meta"><b class="failed">The app started these and they outlived the server;'
+        " drainspec killed them at the end of the run.</b></p>",
+        f'<ul class="evidence">{items}</ul>',
+    ]
+
+
+def _resources(timeline: Timeline) -> list[str]:
+    """The resources the app opened: what each is, who opened it, when it closed, its uses."""
+    if not timeline.resources:
+        return []
+    at = timeline.at
+    rows = []
+    for resource in sorted(timeline.resources.values(), key=lambda r: r.opened or r.closed or 0):
+        owner = resource.task or resource.request
+        if resource.recorded:
+            opened = at(resource.opened) if resource.opened is not None else "not recorded"
+            uses = f"{len(resource.refusals)} after its close (recorded by the app)"
+        else:
+            opened = f"{at(resource.opened)} " + (f"by {owner}" if owner else "at startup")
+            late = sum(1 for u in resource.uses if resource.closed is not None and u.start >= resource.closed)
+            uses = f"{len(resource.uses)}" + (f", {late} after its close" if late else "")
+        never = resource.closed is None and resource.opened is not None
+        closed = f"{at(resource.closed)} ({resource.closed_how})" if resource.closed is not None else "never"
+        css = "fail" if never or "after its close" in uses and not uses.startswith("0 ") else "pass"
+        cells = [timeline.label(resource), resource.type, opened, closed, uses]
+        rows.append(
+            f'<tr class="{css}" data-resource="{_e(resource.id)}"><td class="name">{_e(cells[0])}</td>'
+            + "".join(f"<td>{_e(cell)}</td>" for cell in cells[1:])
+            + "</tr>"
+        )
+    return [
+        "<h2>Resources</h2>",
+        '<table class="verdicts"><thead><tr><th>resource</th><th>what</th><th>opened</th><th>closed</th>'
+        "<th>uses</th></tr></thead><tbody>",
+        *rows,
+        "</tbody></table>",
+    ]
+
+
 def render(timeline: Timeline, verdicts: Sequence[Verdict]) -> str:
     """The whole page: verdicts, then the lanes; no external resource of any kind."""
     parts: Iterable[str] = [
@@ -698,6 +785,8 @@ def render(timeline: Timeline, verdicts: Sequence[Verdict]) -> str:
         *_verdict_rows(verdicts),
         "</tbody></table>",
         *_findings(timeline),
+        *_escaped(timeline),
+        *_resources(timeline),
         "<h2>Timeline</h2>",
         _legend(),
         render_svg(timeline, verdicts),
@@ -707,4 +796,5 @@ def render(timeline: Timeline, verdicts: Sequence[Verdict]) -> str:
 
 
 def write_html(path: Path, timeline: Timeline, verdicts: Sequence[Verdict]) -> None:
-    path.write_text(render(timeline, verdicts), encoding="utf-8")
+    """Write timeline.html (never through a link: `chaos.outdir.write_file`)."""
+    write_file(path, render(timeline, verdicts).encode("utf-8"))

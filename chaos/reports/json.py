@@ -11,8 +11,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from chaos.journal import Kind
 from chaos.judge.timeline import Timeline
 from chaos.judge.verdict import Verdict
+from chaos.outdir import write_file
 from chaos.reports.console import timeline_lines
 
 REPORT_SCHEMA = "drainspec.report/2"
@@ -35,10 +37,21 @@ def to_dict(timeline: Timeline, verdicts: Sequence[Verdict]) -> dict[str, Any]:
         "replay": timeline.replay or None,
         "rollout": timeline.rollout or None,
         "findings": [dict(event.fields) for event in timeline.findings],
+        "escaped_processes": escaped_processes(timeline),
         "timeline": timeline_lines(timeline, limit=10_000),
     }
 
 
+def escaped_processes(timeline: Timeline) -> list[dict[str, Any]]:
+    """Processes the app started that outlived the run; drainspec killed each at the end."""
+    return [
+        {"pid": event.get("target"), "command": event.get("command"), "found": event.get("found")}
+        for event in timeline.events
+        if event.kind == Kind.PROCESS_ESCAPED
+    ]
+
+
 def write_json(path: Path, timeline: Timeline, verdicts: Sequence[Verdict]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(to_dict(timeline, verdicts), indent=2) + "\n")
+    """Write report.json (never through a link: `chaos.outdir.write_file`)."""
+    text = json.dumps(to_dict(timeline, verdicts), indent=2, default=str) + "\n"
+    write_file(path, text.encode())

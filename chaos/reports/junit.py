@@ -8,6 +8,7 @@ from pathlib import Path
 
 from chaos.judge.timeline import Timeline
 from chaos.judge.verdict import Status, Verdict
+from chaos.outdir import write_file
 
 
 def write_junit(path: Path, timeline: Timeline, verdicts: Sequence[Verdict], suite: str = "drainspec") -> None:
@@ -26,5 +27,5 @@ def write_junit(path: Path, timeline: Timeline, verdicts: Sequence[Verdict], sui
             failure.text = "\n".join(str(item) for item in verdict.evidence)
         elif verdict.status == Status.NOT_APPLICABLE:
             ET.SubElement(case, "skipped", message=verdict.summary)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ET.ElementTree(root).write(path, encoding="utf-8", xml_declaration=True)
+    data = ET.tostring(root, encoding="utf-8", xml_declaration=True)
+    write_file(path, data)

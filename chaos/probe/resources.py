@@ -1,0 +1,1022 @@
+"""
+Resources the app opens, seen without a code change: database engines and pools, caches, HTTP
+clients. For each one the probe journals its opening (`resource.open`: a stable id, the library,
+what it is, and a name with no credentials in it, such as `postgresql://db.internal:5432/shop`),
+its closing (`resource.closed`), and every use (a query, a command, a request) at its start
+(`resource.use`) and end (`resource.use_end`, with the error when it raised). `chaos.probe.record`
+adds the request, the background task and the thread that made each of them, so a use after
+close is named with who made it.
+
+- SQLAlchemy engines, sync and async: opened when created, closed by `dispose()`; a use is
+  each statement;
+- asyncpg pools: opened by `create_pool`, closed by `close()` / `terminate()`; a use is each
+  query on a pooled connection, or an `acquire()` the pool refused;
+- psycopg 3 connections: `connect()` / `close()` (or the end of their `with`); each `execute`;
+- psycopg_pool pools: opened, `close()`; each query on a pooled connection, or a refused
+  `getconn()`;
+- redis.asyncio connection pools (a client's own, or one the app made): created, `aclose()` /
+  `disconnect()` (a client's `aclose()` closes the pool it owns); each command and pipeline;
+- httpx `Client` / `AsyncClient`: created, `close()` / `aclose()` or the end of its `with`;
+  each `send`;
+- aiohttp `ClientSession`: created, `close()`; each request.
+
+How, and why this way:
+
+- Classes are patched, not module functions: `from sqlalchemy import create_engine` binds the
+  function before anyone could replace it, while every engine is still an `Engine`.
+- Lazily: an import hook patches a library the moment the app imports it, and one already
+  imported is patched at once. Nothing is imported that the app does not import itself.
+- Never at the app's expense: each hook is guarded. A library whose version lacks what a hook
+  expects gets one `probe.warning` in the journal, and the app runs on, unhooked.
+- Beside OpenTelemetry, not through it: its instrumentations record operations as spans, and
+  none of them sees a pool or a client close, which is what the verdicts judge. They wrap the
+  same methods with `wrapt`; the hooks here call whatever the class holds through its
+  descriptor, so a `wrapt` wrapper installed before or after keeps working and an app that
+  already uses OpenTelemetry is seen once by each.
+- Nothing is counted twice: the connections a SQLAlchemy engine or a psycopg_pool pool opens
+  are not resources of their own, and their queries are uses of that engine or pool; asyncpg
+  connections opened outside a pool (SQLAlchemy's) are not seen at the driver level either.
+
+Off with `DRAINSPEC_INSTRUMENT=0` (the probe then sees only what the app records itself).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import functools
+import importlib.abc
+import importlib.machinery
+import inspect
+import itertools
+import os
+import sys
+import threading
+import time
+import types
+import weakref
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from types import FrameType, ModuleType
+from typing import Any, cast
+from urllib.parse import urlsplit
+
+from chaos.journal import Kind
+from chaos.probe import record
+from chaos.redact import redact_text
+
+INSTRUMENT_ENV = "DRAINSPEC_INSTRUMENT"
+"""Set to `0` (or `false`, `no`, `off`) to run the probe without resource instrumentation."""
+
+_OFF = frozenset({"0", "false", "no", "off"})
+_ATTRIBUTE = "_drainspec_resource"
+_MAX_OP = 60
+_MAX_ERROR = 300
+_OWNER_FRAMES = 60  # how far up the stack a connect looks for the engine or pool that owns it
+
+
+def enabled(environ: Mapping[str, str] = os.environ) -> bool:
+    """Whether resource instrumentation is on (it is unless `DRAINSPEC_INSTRUMENT` says off)."""
+    return environ.get(INSTRUMENT_ENV, "1").strip().lower() not in _OFF
+
+
+# --- the bookkeeping ----------------------------------------------------------------------------
+
+
+class _Resource:
+    """The probe's handle on one resource: its journal id, and whether it was closed."""
+
+    __slots__ = ("closed", "id")
+
+    def __init__(self, resource_id: str) -> None:
+        self.id = resource_id
+        self.closed = False
+
+
+_resource_ids = itertools.count(1)
+_use_ids = itertools.count(1)
+_token = os.urandom(3).hex()  # pids repeat across pods (PID 1 each): ids must not
+_side: weakref.WeakKeyDictionary[Any, _Resource] = weakref.WeakKeyDictionary()  # objects with __slots__
+# Objects that take neither an attribute nor a weak reference (asyncpg's `Pool` has __slots__
+# without __weakref__): kept alive here, so their id is never reused. Pools are few and long-lived.
+_pinned: dict[int, tuple[Any, _Resource]] = {}
+
+
+def _resource_of(obj: Any) -> _Resource | None:
+    found = getattr(obj, _ATTRIBUTE, None)
+    if isinstance(found, _Resource):
+        return found
+    if _side:
+        try:
+            found = _side.get(obj)
+        except TypeError:
+            found = None
+        if found is not None:
+            return found
+    if _pinned:
+        entry = _pinned.get(id(obj))
+        if entry is not None and entry[0] is obj:
+            return entry[1]
+    return None
+
+
+def _attach(obj: Any, resource: _Resource) -> bool:
+    try:
+        object.__setattr__(obj, _ATTRIBUTE, resource)  # past any __setattr__ that warns (aiohttp)
+        return True
+    except (AttributeError, TypeError):
+        pass
+    try:
+        _side[obj] = resource
+        return True
+    except TypeError:
+        pass
+    _pinned[id(obj)] = (obj, resource)
+    return True
+
+
+def _open(obj: Any, *, library: str, what: str, name: str) -> _Resource | None:
+    """Journal a resource's opening, once per object."""
+    existing = _resource_of(obj)
+    if existing is not None:
+        return existing
+    resource = _Resource(f"{os.getpid()}.{_token}.{next(_resource_ids)}")
+    if not _attach(obj, resource):
+        return None
+    record(Kind.RESOURCE_OPEN, resource=resource.id, name=redact_text(name), library=library, type=what)
+    return resource
+
+
+def _close(obj: Any, how: str) -> None:
+    resource = _resource_of(obj)
+    if resource is None or resource.closed:
+        return
+    resource.closed = True
+    record(Kind.RESOURCE_CLOSED, resource=resource.id, how=how)
+
+
+Use = tuple[_Resource, int, str, "str | None", "str | None"]
+"""A use begun: its resource, start (monotonic ns), op, host, and its id when journaled at its start."""
+
+
+def _use_start(resource: _Resource, op: str, host: str | None = None) -> Use:
+    """
+    Begin a use. It is journaled once, at its end, with its start in it (one line per query keeps
+    the overhead low), except on a resource already closed: then at once (`use`), so that a use
+    after close is seen even if it never returns, and its end (`resource.use_end`) follows.
+    """
+    if resource.closed:
+        use = f"u{next(_use_ids)}"
+        fields = {"host": host} if host else {}
+        record(Kind.RESOURCE_USE, resource=resource.id, use=use, op=op, **fields)
+        return resource, 0, op, host, use
+    return resource, time.monotonic_ns(), op, host, None
+
+
+def _use_end(begun: Use, error: BaseException | None = None) -> None:
+    resource, start, op, host, use = begun
+    fields: dict[str, Any] = {"error": _error_text(error)} if error is not None else {}
+    if use is not None:
+        record(Kind.RESOURCE_USE_END, resource=resource.id, use=use, **fields)
+        return
+    if host:
+        fields["host"] = host
+    record(Kind.RESOURCE_USE, resource=resource.id, op=op, start=start, **fields)
+
+
+def _error_text(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    described = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return redact_text(described[:_MAX_ERROR])
+
+
+_warned: set[str] = set()
+_warned_lock = threading.Lock()
+
+
+def _warn(library: str, what: str, exc: BaseException) -> None:
+    """One `probe.warning` per distinct problem: the app goes on, the report says what was not seen."""
+    message = f"{what}: {_error_text(exc)}"
+    with _warned_lock:
+        if message in _warned:
+            return
+        _warned.add(message)
+    with contextlib.suppress(Exception):  # the journal itself failing is not the app's problem
+        record(Kind.PROBE_WARNING, library=library, version=_version(library), error=message)
+
+
+def _version(library: str) -> str:
+    try:
+        from importlib.metadata import version
+
+        return version(library)
+    except Exception:
+        return "?"
+
+
+# --- patching methods -----------------------------------------------------------------------------
+
+
+def _original(cls: type, name: str) -> Any:
+    """The attribute `name` as the class holds it (a function, a descriptor, a wrapt wrapper)."""
+    for klass in cls.__mro__:
+        if name in klass.__dict__:
+            return klass.__dict__[name]
+    raise AttributeError(f"{cls.__qualname__} has no {name}")
+
+
+def _caller(original: Any) -> Callable[..., Any]:
+    """
+    `call(self, *args)` as `self.name(*args)` would: through the descriptor unless a plain function.
+    The type is checked exactly: a wrapt wrapper (OpenTelemetry's) passes `isinstance` as a function,
+    but must be bound through `__get__` to see its instance.
+    """
+    if type(original) is types.FunctionType:
+        return cast(Callable[..., Any], original)
+
+    def call(self: Any, *args: Any, **kwargs: Any) -> Any:
+        return original.__get__(self, type(self))(*args, **kwargs)
+
+    return call
+
+
+def _is_async(original: Any) -> bool:
+    return inspect.iscoroutinefunction(original) or inspect.iscoroutinefunction(getattr(original, "__wrapped__", None))
+
+
+Builder = Callable[[Callable[..., Any], bool], Callable[..., Any]]
+
+
+def _wrap(cls: type, name: str, build: Builder) -> None:
+    """Replace `cls.name` with what `build(call_original, is_async)` returns; once per class."""
+    original = _original(cls, name)
+    if getattr(original, "_drainspec", False) and name in cls.__dict__:
+        return
+    new = build(_caller(original), _is_async(original))
+    with contextlib.suppress(AttributeError, TypeError):
+        functools.update_wrapper(new, original)
+    new._drainspec = True  # type: ignore[attr-defined]
+    setattr(cls, name, new)
+
+
+def _guarded(library: str, what: str, func: Callable[..., Any], *args: Any) -> Any:
+    try:
+        return func(*args)
+    except Exception as exc:
+        _warn(library, what, exc)
+        return None
+
+
+def _after(cls: type, name: str, library: str, then: Callable[[Any], Any]) -> None:
+    """After `cls.name` returns (or its coroutine completes), `then(self)`."""
+
+    def build(call: Callable[..., Any], is_async: bool) -> Callable[..., Any]:
+        if is_async:
+
+            async def after_async(self: Any, *args: Any, **kwargs: Any) -> Any:
+                result = await call(self, *args, **kwargs)
+                _guarded(library, f"{cls.__qualname__}.{name}", then, self)
+                return result
+
+            return after_async
+
+        def after(self: Any, *args: Any, **kwargs: Any) -> Any:
+            result = call(self, *args, **kwargs)
+            _guarded(library, f"{cls.__qualname__}.{name}", then, self)
+            return result
+
+        return after
+
+    _wrap(cls, name, build)
+
+
+Target = Callable[[Any, tuple[Any, ...], dict[str, Any]], Any]
+
+
+def _self(obj: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    return obj
+
+
+def _closing(cls: type, name: str, library: str, *, target: Target = _self, when: Target | None = None) -> None:
+    """`cls.name` closes its resource: journaled as it is called, before it waits for anything."""
+    how = name.strip("_").removeprefix("a") if name in ("__exit__", "__aexit__") else name
+
+    def close(self: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        if when is None or when(self, args, kwargs):
+            obj = target(self, args, kwargs)
+            _close(obj, "end of its with block" if how == "exit" else how)
+
+    def build(call: Callable[..., Any], is_async: bool) -> Callable[..., Any]:
+        if is_async:
+
+            async def closing_async(self: Any, *args: Any, **kwargs: Any) -> Any:
+                _guarded(library, f"{cls.__qualname__}.{name}", close, self, args, kwargs)
+                return await call(self, *args, **kwargs)
+
+            return closing_async
+
+        def closing(self: Any, *args: Any, **kwargs: Any) -> Any:
+            _guarded(library, f"{cls.__qualname__}.{name}", close, self, args, kwargs)
+            return call(self, *args, **kwargs)
+
+        return closing
+
+    _wrap(cls, name, build)
+
+
+Describe = Callable[[Any, tuple[Any, ...], dict[str, Any]], tuple[str, str | None]]
+Resolve = Callable[[Any], "_Resource | None"]
+
+
+def _using(
+    cls: type, name: str, library: str, resolve: Resolve, describe: Describe, *, refusals_only: bool = False
+) -> None:
+    """
+    Each call of `cls.name` is a use of the resource `resolve(self)` finds (none: not journaled).
+    `refusals_only`: only a call that raises is journaled (a checkout the pool refused), so a
+    pool's checkout and the query after it do not count one use twice.
+    """
+    label = f"{cls.__qualname__}.{name}"
+
+    def start(self: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Use | None:
+        resource = resolve(self)
+        if resource is None:
+            return None
+        op, host = describe(self, args, kwargs)
+        return _use_start(resource, op, host)
+
+    def refused(self: Any, args: tuple[Any, ...], kwargs: dict[str, Any], exc: BaseException) -> None:
+        resource = resolve(self)
+        if resource is not None:
+            op, host = describe(self, args, kwargs)
+            _use_end(_use_start(resource, op, host), exc)
+
+    def build(call: Callable[..., Any], is_async: bool) -> Callable[..., Any]:
+        if is_async and refusals_only:
+
+            async def refusing_async(self: Any, *args: Any, **kwargs: Any) -> Any:
+                try:
+                    return await call(self, *args, **kwargs)
+                except BaseException as exc:
+                    _guarded(library, label, refused, self, args, kwargs, exc)
+                    raise
+
+            return refusing_async
+        if refusals_only:
+
+            def refusing(self: Any, *args: Any, **kwargs: Any) -> Any:
+                try:
+                    return call(self, *args, **kwargs)
+                except BaseException as exc:
+                    _guarded(library, label, refused, self, args, kwargs, exc)
+                    raise
+
+            return refusing
+        if is_async:
+
+            async def using_async(self: Any, *args: Any, **kwargs: Any) -> Any:
+                begun = _guarded(library, label, start, self, args, kwargs)
+                if begun is None:
+                    return await call(self, *args, **kwargs)
+                try:
+                    result = await call(self, *args, **kwargs)
+                except BaseException as exc:
+                    _guarded(library, label, _use_end, begun, exc)
+                    raise
+                _guarded(library, label, _use_end, begun)
+                return result
+
+            return using_async
+
+        def using(self: Any, *args: Any, **kwargs: Any) -> Any:
+            begun = _guarded(library, label, start, self, args, kwargs)
+            if begun is None:
+                return call(self, *args, **kwargs)
+            try:
+                result = call(self, *args, **kwargs)
+            except BaseException as exc:
+                _guarded(library, label, _use_end, begun, exc)
+                raise
+            _guarded(library, label, _use_end, begun)
+            return result
+
+        return using
+
+    _wrap(cls, name, build)
+
+
+_housekeeping: contextvars.ContextVar[bool] = contextvars.ContextVar("drainspec_housekeeping", default=False)
+"""True while a library runs its own queries (a pool resetting a connection it takes back)."""
+
+
+def _quietly(cls: type, name: str) -> None:
+    """Uses made inside `cls.name` are the library's housekeeping, not the app's: not journaled."""
+
+    def build(call: Callable[..., Any], is_async: bool) -> Callable[..., Any]:
+        if is_async:
+
+            async def quiet_async(self: Any, *args: Any, **kwargs: Any) -> Any:
+                token = _housekeeping.set(True)
+                try:
+                    return await call(self, *args, **kwargs)
+                finally:
+                    _housekeeping.reset(token)
+
+            return quiet_async
+
+        def quiet(self: Any, *args: Any, **kwargs: Any) -> Any:
+            token = _housekeeping.set(True)
+            try:
+                return call(self, *args, **kwargs)
+            finally:
+                _housekeeping.reset(token)
+
+        return quiet
+
+    _wrap(cls, name, build)
+
+
+def _own_methods(cls: type, *names: str) -> list[str]:
+    """The names `cls` defines itself (a subclass that inherits them is patched through its base)."""
+    return [name for name in names if name in cls.__dict__]
+
+
+# --- naming ---------------------------------------------------------------------------------------
+
+
+def _db_name(scheme: str, host: Any, port: Any, database: Any) -> str:
+    """`postgresql://host:port/db`: never a user or a password."""
+    where = str(host) if host else "localhost"
+    if where.startswith("/"):  # a Unix socket directory
+        where = f"[{where}]"
+    if port:
+        where += f":{port}"
+    return f"{scheme}://{where}/{database or ''}"
+
+
+def _dsn_name(dsn: str, scheme: str = "postgresql") -> str:
+    try:
+        parts = urlsplit(dsn)
+        if parts.scheme:
+            database = parts.path.lstrip("/")
+            return _db_name(scheme, parts.hostname, parts.port, database)
+    except ValueError:
+        pass
+    return scheme + "://?"
+
+
+_ops: dict[str, str] = {}  # an app runs the same few statements again and again
+_MAX_CACHED_OPS = 1024
+
+
+def _sql_op(statement: Any) -> str:
+    """The statement's first words, never a literal: `SELECT 1`, `INSERT INTO users`, `UPDATE outbox SET`."""
+    if isinstance(statement, str):
+        cached = _ops.get(statement)
+        if cached is not None:
+            return cached
+    elif isinstance(statement, bytes):
+        return _sql_op(statement[:200].decode("utf-8", errors="replace"))
+    else:
+        return type(statement).__name__
+    op = " ".join(statement[:200].split(None, 3)[:3])
+    for stop in ("'", '"', ";", "--", "/*"):
+        cut = op.find(stop)
+        if cut >= 0:
+            op = op[:cut]
+    op = op[:_MAX_OP].rstrip() or "query"
+    if len(_ops) < _MAX_CACHED_OPS:
+        _ops[statement] = op
+    return op
+
+
+def _host_of(url: Any) -> str:
+    host = str(getattr(url, "host", "") or "")
+    port = getattr(url, "port", None)
+    return f"{host}:{port}" if host and port else host
+
+
+def _opened_inside(prefixes: tuple[str, ...]) -> bool:
+    """Whether the current call comes from one of these packages (an engine or pool connecting)."""
+    frame: FrameType | None = sys._getframe(2)
+    for _ in range(_OWNER_FRAMES):
+        if frame is None:
+            return False
+        module = frame.f_globals.get("__name__", "")
+        if isinstance(module, str) and module.startswith(prefixes):
+            return True
+        frame = frame.f_back
+    return False
+
+
+# --- SQLAlchemy -----------------------------------------------------------------------------------
+
+
+def _root_engine(engine: Any) -> Any:
+    """An `engine.execution_options(...)` engine shares its parent's pool: the resource is the parent."""
+    for _ in range(8):
+        proxied = getattr(engine, "_proxied", None)
+        if proxied is None:
+            return engine
+        engine = proxied
+    return engine
+
+
+def _sqlalchemy_name(url: Any) -> str:
+    backend = url.get_backend_name()
+    if backend == "sqlite":
+        database = url.database
+        return f"sqlite:///{database}" if database and database != ":memory:" else "sqlite (in memory)"
+    return _db_name(backend, url.host, url.port, url.database)
+
+
+_USE_KEY = "_drainspec_use"
+
+
+def _sa_before(conn: Any, cursor: Any, statement: Any, parameters: Any, context: Any, executemany: bool) -> None:
+    try:
+        resource = _resource_of(_root_engine(conn.engine))
+        if resource is None:
+            return
+        begun = _use_start(resource, _sql_op(statement))
+        if context is not None:
+            setattr(context, _USE_KEY, begun)
+        else:
+            conn.info[_USE_KEY] = begun
+    except Exception as exc:
+        _warn("sqlalchemy", "before_cursor_execute", exc)
+
+
+def _sa_after(conn: Any, cursor: Any, statement: Any, parameters: Any, context: Any, executemany: bool) -> None:
+    try:
+        begun = _pop_use(context, conn)
+        if begun is not None:
+            _use_end(begun)
+    except Exception as exc:
+        _warn("sqlalchemy", "after_cursor_execute", exc)
+
+
+def _sa_error(exception_context: Any) -> None:
+    try:
+        begun = _pop_use(exception_context.execution_context, exception_context.connection)
+        if begun is not None:
+            _use_end(begun, exception_context.original_exception)
+    except Exception as exc:
+        _warn("sqlalchemy", "handle_error", exc)
+
+
+def _pop_use(context: Any, conn: Any) -> Use | None:
+    if context is not None:
+        begun = context.__dict__.pop(_USE_KEY, None)
+        if begun is not None:
+            return begun
+    if conn is not None:
+        return conn.info.pop(_USE_KEY, None)
+    return None
+
+
+_sa_listening = threading.Lock()
+
+
+def _open_engine(engine: Any) -> None:
+    _listen_to_engines()
+    what = "SQLAlchemy async engine" if getattr(engine.dialect, "is_async", False) else "SQLAlchemy engine"
+    _open(engine, library="sqlalchemy", what=what, name=_sqlalchemy_name(engine.url))
+
+
+def _listen_to_engines() -> None:
+    """Class-level listeners see every engine's statements; added at the first engine, once."""
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    with _sa_listening:
+        if event.contains(Engine, "before_cursor_execute", _sa_before):
+            return
+        event.listen(Engine, "before_cursor_execute", _sa_before)
+        event.listen(Engine, "after_cursor_execute", _sa_after)
+        event.listen(Engine, "handle_error", _sa_error)
+
+
+def _disposes(engine: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+    """`dispose(close=False)` only forgets a forked parent's connections: not a close."""
+    close = args[0] if args else kwargs.get("close", True)
+    return close is not False
+
+
+def _hook_sqlalchemy(base: ModuleType) -> None:
+    engine = base.Engine
+    _after(engine, "__init__", "sqlalchemy", _open_engine)
+    _closing(engine, "dispose", "sqlalchemy", target=lambda e, a, k: _root_engine(e), when=_disposes)
+
+
+# --- asyncpg ----------------------------------------------------------------------------------------
+
+
+_ASYNCPG_QUERIES = (
+    "execute",
+    "executemany",
+    "fetch",
+    "fetchval",
+    "fetchrow",
+    "fetchmany",
+    "copy_from_table",
+    "copy_from_query",
+    "copy_to_table",
+    "copy_records_to_table",
+)
+
+
+def _asyncpg_name(pool: Any) -> str:
+    for holder in getattr(pool, "_holders", ()) or ():
+        con = getattr(holder, "_con", None)
+        if con is not None:
+            addr, params = getattr(con, "_addr", None), getattr(con, "_params", None)
+            host, port = addr if isinstance(addr, tuple) else (addr, None)
+            return _db_name("postgresql", host, port, getattr(params, "database", None))
+    args = getattr(pool, "_connect_args", ()) or ()
+    kwargs = getattr(pool, "_connect_kwargs", {}) or {}
+    dsn = args[0] if args else kwargs.get("dsn")
+    if isinstance(dsn, str) and dsn:
+        return _dsn_name(dsn)
+    return _db_name("postgresql", kwargs.get("host"), kwargs.get("port"), kwargs.get("database"))
+
+
+def _open_asyncpg_pool(pool: Any) -> None:
+    _open(pool, library="asyncpg", what="asyncpg pool", name=_asyncpg_name(pool))
+
+
+def _asyncpg_pool_of(con: Any) -> _Resource | None:
+    """A query's pool: the connection's proxy leads to its holder and its pool (none: not pooled)."""
+    proxy = getattr(con, "_proxy", None)
+    if proxy is None or _housekeeping.get():
+        return None
+    holder = getattr(proxy, "_holder", None)
+    return _resource_of(getattr(holder, "_pool", None))
+
+
+def _asyncpg_op(name: str) -> Describe:
+    def describe(con: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[str, str | None]:
+        first = args[0] if args else kwargs.get("query", kwargs.get("table_name", ""))
+        return f"{name} {_sql_op(first)}".strip(), None
+
+    return describe
+
+
+def _hook_asyncpg(pool_module: ModuleType) -> None:
+    pool = pool_module.Pool
+    _after(pool, "_async__init__", "asyncpg", _open_asyncpg_pool)
+    _closing(pool, "close", "asyncpg")
+    _closing(pool, "terminate", "asyncpg")
+    _using(pool, "_acquire", "asyncpg", _resource_of, lambda p, a, k: ("acquire", None), refusals_only=True)
+    _quietly(pool_module.PoolConnectionHolder, "release")  # its RESET ALL on each connection taken back
+    connection = pool_module.connection.Connection
+    for name in _ASYNCPG_QUERIES:
+        if hasattr(connection, name):
+            _using(connection, name, "asyncpg", _asyncpg_pool_of, _asyncpg_op(name))
+
+
+# --- psycopg 3 and psycopg_pool -----------------------------------------------------------------
+
+
+_PSYCOPG_OWNERS = ("sqlalchemy.", "psycopg_pool.")
+
+
+def _psycopg_name(conn: Any) -> str:
+    info = conn.info
+    return _db_name("postgresql", info.host, info.port, info.dbname)
+
+
+def _open_psycopg(conn: Any) -> None:
+    _open(conn, library="psycopg", what="psycopg connection", name=_psycopg_name(conn))
+
+
+def _patch_connect(cls: type) -> None:
+    """`Connection.connect` is a classmethod: a connection opened by an engine or a pool is theirs."""
+    original = _original(cls, "connect")
+    if getattr(original, "_drainspec", False):
+        return
+    label = f"{cls.__qualname__}.connect"
+
+    def call(klass: type, *args: Any, **kwargs: Any) -> Any:
+        return original.__get__(None, klass)(*args, **kwargs)
+
+    if _is_async(getattr(original, "__func__", original)):
+
+        async def connect_async(klass: type, *args: Any, **kwargs: Any) -> Any:
+            owned = _guarded("psycopg", label, _opened_inside, _PSYCOPG_OWNERS)
+            conn = await call(klass, *args, **kwargs)
+            if owned is False:
+                _guarded("psycopg", label, _open_psycopg, conn)
+            return conn
+
+        connect: Callable[..., Any] = connect_async
+    else:
+
+        def connect_sync(klass: type, *args: Any, **kwargs: Any) -> Any:
+            owned = _guarded("psycopg", label, _opened_inside, _PSYCOPG_OWNERS)
+            conn = call(klass, *args, **kwargs)
+            if owned is False:
+                _guarded("psycopg", label, _open_psycopg, conn)
+            return conn
+
+        connect = connect_sync
+    connect._drainspec = True  # type: ignore[attr-defined]
+    wrapped = classmethod(connect)
+    wrapped._drainspec = True  # type: ignore[attr-defined]
+    cls.connect = wrapped  # type: ignore[attr-defined]
+
+
+def _psycopg_owner(cursor: Any) -> _Resource | None:
+    """A query's resource: the pool its connection came from, else the connection itself."""
+    conn = getattr(cursor, "_conn", None)
+    if conn is None:
+        return None
+    pool = getattr(conn, "_pool", None)
+    if pool is not None:
+        return _resource_of(pool)
+    return _resource_of(conn)
+
+
+def _psycopg_op(cursor: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[str, str | None]:
+    return _sql_op(args[0] if args else kwargs.get("query", "")), None
+
+
+def _hook_psycopg_connection(module: ModuleType) -> None:
+    for name in ("Connection", "AsyncConnection"):
+        cls = getattr(module, name, None)
+        if cls is not None:
+            _patch_connect(cls)
+            _closing(cls, "close", "psycopg")
+    # `psycopg.connect` is bound to `Connection.connect` when the package finishes loading; if it
+    # already has, point it at the hooked one.
+    package = sys.modules.get("psycopg")
+    if package is not None and hasattr(module, "Connection") and getattr(package, "connect", None) is not None:
+        setattr(package, "connect", module.Connection.connect)  # noqa: B010  (a module attribute mypy cannot see)
+
+
+def _hook_psycopg_cursor(module: ModuleType) -> None:
+    for name in ("Cursor", "AsyncCursor"):
+        cls = getattr(module, name, None)
+        if cls is not None:
+            for method in _own_methods(cls, "execute", "executemany"):
+                _using(cls, method, "psycopg", _psycopg_owner, _psycopg_op)
+
+
+def _psycopg_pool_name(pool: Any) -> str:
+    conninfo = pool.conninfo if isinstance(getattr(pool, "conninfo", None), str) else ""
+    kwargs = pool.kwargs if isinstance(getattr(pool, "kwargs", None), dict) else {}
+    try:
+        from psycopg.conninfo import conninfo_to_dict
+
+        params = conninfo_to_dict(conninfo, **kwargs)
+    except Exception:
+        return _dsn_name(conninfo) if "://" in conninfo else "postgresql://?"
+    return _db_name("postgresql", params.get("host"), params.get("port"), params.get("dbname"))
+
+
+def _hook_psycopg_pool(module: ModuleType) -> None:
+    for name in ("ConnectionPool", "AsyncConnectionPool"):
+        cls = getattr(module, name, None)
+        if cls is None:
+            continue
+        what = "psycopg_pool " + ("async pool" if name.startswith("Async") else "pool")
+
+        def opened(pool: Any, what: str = what) -> None:
+            _open(pool, library="psycopg_pool", what=what, name=_psycopg_pool_name(pool))
+
+        _after(cls, "_open", "psycopg_pool", opened)
+        _closing(cls, "close", "psycopg_pool")
+        _using(cls, "getconn", "psycopg_pool", _resource_of, lambda p, a, k: ("getconn", None), refusals_only=True)
+
+
+# --- redis.asyncio ------------------------------------------------------------------------------
+
+
+def _redis_name(pool: Any) -> str:
+    kwargs = pool.connection_kwargs
+    if kwargs.get("path"):
+        return f"redis+unix://{kwargs['path']}"
+    scheme = "rediss" if "SSL" in getattr(pool.connection_class, "__name__", "") else "redis"
+    return f"{scheme}://{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}/{kwargs.get('db', 0)}"
+
+
+def _open_redis_pool(pool: Any) -> None:
+    _open(pool, library="redis", what="redis.asyncio pool", name=_redis_name(pool))
+
+
+def _disconnects_all(pool: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+    """`disconnect(inuse_connections=False)` is a failover's reset (Sentinel), not a close."""
+    inuse = args[0] if args else kwargs.get("inuse_connections", True)
+    return inuse is not False
+
+
+def _redis_command(client: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[str, str | None]:
+    command = args[0] if args else "command"
+    if isinstance(command, bytes):
+        command = command.decode("ascii", errors="replace")
+    return str(command).upper()[:_MAX_OP], None
+
+
+def _redis_pipeline(pipe: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[str, str | None]:
+    return f"pipeline of {len(getattr(pipe, 'command_stack', ()) or ())} command(s)", None
+
+
+def _pool_of_client(client: Any) -> _Resource | None:
+    return _resource_of(getattr(client, "connection_pool", None))
+
+
+def _hook_redis_connection(module: ModuleType) -> None:
+    for name in ("ConnectionPool", "BlockingConnectionPool"):
+        cls = getattr(module, name, None)
+        if cls is None:
+            continue
+        if "__init__" in cls.__dict__:
+            _after(cls, "__init__", "redis", _open_redis_pool)
+        for method in _own_methods(cls, "aclose", "disconnect"):
+            _closing(cls, method, "redis", when=_disconnects_all if method == "disconnect" else None)
+
+
+def _hook_redis_client(module: ModuleType) -> None:
+    _using(module.Redis, "execute_command", "redis", _pool_of_client, _redis_command)
+    pipeline = getattr(module, "Pipeline", None)
+    if pipeline is not None and "execute" in pipeline.__dict__:
+        _using(pipeline, "execute", "redis", _pool_of_client, _redis_pipeline)
+
+
+# --- httpx and aiohttp --------------------------------------------------------------------------
+
+
+def _library_class(obj: Any, package: str) -> str:
+    """The library's own class name, even for an app's subclass (`AsyncClient`, `ClientSession`)."""
+    for klass in type(obj).__mro__:
+        if klass.__module__.startswith(package):
+            return klass.__name__
+    return type(obj).__name__
+
+
+def _open_httpx(client: Any) -> None:
+    target = _host_of(client.base_url)
+    name = f"httpx {_library_class(client, 'httpx')}" + (f" to {target}" if target else "")
+    _open(client, library="httpx", what="HTTP client", name=name)
+
+
+def _http_op(method: Any, url: Any) -> tuple[str, str | None]:
+    host = _host_of(url)
+    path = str(getattr(url, "path", "") or "")
+    return f"{method} {host}{path}"[:_MAX_OP], host or None
+
+
+def _httpx_send(client: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[str, str | None]:
+    request = args[0] if args else kwargs.get("request")
+    return _http_op(getattr(request, "method", "?"), getattr(request, "url", None))
+
+
+def _hook_httpx(module: ModuleType) -> None:
+    for name, closer, exit_name in (("Client", "close", "__exit__"), ("AsyncClient", "aclose", "__aexit__")):
+        cls = getattr(module, name)
+        _after(cls, "__init__", "httpx", _open_httpx)
+        _closing(cls, closer, "httpx")
+        _closing(cls, exit_name, "httpx")
+        _using(cls, "send", "httpx", _resource_of, _httpx_send)
+
+
+def _open_aiohttp(session: Any) -> None:
+    target = _host_of(getattr(session, "_base_url", None))
+    name = "aiohttp ClientSession" + (f" to {target}" if target else "")
+    _open(session, library="aiohttp", what="HTTP client", name=name)
+
+
+def _aiohttp_request(session: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[str, str | None]:
+    method = args[0] if args else kwargs.get("method", "?")
+    url = args[1] if len(args) > 1 else kwargs.get("str_or_url", "")
+    if isinstance(url, str):
+        base = getattr(session, "_base_url", None)
+        try:
+            import yarl
+
+            url = base.join(yarl.URL(url)) if base is not None else yarl.URL(url)
+        except Exception:
+            url = urlsplit(url)
+            return f"{method} {url.netloc}{url.path}"[:_MAX_OP], url.netloc or None
+    return _http_op(method, url)
+
+
+def _hook_aiohttp(module: ModuleType) -> None:
+    session = module.ClientSession
+    _after(session, "__init__", "aiohttp", _open_aiohttp)
+    _closing(session, "close", "aiohttp")
+    _using(session, "_request", "aiohttp", _resource_of, _aiohttp_request)
+
+
+# --- installing ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Hook:
+    """Patch `module` with `patch` once it is imported; `library` is the distribution warnings name."""
+
+    module: str
+    library: str
+    patch: Callable[[ModuleType], None]
+
+
+HOOKS: tuple[Hook, ...] = (
+    Hook("sqlalchemy.engine.base", "sqlalchemy", _hook_sqlalchemy),
+    Hook("asyncpg.pool", "asyncpg", _hook_asyncpg),
+    Hook("psycopg.connection", "psycopg", _hook_psycopg_connection),
+    Hook("psycopg.connection_async", "psycopg", _hook_psycopg_connection),
+    Hook("psycopg.cursor", "psycopg", _hook_psycopg_cursor),
+    Hook("psycopg.cursor_async", "psycopg", _hook_psycopg_cursor),
+    Hook("psycopg_pool.pool", "psycopg_pool", _hook_psycopg_pool),
+    Hook("psycopg_pool.pool_async", "psycopg_pool", _hook_psycopg_pool),
+    Hook("redis.asyncio.connection", "redis", _hook_redis_connection),
+    Hook("redis.asyncio.client", "redis", _hook_redis_client),
+    Hook("httpx._client", "httpx", _hook_httpx),
+    Hook("aiohttp.client", "aiohttp", _hook_aiohttp),
+)
+LIBRARIES: tuple[str, ...] = tuple(dict.fromkeys(hook.library for hook in HOOKS))
+"""The libraries drainspec sees by itself, in the order the README lists them."""
+
+
+def _apply(hook: Hook, module: ModuleType) -> None:
+    try:
+        hook.patch(module)
+    except Exception as exc:
+        _warn(hook.library, f"cannot hook {hook.module}; its resources are not seen", exc)
+
+
+class _HookedLoader(importlib.abc.Loader):
+    """The module's own loader, with the hook run once the module has executed."""
+
+    def __init__(self, loader: Any, on_load: Callable[[ModuleType], None]) -> None:
+        self._loader = loader
+        self._on_load = on_load
+
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType | None:
+        create = getattr(self._loader, "create_module", None)
+        return create(spec) if create is not None else None
+
+    def exec_module(self, module: ModuleType) -> None:
+        # The module never sees this wrapper: its spec and __loader__ name its real loader.
+        if module.__spec__ is not None:
+            module.__spec__.loader = self._loader
+        module.__loader__ = self._loader
+        self._loader.exec_module(module)
+        self._on_load(module)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._loader, name)
+
+
+class _PostImportFinder(importlib.abc.MetaPathFinder):
+    """Finds nothing itself: it lets the other finders find a hooked module and wraps its loader."""
+
+    def __init__(self, hooks: Sequence[Hook]) -> None:
+        self._pending: dict[str, list[Hook]] = {}
+        for hook in hooks:
+            self._pending.setdefault(hook.module, []).append(hook)
+
+    def find_spec(
+        self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None
+    ) -> importlib.machinery.ModuleSpec | None:
+        if fullname not in self._pending:
+            return None
+        for finder in sys.meta_path:
+            if finder is self:
+                continue
+            find = getattr(finder, "find_spec", None)
+            if find is None:
+                continue
+            spec = find(fullname, path, target)
+            if spec is not None:
+                break
+        else:
+            return None
+        if spec.loader is None or not hasattr(spec.loader, "exec_module"):
+            return None  # a namespace package or an old-style loader: let the import go its way
+        spec.loader = _HookedLoader(spec.loader, functools.partial(self.loaded, fullname))
+        return spec
+
+    def loaded(self, fullname: str, module: ModuleType) -> None:
+        for hook in self._pending.pop(fullname, ()):
+            _apply(hook, module)
+
+
+_finder: _PostImportFinder | None = None
+
+
+def install(hooks: Sequence[Hook] = HOOKS) -> None:
+    """
+    Hook every library of `hooks`: at once when the app has already imported it, else the
+    moment it does. Idempotent.
+    """
+    global _finder
+    if _finder is not None:
+        return
+    finder = _PostImportFinder(hooks)
+    for name in list(finder._pending):
+        module = sys.modules.get(name)
+        if module is not None:
+            finder.loaded(name, module)
+    _finder = finder
+    sys.meta_path.insert(0, finder)

@@ -1,0 +1,206 @@
+"""
+drainspec on apps modelled on public FastAPI services, reached the way a user reaches them:
+with flags only, or with a scenario file only. None of them imports drainspec.
+
+- `tests.apps.articles`: a token login, a JSON POST that queues a BackgroundTask, a pool;
+- `tests.apps.newsfeed`: a background task that blocks the loop inside a library call, and a
+  fire-and-forget task that raises after teardown.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.e2e
+
+TOKEN_HEADER = "Authorization: Token secret-token-for-tests"
+ARTICLE = '{"article": {"title": "{id}", "body": "hello"}}'
+ARTICLES = [
+    "--app", "tests.apps.articles:app",
+    "--header", TOKEN_HEADER,
+    "--json", ARTICLE,
+    "--request-path", "GET /api/articles/feed?seconds={seconds}",
+    "--requests", "1", "--request-seconds", "0.4",
+    "--background-path", "POST /api/articles?notify_seconds={seconds}",
+    "--background", "2", "--background-seconds", "0.8",
+    "--grace", "5",
+]  # fmt: skip
+
+
+def drainspec(*args: str, cwd: Path = ROOT, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "chaos.cli", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def with_option(args: list[str], option: str, value: str | None) -> list[str]:
+    """`args` with `option`'s value replaced (or the option dropped when `value` is None)."""
+    out, skip = [], False
+    for word in args:
+        if skip:
+            skip = False
+            continue
+        if word == option:
+            skip = True
+            if value is not None:
+                out += [option, value]
+            continue
+        out.append(word)
+    return out
+
+
+def test_a_token_protected_json_api_is_driven_with_flags_only(tmp_path):
+    out = tmp_path / "out"
+    result = drainspec("run", *ARTICLES, "--integrity", "tests.apps.articles_integrity:check", "--out", str(out))
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = json.loads((out / "report.json").read_text())
+    statuses = {v["name"]: v["status"] for v in report["verdicts"]}
+    assert statuses["inflight-completed"] == statuses["background-fate"] == statuses["data-integrity"] == "pass"
+
+
+@pytest.mark.parametrize(
+    ("change", "says"),
+    [
+        pytest.param(("--request-path", "GET /api/article/feed?seconds={seconds}"), "answered 404", id="typo-404"),
+        pytest.param(("--header", None), "answered 401", id="no-token-401"),
+        pytest.param(("--json", '{"title": "{id}"}'), "answered 422", id="bad-body-422"),
+    ],
+)
+def test_a_wrong_request_stops_the_run_with_one_line(tmp_path, change, says):
+    args = with_option(ARTICLES, *change)
+    result = drainspec("run", *args, "--out", str(tmp_path / "out"))
+    assert result.returncode == 2, result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and says in lines[0] and "preflight" in lines[0], result.stderr
+
+
+def test_nothing_in_flight_at_the_signal_is_never_a_pass(tmp_path):
+    args = with_option(with_option(ARTICLES, "--request-seconds", "0"), "--background", "0")
+    result = drainspec("run", *args, "--out", str(tmp_path / "out"))
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "nothing was in flight at the stop signal" in result.stdout and "not verified" in result.stdout
+    assert "shutdown verified" not in result.stdout
+
+
+def test_an_async_integrity_check_finds_a_lost_confirmed_write(tmp_path):
+    """The fire-and-forget variant answers 201 before writing: the check finds what was lost."""
+    out = tmp_path / "out"
+    args = [*ARTICLES, "--integrity", "tests.apps.articles_integrity:check", "--env", "ARTICLES_FIRE_AND_FORGET=1"]
+    result = drainspec("run", *args, "--out", str(out))
+    assert result.returncode == 1, result.stdout + result.stderr
+    report = json.loads((out / "report.json").read_text())
+    integrity = next(v for v in report["verdicts"] if v["name"] == "data-integrity")
+    assert integrity["status"] == "fail"
+    assert any("was confirmed with 201 but is not in the database" in item["text"] for item in integrity["evidence"])
+
+
+def test_a_crashing_integrity_check_is_exit_2_with_its_traceback(tmp_path):
+    out = tmp_path / "out"
+    result = drainspec("run", *ARTICLES, "--integrity", "tests.apps.articles_integrity:crashes", "--out", str(out))
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "the integrity check crashed (RuntimeError: the check's own database is unreachable)" in result.stdout
+    report = json.loads((out / "report.json").read_text())
+    integrity = next(v for v in report["verdicts"] if v["name"] == "data-integrity")
+    assert integrity["status"] == "not-applicable"
+    assert any("Traceback" in item["text"] for item in integrity["evidence"])
+
+
+def test_secrets_given_with_env_and_header_reach_no_output_file(tmp_path):
+    out = tmp_path / "out"
+    secrets = ["hunter2-secret-key", "pw-in-url-123", "secret-token-for-tests"]
+    args = [
+        *ARTICLES,
+        "--env",
+        "SECRET_KEY=hunter2-secret-key",
+        "--env",
+        "DATABASE_URL=postgresql://u:pw-in-url-123@h/db",
+    ]
+    result = drainspec("run", *args, "--out", str(out))
+    assert result.returncode == 0, result.stdout + result.stderr
+    for path in out.rglob("*"):
+        if path.is_file():
+            text = path.read_text(errors="replace")
+            assert not [s for s in secrets if s in text], f"a secret is in {path}"
+            assert path.stat().st_mode & 0o077 == 0, f"{path} is readable by others"
+    assert not [s for s in secrets if s in result.stdout + result.stderr]
+
+
+def test_a_pyproject_scenario_runs_with_no_flags(tmp_path):
+    """The scenario file alone: `drainspec run --scenario publish` in the service's directory."""
+    service = tmp_path / "service"
+    service.mkdir()
+    (service / "pyproject.toml").write_text(
+        f"""
+[project]
+name = "articles-service"
+
+[tool.drainspec]
+app = "tests.apps.articles:app"
+header = ["{TOKEN_HEADER}"]
+grace = 5
+requests = 1
+request-seconds = 0.4
+request-path = "GET /api/articles/feed?seconds={{seconds}}"
+background = 0
+
+[tool.drainspec.scenarios.publish]
+background = 2
+background-path = "POST /api/articles?notify_seconds={{seconds}}"
+background-seconds = 0.8
+json = '{ARTICLE}'
+integrity = "tests.apps.articles_integrity:check"
+"""
+    )
+    env_path = f"PYTHONPATH={ROOT}"
+    result = subprocess.run(
+        ["env", env_path, sys.executable, "-m", "chaos.cli", "run", "--scenario", "publish", "--out", "out"],
+        cwd=service,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = json.loads((service / "out" / "report.json").read_text())
+    assert report["scenario"]["background"] == 2 and report["scenario"]["integrity"]
+    assert {v["name"]: v["status"] for v in report["verdicts"]}["data-integrity"] == "pass"
+    unknown = drainspec("run", "--scenario", "nope", cwd=service)
+    assert unknown.returncode == 2 and "no scenario 'nope'; its scenarios: publish" in unknown.stderr
+
+
+def test_the_blocking_frame_is_the_apps_own_line(tmp_path):
+    out = tmp_path / "out"
+    args = ["--app", "tests.apps.newsfeed:app", "--request-path", "GET /feed?seconds={seconds}"]
+    args += ["--background-path", "POST /articles/{id}/summary", "--grace", "5", "--request-seconds", "0.4"]
+    result = drainspec("run", *args, "--out", str(out))
+    assert result.returncode == 1, result.stdout + result.stderr
+    report = json.loads((out / "report.json").read_text())
+    blocked = next(v for v in report["verdicts"] if v["name"] == "loop-not-blocked")
+    assert blocked["status"] == "fail"
+    text = " ".join(item["text"] for item in blocked["evidence"])
+    assert "tests/apps/newsfeed.py" in text and "in download" in text and "blocked in" in text
+
+
+def test_an_error_of_a_fire_and_forget_task_is_shown_everywhere(tmp_path):
+    out = tmp_path / "out"
+    args = ["--app", "tests.apps.newsfeed:app", "--request-path", "GET /feed?seconds={seconds}"]
+    args += ["--background", "0", "--requests", "1", "--request-seconds", "0.3", "--grace", "5"]
+    result = drainspec("run", *args, "--out", str(out), "--junit", str(out / "junit.xml"))
+    message = "ConnectionError: the cache went away during shutdown"
+    assert message in result.stdout, result.stdout + result.stderr
+    assert message in (out / "report.json").read_text()
+    assert message in (out / "timeline.html").read_text()
+    junit = ET.parse(out / "junit.xml").getroot()
+    assert any(message in (failure.text or "") for failure in junit.iter("failure"))
+    assert "Task exception was never retrieved" in (out / "server.log").read_text()

@@ -1,0 +1,132 @@
+"""
+`drainspec explore`: attempts planned from a learning run's journal, encoded in seeds that
+`drainspec run --seed` replays, and the race a plain run misses found end to end.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from chaos.explore import VARIANTS, Attempt, margin_of, plan_attempts
+from chaos.journal import Kind
+from chaos.scenario import Scenario
+from tests.conftest import ROOT
+from tests.journals import Journal
+
+SCENARIO = Scenario(app="a:b", requests=1, background=1)
+
+
+@pytest.mark.parametrize(
+    "attempt",
+    [
+        pytest.param(Attempt(0.0), id="zero"),
+        pytest.param(Attempt(0.812, isolate=True), id="isolated"),
+        pytest.param(Attempt(0.0, signal_at="ready"), id="ready"),
+        pytest.param(Attempt(0.0, signal_at="startup"), id="startup"),
+        pytest.param(Attempt(12.345), id="late"),
+    ],
+)
+def test_a_seed_is_the_whole_attempt(attempt):
+    again = Attempt.from_seed(attempt.seed)
+    assert (again.offset, again.isolate, again.signal_at) == (attempt.offset, attempt.isolate, attempt.signal_at)
+    scenario = again.apply(SCENARIO)
+    assert scenario.signal_delay == attempt.offset and scenario.signal_at == attempt.signal_at
+    assert scenario.requests == (0 if attempt.isolate else 1)
+
+
+def test_seeds_of_different_attempts_differ():
+    seeds = {Attempt(offset / 1000, isolate, at).seed for offset in range(50) for isolate, at in VARIANTS}
+    assert len(seeds) == 50 * len(VARIANTS)
+
+
+def learning_journal() -> Journal:
+    """In flight at -500 ms; a spawned task runs from -490 to -100; the slow request ends at 0."""
+    journal = (
+        Journal().startup().request("r1", start=-600, end=0).request("b1", start=-600, end=-480, role="background")
+    )
+    journal.add(-500, Kind.IN_FLIGHT, 1000, requests=["b1", "r1"])
+    journal.add(-490, Kind.TASK_QUEUED, task="a1", name="app.deliver", request="b1", spawned=True)
+    journal.add(-490, Kind.TASK_STARTED, task="a1")
+    journal.add(-100, Kind.TASK_FINISHED, task="a1")
+    return journal.signal(10).shutdown(20, complete=30).exit(40)
+
+
+def test_attempts_target_the_moments_of_the_learning_run():
+    attempts = plan_attempts(learning_journal().timeline(), SCENARIO)
+    offsets = {(a.offset, a.isolate, a.signal_at) for a in attempts}
+    assert (0.03, False, "in-flight") in offsets  # just after the spawned task started
+    assert (0.38, False, "in-flight") in offsets  # just before it ended
+    assert (0.48, False, "in-flight") in offsets  # just before r1 was answered
+    assert any(isolate for _, isolate, _ in offsets), "a spawned task is tried with nothing else in flight"
+    assert {at for _, _, at in offsets} >= {"ready", "startup"}
+    assert len({a.seed for a in attempts}) == len(attempts)
+
+
+def test_the_margin_counts_untracked_work_only():
+    """A spawned task ending 120 ms before teardown: 0.12 s; requests (which servers wait for) don't count."""
+    assert margin_of(learning_journal().timeline()) == pytest.approx(0.12)
+    no_spawned = Journal().startup().request("r1", start=-600, end=15).signal(0).shutdown(20, complete=30)
+    assert margin_of(no_spawned.timeline()) is None
+
+
+FIRE_AND_FORGET = [
+    "--app", "app.variants.fire_and_forget:app",
+    "--requests", "1", "--request-seconds", "1.2", "--request-path", "GET /slow?seconds={seconds}",
+    "--background", "1", "--background-seconds", "0.4",
+    "--background-path", "POST /register/{id}?deliver_seconds={seconds}",
+    "--grace", "5",
+]  # fmt: skip
+
+
+def drainspec(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "chaos.cli", *args]
+    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.e2e
+def test_explore_finds_the_race_a_plain_run_misses_and_run_seed_replays_it(tmp_path):
+    """
+    1. Requests in flight last longer than the fire-and-forget delivery: a plain run passes.
+    2. Exploration puts the signal while the spawned delivery runs and nothing else holds the drain.
+    Result: it fails there, names the offset and the seed; `drainspec run --seed` fails the same way.
+    """
+    plain = drainspec("run", *FIRE_AND_FORGET, "--out", str(tmp_path / "plain"))
+    assert plain.returncode == 0, plain.stdout + plain.stderr
+    explored = drainspec("explore", *FIRE_AND_FORGET, "--jobs", "2", "--out", str(tmp_path / "explore"))
+    assert explored.returncode == 1, explored.stdout + explored.stderr
+    report = json.loads((tmp_path / "explore" / "explore.json").read_text())
+    failure = report["first_failure"]
+    assert set(failure["failed"]) >= {"teardown-after-drain"}
+    assert f"--seed {failure['seed']}" in explored.stdout and f"+{failure['offset']:.3f}s" in explored.stdout
+    replayed = drainspec("run", *FIRE_AND_FORGET, "--seed", str(failure["seed"]), "--out", str(tmp_path / "replay"))
+    assert replayed.returncode == 1, replayed.stdout + replayed.stderr
+    assert "teardown-after-drain" in replayed.stdout
+
+
+@pytest.mark.e2e
+def test_explore_passes_the_reference_app(tmp_path):
+    args = [arg.replace("app.variants.fire_and_forget:app", "app.main:app") for arg in FIRE_AND_FORGET]
+    explored = drainspec("explore", *args, "--jobs", "2", "--out", str(tmp_path / "explore"))
+    assert explored.returncode == 0, explored.stdout + explored.stderr
+    assert "PASS the stop signal broke nothing" in explored.stdout
+    report = json.loads((tmp_path / "explore" / "explore.json").read_text())
+    assert report["result"] == "pass" and len(report["attempts"]) >= 4
+    assert {a["signal_at"] for a in report["attempts"]} >= {"ready", "startup"}
+
+
+@pytest.mark.e2e
+def test_parallel_chaos_runs_match_serial_ones(tmp_path):
+    common = ["--app", "app.main:app", "--requests", "1", "--request-seconds", "0.3", "--background", "0"]
+    common += ["--grace", "3", "--runs", "3", "--seed", "11", "--offset", "0.2"]
+    serial = drainspec("chaos", *common, "--jobs", "1", "--out", str(tmp_path / "serial"))
+    parallel = drainspec("chaos", *common, "--jobs", "2", "--out", str(tmp_path / "parallel"))
+    assert serial.returncode == parallel.returncode == 0, serial.stdout + parallel.stdout
+
+    def runs(output: str) -> list[str]:
+        return [line.strip() for line in output.splitlines() if line.strip().startswith("run ")]
+
+    assert runs(serial.stdout) == runs(parallel.stdout) and len(runs(serial.stdout)) == 3
