@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/drainspec run $(REFERENCE) --out drainspec-out
+	$(BIN)/drainspec run $(REFERENCE)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2

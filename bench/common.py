@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from chaos import target  # noqa: E402
-from chaos.runner import server_environment  # noqa: E402
+from chaos.lifecycle import server_environment  # noqa: E402
 from chaos.scenario import Scenario  # noqa: E402
 
 

@@ -242,4 +242,6 @@ def to_dict(exploration: Exploration) -> dict[str, Any]:
 
 
 def write_json(path: Path, exploration: Exploration) -> None:
-    path.write_text(json.dumps(to_dict(exploration), indent=2) + "\n")
+    from chaos.outdir import write_file
+
+    write_file(path, (json.dumps(to_dict(exploration), indent=2) + "\n").encode())

@@ -140,8 +140,9 @@ def to_dict(base: Scenario, results: Sequence[CellResult]) -> dict[str, Any]:
 
 
 def write_json(path: Path, base: Scenario, results: Sequence[CellResult]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(to_dict(base, results), indent=2) + "\n")
+    from chaos.outdir import write_file
+
+    write_file(path, (json.dumps(to_dict(base, results), indent=2) + "\n").encode())
 
 
 STATUS_WORD = {Status.FAIL: "FAIL", Status.PASS: "pass", Status.NOT_APPLICABLE: "n/a"}

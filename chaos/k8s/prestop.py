@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from chaos import target, traffic
 from chaos.journal import JournalWriter
 from chaos.k8s.kubelet import PreStop
+from chaos.k8s.loopback import pod_path
 from chaos.k8s.manifest import ContainerSpec, ExecHook, Hook, HttpGetHook, SleepHook
 from chaos.k8s.pod import Pod
 
@@ -54,7 +55,7 @@ async def _http_get(hook: HttpGetHook, port: int, journal: JournalWriter, limit:
     # The kubelet's own request, straight to the pod: journaled as a client of its own role,
     # so the verdicts know who sent it.
     async with traffic.new_client(limit) as client:
-        spec = traffic.RequestSpec("GET", hook.path)
+        spec = traffic.RequestSpec("GET", pod_path(hook.path, where="lifecycle.preStop.httpGet.path"))
         url = f"http://{target.HOST}:{port}"
         outcome = await traffic.perform(client, url, spec, "prestop", journal, role="kubelet")
     if outcome != traffic.Outcome.OK:

@@ -172,7 +172,7 @@ def print_console(
         console.print(
             f"[bold]drainspec[/] {escape(scenario.app)} on {escape(scenario.command or scenario.server)}: "
             f"{scenario.requests} request(s) and {scenario.background} background request(s) in "
-            f"flight, {scenario.signal} with a {scenario.grace:g}s grace"
+            f"flight, {escape(scenario.signal)} with a {scenario.grace:g}s grace"
         )
     console.print()
     zero = "the pod's deletion" if timeline.deleted is not None else "the stop signal"
