@@ -133,6 +133,34 @@ def build_parser(defaults: Mapping[str, Any] | None = None, source: Path | None 
         "--rollout", action="store_true", help="replay a rolling update of all replicas under steady load instead"
     )
     k8s.add_argument("--no-namespace", action="store_true", help="run as a plain process, not PID 1")
+    k8s.add_argument(
+        "--ingress",
+        choices=("builtin", "nginx", "haproxy"),
+        default="builtin",
+        help="the proxy in front of the pods: drainspec's router, or a real nginx (ingress-nginx's defaults) "
+        "or haproxy (HAProxy Ingress's defaults) started on 127.0.0.1",
+    )
+    k8s.add_argument(
+        "--ingress-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one of the ingress's defaults (repeat), e.g. upstream-keepalive-timeout=5",
+    )
+    k8s.add_argument(
+        "--load-rate",
+        type=_non_negative(float),
+        default=0.0,
+        metavar="R",
+        help="paced keep-alive load at R requests/s through the router or ingress (default: one request per 50 ms)",
+    )
+    k8s.add_argument(
+        "--load-connections",
+        type=int,
+        default=8,
+        metavar="N",
+        help="keep-alive connections the paced load uses (with --load-rate)",
+    )
     k8s.add_argument("--latency", type=_non_negative(float), default=0.0, help="seconds the router adds to a connect")
     k8s.add_argument(
         "--reset-rate",
@@ -551,8 +579,25 @@ def _k8s(args: argparse.Namespace, console: Console) -> int:
         namespace=not args.no_namespace,
         latency=args.latency,
         reset_rate=args.reset_rate,
+        ingress=args.ingress,
+        ingress_options=tuple(args.ingress_option),
+        load_rate=args.load_rate,
+        load_connections=args.load_connections,
     )
+    if not 1 <= args.load_connections <= 512:
+        raise UsageError(f"--load-connections {args.load_connections} must be between 1 and 512")
+    if args.ingress != "builtin" and (args.latency or args.reset_rate):
+        raise UsageError("--latency and --reset-rate are the builtin router's chaos; drop them with --ingress")
+    from chaos.k8s.ingress import parse_options
+
+    ingress_options = parse_options(args.ingress, options.ingress_options)
     findings = static_findings(pod, container, propagation=options.propagation[1])
+    from chaos.k8s.findings import keepalive_below_proxy
+    from chaos.k8s.ingress import upstream_idle_timeout
+
+    idle = upstream_idle_timeout(args.ingress, ingress_options)
+    if idle is not None and (race := keepalive_below_proxy(container, args.ingress, idle)) is not None:
+        findings.append(race)
     errors = any(f.severity == "error" for f in findings)
     if args.static:
         _print_findings(console, findings)
@@ -574,6 +619,11 @@ def _k8s(args: argparse.Namespace, console: Console) -> int:
             f"[dim]replaying {pod.kind}/{escape(pod.name)} container {escape(container.name)}; files in {out}/[/]"
         )
         play = replay
+    if args.ingress != "builtin":
+        from chaos.k8s.ingress import STANDS_FOR
+
+        settings = ", ".join(f"{key}={value}" for key, value in ingress_options.items())
+        console.print(f"[dim]ingress: {args.ingress} with {STANDS_FOR[args.ingress]}'s defaults: {escape(settings)}[/]")
     with progress.status(console, out / JOURNAL_FILE, ready_timeout=args.ready_timeout):
         events = play(Replay(pod, container, _scenario(args), options), out)
     result = RunResult.of(events, out)
@@ -588,18 +638,17 @@ def _k8s(args: argparse.Namespace, console: Console) -> int:
 
 def _print_budget(console: Console, result: RunResult, pod: Any, container: Any) -> None:
     from chaos.k8s.manifest import prestop_seconds, recommend_budget
-    from chaos.k8s.replay import measured_drain
+    from chaos.k8s.replay import cut_short, measured_drain
 
     propagation = float(result.timeline.replay.get("propagation", 0.0))
     drain = measured_drain(result.events)
     console.print()
     console.print("[bold]Recommended budget[/]")
     if drain is None:
-        console.print(
-            "  the app did not finish draining before SIGKILL: its drain is longer than the grace left; "
-            "bound the server's own shutdown timeout first"
-        )
-        drain = pod.grace
+        # No arithmetic on a kill time: a drain cut short was not measured. The root cause first.
+        cause = cut_short(result.timeline) or "the app did not drain by itself, so its drain was not measured"
+        console.print(f"  [bold red]no budget:[/] {escape(cause)}")
+        return
     budget = recommend_budget(
         propagation, drain, current_prestop=prestop_seconds(container.prestop), current_grace=pod.grace
     )

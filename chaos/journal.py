@@ -95,6 +95,13 @@ class Kind(StrEnum):
     ROUTER_DECISION = "router.decision"  # each accepted connection: routed, reset or no endpoint
     ROUTER_REQUEST = "router.request"  # which request (its x-drainspec-id) a connection carried
     FAULT_INJECTED = "fault.injected"
+    # A worker's exit as its parent saw it (gunicorn's arbiter: "Worker (pid:N) was sent SIGKILL!"):
+    # `target` the worker's pid, `signal` the signal it died of.
+    WORKER_EXITED = "worker.exited"
+    # A real ingress proxy in front of the pods (`chaos.k8s.ingress`): its reloads, and each
+    # request of its access log with the upstream attempts and its error log's text for them.
+    PROXY_RELOADED = "proxy.reloaded"
+    PROXY_REQUEST = "proxy.request"
     # The traffic driver, one per request (and one per WebSocket).
     CLIENT_REQUEST = "client.request"
     CLIENT_WEBSOCKET = "client.websocket"

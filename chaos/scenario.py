@@ -125,6 +125,10 @@ class K8sOptions:
     namespace: bool = True
     latency: float = 0.0
     reset_rate: float = 0.0
+    ingress: str = "builtin"  # builtin (drainspec's router), nginx or haproxy (`chaos.k8s.ingress`)
+    ingress_options: tuple[str, ...] = ()  # KEY=VALUE overrides of the ingress's defaults
+    load_rate: float = 0.0  # requests/s of paced keep-alive load (`traffic.paced_load`); 0: one per 50 ms
+    load_connections: int = 8  # keep-alive connections the paced load spreads its requests over
 
     def pick_propagation(self) -> float:
         """The propagation delay of this replay: fixed, or drawn from the range by `seed`."""

@@ -171,17 +171,13 @@ def new_client(timeout: float) -> httpx.AsyncClient:
 
 
 async def perform(
-    client: httpx.AsyncClient,
-    base_url: str,
-    spec: RequestSpec,
-    request_id: str,
-    journal: JournalWriter,
-    *,
-    role: str,
-    filled_id: str | None = None,
+    client: httpx.AsyncClient, base_url: str, spec: RequestSpec, request_id: str, journal: JournalWriter, **how: Any
 ) -> Outcome:
-    """Make one request and journal what the client saw; never raises for a network failure."""
-    event = await send(client, base_url, spec, request_id, journal, role=role, filled_id=filled_id)
+    """
+    Make one request and journal what the client saw; never raises for a network failure.
+    `how` is `send`'s keywords: the request's `role`, and the `filled_id` its `{id}` became.
+    """
+    event = await send(client, base_url, spec, request_id, journal, **how)
     return Outcome(event.get("outcome"))
 
 
@@ -424,3 +420,169 @@ async def steady_load(
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+# -- paced keep-alive load: many requests per second, each journaled with its connection ---------
+
+PACED_ROLE = "paced"
+PACED_CONNECTIONS = 8
+PACED_TIMEOUT_SECONDS = 5.0
+PACED_MAX_REQUESTS = 200_000
+HEAD_LIMIT = 64 * 1024
+
+
+@dataclass
+class PacedStats:
+    """What a paced load did: requests sent and answered OK, over how long."""
+
+    sent: int = 0
+    ok: int = 0
+    seconds: float = 0.0
+
+    @property
+    def rate(self) -> float:
+        return self.sent / self.seconds if self.seconds > 0 else 0.0
+
+
+async def paced_load(
+    url: str,
+    path: str,
+    journal: JournalWriter | None,
+    stop: asyncio.Event,
+    *,
+    rate: float,
+    connections: int = PACED_CONNECTIONS,
+    timeout: float = PACED_TIMEOUT_SECONDS,
+    max_requests: int = PACED_MAX_REQUESTS,
+    role: str = PACED_ROLE,
+    resend_closed: bool = False,
+) -> PacedStats:
+    """
+    GET `path` at `rate` requests per second (0: as fast as the connections go) over
+    `connections` keep-alive HTTP/1.1 connections until `stop` is set, the way a proxy's clients
+    reuse theirs. Request k is due at start + k / rate, sent on whichever connection is free;
+    a connection that fails or is told `Connection: close` is replaced. Each request is
+    journaled as a `client.request` (`role`: `steady` for a replay's steady load) with the local
+    port of its connection (`client_port`) and its place on it (`conn_request`). Bounded:
+    `max_requests`, and `timeout` for each answer.
+
+    `resend_closed`: a request written onto a reused connection that the peer closed before
+    sending a single byte is sent once more on a new connection, as HTTP clients do for an
+    idempotent request (RFC 9112, 9.3.1), and the event says so (`resent`). Used in front of a
+    real proxy, whose reloads (the emulation of an endpoint change) close idle client
+    connections; never in front of a pod, where that close is the failure being looked for.
+    """
+    match = re.fullmatch(r"http://([^/:]+):(\d+)", url.rstrip("/"))
+    if match is None:
+        raise SetupError(f"paced load needs an http://host:port URL, not {url!r}")
+    host, port = match.group(1), int(match.group(2))
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    counter = iter(range(1, max_requests + 1))
+    stats = PacedStats()
+
+    async def connection() -> None:
+        reader: asyncio.StreamReader | None = None
+        writer: asyncio.StreamWriter | None = None
+        local_port, on_connection = 0, 0
+        for k in counter:
+            if stop.is_set():
+                break
+            if rate > 0:
+                delay = start + k / rate - loop.time()
+                if delay > 0:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), delay)
+                    if stop.is_set():
+                        break
+            fields: dict[str, Any] = {"id": f"k{k}", "role": role, "method": "GET", "path": path}
+            fields["sent"] = time.monotonic_ns()
+            outcome = Outcome.ERROR
+            keep = False
+            try:
+                if reader is None or writer is None:
+                    opened = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+                    reader, writer = opened
+                    local_port, on_connection = int(opened[1].get_extra_info("sockname")[1]), 0
+                on_connection += 1
+                fields["client_port"], fields["conn_request"] = local_port, on_connection
+                request = (
+                    f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\n".encode()
+                    + REQUEST_ID_HEADER
+                    + f": k{k}\r\n\r\n".encode()
+                )
+                writer.write(request)
+                try:
+                    status, keep = await asyncio.wait_for(_read_response(reader), timeout)
+                except (asyncio.IncompleteReadError, ConnectionResetError) as exc:
+                    partial = exc.partial if isinstance(exc, asyncio.IncompleteReadError) else b""
+                    if not (resend_closed and on_connection > 1 and not partial):
+                        raise
+                    writer.transport.abort()
+                    again = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+                    reader, writer = again
+                    local_port, on_connection = int(again[1].get_extra_info("sockname")[1]), 1
+                    fields["client_port"], fields["conn_request"] = local_port, on_connection
+                    fields["resent"] = "the proxy closed the reused connection unanswered; sent again on a new one"
+                    again[1].write(request)
+                    status, keep = await asyncio.wait_for(_read_response(again[0]), timeout)
+                fields["status"] = status
+                outcome = _judge_status(status, SUCCESS)
+            except ConnectionRefusedError as exc:
+                outcome, fields["error"] = Outcome.REFUSED, _describe(exc)
+            except ConnectionResetError as exc:
+                outcome, fields["error"] = Outcome.RESET, _describe(exc)
+            except asyncio.IncompleteReadError as exc:
+                outcome = Outcome.DISCONNECTED if not exc.partial else Outcome.TRUNCATED
+                fields["error"] = "the connection closed before a whole response"
+            except TimeoutError:
+                outcome, fields["error"] = Outcome.TIMEOUT, f"no answer within {timeout:g}s"
+            except (OSError, ValueError, asyncio.LimitOverrunError) as exc:
+                fields["error"] = _describe(exc)
+            stats.sent += 1
+            stats.ok += outcome == Outcome.OK
+            if journal is not None:
+                journal.write(Kind.CLIENT_REQUEST, outcome=outcome.value, **fields)
+            if not keep and writer is not None:
+                writer.transport.abort()
+                reader = writer = None
+        if writer is not None:
+            writer.transport.abort()
+
+    workers = [asyncio.create_task(connection()) for _ in range(max(1, connections))]
+    try:
+        await asyncio.gather(*workers)
+    finally:
+        for task in workers:
+            task.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)
+        stats.seconds = loop.time() - start
+    return stats
+
+
+async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bool]:
+    """Read one whole HTTP/1.1 response; its status, and whether the connection may be reused."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    if len(head) > HEAD_LIMIT:
+        raise ValueError("response head too large")
+    lines = head.decode("latin-1").split("\r\n")
+    parts = lines[0].split(" ", 2)
+    if len(parts) < 2 or not parts[1].isdigit():
+        raise ValueError(f"not an HTTP response: {lines[0][:80]!r}")
+    headers = {}
+    for line in lines[1:]:
+        name, sep, value = line.partition(":")
+        if sep:
+            headers[name.strip().lower()] = value.strip().lower()
+    if headers.get("transfer-encoding") == "chunked":
+        while True:
+            size = int((await reader.readuntil(b"\r\n")).split(b";")[0].strip() or b"0", 16)
+            await reader.readexactly(size + 2)
+            if size == 0:
+                break
+    elif "content-length" in headers:
+        await reader.readexactly(int(headers["content-length"]))
+    else:
+        await reader.read()  # the body ends with the connection
+        return int(parts[1]), False
+    return int(parts[1]), headers.get("connection") != "close" and parts[0] == "HTTP/1.1"

@@ -36,7 +36,7 @@ CASES = [
     pytest.param(
         "drain-exceeds-grace.yaml",
         {"request_seconds": 5.0},
-        {"inflight-completed", "teardown-ran", "within-grace"},
+        {"inflight-completed", "teardown-ran", "within-grace", "resources-closed"},
         id="3-drain-exceeds-grace",
     ),
     pytest.param(
@@ -48,7 +48,7 @@ CASES = [
     pytest.param(
         "shell-wrapper.yaml",
         {},
-        {"signal-reaches-app", "teardown-ran", "within-grace"},
+        {"signal-reaches-app", "teardown-ran", "within-grace", "resources-closed"},
         id="5-shell-wrapper",
         marks=needs_namespace,
     ),
@@ -62,14 +62,14 @@ CASES = [
     pytest.param(
         "init-before-shell.yaml",
         {"request_seconds": 4.0},
-        {"inflight-completed", "teardown-ran"},
+        {"inflight-completed", "teardown-ran", "signal-reaches-app", "resources-closed"},
         id="7-init-before-shell",
         marks=needs_namespace,
     ),
     pytest.param(
         "unbounded-drain.yaml",
         {"request_path": STREAM, "request_seconds": 30.0, "requests": 1},
-        {"inflight-completed", "teardown-ran", "within-grace"},
+        {"inflight-completed", "teardown-ran", "within-grace", "resources-closed"},
         id="9-unbounded-drain",
     ),
     pytest.param(
@@ -165,3 +165,56 @@ def test_router_latency_delays_requests_and_nothing_fails(replay_manifest):
     steady = [e for e in result.timeline.events if e.kind == "client.request" and e.get("role") == "steady"]
     first = min(steady, key=lambda e: int(e.get("sent", 0)))
     assert first.t - int(first.get("sent", 0)) >= 0.2e9
+
+
+def test_an_init_in_exec_form_passes(replay_manifest):
+    """dumb-init (PID 1, the signal blocked and waited for) forwards SIGTERM to uvicorn, which drains."""
+    result = replay_manifest("init-exec.yaml", requests=1, request_seconds=0.3)
+    assert result.failed == set(), result.explain()
+    sent = next(e for e in result.timeline.events if e.kind == "signal.sent")
+    assert sent.get("handled") is True
+    assert result.verdict("signal-reaches-app").status == "pass"
+
+
+@needs_namespace
+def test_steady_load_runs_until_the_router_stops_routing_to_a_dead_pod(replay_manifest):
+    """
+    An init in front of a shell: the pod dies 10-20 ms after SIGTERM, while the router still
+    routes to it (propagation 3 s > preStop 2 s); the load goes on and finds the refusals.
+    """
+    from chaos.k8s.replay import cut_short, measured_drain
+
+    result = replay_manifest("bad/init-before-shell.yaml", requests=1, request_seconds=4.0, propagation=(3.0, 3.0))
+    assert {"no-refused-while-routed", "signal-reaches-app"} <= result.failed, result.explain()
+    exited = result.timeline.exit
+    assert exited is not None and result.timeline.routed_until is not None
+    steady = [e for e in result.timeline.events if e.kind == "client.request" and e.get("role") == "steady"]
+    assert any(int(e.get("sent", 0)) > exited.t and e.get("outcome") != "ok" for e in steady)
+    assert "killed with the pod's namespace" in result.verdict("signal-reaches-app").summary
+    assert measured_drain(result.timeline.events) is None
+    cause = cut_short(result.timeline)
+    assert cause is not None and "exec the server" in cause.lower()
+
+
+@needs_namespace
+@pytest.mark.parametrize(
+    ("manifest", "words"),
+    [
+        pytest.param("bad/shell-wrapper.yaml", "exec form", id="sh-as-pid-1"),
+        pytest.param("bad/init-before-shell.yaml", "before its shutdown began", id="init-before-shell"),
+    ],
+)
+def test_no_budget_is_built_on_a_kill(tmp_path: Path, manifest: str, words: str):
+    out = tmp_path / "out"
+    result = subprocess.run(
+        [sys.executable, "-m", "chaos.cli", "k8s", f"k8s/{manifest}", "--out", str(out), "--request-seconds", "3"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "COLUMNS": "400"},
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    budget = result.stdout.split("Recommended budget", 1)[1]
+    assert "no budget" in budget and words in budget, budget
+    assert "measured drain" not in budget and "terminationGracePeriod T" not in budget

@@ -20,7 +20,7 @@ VARIANTS = [
     "fire_and_forget",
     "slow_teardown",
 ]
-NOT_APPLICABLE_WITHOUT_ROUTER = {"no-refused-while-routed", "rollout-zero-failed-requests"}
+NOT_APPLICABLE_WITHOUT_ROUTER = {"no-refused-while-routed", "rollout-zero-failed-requests", "no-proxy-errors"}
 
 
 def test_reference_app_passes_every_verdict(run_scenario):

@@ -397,6 +397,37 @@ asyncio.run(main())
     assert errors(events) == ["RuntimeError: Cannot send a request, as the client has been closed."]
 
 
+def test_batched_uses_are_written_when_the_lifespan_shutdown_begins(tmp_path: Path) -> None:
+    """
+    Uses on open resources are written in batches; the lifespan shutdown writes them out, and
+    every later use is written at once: a server killed by its re-raised SIGTERM a moment after
+    its teardown loses none of them.
+    """
+    code = f"""
+    import os, signal
+    from sqlalchemy import create_engine, text
+    from chaos.probe import shutdown_hooks
+
+    engine = create_engine("sqlite:///" + {str(tmp_path / "x.db")!r})
+    with engine.connect() as conn:
+        conn.execute(text("SELECT 1"))
+        for hook in shutdown_hooks:  # what the probe does on `lifespan.shutdown`
+            hook()
+        conn.execute(text("SELECT 2"))
+    os.kill(os.getpid(), signal.SIGKILL)  # no atexit, no flusher: only what was written survives
+    """
+    journal = tmp_path / "journal.jsonl"
+    result = subprocess.run(
+        [sys.executable, "-c", "from chaos.probe import resources\nresources.install()\n" + textwrap.dedent(code)],
+        env={**os.environ, "DRAINSPEC_JOURNAL": str(journal)},
+        cwd=ROOT,
+        capture_output=True,
+        timeout=60,
+    )
+    assert result.returncode == -9, result.stderr
+    assert ops(read_journal(journal)) == ["SELECT 1", "SELECT 2"]
+
+
 def test_a_hook_that_fails_is_a_warning_and_the_app_runs_on(tmp_path: Path) -> None:
     code = """
     from chaos.probe import resources

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pytest
 
+from chaos.journal import Kind
 from chaos.scenario import Scenario
 from tests.journals import HARNESS, WORKER, Journal, graceful, ns
 
@@ -220,3 +221,11 @@ def test_pool_loop_and_probe_errors_are_collected() -> None:
     assert [event.kind for event in timeline.pool_events] == ["pool.open", "pool.closed"]
     assert [event.kind for event in timeline.stalls] == ["loop.stall", "loop.lag"]
     assert [event.get("message") for event in timeline.errors] == ["bad"]
+
+
+def test_every_injected_fault_is_on_the_console_timeline() -> None:
+    from chaos.reports.console import timeline_lines
+
+    journal = Journal().startup().signal(0).add(300, Kind.FAULT_INJECTED, HARNESS, fault="crash-worker@0.3", target=7)
+    lines = timeline_lines(journal.exit(400).timeline())
+    assert any("fault crash-worker@0.3 injected at pid 7" in line and "+0.300s" in line for line in lines), lines

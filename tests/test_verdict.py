@@ -13,6 +13,7 @@ from collections.abc import Iterator
 import pytest
 from rich.console import Console
 
+from chaos.journal import Kind
 from chaos.judge.verdict import (
     PER_POD_REASON,
     ROLLOUT_REASON,
@@ -31,6 +32,31 @@ from tests.journals import HARNESS, WORKER, Journal, graceful, ns
 
 ROLLOUT = {"pod": "web", "replicas": 2, "max_surge": 1, "max_unavailable": 0, "propagation": 0.2}
 REPLAY = {"pod": "web", "container": "app", "propagation": 0.5, "seed": None, "prestop": "sleep 1s"}
+
+
+REFUSED = "connect() failed (111: Connection refused) while connecting to upstream"
+RESET = "upstream prematurely closed connection while reading response header from upstream"
+
+
+def proxied(*requests: tuple[str, int, list[tuple[str, str, str]]]) -> Journal:
+    """A replay behind a real proxy: per request its final status and (pod, status, error) attempts."""
+    journal = replay(*("ok" if status < 500 else "refused" for _, status, _ in requests))
+    for n, (request_id, status, attempts) in enumerate(requests, start=1):
+        tried = [
+            {"addr": f"127.0.0.1:{8000 + i}", "pod": pod, "status": code, "connect": "0.000", "error": error}
+            for i, (pod, code, error) in enumerate(attempts)
+        ]
+        journal.add(
+            100 + 50 * n,
+            Kind.PROXY_REQUEST,
+            HARNESS,
+            id=request_id,
+            request="GET /readyz HTTP/1.1",
+            status=status,
+            proxy_connection=n,
+            attempts=tried,
+        )
+    return journal
 
 
 def replay(*outcomes: str) -> Journal:
@@ -214,6 +240,22 @@ CASES = [
     pytest.param(V.NO_REFUSED_WHILE_ROUTED, NA, graceful(), "no router in this run", id="routed-na-no-router"),
     pytest.param(V.NO_REFUSED_WHILE_ROUTED, NA, replay(), "no request was sent while", id="routed-na-no-request"),
     pytest.param(V.NO_REFUSED_WHILE_ROUTED, NA, rollout("ok"), ROLLOUT_REASON, id="routed-na-rollout"),
+    # no-proxy-errors
+    pytest.param(
+        V.NO_PROXY_ERRORS,
+        P,
+        proxied(("s1", 200, [("web", "502", REFUSED), ("web-2", "200", "")])),
+        "it retried 1 request(s) on another pod",
+        id="proxy-pass",
+    ),
+    pytest.param(
+        V.NO_PROXY_ERRORS,
+        F,
+        proxied(("s1", 200, [("web", "200", "")]), ("s2", 502, [("web", "502", RESET)])),
+        "1 of 2 request(s) got a proxy error (502/503/504) (1 keep-alive)",
+        id="proxy-fail",
+    ),
+    pytest.param(V.NO_PROXY_ERRORS, NA, replay("ok"), "no ingress proxy in this run", id="proxy-na"),
     # within-grace
     pytest.param(V.WITHIN_GRACE, P, graceful(), "exited on its own 0.300s after SIGTERM", id="grace-pass"),
     pytest.param(
@@ -316,13 +358,40 @@ FATE_CASES = [
     pytest.param(
         Journal().startup().task("t1", -90, -80).signal(0).shutdown(10).killed(1000), Fate.KILLED, id="killed"
     ),
-    pytest.param(graceful().task("t1", -90, -80), Fate.LOST, id="lost"),
+    pytest.param(graceful().task("t1", -90, -80), Fate.ABANDONED, id="abandoned-after-clean-shutdown"),
+    pytest.param(
+        Journal().startup().task("t1", -90, -80).signal(0).shutdown(250, complete=260).exit(300, returncode=-15),
+        Fate.ABANDONED,
+        id="abandoned-though-the-server-re-raised-sigterm",
+    ),
+    pytest.param(Journal().startup().task("t1", -90, -80).signal(0).exit(300), Fate.LOST, id="lost"),
+    pytest.param(
+        Journal()
+        .startup()
+        .task("t1", -90, -80)
+        .add(-50, Kind.FAULT_INJECTED, HARNESS, fault="crash-worker@0.05", target=WORKER)
+        .signal(0)
+        .exit(300),
+        Fate.KILLED,
+        id="killed-by-crash-worker-fault",
+    ),
+    pytest.param(
+        Journal()
+        .startup()
+        .task("t1", -90, -80)
+        .signal(0)
+        .shutdown(10)
+        .add(200, Kind.WORKER_EXITED, HARNESS, target=WORKER, signal="SIGKILL")
+        .exit(300),
+        Fate.KILLED,
+        id="killed-by-its-arbiter-at-the-graceful-timeout",
+    ),
     pytest.param(graceful().task("t1", -90, -80, finished=100, failed="ValueError: boom"), Fate.FAILED, id="failed"),
     pytest.param(graceful().task("t1", -90, -80, finished=280), Fate.RAN_AFTER_TEARDOWN, id="ran-after-teardown"),
     pytest.param(
         graceful().task("t1", -90, -80, cancelled=240, sync=True),
-        Fate.LOST,
-        id="cancelled-sync-thread-ran-on-is-lost",
+        Fate.ABANDONED,
+        id="cancelled-sync-thread-ran-on-is-abandoned",
     ),
     pytest.param(
         Journal().startup().task("t1", -90, -80, cancelled=240, sync=True).signal(0).killed(1000),

@@ -37,6 +37,7 @@ class VerdictName(StrEnum):
     DATA_INTEGRITY = "data-integrity"
     RESOURCES_CLOSED = "resources-closed"
     ROLLOUT_ZERO_FAILED = "rollout-zero-failed-requests"
+    NO_PROXY_ERRORS = "no-proxy-errors"
 
 
 class Status(StrEnum):
@@ -51,8 +52,9 @@ class Fate(StrEnum):
     COMPLETED = "completed"  # finished before teardown
     CANCELLED = "cancelled"  # CancelledError inside the task
     DROPPED = "dropped"  # queued, never started
-    KILLED = "killed"  # running when the process died of a signal
-    LOST = "lost"  # started, then vanished: no end, no cancel, and the process exited normally
+    KILLED = "killed"  # running when its worker was killed: SIGKILL, a fault, or a signal death mid-shutdown
+    ABANDONED = "abandoned"  # pending when the loop closed after the worker's clean lifespan shutdown
+    LOST = "lost"  # started, then vanished: no end, no cancel, no clean shutdown and no known kill
     FAILED = "failed"  # raised an exception
     RAN_AFTER_TEARDOWN = "ran-after-teardown"  # its work ended after teardown had begun
 
@@ -406,6 +408,20 @@ def fate_of(timeline: Timeline, task: TaskView) -> Fate:
         return Fate.FAILED if task.failed else Fate.COMPLETED
     if task.cancelled is not None and not task.sync:
         return Fate.CANCELLED
+    # Killed or abandoned, told apart by the journal's order of events, not by the exit code: a
+    # worker whose lifespan shutdown completed closed its loop cleanly, and a task still pending
+    # then was abandoned by it, even when the server then re-raises the stop signal to exit
+    # (uvicorn exits 143 after a clean shutdown). A task is killed when a fault SIGKILLed its
+    # worker, or the server was SIGKILLed or died of a signal before the worker's shutdown
+    # completed. Lost: none of these, e.g. a worker that vanished without a clean shutdown.
+    if any(
+        e.kind == Kind.FAULT_INJECTED or (e.kind == Kind.WORKER_EXITED and e.get("signal"))
+        for e in timeline.events
+        if e.get("target") == task.pid
+    ):
+        return Fate.KILLED  # a fault killed its worker, or its parent saw it die of a signal
+    if worker is not None and worker.shutdown_complete is not None:
+        return Fate.ABANDONED
     return Fate.KILLED if timeline.died_by_signal else Fate.LOST
 
 
@@ -415,8 +431,21 @@ def _describe_fate(timeline: Timeline, task: TaskView, fate: Fate) -> Evidence:
         text += f" (its work ended at {timeline.at(task.finished)})"
     elif fate == Fate.FAILED:
         text += f" ({task.failed})"
-    elif fate in (Fate.KILLED, Fate.LOST):
+    elif fate in (Fate.KILLED, Fate.LOST, Fate.ABANDONED):
         text += f" (started {timeline.at(task.started)}, never ended)"
+        fault = next(
+            (e for e in timeline.events if e.kind == Kind.FAULT_INJECTED and e.get("target") == task.pid), None
+        )
+        worker = timeline.workers.get(task.pid)
+        death = next((e for e in timeline.events if e.kind == Kind.WORKER_EXITED and e.get("target") == task.pid), None)
+        if fault is not None:
+            text += f"; its worker {task.pid} was SIGKILLed by the fault {fault.get('fault')} at {timeline.at(fault.t)}"
+        elif death is not None and death.get("signal"):
+            died = f"{death.get('signal')} at {timeline.at(death.t)}"
+            text += f"; its worker {task.pid} died of {died} (its parent's account)"
+        elif fate == Fate.ABANDONED and worker is not None:
+            closed = timeline.at(worker.shutdown_complete)
+            text += f"; still pending when worker {task.pid}'s loop closed after its shutdown at {closed}"
         if task.cancelled is not None:
             text += f"; cancelled at {timeline.at(task.cancelled)} but its thread ran on"
     elif fate == Fate.DROPPED:
@@ -540,16 +569,27 @@ def no_refused_while_routed(timeline: Timeline) -> Verdict:
     deleted, until = timeline.deleted, timeline.routed_until
     decisions: dict[Any, Event] = {}
     carried: dict[str, Any] = {}
+    proxied: dict[str, Event] = {}  # a real ingress proxy's account of each request (its access log)
     for event in timeline.events:
         if event.kind == Kind.ROUTER_DECISION:
             decisions[event.get("conn")] = event
         elif event.kind == Kind.ROUTER_REQUEST:
             carried[str(event.get("id"))] = event.get("conn")
+        elif event.kind == Kind.PROXY_REQUEST and event.get("id"):
+            proxied[str(event.get("id"))] = event
     routed: list[Event] = []
     refused_by_router = 0
     for view in timeline.requests.values():
         client = view.client
         if client is None or client.get("role") == "kubelet":  # preStop httpGet goes straight to the pod
+            continue
+        proxy = proxied.get(view.id)
+        if proxy is not None and int(client.get("sent", 0)) >= deleted:
+            # The proxy answered it without trying any pod: its upstream set no longer held one.
+            if not proxy.get("attempts"):
+                refused_by_router += int(client.get("outcome") != "ok")
+            else:
+                routed.append(client)
             continue
         decision = decisions.get(carried.get(view.id))
         if decision is not None:
@@ -590,6 +630,85 @@ def _failed_requests(timeline: Timeline, failures: Sequence[Event]) -> list[Evid
     if len(failures) > MAX_LISTED:
         evidence.append(Evidence(f"... and {len(failures) - MAX_LISTED} more"))
     return evidence
+
+
+PROXY_CAUSES = {
+    "refused": (
+        "the pod no longer accepted connections while the proxy still routed to it",
+        "a preStop sleep longer than the ingress controller's propagation, so the pod keeps accepting until "
+        "the proxy has dropped it",
+    ),
+    "keep-alive": (
+        "the keep-alive race: the proxy reused a pooled connection the pod had closed (the pod's keep-alive "
+        "timeout is shorter than the proxy's upstream keep-alive timeout, or it closed idle connections at the signal)",
+        "the server's keep-alive timeout above the proxy's upstream keep-alive timeout (uvicorn --timeout-keep-alive "
+        "above ingress-nginx's upstream-keepalive-timeout, 60 s), a preStop long enough that the pod is dropped "
+        "before it stops; the proxy retries only idempotent requests (proxy_next_upstream never retries a POST)",
+    ),
+    "timeout": (
+        "the pod did not answer within the proxy's timeout",
+        "a server shutdown timeout below the proxy's read timeout, and a grace period that covers it",
+    ),
+    "other": ("the proxy could not get an answer from the pod", "see the proxy's error text"),
+}
+
+
+def _proxy_cause(error: str, status: int) -> str:
+    text = error.lower()
+    if "connect() failed" in text or "refused" in text:
+        return "refused"
+    if any(words in text for words in ("prematurely closed", "reset by peer", "recv() failed", "broken pipe")):
+        return "keep-alive"
+    if status == 504 or "timed out" in text:
+        return "timeout"
+    return "other"
+
+
+def no_proxy_errors(timeline: Timeline) -> Verdict:
+    """
+    No 502/504 from a real ingress proxy in front of the pods (`drainspec k8s --ingress`), each
+    one named by the proxy's own log: the pod it tried, the error, the cause and its fix. A
+    request the proxy retried on another pod and got answered is not an error (it is counted).
+    """
+    name = VerdictName.NO_PROXY_ERRORS
+    proxied = [e for e in timeline.events if e.kind == Kind.PROXY_REQUEST]
+    if not proxied:
+        return _not_applicable(name, "no ingress proxy in this run (drainspec k8s --ingress nginx replays one)")
+    retried = [e for e in proxied if len(e.get("attempts") or ()) > 1 and int(e.get("status", 0)) < 500]
+    # 502/504, and a 503 after trying a pod (HAProxy's answer when every attempt failed); a 503
+    # without any attempt is the proxy's own "no endpoint", judged by no-refused-while-routed.
+    errors = [
+        e
+        for e in proxied
+        if int(e.get("status", 0)) in (502, 504) or (int(e.get("status", 0)) == 503 and e.get("attempts"))
+    ]
+    aside = f"; it retried {len(retried)} request(s) on another pod, answered" if retried else ""
+    if not errors:
+        return _pass(name, f"no proxy error (502/504) in {len(proxied)} request(s) through the proxy{aside}")
+    causes: dict[str, int] = {}
+    evidence: list[Evidence] = []
+    for event in errors:
+        attempts = [a for a in event.get("attempts") or () if isinstance(a, dict)]
+        last = next((a for a in reversed(attempts) if a.get("error")), attempts[-1] if attempts else {})
+        error = str(last.get("error") or "no error text")
+        cause = _proxy_cause(error, int(event.get("status", 0)))
+        causes[cause] = causes.get(cause, 0) + 1
+        if len(evidence) < MAX_LISTED:
+            tried = ", ".join(f"{a.get('pod') or a.get('addr')} {a.get('status') or '-'}" for a in attempts) or "none"
+            text = (
+                f"{event.get('id') or '?'} {event.get('request')}: HTTP {event.get('status')} at {timeline.at(event.t)}"
+                f" (proxy connection {event.get('proxy_connection')}; tried {tried}): {error}"
+            )
+            evidence.append(Evidence(text, request=str(event.get("id") or "") or None, t=event.t))
+    if len(errors) > MAX_LISTED:
+        evidence.append(Evidence(f"... and {len(errors) - MAX_LISTED} more"))
+    for cause, count in causes.items():
+        why, fix = PROXY_CAUSES[cause]
+        evidence.append(Evidence(f"{count} x {why}; fix: {fix}"))
+    tally = ", ".join(f"{count} {cause}" for cause, count in sorted(causes.items()))
+    return _fail(
+        name, f"{len(errors)} of {len(proxied)} request(s) got a proxy error (502/503/504) ({tally}){aside}", evidence
+    )
 
 
 def within_grace(timeline: Timeline) -> Verdict:
@@ -637,6 +756,17 @@ def signal_reaches_app(timeline: Timeline) -> Verdict:
         if not timeline.exit.get("killed") and is_app:
             return _pass(name, f"{timeline.signal_name} killed the app outright: {detail}")
         return _fail(name, f"{timeline.signal_name} to {who} never reached the app: {detail}")
+    # A handled signal (a handler, or blocked and waited for as tini and dumb-init do) only
+    # reached the app if the app acted on it: in a pod, an init that forwards it to a shell
+    # which dies of it exits at once, and the kernel kills the app with the namespace.
+    started = [w for w in timeline.workers.values() if w.startup_complete is not None]
+    if timeline.replay and started and not timeline.exit.get("killed"):
+        return _fail(
+            name,
+            f"{timeline.signal_name} reached {who}, which exited at {timeline.at(timeline.exit.t)}, but the app never "
+            "began its shutdown: it was killed with the pod's namespace when PID 1 exited (an init in front of a "
+            "shell that does not exec the server forwards the signal to the shell, which dies of it)",
+        )
     if not timeline.exit.get("killed"):
         return _pass(name, f"{who} took {timeline.signal_name} and exited at {timeline.at(timeline.exit.t)}")
     return _pass(
@@ -702,6 +832,7 @@ CHECKS: dict[VerdictName, Callable[[Timeline], Verdict]] = {
     VerdictName.DATA_INTEGRITY: data_integrity,
     VerdictName.RESOURCES_CLOSED: resources_closed,
     VerdictName.ROLLOUT_ZERO_FAILED: rollout_zero_failed_requests,
+    VerdictName.NO_PROXY_ERRORS: no_proxy_errors,
 }
 
 

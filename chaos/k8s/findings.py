@@ -356,3 +356,55 @@ def static_findings(pod: PodSpec, container: ContainerSpec, *, propagation: floa
     facts = Facts.of(pod, container, propagation)
     findings = [finding for rule in RULES if (finding := rule.apply(facts)) is not None]
     return sorted(findings, key=lambda finding: SEVERITY_ORDER[finding.severity])
+
+
+# -- behind a real ingress proxy (`drainspec k8s --ingress`) ------------------------------------
+
+# Each server's idle keep-alive option and its default, in seconds.
+KEEPALIVE_FLAGS: dict[str, tuple[str, float]] = {
+    "uvicorn": ("--timeout-keep-alive", 5.0),
+    "gunicorn": ("--keep-alive", 2.0),
+    "hypercorn": ("--keep-alive", 5.0),
+}
+
+
+def server_keepalive(argv: Sequence[str]) -> tuple[str, float] | None:
+    """The server's idle keep-alive timeout from its command line (its default if not given)."""
+    command = analyse(argv)
+    if command.server not in KEEPALIVE_FLAGS:
+        return None
+    flag, default = KEEPALIVE_FLAGS[command.server]
+    words = shlex_words(command.script) if command.script is not None else list(argv)
+    for n, word in enumerate(words):
+        option, eq, value = word.partition("=")
+        if option == flag:
+            text = value if eq else (words[n + 1] if n + 1 < len(words) else "")
+            try:
+                return command.server, float(text)
+            except ValueError:
+                return None
+    return command.server, default
+
+
+def keepalive_below_proxy(container: ContainerSpec, proxy: str, proxy_timeout: float) -> Finding | None:
+    """
+    The keep-alive race, read from the manifest: a server that closes idle connections before the
+    proxy stops reusing them lets the proxy write a request onto a connection the server is
+    closing, and the proxy answers 502 (it retries only idempotent requests).
+    """
+    found = server_keepalive(container.argv)
+    if found is None:
+        return None
+    server, seconds = found
+    if seconds > proxy_timeout:
+        return None
+    flag = KEEPALIVE_FLAGS[server][0]
+    return Finding(
+        "keepalive-below-proxy",
+        10,
+        "warning",
+        f"{server} closes idle keep-alive connections after {seconds:g}s, {proxy}'s upstream pool keeps them "
+        f"{proxy_timeout:g}s: the proxy can reuse a connection the pod is closing and answer 502",
+        f"set {flag} above {proxy_timeout:g} (e.g. {math.ceil(proxy_timeout) + 15}), or lower the proxy's upstream "
+        "keep-alive timeout below the server's",
+    )

@@ -480,7 +480,8 @@ def _map_port_word(word: str, port: int, container_ports: Sequence[int]) -> str:
         if word == str(container_port):
             return str(port)
         if word.endswith(f":{container_port}"):
-            return f"{HOST}:{port}"
+            option, eq, _ = word.partition("=")
+            return f"{option}={HOST}:{port}" if eq and option.startswith("-") else f"{HOST}:{port}"
     return HOST if word in ("0.0.0.0", "::") else word
 
 

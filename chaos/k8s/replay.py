@@ -15,19 +15,30 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
-from collections.abc import Sequence
+import signal
+from collections.abc import Coroutine, Sequence
+from typing import Any
+
+import httpx
 
 from chaos import target, traffic
-from chaos.journal import Event, Kind
+from chaos.journal import Event, JournalTail, JournalWriter, Kind
+from chaos.judge.timeline import Timeline, build
 from chaos.k8s import kubelet
-from chaos.k8s.findings import static_findings
+from chaos.k8s.findings import keepalive_below_proxy, static_findings
+from chaos.k8s.ingress import Ingress, open_ingress, parse_options, upstream_idle_timeout
 from chaos.k8s.loopback import checked_paths, keep_loopback
 from chaos.k8s.manifest import localize
 from chaos.k8s.plan import Replay
-from chaos.k8s.pod import handles_signal
+from chaos.k8s.pod import Pod, handles_signal
 from chaos.k8s.prestop import describe, prestop_runner
-from chaos.lifecycle import open_run
+from chaos.k8s.router import Router
+from chaos.lifecycle import Run, open_run
 from chaos.runner import stop_signal_of
+from chaos.scenario import K8sOptions
+
+SHELL_NAMES = frozenset({"sh", "bash", "dash", "ash", "zsh", "busybox"})
+ROUTER_REMOVAL_SLACK = 2.0  # seconds past the propagation delay the replay waits for the router
 
 
 def replay(plan: Replay, run_dir: str | os.PathLike[str]) -> list[Event]:
@@ -53,8 +64,16 @@ async def _replay(plan: Replay, run_dir: str | os.PathLike[str]) -> list[Event]:
             "seed": options.seed,
             "prestop": describe(container.prestop),
         }
+        ingress_options = parse_options(options.ingress, options.ingress_options)
+        if options.ingress != "builtin":
+            replay_info["ingress"] = options.ingress
+            replay_info["ingress_options"] = ", ".join(f"{key}={value}" for key, value in ingress_options.items())
         journal.write(Kind.RUN_START, scenario=scenario.to_dict(), port=port, replay=replay_info)
-        for finding in static_findings(pod, container):
+        findings = static_findings(pod, container)
+        idle = upstream_idle_timeout(options.ingress, ingress_options)
+        if idle is not None and (race := keepalive_below_proxy(container, options.ingress, idle)) is not None:
+            findings.append(race)
+        for finding in findings:
             journal.write(Kind.STATIC_FINDING, **dataclasses.asdict(finding))
         run.require_command(argv[0])
         started = await run.start_pod(argv, namespace=options.namespace)
@@ -72,38 +91,137 @@ async def _replay(plan: Replay, run_dir: str | os.PathLike[str]) -> list[Event]:
             port=port,
             handles_stop_signal=handles_signal(started.pid1, stop_signal),
         )
-        router = await run.router(options, propagation)
+        router: Router | Ingress
+        if options.ingress == "builtin":
+            router = await run.router(options, propagation)
+        else:
+            router = await open_ingress(run, options.ingress, ingress_options, propagation)
         router.add(pod.name, port)
+        if isinstance(router, Ingress):
+            await router.reloaded()  # the controller saw the pod ready: it is in the upstream set
         url = f"http://{target.HOST}:{router.port}"
-        async with traffic.new_client(run.client_timeout) as client:
-            clients = traffic.start_traffic(client, url, scenario, journal)
-            stop_steady = asyncio.Event()
-            steady = asyncio.create_task(traffic.steady_load(client, url, steady_path, journal, stop_steady))
-            try:
-                if clients:
-                    await traffic.wait_in_flight(tail, clients, scenario, started.process)
-                journal.write(Kind.POD_DELETED, grace=pod.grace)
-                router.terminate(pod.name)
-                await kubelet.terminate(
-                    started.process,
-                    stop_signal=stop_signal,
-                    grace=pod.grace,
-                    journal=journal,
-                    main_pid=started.pid1,
-                    prestop=prestop_runner(container, started, port, journal, run.helper_started),
-                )
-                stop_steady.set()
-                await run.settle([steady, *clients])
-            finally:
-                stop_steady.set()
-                await run.cancel([steady, *clients])
+        try:
+            await _play(run, plan, started, tail, router, url, steady_path, stop_signal, propagation, port)
+        finally:
+            if isinstance(router, Ingress):
+                await router.close()  # its logs into the journal, before the run closes it
     return run.events
 
 
+async def _play(
+    run: Run,
+    plan: Replay,
+    started: Pod,
+    tail: JournalTail,
+    router: Router | Ingress,
+    url: str,
+    steady_path: str,
+    stop_signal: signal.Signals,
+    propagation: float,
+    port: int,
+) -> None:
+    """The load through the router, the deletion, the kubelet's termination, the load to the end."""
+    pod, container, scenario, journal = plan.pod, plan.container, run.scenario, run.journal
+    async with traffic.new_client(run.client_timeout) as client:
+        clients = traffic.start_traffic(client, url, scenario, journal)
+        stop_steady = asyncio.Event()
+        steady = asyncio.create_task(steady_traffic(client, url, steady_path, journal, stop_steady, plan.options))
+        try:
+            if clients:
+                await traffic.wait_in_flight(tail, clients, scenario, started.process)
+            journal.write(Kind.POD_DELETED, grace=pod.grace)
+            router.terminate(pod.name)
+            await kubelet.terminate(
+                started.process,
+                stop_signal=stop_signal,
+                grace=pod.grace,
+                journal=journal,
+                main_pid=started.pid1,
+                prestop=prestop_runner(container, started, port, journal, run.helper_started),
+            )
+            # The pod may be gone long before every router has heard of it: the steady load
+            # goes on until the last one stops routing to it (bounded by the propagation).
+            await router.removed(timeout=propagation + ROUTER_REMOVAL_SLACK)
+            stop_steady.set()
+            await run.settle([steady, *clients])
+        finally:
+            stop_steady.set()
+            await run.cancel([steady, *clients])
+
+
 def measured_drain(events: Sequence[Event]) -> float | None:
-    """Seconds from the stop signal to the exit, when the process exited by itself."""
+    """
+    Seconds from the stop signal to the exit, when the app drained and exited by itself; None
+    when the drain was cut short (SIGKILL, or the app killed with the namespace before its
+    shutdown completed): a kill time is not a drain time.
+    """
     signal_t = next((e.t for e in events if e.kind == Kind.SIGNAL_SENT), None)
     exit_event = next((e for e in events if e.kind == Kind.SERVER_EXITED), None)
     if signal_t is None or exit_event is None or exit_event.get("killed"):
         return None
+    if cut_short(build(events)) is not None:
+        return None
     return (exit_event.t - signal_t) / 1e9
+
+
+def cut_short(timeline: Timeline) -> str | None:
+    """
+    Why the app's drain was cut short, root cause first, or None if it drained (or there is no
+    app to judge). Read from the journal's order of events: the stop signal, each worker's
+    lifespan shutdown, the exit and whether it was a SIGKILL.
+    """
+    if timeline.signal is None or timeline.exit is None:
+        return None
+    started = [w for w in timeline.workers.values() if w.startup_complete is not None]
+    if not started:
+        return None
+    codes = {str(f.get("code")) for f in timeline.findings}
+    sent = timeline.signals[0] if timeline.signals else None
+    handled = sent.get("handled") if sent is not None else None
+    comm = (sent.get("comm") if sent is not None else None) or "PID 1"
+    began = [w for w in started if w.teardown is not None and w.teardown >= timeline.signal]
+    done = [w for w in began if w.shutdown_complete is not None]
+    if len(done) == len(started):
+        return None
+    if "shell-wrapper" in codes or (handled is False and comm in SHELL_NAMES):
+        return (
+            f"PID 1 is a shell ({comm}) that does not exec the server: it has no {timeline.signal_name} handler, so "
+            "the signal never reached the app and it was SIGKILLed. Use the exec form (command: [uvicorn, ...], "
+            "or `exec uvicorn ...` in the script), then replay again to measure the drain"
+        )
+    if handled is False:
+        return (
+            f"PID 1 ({comm}) has no {timeline.signal_name} handler, so the kernel dropped the signal and the app was "
+            "SIGKILLed: install a handler, or run the server under an init (`tini -- uvicorn ...`), then replay again"
+        )
+    if not began and not timeline.exit.get("killed"):
+        return (
+            f"{comm} exited {timeline.seconds(timeline.signal, timeline.exit.t):.3f}s after {timeline.signal_name} "
+            "and the app was killed with the namespace before its shutdown began: an init in front of a shell that "
+            "does not exec the server. Exec the server from the shell (`exec uvicorn ...`) or drop the shell "
+            "([tini, --, uvicorn, ...]), then replay again to measure the drain"
+        )
+    if timeline.exit.get("killed"):
+        return (
+            "the app did not finish draining before SIGKILL: its drain is longer than the grace left; bound the "
+            "server's own shutdown timeout first, then replay again to measure the drain"
+        )
+    return "the app's shutdown began but did not complete before the pod exited; replay again once it completes"
+
+
+def steady_traffic(
+    client: httpx.AsyncClient, url: str, path: str, journal: JournalWriter, stop: asyncio.Event, options: K8sOptions
+) -> Coroutine[Any, Any, Any]:
+    """The load that runs through the router: paced keep-alive load at `--load-rate`, else one request per 50 ms."""
+    if options.load_rate > 0:
+        return traffic.paced_load(
+            url,
+            path,
+            journal,
+            stop,
+            rate=options.load_rate,
+            connections=options.load_connections,
+            role="steady",
+            resend_closed=options.ingress != "builtin",
+        )
+    return traffic.steady_load(client, url, path, journal, stop)

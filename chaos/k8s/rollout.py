@@ -28,17 +28,20 @@ from chaos import target, traffic
 from chaos.errors import SetupError
 from chaos.journal import Event, Kind
 from chaos.k8s import kubelet
+from chaos.k8s.ingress import Ingress, open_ingress, parse_options
 from chaos.k8s.loopback import checked_paths, keep_loopback, pod_path, pod_url
 from chaos.k8s.manifest import ContainerSpec, PodSpec, ProbeSpec, localize, resolve_fenceposts
 from chaos.k8s.plan import Replay
 from chaos.k8s.pod import Pod
 from chaos.k8s.prestop import prestop_runner
+from chaos.k8s.replay import steady_traffic
 from chaos.k8s.router import Router
 from chaos.lifecycle import Run, open_run
 from chaos.runner import stop_signal_of
 from chaos.scenario import K8sOptions
 
 MAX_REPLICAS = 8
+ROUTER_REMOVAL_SLACK = 2.0  # seconds past the propagation delay the rollout waits for the router
 """A local rolling update runs every replica as a real server on this machine: a bound on them."""
 
 
@@ -85,7 +88,7 @@ class _Rollout:
     ) -> None:
         self.run, self.pod, self.container, self.options = run, pod, container, options
         self.stop_signal = stop_signal
-        self.router: Router | None = None
+        self.router: Router | Ingress | None = None
         self.terminations: list[asyncio.Task[kubelet.Termination]] = []
         self._numbers = count(1)
 
@@ -105,6 +108,8 @@ class _Rollout:
         self.run.journal.write(Kind.SERVER_READY, target=started.pid1, port=port, pod=name)
         assert self.router is not None
         self.router.add(name, port)
+        if isinstance(self.router, Ingress):
+            await self.router.reloaded()  # the controller put the ready pod in the upstream set
         return replica
 
     def delete(self, replica: Replica) -> None:
@@ -162,22 +167,33 @@ async def _rollout(plan: Replay, run_dir: str | os.PathLike[str]) -> list[Event]
             "max_unavailable": strategy.unavailable,
             "propagation": propagation,
         }
+        ingress_options = parse_options(options.ingress, options.ingress_options)
+        if options.ingress != "builtin":
+            rollout_info["ingress"] = options.ingress
+            rollout_info["ingress_options"] = ", ".join(f"{key}={value}" for key, value in ingress_options.items())
         run.journal.write(Kind.RUN_START, scenario=scenario.to_dict(), rollout=rollout_info)
         controller = _Rollout(run, pod, container, options, stop_signal)
-        controller.router = await run.router(options, propagation)
+        if options.ingress == "builtin":
+            controller.router = await run.router(options, propagation)
+        else:
+            controller.router = await open_ingress(run, options.ingress, ingress_options, propagation)
         old = [await controller.launch("old") for _ in range(strategy.replicas)]
         url = f"http://{target.HOST}:{controller.router.port}"
         async with traffic.new_client(run.client_timeout) as client:
             stop = asyncio.Event()
-            steady = asyncio.create_task(traffic.steady_load(client, url, steady_path, run.journal, stop))
+            steady = asyncio.create_task(steady_traffic(client, url, steady_path, run.journal, stop, options))
             try:
                 await controller.replace_all(strategy, old)
                 await run.settle(controller.terminations)
+                # Until the last router stops routing to the last deleted pod, whether or not it exited.
+                await controller.router.removed(timeout=propagation + ROUTER_REMOVAL_SLACK)
                 stop.set()
                 await run.settle([steady])
             finally:
                 stop.set()
                 await run.cancel([steady, *controller.terminations])
+                if isinstance(controller.router, Ingress):
+                    await controller.router.close()  # its logs into the journal, before the run closes it
     return run.events
 
 

@@ -89,6 +89,18 @@ class Router:
         task = asyncio.get_running_loop().create_task(self._remove_later(endpoint))
         self._removals.add(task)
 
+    async def removed(self, timeout: float) -> bool:
+        """
+        Wait (at most `timeout` seconds) until every terminating endpoint has stopped being
+        routed; True once none is routed any more. Load meant to reach a terminating pod runs
+        until then, whether or not the pod is still alive: in a cluster, new connections in that
+        window are refused by a pod that has exited.
+        """
+        pending = [task for task in self._removals if not task.done()]
+        if pending:
+            await asyncio.wait(pending, timeout=timeout)
+        return not any(e.terminating and e.routed for e in self.endpoints.values())
+
     async def _remove_later(self, endpoint: Endpoint) -> None:
         await asyncio.sleep(self.propagation)
         endpoint.routed = False

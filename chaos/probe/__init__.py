@@ -54,6 +54,9 @@ current_request: contextvars.ContextVar[str | None] = contextvars.ContextVar("dr
 # The background task running now (Starlette's, or a task an endpoint spawned): a resource used
 # from it is attributed to the task as well as to its request.
 current_task: contextvars.ContextVar[str | None] = contextvars.ContextVar("drainspec_task", default=None)
+# Run when the lifespan shutdown begins: the resource instrumentation writes out the uses it
+# batches, and writes every later one at once (the process may exit a few milliseconds later).
+shutdown_hooks: list[Callable[[], None]] = []
 
 _writer: JournalWriter | None = None
 _writer_lock = threading.Lock()
@@ -376,6 +379,9 @@ class Probe:
                 self._ensure_started()
                 record(Kind.STARTUP_RECEIVED)
             elif message["type"] == "lifespan.shutdown":
+                for hook in shutdown_hooks:
+                    with contextlib.suppress(Exception):
+                        hook()
                 record(Kind.SHUTDOWN_RECEIVED)
             return message
 

@@ -2,13 +2,15 @@
 Resources the app opens, seen without a code change: database engines and pools, caches, HTTP
 clients. For each one the probe journals its opening (`resource.open`: a stable id, the library,
 what it is, and a name with no credentials in it, such as `postgresql://db.internal:5432/shop`),
-its closing (`resource.closed`), and every use (a query, a command, a request) at its start
-(`resource.use`) and end (`resource.use_end`, with the error when it raised). `chaos.probe.record`
-adds the request, the background task and the thread that made each of them, so a use after
-close is named with who made it.
+its closing (`resource.closed`), and every use (a query, a command, a request): one
+`resource.use` line when it ends, with its `start` and its `error` when it raised, or, on a
+resource already closed, one line when it begins and a `resource.use_end` when it ends, so that
+a use after close is seen even if it never returns. Each line names the request, the background
+task and the thread that made it (as `chaos.probe.record` does), so a use after close is named
+with who made it.
 
 - SQLAlchemy engines, sync and async: opened when created, closed by `dispose()`; a use is
-  each statement;
+  each statement (where the engine's dialect runs it);
 - asyncpg pools: opened by `create_pool`, closed by `close()` / `terminate()`; a use is each
   query on a pooled connection, or an `acquire()` the pool refused;
 - psycopg 3 connections: `connect()` / `close()` (or the end of their `with`); each `execute`;
@@ -42,8 +44,8 @@ Off with `DRAINSPEC_INSTRUMENT=0` (the probe then sees only what the app records
 
 from __future__ import annotations
 
+import atexit
 import contextlib
-import contextvars
 import functools
 import importlib.abc
 import importlib.machinery
@@ -57,12 +59,13 @@ import types
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from json.encoder import encode_basestring_ascii as _quote  # the C encoder of one JSON string
 from types import FrameType, ModuleType
 from typing import Any, cast
 from urllib.parse import urlsplit
 
-from chaos.journal import Kind
-from chaos.probe import record
+from chaos.journal import Event, Kind
+from chaos.probe import _journal, current_request, current_task, record, shutdown_hooks
 from chaos.redact import redact_text
 
 INSTRUMENT_ENV = "DRAINSPEC_INSTRUMENT"
@@ -103,6 +106,10 @@ _pinned: dict[int, tuple[Any, _Resource]] = {}
 
 
 def _resource_of(obj: Any) -> _Resource | None:
+    if _pinned:  # first: a missing attribute on a __slots__ object costs an exception
+        entry = _pinned.get(id(obj))
+        if entry is not None and entry[0] is obj:
+            return entry[1]
     found = getattr(obj, _ATTRIBUTE, None)
     if isinstance(found, _Resource):
         return found
@@ -113,10 +120,6 @@ def _resource_of(obj: Any) -> _Resource | None:
             found = None
         if found is not None:
             return found
-    if _pinned:
-        entry = _pinned.get(id(obj))
-        if entry is not None and entry[0] is obj:
-            return entry[1]
     return None
 
 
@@ -173,15 +176,122 @@ def _use_start(resource: _Resource, op: str, host: str | None = None) -> Use:
     return resource, time.monotonic_ns(), op, host, None
 
 
-def _use_end(begun: Use, error: BaseException | None = None) -> None:
+def _use_end(begun: Use, error: BaseException | str | None = None) -> None:
+    """End a use: with its error (an exception, or what a pool's refusal says) when it failed."""
     resource, start, op, host, use = begun
-    fields: dict[str, Any] = {"error": _error_text(error)} if error is not None else {}
+    text = None if error is None else error if isinstance(error, str) else _error_text(error)
     if use is not None:
+        fields = {"error": text} if text is not None else {}
         record(Kind.RESOURCE_USE_END, resource=resource.id, use=use, **fields)
         return
+    _write_use(resource.id, op, start, host, text)
+
+
+class _Line:
+    """A journal line already written out: what `JournalWriter.write_event` asks of an event."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def to_json(self) -> str:
+        return self.text
+
+
+_USE_KIND = _quote(Kind.RESOURCE_USE.value)
+
+
+def _write_use(resource_id: str, op: str, start: int, host: str | None, error: str | None) -> None:
+    """
+    `record(Kind.RESOURCE_USE, ...)`, the same line with the same fields (request, task and
+    thread included), written out by hand: every query of the app comes through here, and a
+    dict, a dataclass and `json.dumps` per query were most of the instrumentation's cost.
+    """
+    writer = _journal()
+    if writer is None:
+        return
+    parts = [
+        f'{{"t":{time.monotonic_ns()},"pid":{os.getpid()},"kind":{_USE_KIND},"resource":{_quote(resource_id)},'
+        f'"op":{_quote(op)},"start":{start}'
+    ]
     if host:
-        fields["host"] = host
-    record(Kind.RESOURCE_USE, resource=resource.id, op=op, start=start, **fields)
+        parts.append(f',"host":{_quote(host)}')
+    if error is not None:
+        parts.append(f',"error":{_quote(error)}')
+    request = current_request.get()
+    if request is not None:
+        parts.append(f',"request":{_quote(request)}')
+    task = current_task.get()
+    if task is not None:
+        parts.append(f',"task":{_quote(task)}')
+    thread = threading.current_thread()
+    if thread is not threading.main_thread():
+        parts.append(f',"thread":{_quote(thread.name)}')
+    parts.append("}")
+    _batch.add("".join(parts))
+
+
+FLUSH_SECONDS = 0.02
+
+
+class _Batch:
+    """
+    Whole uses, written together every `FLUSH_SECONDS` by a thread of the probe's own.
+
+    Every other event of the probe is one `os.write` the moment it happens, so that nothing is
+    lost when the server is SIGKILLed. A use is written as often as the app queries, and in a
+    process with busy threads (aiosqlite's, a thread pool's) each write hands the GIL over: a
+    write per query cost more than the rest of the instrumentation. Uses are therefore written
+    in batches, which costs what matters little: a use that ended in the last 20 ms before a
+    SIGKILL may be missing. What the verdicts rest on is never delayed: a use on a resource
+    already closed, and every opening and close, are written at once.
+    """
+
+    def __init__(self) -> None:
+        self._reset()
+        os.register_at_fork(after_in_child=self._reset)  # the parent writes what it had
+
+    def _reset(self) -> None:
+        self.lines: list[str] = []
+        self.lock = threading.Lock()
+        self.pid: int | None = None
+        self.at_once = False
+
+    def add(self, line: str) -> None:
+        with self.lock:
+            self.lines.append(line)
+            at_once = self.at_once
+            started = self.pid == os.getpid()
+            self.pid = os.getpid()
+        if at_once:
+            self.flush()
+        elif not started:
+            threading.Thread(target=self._run, name="drainspec-uses", daemon=True).start()
+
+    def shutdown_began(self) -> None:
+        """From now on the process may exit at any moment: what is batched is written, and every use at once."""
+        self.at_once = True
+        self.flush()
+
+    def flush(self) -> None:
+        with self.lock:
+            lines, self.lines = self.lines, []
+        writer = _journal() if lines else None
+        if writer is not None:
+            writer.write_event(cast(Event, _Line("\n".join(lines))))  # one os.write, whole lines
+
+    def _run(self) -> None:
+        pid = os.getpid()
+        while self.pid == pid:
+            time.sleep(FLUSH_SECONDS)
+            with contextlib.suppress(Exception):
+                self.flush()
+
+
+_batch = _Batch()
+atexit.register(_batch.flush)  # a server that exits on its own writes every use
+shutdown_hooks.append(_batch.shutdown_began)
 
 
 def _error_text(exc: BaseException) -> str:
@@ -250,7 +360,7 @@ Builder = Callable[[Callable[..., Any], bool], Callable[..., Any]]
 def _wrap(cls: type, name: str, build: Builder) -> None:
     """Replace `cls.name` with what `build(call_original, is_async)` returns; once per class."""
     original = _original(cls, name)
-    if getattr(original, "_drainspec", False) and name in cls.__dict__:
+    if getattr(original, "_drainspec", False):  # hooked already, here or on a base class it inherits from
         return
     new = build(_caller(original), _is_async(original))
     with contextlib.suppress(AttributeError, TypeError):
@@ -325,79 +435,61 @@ def _closing(cls: type, name: str, library: str, *, target: Target = _self, when
 
 
 Describe = Callable[[Any, tuple[Any, ...], dict[str, Any]], tuple[str, str | None]]
-Resolve = Callable[[Any], "_Resource | None"]
+Resolve = Callable[[Any, tuple[Any, ...], dict[str, Any]], "_Resource | None"]
 
 
-def _using(
-    cls: type, name: str, library: str, resolve: Resolve, describe: Describe, *, refusals_only: bool = False
-) -> None:
+def _using(cls: type, name: str, library: str, resolve: Resolve, describe: Describe) -> None:
     """
-    Each call of `cls.name` is a use of the resource `resolve(self)` finds (none: not journaled).
-    `refusals_only`: only a call that raises is journaled (a checkout the pool refused), so a
-    pool's checkout and the query after it do not count one use twice.
+    Each call of `cls.name` is a use of the resource `resolve(self, args, kwargs)` finds (none: not
+    journaled). Every query of an app goes through here, so it is written for speed: no call
+    that is not needed, and one guard around the bookkeeping.
     """
     label = f"{cls.__qualname__}.{name}"
 
-    def start(self: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Use | None:
-        resource = resolve(self)
-        if resource is None:
-            return None
-        op, host = describe(self, args, kwargs)
-        return _use_start(resource, op, host)
-
-    def refused(self: Any, args: tuple[Any, ...], kwargs: dict[str, Any], exc: BaseException) -> None:
-        resource = resolve(self)
-        if resource is not None:
+    def begin(self: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Use | None:
+        try:
+            resource = resolve(self, args, kwargs)
+            if resource is None:
+                return None
             op, host = describe(self, args, kwargs)
-            _use_end(_use_start(resource, op, host), exc)
+            return _use_start(resource, op, host)
+        except Exception as exc:
+            _warn(library, label, exc)
+            return None
+
+    def end(begun: Use, error: BaseException | None) -> None:
+        try:
+            _use_end(begun, error)
+        except Exception as exc:
+            _warn(library, label, exc)
 
     def build(call: Callable[..., Any], is_async: bool) -> Callable[..., Any]:
-        if is_async and refusals_only:
-
-            async def refusing_async(self: Any, *args: Any, **kwargs: Any) -> Any:
-                try:
-                    return await call(self, *args, **kwargs)
-                except BaseException as exc:
-                    _guarded(library, label, refused, self, args, kwargs, exc)
-                    raise
-
-            return refusing_async
-        if refusals_only:
-
-            def refusing(self: Any, *args: Any, **kwargs: Any) -> Any:
-                try:
-                    return call(self, *args, **kwargs)
-                except BaseException as exc:
-                    _guarded(library, label, refused, self, args, kwargs, exc)
-                    raise
-
-            return refusing
         if is_async:
 
             async def using_async(self: Any, *args: Any, **kwargs: Any) -> Any:
-                begun = _guarded(library, label, start, self, args, kwargs)
+                begun = begin(self, args, kwargs)
                 if begun is None:
                     return await call(self, *args, **kwargs)
                 try:
                     result = await call(self, *args, **kwargs)
                 except BaseException as exc:
-                    _guarded(library, label, _use_end, begun, exc)
+                    end(begun, exc)
                     raise
-                _guarded(library, label, _use_end, begun)
+                end(begun, None)
                 return result
 
             return using_async
 
         def using(self: Any, *args: Any, **kwargs: Any) -> Any:
-            begun = _guarded(library, label, start, self, args, kwargs)
+            begun = begin(self, args, kwargs)
             if begun is None:
                 return call(self, *args, **kwargs)
             try:
                 result = call(self, *args, **kwargs)
             except BaseException as exc:
-                _guarded(library, label, _use_end, begun, exc)
+                end(begun, exc)
                 raise
-            _guarded(library, label, _use_end, begun)
+            end(begun, None)
             return result
 
         return using
@@ -405,35 +497,37 @@ def _using(
     _wrap(cls, name, build)
 
 
-_housekeeping: contextvars.ContextVar[bool] = contextvars.ContextVar("drainspec_housekeeping", default=False)
-"""True while a library runs its own queries (a pool resetting a connection it takes back)."""
+def _refusing(cls: type, name: str, library: str, refusal: Callable[[Any], str | None], op: str) -> None:
+    """
+    A checkout (`cls.name`) on a pool that will refuse it, because it is closing or closed, is a
+    use after close: journaled before the call, with the refusal. A checkout the pool serves is
+    not journaled, as the query on it is: one use is not counted twice, and the call runs
+    unwrapped (a sync check in front of the library's own coroutine, no extra frame).
+    """
+    label = f"{cls.__qualname__}.{name}"
 
-
-def _quietly(cls: type, name: str) -> None:
-    """Uses made inside `cls.name` are the library's housekeeping, not the app's: not journaled."""
+    def check(self: Any) -> None:
+        try:
+            reason = refusal(self)
+            resource = _resource_of(self) if reason else None
+            if resource is not None and reason is not None:
+                _use_end(_use_start(resource, op), reason)
+        except Exception as exc:
+            _warn(library, label, exc)
 
     def build(call: Callable[..., Any], is_async: bool) -> Callable[..., Any]:
-        if is_async:
+        def refusing(self: Any, *args: Any, **kwargs: Any) -> Any:
+            check(self)
+            return call(self, *args, **kwargs)
 
-            async def quiet_async(self: Any, *args: Any, **kwargs: Any) -> Any:
-                token = _housekeeping.set(True)
-                try:
-                    return await call(self, *args, **kwargs)
-                finally:
-                    _housekeeping.reset(token)
-
-            return quiet_async
-
-        def quiet(self: Any, *args: Any, **kwargs: Any) -> Any:
-            token = _housekeeping.set(True)
-            try:
-                return call(self, *args, **kwargs)
-            finally:
-                _housekeeping.reset(token)
-
-        return quiet
+        return refusing
 
     _wrap(cls, name, build)
+
+
+def _itself(obj: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Resource | None:
+    """The object is the resource (a client)."""
+    return _resource_of(obj)
 
 
 def _own_methods(cls: type, *names: str) -> list[str]:
@@ -530,71 +624,41 @@ def _sqlalchemy_name(url: Any) -> str:
     return _db_name(backend, url.host, url.port, url.database)
 
 
-_USE_KEY = "_drainspec_use"
+_EXECUTES = {"do_execute": 3, "do_executemany": 3, "do_execute_no_params": 2}
+"""The dialect methods every statement of an engine goes through, and where their `context` is."""
 
 
-def _sa_before(conn: Any, cursor: Any, statement: Any, parameters: Any, context: Any, executemany: bool) -> None:
-    try:
-        resource = _resource_of(_root_engine(conn.engine))
-        if resource is None:
-            return
-        begun = _use_start(resource, _sql_op(statement))
-        if context is not None:
-            setattr(context, _USE_KEY, begun)
-        else:
-            conn.info[_USE_KEY] = begun
-    except Exception as exc:
-        _warn("sqlalchemy", "before_cursor_execute", exc)
+def _engine_of_context(index: int) -> Resolve:
+    def resolve(dialect: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Resource | None:
+        context = args[index] if len(args) > index else kwargs.get("context")
+        connection = getattr(context, "root_connection", None)
+        if connection is None:  # the dialect's own first-connect queries
+            return None
+        return _resource_of(_root_engine(connection.engine))
+
+    return resolve
 
 
-def _sa_after(conn: Any, cursor: Any, statement: Any, parameters: Any, context: Any, executemany: bool) -> None:
-    try:
-        begun = _pop_use(context, conn)
-        if begun is not None:
-            _use_end(begun)
-    except Exception as exc:
-        _warn("sqlalchemy", "after_cursor_execute", exc)
-
-
-def _sa_error(exception_context: Any) -> None:
-    try:
-        begun = _pop_use(exception_context.execution_context, exception_context.connection)
-        if begun is not None:
-            _use_end(begun, exception_context.original_exception)
-    except Exception as exc:
-        _warn("sqlalchemy", "handle_error", exc)
-
-
-def _pop_use(context: Any, conn: Any) -> Use | None:
-    if context is not None:
-        begun = context.__dict__.pop(_USE_KEY, None)
-        if begun is not None:
-            return begun
-    if conn is not None:
-        return conn.info.pop(_USE_KEY, None)
-    return None
-
-
-_sa_listening = threading.Lock()
+def _statement(dialect: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[str, str | None]:
+    return _sql_op(args[1] if len(args) > 1 else kwargs.get("statement", "")), None
 
 
 def _open_engine(engine: Any) -> None:
-    _listen_to_engines()
+    _hook_dialect(type(engine.dialect))
     what = "SQLAlchemy async engine" if getattr(engine.dialect, "is_async", False) else "SQLAlchemy engine"
     _open(engine, library="sqlalchemy", what=what, name=_sqlalchemy_name(engine.url))
 
 
-def _listen_to_engines() -> None:
-    """Class-level listeners see every engine's statements; added at the first engine, once."""
-    from sqlalchemy import event
-    from sqlalchemy.engine import Engine
-
-    with _sa_listening:
-        if event.contains(Engine, "before_cursor_execute", _sa_before):
-            return
-        event.listen(Engine, "before_cursor_execute", _sa_before)
-        event.listen(Engine, "after_cursor_execute", _sa_after)
-        event.listen(Engine, "handle_error", _sa_error)
+def _hook_dialect(dialect_class: type) -> None:
+    """
+    An engine's statements are seen where its dialect runs them (`do_execute` and its two
+    siblings), patched on the dialect's class at its first engine. Not through SQLAlchemy's
+    event listeners: a listener on every engine turns on the event pipeline of every
+    connection, which cost more than the rest of the instrumentation together.
+    """
+    for name, context_at in _EXECUTES.items():
+        if hasattr(dialect_class, name):
+            _using(dialect_class, name, "sqlalchemy", _engine_of_context(context_at), _statement)
 
 
 def _disposes(engine: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
@@ -641,14 +705,25 @@ def _asyncpg_name(pool: Any) -> str:
     return _db_name("postgresql", kwargs.get("host"), kwargs.get("port"), kwargs.get("database"))
 
 
+def _asyncpg_refusal(pool: Any) -> str | None:
+    if getattr(pool, "_closing", False):
+        return "InterfaceError: pool is closing"
+    if getattr(pool, "_closed", False):
+        return "InterfaceError: pool is closed"
+    return None
+
+
 def _open_asyncpg_pool(pool: Any) -> None:
     _open(pool, library="asyncpg", what="asyncpg pool", name=_asyncpg_name(pool))
 
 
-def _asyncpg_pool_of(con: Any) -> _Resource | None:
-    """A query's pool: the connection's proxy leads to its holder and its pool (none: not pooled)."""
+def _asyncpg_pool_of(con: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Resource | None:
+    """
+    A query's pool: the connection's proxy leads to its holder and its pool (none: not pooled).
+    The pool's own `RESET ALL` on each connection it takes back is not the app's use.
+    """
     proxy = getattr(con, "_proxy", None)
-    if proxy is None or _housekeeping.get():
+    if proxy is None or (args and args[0] is getattr(con, "_reset_query", None)):
         return None
     holder = getattr(proxy, "_holder", None)
     return _resource_of(getattr(holder, "_pool", None))
@@ -667,8 +742,7 @@ def _hook_asyncpg(pool_module: ModuleType) -> None:
     _after(pool, "_async__init__", "asyncpg", _open_asyncpg_pool)
     _closing(pool, "close", "asyncpg")
     _closing(pool, "terminate", "asyncpg")
-    _using(pool, "_acquire", "asyncpg", _resource_of, lambda p, a, k: ("acquire", None), refusals_only=True)
-    _quietly(pool_module.PoolConnectionHolder, "release")  # its RESET ALL on each connection taken back
+    _refusing(pool, "_acquire", "asyncpg", _asyncpg_refusal, "acquire")
     connection = pool_module.connection.Connection
     for name in _ASYNCPG_QUERIES:
         if hasattr(connection, name):
@@ -726,7 +800,7 @@ def _patch_connect(cls: type) -> None:
     cls.connect = wrapped  # type: ignore[attr-defined]
 
 
-def _psycopg_owner(cursor: Any) -> _Resource | None:
+def _psycopg_owner(cursor: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Resource | None:
     """A query's resource: the pool its connection came from, else the connection itself."""
     conn = getattr(cursor, "_conn", None)
     if conn is None:
@@ -774,6 +848,10 @@ def _psycopg_pool_name(pool: Any) -> str:
     return _db_name("postgresql", params.get("host"), params.get("port"), params.get("dbname"))
 
 
+def _psycopg_pool_refusal(pool: Any) -> str | None:
+    return "PoolClosed: the pool is closed" if getattr(pool, "_closed", False) else None
+
+
 def _hook_psycopg_pool(module: ModuleType) -> None:
     for name in ("ConnectionPool", "AsyncConnectionPool"):
         cls = getattr(module, name, None)
@@ -786,7 +864,7 @@ def _hook_psycopg_pool(module: ModuleType) -> None:
 
         _after(cls, "_open", "psycopg_pool", opened)
         _closing(cls, "close", "psycopg_pool")
-        _using(cls, "getconn", "psycopg_pool", _resource_of, lambda p, a, k: ("getconn", None), refusals_only=True)
+        _refusing(cls, "getconn", "psycopg_pool", _psycopg_pool_refusal, "getconn")
 
 
 # --- redis.asyncio ------------------------------------------------------------------------------
@@ -821,7 +899,7 @@ def _redis_pipeline(pipe: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) ->
     return f"pipeline of {len(getattr(pipe, 'command_stack', ()) or ())} command(s)", None
 
 
-def _pool_of_client(client: Any) -> _Resource | None:
+def _pool_of_client(client: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Resource | None:
     return _resource_of(getattr(client, "connection_pool", None))
 
 
@@ -877,7 +955,7 @@ def _hook_httpx(module: ModuleType) -> None:
         _after(cls, "__init__", "httpx", _open_httpx)
         _closing(cls, closer, "httpx")
         _closing(cls, exit_name, "httpx")
-        _using(cls, "send", "httpx", _resource_of, _httpx_send)
+        _using(cls, "send", "httpx", _itself, _httpx_send)
 
 
 def _open_aiohttp(session: Any) -> None:
@@ -905,7 +983,7 @@ def _hook_aiohttp(module: ModuleType) -> None:
     session = module.ClientSession
     _after(session, "__init__", "aiohttp", _open_aiohttp)
     _closing(session, "close", "aiohttp")
-    _using(session, "_request", "aiohttp", _resource_of, _aiohttp_request)
+    _using(session, "_request", "aiohttp", _itself, _aiohttp_request)
 
 
 # --- installing ---------------------------------------------------------------------------------

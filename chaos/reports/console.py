@@ -27,6 +27,10 @@ def _line_for(timeline: Timeline, event: Event) -> str | None:
     who = f"[{event.pid}]"
     if kind == Kind.SIGNAL_SENT:
         return f"harness  {fields.get('signal')} sent to pid {fields.get('target')}"
+    if kind == Kind.FAULT_INJECTED:
+        at = f" at pid {fields.get('target')}" if fields.get("target") else ""
+        where = f" on {fields.get('endpoint')}" if fields.get("endpoint") else ""
+        return f"chaos    fault {fields.get('fault')} injected{at}{where}"
     if kind == Kind.SIGKILL_SENT:
         return f"harness  SIGKILL to pid {fields.get('target')}: grace of {fields.get('after')}s ran out"
     if kind == Kind.SERVER_EXITED:

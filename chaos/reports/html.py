@@ -43,6 +43,7 @@ FATE_LABEL = {
     Fate.DROPPED: "dropped (never started)",
     Fate.KILLED: "killed (running at SIGKILL)",
     Fate.LOST: "lost (started, never ended)",
+    Fate.ABANDONED: "abandoned (pending when the loop closed)",
     Fate.FAILED: "failed (raised)",
     Fate.RAN_AFTER_TEARDOWN: "ran after teardown",
 }
