@@ -19,6 +19,10 @@ from __future__ import annotations
 class DrainspecError(Exception):
     """Bad input or an unusable environment: one line for the user, exit 2."""
 
+    def __str__(self) -> str:
+        # One line, whatever the input quoted in the message holds (a container named "a\nb").
+        return "".join(char if char.isprintable() else repr(char)[1:-1] for char in super().__str__())
+
 
 class UsageError(DrainspecError):
     """A command-line value that cannot be used."""

@@ -19,11 +19,17 @@ BASE = dataclasses.replace(REFERENCE, request_seconds=0.8, background=1, backgro
 
 FAULT_CASES = [
     pytest.param(
-        "second-signal:INT@0.2", {"inflight-completed", "teardown-ran", "background-fate"}, id="term-then-int"
+        "second-signal:INT@0.2",
+        {"inflight-completed", "teardown-ran", "background-fate", "resources-closed"},
+        id="term-then-int",
     ),
-    pytest.param("sigkill@0.2", {"inflight-completed", "teardown-ran", "background-fate"}, id="sigkill"),
+    pytest.param(
+        "sigkill@0.2", {"inflight-completed", "teardown-ran", "background-fate", "resources-closed"}, id="sigkill"
+    ),
     pytest.param("teardown-delay:4", {"teardown-ran", "within-grace"}, id="slow-teardown"),
-    pytest.param("stream:inf", {"inflight-completed", "teardown-ran", "within-grace"}, id="endless-stream"),
+    pytest.param(
+        "stream:inf", {"inflight-completed", "teardown-ran", "within-grace", "resources-closed"}, id="endless-stream"
+    ),
     pytest.param("stall:0.4@0.1", set(), id="sigstop-stall"),
     pytest.param("websocket", set(), id="websocket"),
     pytest.param("keepalive@0.2", set(), id="idle-keepalive"),

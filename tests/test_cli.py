@@ -24,7 +24,7 @@ REFERENCE_ARGS = [
     ("app", "code", "failed"),
     [
         pytest.param("app.main:app", 0, set(), id="correct"),
-        pytest.param("app.variants.exit_skips_teardown:app", 1, {"teardown-ran"}, id="faulty"),
+        pytest.param("app.variants.exit_skips_teardown:app", 1, {"teardown-ran", "resources-closed"}, id="faulty"),
     ],
 )
 def test_exit_code_and_reports(tmp_path, app, code, failed):

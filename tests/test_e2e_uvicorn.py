@@ -86,7 +86,9 @@ def test_sigterm_exit_code_is_reported_as_the_runtime_would(run_scenario):
     ("app", "fails"),
     [
         pytest.param("app.main:app", set(), id="reference"),
-        pytest.param("app.variants.slow_startup:app", {"teardown-ran", "within-grace"}, id="slow-startup"),
+        pytest.param(
+            "app.variants.slow_startup:app", {"teardown-ran", "within-grace", "resources-closed"}, id="slow-startup"
+        ),
     ],
 )
 def test_a_pod_deleted_while_it_starts(run_scenario, app, fails):

@@ -153,7 +153,7 @@ def test_a_sigkilled_run_shows_failed_requests_and_killed_tasks_in_red(run_scena
 @pytest.mark.e2e
 def test_the_worker_a_failed_verdict_names_is_flagged(run_scenario):
     result = run_scenario(app="app.variants.exit_skips_teardown:app", grace=2.0)
-    assert result.failed == {"teardown-ran"}, result.explain()
+    assert result.failed == {"teardown-ran", "resources-closed"}, result.explain()
     text, page = page_of(result)
     assert_self_contained(text, page)
     (pid,) = result.timeline.workers
@@ -416,7 +416,7 @@ def unfilter(raw: bytes, stride: int, height: int, bpp: int) -> list[bytes]:
 def test_chromium_draws_the_page_with_its_failure_highlighted(run_scenario, tmp_path):
     browser = chromium()
     result = run_scenario(app="app.variants.exit_skips_teardown:app", grace=2.0)
-    assert result.failed == {"teardown-ran"}, result.explain()
+    assert result.failed == {"teardown-ran", "resources-closed"}, result.explain()
     page = tmp_path / "timeline.html"
     html.write_html(page, result.timeline, result.verdicts)
     shot = screenshot(browser, page, tmp_path)

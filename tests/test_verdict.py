@@ -163,6 +163,18 @@ CASES = [
         id="pool-fail",
     ),
     pytest.param(V.NO_USE_AFTER_CLOSE, NA, graceful(), "no pool events", id="pool-na"),
+    # resources-closed
+    pytest.param(
+        V.RESOURCES_CLOSED, P, graceful().resource("db", -800, closed=255), "all 1 resource(s) closed", id="res-pass"
+    ),
+    pytest.param(
+        V.RESOURCES_CLOSED,
+        F,
+        graceful().resource("db", -800).resource("cache", -700, closed=260, name="redis://cache:6379/0"),
+        "1 of 2 resource(s) never closed",
+        id="res-fail-left-open",
+    ),
+    pytest.param(V.RESOURCES_CLOSED, NA, graceful(), "no resource was seen opening", id="res-na"),
     # background-fate
     pytest.param(V.BACKGROUND_FATE, P, graceful().task("t1", -90, -80, finished=150), "1 completed", id="bg-pass"),
     pytest.param(

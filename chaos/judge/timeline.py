@@ -180,13 +180,18 @@ class ResourceView:
 
 @dataclass
 class Timeline:
+    """A run's journal folded: what every verdict and report reasons about."""
+
     events: Sequence[Event]
     scenario: Scenario | None = None
+    # The harness's clock: the first stop signal (and its name), SIGKILL, the exit.
     signal: int | None = None
     signal_name: str | None = None
+    signals: list[Event] = field(default_factory=list)
     sigkill: int | None = None
     exit: Event | None = None
-    integrity: Event | None = None
+    integrity: Event | None = None  # the data-integrity check's result
+    # The app's side: each worker, request, task and resource, by id.
     workers: dict[int, WorkerView] = field(default_factory=dict)
     requests: dict[str, RequestView] = field(default_factory=dict)
     tasks: dict[str, TaskView] = field(default_factory=dict)
@@ -198,7 +203,6 @@ class Timeline:
     _label_counts: dict[str, int] = field(default_factory=dict, repr=False)
     stalls: list[Event] = field(default_factory=list)
     errors: list[Event] = field(default_factory=list)
-    signals: list[Event] = field(default_factory=list)
     deleted: int | None = None  # the (first) pod deletion
     routed_until: int | None = None  # the (last) router removal
     upstream_failures: list[Event] = field(default_factory=list)
@@ -259,27 +263,12 @@ class Timeline:
     def in_flight_at_signal(self) -> list[RequestView]:
         """Requests the app had started and not yet answered (whole body) when the shutdown began."""
         moment = self.shutdown_began
-        if moment is None:
-            return []
-        return [
-            view
-            for view in self.requests.values()
-            if view.start is not None
-            and view.start < moment
-            and (view.response_end is None or view.response_end > moment)
-            and (view.client is None or view.client.get("role") not in ("preflight", "kubelet"))
-        ]
+        return [] if moment is None else [view for view in self.requests.values() if _in_flight(view, moment)]
 
     def tasks_running_at_signal(self) -> list[TaskView]:
         """Background tasks queued before the shutdown began and not yet ended then."""
         moment = self.shutdown_began
-        if moment is None:
-            return []
-        return [
-            task
-            for task in self.tasks.values()
-            if task.queued is not None and task.queued < moment and (task.work_end is None or task.work_end > moment)
-        ]
+        return [] if moment is None else [task for task in self.tasks.values() if _running(task, moment)]
 
     def worker(self, pid: int) -> WorkerView:
         if pid not in self.workers:
@@ -303,6 +292,19 @@ class Timeline:
             for other in self.resources.values():
                 self._label_counts[other.label] = self._label_counts.get(other.label, 0) + 1
         return resource.described if self._label_counts.get(resource.label, 0) > 1 else resource.label
+
+
+def _in_flight(view: RequestView, moment: int) -> bool:
+    """Started before `moment`, not yet answered then; the harness's own requests excluded."""
+    if view.start is None or view.start >= moment:
+        return False
+    if view.response_end is not None and view.response_end <= moment:
+        return False
+    return view.client is None or view.client.get("role") not in ("preflight", "kubelet")
+
+
+def _running(task: TaskView, moment: int) -> bool:
+    return task.queued is not None and task.queued < moment and (task.work_end is None or task.work_end > moment)
 
 
 _COLLECTED: dict[str, str] = {Kind.ROUTER_UPSTREAM_FAILED: "upstream_failures", Kind.STATIC_FINDING: "findings"}

@@ -38,8 +38,9 @@ from typing import TYPE_CHECKING
 import psutil
 
 from chaos.errors import SetupError, UsageError
-from chaos.journal import Event, JournalWriter, Kind
+from chaos.journal import Event, Kind
 from chaos.k8s.pod import handles_signal
+from chaos.k8s.router import Endpoint, Routing
 from chaos.target import HOST, free_port
 
 if TYPE_CHECKING:
@@ -248,15 +249,7 @@ HAPROXY_TERMINATION = {
 
 
 @dataclass
-class Endpoint:
-    name: str
-    port: int
-    routed: bool = True
-    terminating: bool = False
-
-
-@dataclass
-class Ingress:
+class Ingress(Routing):
     """One proxy process, its config and logs in `directory`; its endpoints, by pod name."""
 
     kind: str
@@ -271,9 +264,8 @@ class Ingress:
     _reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _wall_offset_ns: int = 0  # wall clock minus monotonic clock, to put the logs on the journal's axis
 
-    @property
-    def journal(self) -> JournalWriter:
-        return self.run.journal
+    def __post_init__(self) -> None:
+        self.journal = self.run.journal
 
     @property
     def config_path(self) -> Path:
@@ -384,30 +376,14 @@ class Ingress:
             task = asyncio.get_running_loop().create_task(self.reload(f"endpoint {name} added"), name=f"add:{name}")
             self._removals.add(task)
 
-    def terminate(self, name: str) -> None:
-        endpoint = self.endpoints[name]
-        endpoint.terminating = True
-        self.journal.write(Kind.ROUTER_TERMINATING, endpoint=name, propagation=self.propagation)
-        task = asyncio.get_running_loop().create_task(self._remove_later(endpoint))
-        self._removals.add(task)
-
-    async def _remove_later(self, endpoint: Endpoint) -> None:
-        await asyncio.sleep(self.propagation)
-        endpoint.routed = False
+    async def _unrouted(self, endpoint: Endpoint) -> None:
         await self.reload(f"endpoint {endpoint.name} removed")
-        self.journal.write(Kind.ROUTER_REMOVED, endpoint=endpoint.name)
 
     async def reloaded(self, timeout: float = RELOAD_SECONDS) -> None:
         """Wait until every endpoint change so far is in the proxy's config (bounded)."""
         pending = [task for task in self._removals if not task.done() and task.get_name().startswith("add:")]
         if pending:
             await asyncio.wait(pending, timeout=timeout)
-
-    async def removed(self, timeout: float) -> bool:
-        pending = [task for task in self._removals if not task.done()]
-        if pending:
-            await asyncio.wait(pending, timeout=timeout)
-        return not any(e.terminating and e.routed for e in self.endpoints.values())
 
     async def close(self) -> None:
         """Stop reloading and read the proxy's logs into the journal (the run reaps the process)."""

@@ -50,7 +50,49 @@ class Endpoint:
     terminating: bool = False
 
 
-class Router:
+class Routing:
+    """
+    What every router of a replay shares, the builtin one and a real proxy alike: the pod
+    endpoints, and each one's removal `propagation` seconds after the pod's deletion (routers
+    learn of it late). A real proxy reloads its upstreams in `_unrouted`.
+    """
+
+    journal: JournalWriter
+    propagation: float
+    endpoints: dict[str, Endpoint]
+    _removals: set[asyncio.Task[None]]
+
+    def terminate(self, name: str) -> None:
+        """The pod was deleted: keep routing new connections to it for `propagation` seconds."""
+        endpoint = self.endpoints[name]
+        endpoint.terminating = True
+        self.journal.write(Kind.ROUTER_TERMINATING, endpoint=name, propagation=self.propagation)
+        task = asyncio.get_running_loop().create_task(self._remove_later(endpoint))
+        self._removals.add(task)
+
+    async def removed(self, timeout: float) -> bool:
+        """
+        Wait (at most `timeout` seconds) until every terminating endpoint has stopped being
+        routed; True once none is routed any more. Load meant to reach a terminating pod runs
+        until then, whether or not the pod is still alive: in a cluster, new connections in that
+        window are refused by a pod that has exited.
+        """
+        pending = [task for task in self._removals if not task.done()]
+        if pending:
+            await asyncio.wait(pending, timeout=timeout)
+        return not any(e.terminating and e.routed for e in self.endpoints.values())
+
+    async def _remove_later(self, endpoint: Endpoint) -> None:
+        await asyncio.sleep(self.propagation)
+        endpoint.routed = False
+        await self._unrouted(endpoint)
+        self.journal.write(Kind.ROUTER_REMOVED, endpoint=endpoint.name)
+
+    async def _unrouted(self, endpoint: Endpoint) -> None:
+        """The endpoint just stopped being routed: nothing more to do for the builtin router."""
+
+
+class Router(Routing):
     def __init__(
         self,
         journal: JournalWriter,
@@ -80,31 +122,6 @@ class Router:
 
     def add(self, name: str, port: int) -> None:
         self.endpoints[name] = Endpoint(name, port)
-
-    def terminate(self, name: str) -> None:
-        """The pod was deleted: keep routing new connections to it for `propagation` seconds."""
-        endpoint = self.endpoints[name]
-        endpoint.terminating = True
-        self.journal.write(Kind.ROUTER_TERMINATING, endpoint=name, propagation=self.propagation)
-        task = asyncio.get_running_loop().create_task(self._remove_later(endpoint))
-        self._removals.add(task)
-
-    async def removed(self, timeout: float) -> bool:
-        """
-        Wait (at most `timeout` seconds) until every terminating endpoint has stopped being
-        routed; True once none is routed any more. Load meant to reach a terminating pod runs
-        until then, whether or not the pod is still alive: in a cluster, new connections in that
-        window are refused by a pod that has exited.
-        """
-        pending = [task for task in self._removals if not task.done()]
-        if pending:
-            await asyncio.wait(pending, timeout=timeout)
-        return not any(e.terminating and e.routed for e in self.endpoints.values())
-
-    async def _remove_later(self, endpoint: Endpoint) -> None:
-        await asyncio.sleep(self.propagation)
-        endpoint.routed = False
-        self.journal.write(Kind.ROUTER_REMOVED, endpoint=endpoint.name)
 
     def _pick(self) -> Endpoint | None:
         """
