@@ -50,6 +50,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/probe_throughput.py
 	$(BIN)/python bench/scale.py
 	$(BIN)/python bench/driver.py
+	$(BIN)/python bench/instrumentation.py
 
 clean:
 	rm -rf $(VENV) drainspec-out

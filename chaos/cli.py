@@ -272,6 +272,12 @@ def _add_traffic_arguments(parser: argparse.ArgumentParser, *, requests: int = 3
     )
     parser.add_argument("--ready-timeout", type=_non_negative(float), default=20.0)
     parser.add_argument("--stall-ms", type=_non_negative(float), default=250.0, help="event-loop stall threshold")
+    parser.add_argument(
+        "--no-instrument",
+        dest="instrument",
+        action="store_false",
+        help="do not hook the app's pools and clients (SQLAlchemy, asyncpg, psycopg, redis, httpx, aiohttp)",
+    )
     parser.add_argument("--out", default=None, help=OUT_HELP)
     parser.add_argument("--junit", type=Path, help="also write JUnit XML here")
 
@@ -322,6 +328,7 @@ def _scenario(args: argparse.Namespace, server_args: Sequence[str] = ()) -> Scen
         json_body=_body(args.json_body, "--json"),
         data=_body(args.data, "--data"),
         expect_status=args.expect_status,
+        instrument=args.instrument,
     )
 
 

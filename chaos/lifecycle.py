@@ -31,6 +31,7 @@ from chaos.journal import Event, JournalTail, JournalWriter, Kind, read_journal
 from chaos.k8s.pod import Pod, start_pod
 from chaos.k8s.router import Router
 from chaos.probe import APP_ENV, JOURNAL_ENV, STALL_ENV
+from chaos.probe.resources import INSTRUMENT_ENV
 from chaos.scenario import K8sOptions, Scenario
 
 JOURNAL_FILE = "journal.jsonl"
@@ -87,6 +88,8 @@ def server_environment(scenario: Scenario, run_dir: Path, journal: Path) -> dict
     if scenario.app:
         env[APP_ENV] = scenario.app
     env[RUN_DIR_ENV] = str(run_dir / DATA_DIR)
+    if not scenario.instrument:
+        env[INSTRUMENT_ENV] = "0"
     env["PYTHONUNBUFFERED"] = "1"
     env.update(scenario.env)
     return env

@@ -69,6 +69,7 @@ class Scenario:
     data: str | None = None
     expect_status: str = "2xx"
     signal_at: SignalAt = "in-flight"
+    instrument: bool = True  # the probe's automatic view of pools and clients (`chaos.probe.resources`)
 
     def to_dict(self) -> dict[str, Any]:
         """The scenario as journaled and reported: secrets redacted, unused paths left out."""

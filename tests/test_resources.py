@@ -340,6 +340,25 @@ def test_sqlalchemy_engines_sync_and_async(tmp_path: Path) -> None:
     assert after.get("resource") == sync_id and after.t > closes[0].t
 
 
+def test_a_connection_checked_out_before_a_dispose_and_given_back_after_it_is_a_use(tmp_path: Path) -> None:
+    """The engine was disposed under it; one checked out after the dispose is seen by its statements."""
+    code = f"""
+    from sqlalchemy import create_engine, text
+    engine = create_engine("sqlite:///" + {str(tmp_path / "x.db")!r})
+    held = engine.connect()
+    held.execute(text("SELECT 1"))
+    engine.dispose()
+    held.close()
+    with engine.connect() as conn:
+        conn.execute(text("SELECT 2"))
+    """
+    events = instrumented(tmp_path, code)
+    assert ops(events) == ["SELECT 1", "connection given back (checked out before the close)", "SELECT 2"]
+    (closed,) = of(events, Kind.RESOURCE_CLOSED)
+    late = [e for e in of(events, Kind.RESOURCE_USE) if e.t > closed.t]
+    assert [e.get("op") for e in late] == ["connection given back (checked out before the close)", "SELECT 2"]
+
+
 def test_uses_are_attributed_to_the_request_the_task_and_the_thread(tmp_path: Path) -> None:
     code = f"""
     import contextvars, threading

@@ -10,9 +10,11 @@ task and the thread that made it (as `chaos.probe.record` does), so a use after 
 with who made it.
 
 - SQLAlchemy engines, sync and async: opened when created, closed by `dispose()`; a use is
-  each statement (where the engine's dialect runs it);
+  each statement (where the engine's dialect runs it), and a connection checked out before the
+  dispose and given back after it;
 - asyncpg pools: opened by `create_pool`, closed by `close()` / `terminate()`; a use is each
-  query on a pooled connection, or an `acquire()` the pool refused;
+  query on a pooled connection, an `acquire()` the pool refused, or a connection given back
+  after the close;
 - psycopg 3 connections: `connect()` / `close()` (or the end of their `with`); each `execute`;
 - psycopg_pool pools: opened, `close()`; each query on a pooled connection, or a refused
   `getconn()`;
@@ -275,11 +277,13 @@ class _Batch:
         self.flush()
 
     def flush(self) -> None:
+        # Written under the lock: a flush at exit waits for one the thread has begun, so no line
+        # taken from the batch is lost with the thread when the interpreter stops.
         with self.lock:
             lines, self.lines = self.lines, []
-        writer = _journal() if lines else None
-        if writer is not None:
-            writer.write_event(cast(Event, _Line("\n".join(lines))))  # one os.write, whole lines
+            writer = _journal() if lines else None
+            if writer is not None:
+                writer.write_event(cast(Event, _Line("\n".join(lines))))  # one os.write, whole lines
 
     def _run(self) -> None:
         pid = os.getpid()
@@ -525,6 +529,32 @@ def _refusing(cls: type, name: str, library: str, refusal: Callable[[Any], str |
     _wrap(cls, name, build)
 
 
+def _returning(cls: type, name: str, library: str, resolve: Resolve) -> None:
+    """
+    A connection given back (`cls.name`) to a pool that has already closed was in use across the
+    close: the pool was closed under it. Journaled as a use after close, by whoever gives it
+    back; any other return costs one check and is not journaled.
+    """
+    label = f"{cls.__qualname__}.{name}"
+
+    def check(self: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        try:
+            resource = resolve(self, args, kwargs)
+            if resource is not None and resource.closed:
+                _use_end(_use_start(resource, "connection given back (checked out before the close)"))
+        except Exception as exc:
+            _warn(library, label, exc)
+
+    def build(call: Callable[..., Any], is_async: bool) -> Callable[..., Any]:
+        def returning(self: Any, *args: Any, **kwargs: Any) -> Any:
+            check(self, args, kwargs)
+            return call(self, *args, **kwargs)
+
+        return returning
+
+    _wrap(cls, name, build)
+
+
 def _itself(obj: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Resource | None:
     """The object is the resource (a client)."""
     return _resource_of(obj)
@@ -667,10 +697,31 @@ def _disposes(engine: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> boo
     return close is not False
 
 
+_CHECKOUT = "_drainspec_checked_out_of"
+
+
+def _checked_out(conn: Any) -> None:
+    """Remember the engine a connection was checked out of, if it was open then."""
+    resource = _resource_of(_root_engine(conn.engine))
+    if resource is not None and not resource.closed:
+        conn.__dict__[_CHECKOUT] = resource
+
+
+def _engine_of_connection(conn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Resource | None:
+    """
+    The engine a closing connection goes back to, when it was checked out before the engine's
+    `dispose()`. One checked out after the dispose is not reported again: its statements are.
+    """
+    resource = conn.__dict__.get(_CHECKOUT)
+    return resource if isinstance(resource, _Resource) else None
+
+
 def _hook_sqlalchemy(base: ModuleType) -> None:
     engine = base.Engine
     _after(engine, "__init__", "sqlalchemy", _open_engine)
     _closing(engine, "dispose", "sqlalchemy", target=lambda e, a, k: _root_engine(e), when=_disposes)
+    _after(base.Connection, "__init__", "sqlalchemy", _checked_out)
+    _returning(base.Connection, "close", "sqlalchemy", _engine_of_connection)
 
 
 # --- asyncpg ----------------------------------------------------------------------------------------
@@ -743,6 +794,7 @@ def _hook_asyncpg(pool_module: ModuleType) -> None:
     _closing(pool, "close", "asyncpg")
     _closing(pool, "terminate", "asyncpg")
     _refusing(pool, "_acquire", "asyncpg", _asyncpg_refusal, "acquire")
+    _returning(pool, "release", "asyncpg", _itself)
     connection = pool_module.connection.Connection
     for name in _ASYNCPG_QUERIES:
         if hasattr(connection, name):
@@ -865,6 +917,7 @@ def _hook_psycopg_pool(module: ModuleType) -> None:
         _after(cls, "_open", "psycopg_pool", opened)
         _closing(cls, "close", "psycopg_pool")
         _refusing(cls, "getconn", "psycopg_pool", _psycopg_pool_refusal, "getconn")
+        _returning(cls, "putconn", "psycopg_pool", _itself)
 
 
 # --- redis.asyncio ------------------------------------------------------------------------------

@@ -787,10 +787,10 @@ def render(timeline: Timeline, verdicts: Sequence[Verdict]) -> str:
         "</tbody></table>",
         *_findings(timeline),
         *_escaped(timeline),
-        *_resources(timeline),
         "<h2>Timeline</h2>",
         _legend(),
         render_svg(timeline, verdicts),
+        *_resources(timeline),  # below the lanes: the page opens on the verdicts and the timeline
         "</body></html>",
     ]
     return "\n".join(parts) + "\n"
