@@ -1051,19 +1051,23 @@ class Hook:
     patch: Callable[[ModuleType], None]
 
 
-HOOKS: tuple[Hook, ...] = (
-    Hook("sqlalchemy.engine.base", "sqlalchemy", _hook_sqlalchemy),
-    Hook("asyncpg.pool", "asyncpg", _hook_asyncpg),
-    Hook("psycopg.connection", "psycopg", _hook_psycopg_connection),
-    Hook("psycopg.connection_async", "psycopg", _hook_psycopg_connection),
-    Hook("psycopg.cursor", "psycopg", _hook_psycopg_cursor),
-    Hook("psycopg.cursor_async", "psycopg", _hook_psycopg_cursor),
-    Hook("psycopg_pool.pool", "psycopg_pool", _hook_psycopg_pool),
-    Hook("psycopg_pool.pool_async", "psycopg_pool", _hook_psycopg_pool),
-    Hook("redis.asyncio.connection", "redis", _hook_redis_connection),
-    Hook("redis.asyncio.client", "redis", _hook_redis_client),
-    Hook("httpx._client", "httpx", _hook_httpx),
-    Hook("aiohttp.client", "aiohttp", _hook_aiohttp),
+PATCHES: dict[str, dict[str, Callable[[ModuleType], None]]] = {
+    "sqlalchemy": {"sqlalchemy.engine.base": _hook_sqlalchemy},
+    "asyncpg": {"asyncpg.pool": _hook_asyncpg},
+    "psycopg": {
+        "psycopg.connection": _hook_psycopg_connection,
+        "psycopg.connection_async": _hook_psycopg_connection,
+        "psycopg.cursor": _hook_psycopg_cursor,
+        "psycopg.cursor_async": _hook_psycopg_cursor,
+    },
+    "psycopg_pool": {"psycopg_pool.pool": _hook_psycopg_pool, "psycopg_pool.pool_async": _hook_psycopg_pool},
+    "redis": {"redis.asyncio.connection": _hook_redis_connection, "redis.asyncio.client": _hook_redis_client},
+    "httpx": {"httpx._client": _hook_httpx},
+    "aiohttp": {"aiohttp.client": _hook_aiohttp},
+}
+"""Per library (the distribution its warnings name), the modules to patch and how."""
+HOOKS: tuple[Hook, ...] = tuple(
+    Hook(module, library, patch) for library, modules in PATCHES.items() for module, patch in modules.items()
 )
 LIBRARIES: tuple[str, ...] = tuple(dict.fromkeys(hook.library for hook in HOOKS))
 """The libraries drainspec sees by itself, in the order the README lists them."""
