@@ -48,8 +48,8 @@ def uvicorn(app: str, *, probe: bool, workdir: Path) -> Iterator[Server]:
         target.reap(process)
 
 
-def wrk(url: str, *, connections: int = 50, seconds: int = 5) -> float:
-    """Requests per second measured by wrk (two threads)."""
+def wrk_output(url: str, *, connections: int = 50, seconds: int = 5) -> str:
+    """What wrk (two threads) printed for `seconds` of load on `url`."""
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed: apt-get install wrk")
     result = subprocess.run(
@@ -59,9 +59,15 @@ def wrk(url: str, *, connections: int = 50, seconds: int = 5) -> float:
         timeout=seconds + 30,
         check=True,
     )
-    match = re.search(r"Requests/sec:\s+([\d.]+)", result.stdout)
+    return result.stdout
+
+
+def wrk(url: str, *, connections: int = 50, seconds: int = 5) -> float:
+    """Requests per second measured by wrk (two threads)."""
+    output = wrk_output(url, connections=connections, seconds=seconds)
+    match = re.search(r"Requests/sec:\s+([\d.]+)", output)
     if match is None:
-        sys.exit(f"cannot read wrk's output:\n{result.stdout}")
+        sys.exit(f"cannot read wrk's output:\n{output}")
     return float(match.group(1))
 
 

@@ -16,9 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import re
-import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -30,6 +28,8 @@ import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from common import wrk_output  # noqa: E402
 
 from chaos import target  # noqa: E402
 from chaos.lifecycle import server_environment  # noqa: E402
@@ -68,21 +68,13 @@ def probed_server(*, instrument: bool, database_url: str) -> Iterator[tuple[str,
 
 def wrk(url: str, *, seconds: int, connections: int = 50) -> tuple[float, int]:
     """Requests per second measured by wrk (two threads), and how many; every answer must be a 200."""
-    if shutil.which("wrk") is None:
-        sys.exit("wrk is not installed: apt-get install wrk")
-    result = subprocess.run(
-        ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", url],
-        capture_output=True,
-        text=True,
-        timeout=seconds + 30,
-        check=True,
-    )
-    if "Non-2xx" in result.stdout or "Socket errors" in result.stdout:
-        sys.exit(f"the server did not answer every request with a 200:\n{result.stdout}")
-    rate = re.search(r"Requests/sec:\s+([\d.]+)", result.stdout)
-    total = re.search(r"(\d+) requests in", result.stdout)
+    output = wrk_output(url, seconds=seconds, connections=connections)
+    if "Non-2xx" in output or "Socket errors" in output:
+        sys.exit(f"the server did not answer every request with a 200:\n{output}")
+    rate = re.search(r"Requests/sec:\s+([\d.]+)", output)
+    total = re.search(r"(\d+) requests in", output)
     if rate is None or total is None:
-        sys.exit(f"cannot read wrk's output:\n{result.stdout}")
+        sys.exit(f"cannot read wrk's output:\n{output}")
     return float(rate.group(1)), int(total.group(1))
 
 

@@ -24,12 +24,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from chaos.journal import Event, Kind
+from chaos.journal import Kind
 from chaos.judge.timeline import Timeline
 from chaos.outcome import RunResult
 from chaos.parallel import run_all
@@ -170,11 +170,10 @@ class _Job:
 def _try(job: _Job) -> Tried:
     """One attempt in a worker process (module level, so that `spawn` workers can import it)."""
     events = execute(job.attempt.apply(job.scenario), job.run_dir)
-    return judged(job.attempt, job.run_dir, events)
+    return judged(job.attempt, job.run_dir, RunResult.of(events, Path(job.run_dir)))
 
 
-def judged(attempt: Attempt, run_dir: str, events: Sequence[Event]) -> Tried:
-    result = RunResult.of(events, Path(run_dir))
+def judged(attempt: Attempt, run_dir: str, result: RunResult) -> Tried:
     failed = tuple(sorted(result.failed))
     evidence = tuple(
         f"{verdict.name}: {item}" for verdict in result.verdicts if verdict.failed for item in verdict.evidence[:3]
@@ -193,13 +192,13 @@ def explore(
     """The learning run, then the attempts until the first failure."""
     learning_attempt = Attempt(scenario.signal_delay, why="the learning run")
     learning_dir = str(out / "learning")
-    learning_events = execute(learning_attempt.apply(scenario), learning_dir)
-    learning = judged(learning_attempt, learning_dir, learning_events)
+    learning_result = RunResult.of(execute(learning_attempt.apply(scenario), learning_dir), Path(learning_dir))
+    learning = judged(learning_attempt, learning_dir, learning_result)
     if progress is not None:
         progress(learning)
     if learning.broke:
         return Exploration(learning)
-    planned = plan_attempts(RunResult.of(learning_events).timeline, scenario)
+    planned = plan_attempts(learning_result.timeline, scenario)
     attempts = [attempt for attempt in planned if attempt.seed != learning_attempt.seed]
     work = [
         _Job(scenario, attempt, str(out / f"attempt{n:02d}-seed{attempt.seed}"))
