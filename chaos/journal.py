@@ -87,6 +87,7 @@ class Kind(StrEnum):
     POD_STARTED = "pod.started"
     POD_DELETED = "pod.deleted"
     PROCESS_ESCAPED = "process.escaped"  # the app started it, it outlived the run: killed at the end
+    PROCESSES_SWEPT = "processes.swept"  # the end-of-run sweep for escaped processes ran (and found `escaped`)
     STATIC_FINDING = "manifest.finding"
     # The router (the Service in front of the pod).
     ROUTER_TERMINATING = "router.terminating"

@@ -206,6 +206,7 @@ class Run:
         escaped += target.kill_escaped([p for p in carrying if p.pid not in known], "environment")
         for item in escaped:
             self.journal.write(Kind.PROCESS_ESCAPED, target=item.pid, command=item.command, found=item.found)
+        self.journal.write(Kind.PROCESSES_SWEPT, escaped=len(escaped))
 
 
 @contextlib.asynccontextmanager

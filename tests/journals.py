@@ -67,6 +67,12 @@ class Journal:
         exit_code = 128 - returncode if returncode < 0 else returncode
         return self.add(ms, Kind.SERVER_EXITED, HARNESS, returncode=returncode, exit_code=exit_code, killed=killed)
 
+    def swept(self, ms: float, *escaped: str) -> Journal:
+        """The end-of-run sweep: each of `escaped` (a command) outlived the servers and was killed."""
+        for number, command in enumerate(escaped):
+            self.add(ms, Kind.PROCESS_ESCAPED, HARNESS, target=9000 + number, command=command, found="descendant")
+        return self.add(ms, Kind.PROCESSES_SWEPT, HARNESS, escaped=len(escaped))
+
     def killed(self, ms: float, target: int = WORKER) -> Journal:
         """SIGKILL at the deadline, and the exit it causes."""
         return self.sigkill(ms, target).exit(ms + 1, returncode=-9, killed=True)

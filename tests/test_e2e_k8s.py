@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from chaos.k8s.pod import namespace_prefix
+from chaos.plugin import DrainResult
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.e2e
@@ -31,6 +32,11 @@ def test_the_reference_deployment_passes_every_verdict(replay_manifest):
     assert routed.status == "pass" and "succeeded" in routed.summary
 
 
+# What a SIGKILL at the grace deadline adds to a case whose mistake leaves the server too little
+# time: the journal decides whether the kill came (on a busy machine the server's own exit after
+# its 1 s timeout can take longer than the 1 s left), never a wall-clock margin in the test.
+KILLED = frozenset({"within-grace", "teardown-ran", "resources-closed"})
+
 CASES = [
     pytest.param("no-prestop.yaml", {}, {"no-refused-while-routed"}, id="1-no-prestop"),
     pytest.param(
@@ -42,7 +48,7 @@ CASES = [
     pytest.param(
         "prestop-exceeds-grace.yaml",
         {"request_seconds": 5.0},
-        {"inflight-completed"},  # uvicorn's 1 s timeout answers 500 within the 2 s left
+        {"inflight-completed"},  # uvicorn's 1 s timeout answers 500 within the 2 s left (or is killed)
         id="4-prestop-exceeds-grace",
     ),
     pytest.param(
@@ -86,7 +92,15 @@ CASES = [
 @pytest.mark.parametrize(("manifest", "options", "fails"), CASES)
 def test_each_misconfiguration_fails_its_verdicts(replay_manifest, manifest, options, fails):
     result = replay_manifest(f"bad/{manifest}", **options)
+    if manifest == "prestop-exceeds-grace.yaml" and killed_before_exit(result):
+        fails = fails | (KILLED & result.failed)
     assert result.failed == fails, result.explain()
+
+
+def killed_before_exit(result: DrainResult) -> bool:
+    """The journal's order: the kubelet's SIGKILL was sent before the server had exited."""
+    timeline = result.timeline
+    return timeline.sigkill is not None and (timeline.exit is None or timeline.sigkill <= timeline.exit.t)
 
 
 @needs_namespace

@@ -33,8 +33,11 @@ def test_a_detached_child_of_the_app_is_killed_and_reported(run_scenario, app, f
     assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
     report = to_dict(result.timeline, result.verdicts)
     assert [item["pid"] for item in report["escaped_processes"]] == [pid]
+    assert "nothing-left-running" in result.failed, result.explain()
+    assert "time.sleep(600)" in result.verdict("nothing-left-running").evidence[0].text
 
 
 def test_a_clean_run_reports_no_escaped_process(run_scenario):
     result = run_scenario(requests=1, request_seconds=0.2, background=0, request_path=HOLD, integrity=None)
     assert not [e for e in result.timeline.events if e.kind == Kind.PROCESS_ESCAPED]
+    assert result.verdict("nothing-left-running").status == "pass", result.explain()

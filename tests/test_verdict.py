@@ -163,6 +163,16 @@ CASES = [
         id="pool-fail",
     ),
     pytest.param(V.NO_USE_AFTER_CLOSE, NA, graceful(), "no pool events", id="pool-na"),
+    # nothing-left-running
+    pytest.param(V.NOTHING_LEFT_RUNNING, P, graceful().swept(320), "no process the servers started", id="left-pass"),
+    pytest.param(
+        V.NOTHING_LEFT_RUNNING,
+        F,
+        graceful().swept(320, "python worker.py --forever"),
+        "1 process(es) started by the app outlived the server",
+        id="left-fail-escaped",
+    ),
+    pytest.param(V.NOTHING_LEFT_RUNNING, NA, graceful(), "no end-of-run sweep", id="left-na"),
     # resources-closed
     pytest.param(
         V.RESOURCES_CLOSED, P, graceful().resource("db", -800, closed=255), "all 1 resource(s) closed", id="res-pass"

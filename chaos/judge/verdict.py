@@ -38,6 +38,7 @@ class VerdictName(StrEnum):
     RESOURCES_CLOSED = "resources-closed"
     ROLLOUT_ZERO_FAILED = "rollout-zero-failed-requests"
     NO_PROXY_ERRORS = "no-proxy-errors"
+    NOTHING_LEFT_RUNNING = "nothing-left-running"
 
 
 class Status(StrEnum):
@@ -711,6 +712,33 @@ def no_proxy_errors(timeline: Timeline) -> Verdict:
     )
 
 
+def nothing_left_running(timeline: Timeline) -> Verdict:
+    """
+    Nothing the servers started outlived them: a child that left the process tree (`setsid`, a
+    double fork) keeps a port, a lock or a write going after the pod is gone; in a cluster it dies
+    with the container's cgroup, unfinished. drainspec kills each at the end and names it here.
+    """
+    name = VerdictName.NOTHING_LEFT_RUNNING
+    swept = [e for e in timeline.events if e.kind == Kind.PROCESSES_SWEPT]
+    if not swept:
+        return _not_applicable(name, "the journal has no end-of-run sweep for processes the servers left behind")
+    escaped = [e for e in timeline.events if e.kind == Kind.PROCESS_ESCAPED]
+    if not escaped:
+        return _pass(name, "no process the servers started outlived them")
+    evidence = [
+        Evidence(f"pid {e.get('target')} ({e.get('command') or '?'}) still ran after the servers exited; killed")
+        for e in escaped[:MAX_LISTED]
+    ]
+    if len(escaped) > MAX_LISTED:
+        evidence.append(Evidence(f"... and {len(escaped) - MAX_LISTED} more"))
+    return _fail(
+        name,
+        f"{len(escaped)} process(es) started by the app outlived the server (setsid or double fork): "
+        "stop them in the lifespan teardown",
+        evidence,
+    )
+
+
 def within_grace(timeline: Timeline) -> Verdict:
     """The process exited on its own before the grace deadline: no SIGKILL."""
     name = VerdictName.WITHIN_GRACE
@@ -833,6 +861,7 @@ CHECKS: dict[VerdictName, Callable[[Timeline], Verdict]] = {
     VerdictName.RESOURCES_CLOSED: resources_closed,
     VerdictName.ROLLOUT_ZERO_FAILED: rollout_zero_failed_requests,
     VerdictName.NO_PROXY_ERRORS: no_proxy_errors,
+    VerdictName.NOTHING_LEFT_RUNNING: nothing_left_running,
 }
 
 
