@@ -134,6 +134,7 @@ class Run:
 
     def spawn(self, argv: Sequence[str], *, log: Path | None = None) -> subprocess.Popen[bytes]:
         """Start a server (`chaos.target.spawn`); it is reaped when the run closes."""
+        target.become_subreaper()
         process = target.spawn(argv, env=self.env, cwd=os.getcwd(), log=log or self.log)
         self._processes.append(process)
         self._descendants.add_root(process.pid)
@@ -187,10 +188,26 @@ class Run:
                 helper.kill()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(helper.wait(), HELPER_WAIT_SECONDS)
+        self._journal_orphans()
         for process in self._processes:
             target.reap(process)
         if self._processes:
             self._sweep_escaped()
+
+    def _journal_orphans(self) -> None:
+        """
+        A worker its server left behind when it exited was handed to drainspec (the subreaper):
+        its exit status is journaled as `worker.exited`, the parent's account of how it died
+        (gunicorn's arbiter SIGKILLs workers at its graceful timeout and logs nothing).
+        """
+        if not self._processes or any(process.poll() is None for process in self._processes):
+            return  # a server still runs: its workers are its own to reap
+        ours = {process.pid for process in self._processes} | target.guardian_pids()
+        for orphan in target.collect_orphans([pid for pid in self._descendants.members() if pid not in ours]):
+            how = {"signal": orphan.signal} if orphan.signal else {"exit_code": orphan.exit_code}
+            self.journal.write(
+                Kind.WORKER_EXITED, target=orphan.pid, account="reaped by drainspec after its server exited", **how
+            )
 
     def _sweep_escaped(self) -> None:
         """

@@ -108,6 +108,61 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child between 
 
 _guardians: dict[int, subprocess.Popen[bytes]] = {}
 
+PR_SET_CHILD_SUBREAPER = 36
+
+
+def guardian_pids() -> set[int]:
+    """The guardians' pids: children of ours that `collect_orphans` must never reap."""
+    return {guardian.pid for guardian in _guardians.values()}
+
+
+def become_subreaper() -> bool:
+    """
+    Make drainspec the reaper of the servers' orphans (PR_SET_CHILD_SUBREAPER): a worker whose
+    parent exits without reaping it (gunicorn's arbiter SIGKILLs its workers at the graceful
+    timeout and exits) is handed to us, so its exit status, the only account of how it died,
+    can still be read (`collect_orphans`). Idempotent; False where the kernel has no such call.
+    """
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+@dataclass(frozen=True)
+class Orphan:
+    """A server's process that outlived its parent and was reaped here: how it ended."""
+
+    pid: int
+    signal: str | None  # e.g. "SIGKILL" when it died of a signal
+    exit_code: int | None  # when it exited on its own
+
+
+def collect_orphans(pids: Sequence[int], timeout: float = 0.5) -> list[Orphan]:
+    """
+    Reap those of `pids` that were handed to us (`become_subreaper`) and read how each ended.
+    A pid that is not our child is skipped at once; one of ours still dying (a SIGKILL in
+    delivery) is waited for, up to `timeout` in all.
+    """
+    found = []
+    deadline = time.monotonic() + timeout
+    for pid in pids:
+        while True:
+            try:
+                reaped, status = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                break  # not ours: its own parent reaped it, or it never was handed over
+            if reaped == pid:
+                if os.WIFSIGNALED(status):
+                    found.append(Orphan(pid, signal.Signals(os.WTERMSIG(status)).name, None))
+                else:
+                    found.append(Orphan(pid, None, os.waitstatus_to_exitcode(status)))
+                break
+            if time.monotonic() >= deadline:
+                break  # still running: the run's reaping kills it
+            time.sleep(0.01)
+    return found
+
 
 def spawn(
     argv: Sequence[str], *, env: Mapping[str, str], cwd: str | os.PathLike[str], log: Path
@@ -427,6 +482,12 @@ class Descendants:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=1)
+
+    def members(self) -> list[int]:
+        """Every pid ever seen below the roots, the roots left out."""
+        self.poll()
+        with self._lock:
+            return [pid for pid in self._members if pid not in self._roots]
 
     def survivors(self) -> list[psutil.Process]:
         """Members still running (the same process: same start time), the roots left out."""

@@ -87,6 +87,19 @@ def test_each_servers_drain_bound(run_scenario, server, knob, fails, passes, exi
     assert result.timeline.exit is not None and result.timeline.exit.get("exit_code") == exit_code
 
 
+def test_a_worker_its_arbiter_sigkilled_has_its_tasks_killed_not_lost(run_scenario):
+    """
+    gunicorn's arbiter SIGKILLs its worker at the graceful timeout, logs nothing and exits without
+    reaping it: drainspec, the subreaper, reads the worker's exit status, so its tasks are `killed`.
+    """
+    result = run_scenario(server="gunicorn", server_args=("--graceful-timeout", "1"), **LONG)
+    fates = {task.id: fate_of(result.timeline, task) for task in result.timeline.tasks.values()}
+    assert Fate.KILLED in fates.values() and Fate.LOST not in fates.values(), result.explain()
+    killed = [e for e in result.verdict("background-fate").evidence if e.task and fates[e.task] == Fate.KILLED]
+    assert killed and all("died of SIGKILL" in e.text and "reaped by drainspec" in e.text for e in killed)
+    assert "died of SIGKILL" in result.verdict("resources-closed").evidence[0].text, result.explain()
+
+
 def test_gunicorn_quick_shutdown_never_reaches_uvicorn_workers(run_scenario):
     """SIGINT to the arbiter becomes SIGQUIT to the worker, which uvicorn ignores: killed at the timeout."""
     result = run_scenario(server="gunicorn", signal="INT", server_args=("--graceful-timeout", "1"), **LONG)

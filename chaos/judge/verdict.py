@@ -388,6 +388,11 @@ def _why_still_open(timeline: Timeline, resource: ResourceView) -> str:
         return f"lifespan shutdown completed at {at(worker.shutdown_complete)} without closing it"
     if timeline.sigkill is not None:
         return f"worker {resource.pid} was SIGKILLed with it open at {at(timeline.sigkill)}"
+    death = next((e for e in timeline.events if e.kind == Kind.WORKER_EXITED and e.get("target") == resource.pid), None)
+    if death is not None and death.get("signal"):
+        return (
+            f"worker {resource.pid} died of {death.get('signal')} with it open ({death.get('account') or 'its parent'})"
+        )
     if timeline.died_by_signal:
         return f"worker {resource.pid} died of a signal with it open"
     if worker is not None and worker.shutdown_received is not None:
@@ -443,7 +448,8 @@ def _describe_fate(timeline: Timeline, task: TaskView, fate: Fate) -> Evidence:
             text += f"; its worker {task.pid} was SIGKILLed by the fault {fault.get('fault')} at {timeline.at(fault.t)}"
         elif death is not None and death.get("signal"):
             died = f"{death.get('signal')} at {timeline.at(death.t)}"
-            text += f"; its worker {task.pid} died of {died} (its parent's account)"
+            account = death.get("account") or "its parent's account"
+            text += f"; its worker {task.pid} died of {died} ({account})"
         elif fate == Fate.ABANDONED and worker is not None:
             closed = timeline.at(worker.shutdown_complete)
             text += f"; still pending when worker {task.pid}'s loop closed after its shutdown at {closed}"
