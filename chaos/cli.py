@@ -161,6 +161,21 @@ def build_parser(defaults: Mapping[str, Any] | None = None, source: Path | None 
         metavar="N",
         help="keep-alive connections the paced load uses (with --load-rate)",
     )
+    k8s.add_argument(
+        "--load-bursts",
+        type=int,
+        default=0,
+        metavar="N",
+        help="N bursts of POSTs (one per --load-connections) spaced at the server's keep-alive timeout, "
+        "before the deletion: load that finds the keep-alive race",
+    )
+    k8s.add_argument(
+        "--link-delay",
+        type=_non_negative(float),
+        default=0.0,
+        metavar="SECONDS",
+        help="one-way network delay between the ingress proxy and each pod, e.g. 0.001 (with --ingress)",
+    )
     k8s.add_argument("--latency", type=_non_negative(float), default=0.0, help="seconds the router adds to a connect")
     k8s.add_argument(
         "--reset-rate",
@@ -590,9 +605,19 @@ def _k8s(args: argparse.Namespace, console: Console) -> int:
         ingress_options=tuple(args.ingress_option),
         load_rate=args.load_rate,
         load_connections=args.load_connections,
+        load_bursts=args.load_bursts,
+        link_delay=args.link_delay,
     )
     if not 1 <= args.load_connections <= 512:
         raise UsageError(f"--load-connections {args.load_connections} must be between 1 and 512")
+    if not 0 <= args.load_bursts <= 100:
+        raise UsageError(f"--load-bursts {args.load_bursts} must be between 0 and 100")
+    if args.load_bursts and args.load_rate:
+        raise UsageError("--load-bursts and --load-rate are two kinds of load: choose one")
+    if args.link_delay > 1:
+        raise UsageError(f"--link-delay {args.link_delay:g} must be at most 1 second (e.g. 0.001)")
+    if args.link_delay and args.ingress == "builtin":
+        raise UsageError("--link-delay is the network between an ingress proxy and the pods: add --ingress nginx")
     if args.ingress != "builtin" and (args.latency or args.reset_rate):
         raise UsageError("--latency and --reset-rate are the builtin router's chaos; drop them with --ingress")
     from chaos.k8s.ingress import parse_options

@@ -93,6 +93,7 @@ class Kind(StrEnum):
     ROUTER_TERMINATING = "router.terminating"
     ROUTER_REMOVED = "router.removed"
     ROUTER_UPSTREAM_FAILED = "router.upstream_failed"
+    LINK_LATE_REQUEST = "link.late_request"  # the proxy wrote onto a connection the pod had closed
     ROUTER_DECISION = "router.decision"  # each accepted connection: routed, reset or no endpoint
     ROUTER_REQUEST = "router.request"  # which request (its x-drainspec-id) a connection carried
     FAULT_INJECTED = "fault.injected"

@@ -18,11 +18,12 @@ import contextlib
 import dataclasses
 import errno
 import json
+import random
 import re
 import secrets
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
@@ -456,6 +457,9 @@ async def paced_load(
     max_requests: int = PACED_MAX_REQUESTS,
     role: str = PACED_ROLE,
     resend_closed: bool = False,
+    method: str = "GET",
+    bursts: Bursts | None = None,
+    stats: PacedStats | None = None,
 ) -> PacedStats:
     """
     GET `path` at `rate` requests per second (0: as fast as the connections go) over
@@ -465,6 +469,10 @@ async def paced_load(
     journaled as a `client.request` (`role`: `steady` for a replay's steady load) with the local
     port of its connection (`client_port`) and its place on it (`conn_request`). Bounded:
     `max_requests`, and `timeout` for each answer.
+
+    `method`: a POST carries a small JSON body (a request a proxy must not retry once written).
+    `bursts`: request k is due when that schedule says (`Bursts`), instead of at k / rate.
+    `stats`: counted into as requests are answered, so a caller can wait on the load's progress.
 
     `resend_closed`: a request written onto a reused connection that the peer closed before
     sending a single byte is sent once more on a new connection, as HTTP clients do for an
@@ -479,7 +487,9 @@ async def paced_load(
     loop = asyncio.get_running_loop()
     start = loop.time()
     counter = iter(range(1, max_requests + 1))
-    stats = PacedStats()
+    stats = stats if stats is not None else PacedStats()  # the caller's, to watch it grow
+    body = b"{}" if method != "GET" else b""
+    body_headers = f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n" if body else ""
 
     async def connection() -> None:
         reader: asyncio.StreamReader | None = None
@@ -488,14 +498,14 @@ async def paced_load(
         for k in counter:
             if stop.is_set():
                 break
-            if rate > 0:
-                delay = start + k / rate - loop.time()
+            if bursts is not None or rate > 0:
+                delay = (bursts.due(k, start) if bursts is not None else start + k / rate) - loop.time()
                 if delay > 0:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(stop.wait(), delay)
                     if stop.is_set():
                         break
-            fields: dict[str, Any] = {"id": f"k{k}", "role": role, "method": "GET", "path": path}
+            fields: dict[str, Any] = {"id": f"k{k}", "role": role, "method": method, "path": path}
             fields["sent"] = time.monotonic_ns()
             outcome = Outcome.ERROR
             keep = False
@@ -507,9 +517,10 @@ async def paced_load(
                 on_connection += 1
                 fields["client_port"], fields["conn_request"] = local_port, on_connection
                 request = (
-                    f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\n".encode()
+                    f"{method} {path} HTTP/1.1\r\nHost: {host}:{port}\r\n{body_headers}".encode()
                     + REQUEST_ID_HEADER
                     + f": k{k}\r\n\r\n".encode()
+                    + body
                 )
                 writer.write(request)
                 try:
@@ -527,6 +538,8 @@ async def paced_load(
                     again[1].write(request)
                     status, keep = await asyncio.wait_for(_read_response(again[0]), timeout)
                 fields["status"] = status
+                if bursts is not None:
+                    bursts.answered(k, loop.time())
                 outcome = _judge_status(status, SUCCESS)
             except ConnectionRefusedError as exc:
                 outcome, fields["error"] = Outcome.REFUSED, _describe(exc)
@@ -558,6 +571,47 @@ async def paced_load(
         await asyncio.gather(*workers, return_exceptions=True)
         stats.seconds = loop.time() - start
     return stats
+
+
+@dataclass
+class Bursts:
+    """
+    A `paced_load` schedule that finds the keep-alive race: `size` requests at once, then the
+    next burst aimed at the moment the server closes the connections the last one left idle.
+    The server starts each connection's keep-alive timer (`gap`) when it sends a response, so
+    burst b is due `gap` after the first answer of burst b-1, minus up to `lead` seconds drawn
+    from `seed`: burst after burst, the proxy picks its pooled connections just before, at and
+    just after the pod closes them, the moments in which a close is still on the wire.
+    """
+
+    size: int
+    gap: float
+    lead: float
+    seed: int | None = None
+    _first_answer: dict[int, float] = field(default_factory=dict)
+    _rng: random.Random = field(init=False)
+    _leads: list[float] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._rng = random.Random(self.seed)
+
+    def burst_of(self, k: int) -> int:
+        return (k - 1) // self.size
+
+    def due(self, k: int, start: float) -> float:
+        """The loop time request k is due (`start`: the load's own start)."""
+        burst = self.burst_of(k)
+        if burst == 0:
+            return start
+        while len(self._leads) < burst:
+            self._leads.append(self._rng.uniform(0, self.lead))
+        before = self._first_answer.get(burst - 1)
+        if before is None:  # none of the last burst answered yet: wait its whole gap from the start
+            return start + burst * self.gap
+        return before + self.gap - self._leads[burst - 1]
+
+    def answered(self, k: int, at: float) -> None:
+        self._first_answer.setdefault(self.burst_of(k), at)
 
 
 async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bool]:

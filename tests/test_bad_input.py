@@ -143,6 +143,30 @@ MANIFEST_CASES: list = [
         "between 0 and 1",
         id="bad-reset-rate",
     ),
+    pytest.param(
+        "kind: Pod\nspec: {containers: [{name: web, command: [uvicorn, app.main:app]}]}\n",
+        ["--link-delay", "0.001"],
+        "add --ingress nginx",
+        id="link-delay-without-ingress",
+    ),
+    pytest.param(
+        "kind: Pod\nspec: {containers: [{name: web, command: [uvicorn, app.main:app]}]}\n",
+        ["--ingress", "nginx", "--link-delay", "5"],
+        "at most 1 second",
+        id="link-delay-too-long",
+    ),
+    pytest.param(
+        "kind: Pod\nspec: {containers: [{name: web, command: [uvicorn, app.main:app]}]}\n",
+        ["--load-bursts", "1000"],
+        "between 0 and 100",
+        id="too-many-bursts",
+    ),
+    pytest.param(
+        "kind: Pod\nspec: {containers: [{name: web, command: [uvicorn, app.main:app]}]}\n",
+        ["--load-bursts", "2", "--load-rate", "100"],
+        "choose one",
+        id="bursts-and-rate",
+    ),
 ]
 
 

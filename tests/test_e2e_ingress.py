@@ -168,3 +168,51 @@ def test_the_reference_deployment_rolls_behind_nginx_at_1000_requests_per_second
     span = (max(int(e.get("sent")) for e in steady) - min(int(e.get("sent")) for e in steady)) / 1e9
     assert len(steady) / span > 800, f"{len(steady)} requests in {span:.2f}s"
     _no_proxy_left(tmp_path)
+
+
+# The keep-alive race: uvicorn closes idle connections after 1 s, nginx pools them for 60 s. On
+# loopback the pod's close reaches nginx within microseconds; 1 ms of emulated network each way
+# (`chaos.k8s.link`) and bursts of POSTs aimed at the pod's close show it as a cluster does.
+RACE = {
+    "ingress": "nginx",
+    "link_delay": 0.001,
+    "load_bursts": 8,
+    "load_connections": 32,
+    "requests": 1,
+    "request_seconds": 0.3,
+    "seed": 1,
+}
+
+
+def _late(result: RunResult) -> list:
+    return [e for e in result.timeline.events if e.kind == Kind.LINK_LATE_REQUEST]
+
+
+@needs_nginx
+def test_the_keepalive_race_behind_a_1ms_network_fails_with_502s_named_as_the_race(replay_manifest, tmp_path: Path):
+    result = replay_manifest("ingress/keepalive-below-proxy.yaml", **RACE)
+    verdict = result.verdict("no-proxy-errors")
+    assert verdict.status == "fail" and "keep-alive" in verdict.summary, result.explain()
+    texts = [item.text for item in verdict.evidence]
+    assert any(text.startswith("k") and "upstream prematurely closed connection" in text for text in texts), texts
+    assert any("the keep-alive race" in text and "--timeout-keep-alive" in text for text in texts), texts
+    assert any("on the network to keepalive-below-proxy (1 ms each way)" in text for text in texts), texts
+    assert "keepalive-below-proxy" in {f.get("code") for f in result.timeline.findings}
+    # The journal's order: the link saw requests reach connections the pod had closed, each one
+    # journaled at or after that close.
+    late = _late(result)
+    assert late and [e for e in _proxied(result) if e.get("status") == 502], result.explain()
+    assert all(e.t >= e.get("pod_closed") for e in late)
+    _no_proxy_left(tmp_path)
+
+
+@needs_nginx
+def test_a_proxy_that_drops_idle_connections_before_the_pod_has_no_race(replay_manifest, tmp_path: Path):
+    """The same bursts and network, with nginx's upstream idle timeout below uvicorn's keep-alive."""
+    result = replay_manifest(
+        "ingress/keepalive-below-proxy.yaml", ingress_options=("upstream-keepalive-timeout=500ms",), **RACE
+    )
+    assert result.verdict("no-proxy-errors").status == "pass", result.explain()
+    assert not _late(result), result.explain()
+    assert result.failed == set(), result.explain()
+    _no_proxy_left(tmp_path)

@@ -239,6 +239,8 @@ COMMAND_FLAGS: dict[str, dict[str, Any]] = {
         "--steady-path": TEXT,
         "--latency": NUMBER,
         "--reset-rate": NUMBER,
+        "--link-delay": NUMBER,
+        "--load-bursts": NUMBER,
     },
     "experiment": {},
     "report": {

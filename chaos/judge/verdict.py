@@ -660,6 +660,29 @@ PROXY_CAUSES = {
 }
 
 
+def _late_requests(timeline: Timeline) -> list[Evidence]:
+    """What the emulated network saw (`chaos.k8s.link`): requests written onto connections a pod had closed."""
+    late = [e for e in timeline.events if e.kind == Kind.LINK_LATE_REQUEST]
+    if not late:
+        return []
+    by_pod: dict[str, list[Event]] = {}
+    for event in late:
+        by_pod.setdefault(str(event.get("pod")), []).append(event)
+    evidence = []
+    for pod, events in by_pod.items():
+        after = sorted(float(e.get("sent_after_close") or 0) * 1000 for e in events)
+        delay = float(events[0].get("delay") or 0) * 1000
+        evidence.append(
+            Evidence(
+                f"on the network to {pod} ({delay:g} ms each way): the proxy wrote {len(events)} request(s) onto "
+                f"pooled connections the pod closed, {after[0]:+.1f} to {after[-1]:+.1f} ms from the close "
+                f"(first at {timeline.at(min(e.t for e in events))}): the close had not reached the proxy yet",
+                t=min(e.t for e in events),
+            )
+        )
+    return evidence
+
+
 def _proxy_cause(error: str, status: int) -> str:
     text = error.lower()
     if "connect() failed" in text or "refused" in text:
@@ -712,6 +735,7 @@ def no_proxy_errors(timeline: Timeline) -> Verdict:
     for cause, count in causes.items():
         why, fix = PROXY_CAUSES[cause]
         evidence.append(Evidence(f"{count} x {why}; fix: {fix}"))
+    evidence.extend(_late_requests(timeline))
     tally = ", ".join(f"{count} {cause}" for cause, count in sorted(causes.items()))
     return _fail(
         name, f"{len(errors)} of {len(proxied)} request(s) got a proxy error (502/503/504) ({tally}){aside}", evidence

@@ -39,6 +39,7 @@ import psutil
 
 from chaos.errors import SetupError, UsageError
 from chaos.journal import Event, Kind
+from chaos.k8s.link import Link
 from chaos.k8s.pod import handles_signal
 from chaos.k8s.router import Endpoint, Routing
 from chaos.target import HOST, free_port
@@ -257,8 +258,10 @@ class Ingress(Routing):
     directory: Path
     options: dict[str, str]
     propagation: float
+    link_delay: float = 0.0  # the emulated network between the proxy and each pod (`chaos.k8s.link`)
     port: int = 0
     endpoints: dict[str, Endpoint] = field(default_factory=dict)
+    links: dict[str, Link] = field(default_factory=dict)
     process: subprocess.Popen[bytes] | None = None
     _removals: set[asyncio.Task[None]] = field(default_factory=set)
     _reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -271,8 +274,13 @@ class Ingress(Routing):
     def config_path(self) -> Path:
         return self.directory / f"{self.kind}.conf"
 
+    def _upstream_port(self, endpoint: Endpoint) -> int:
+        """Where the proxy sends a pod's traffic: the pod itself, or its end of the emulated network."""
+        link = self.links.get(endpoint.name)
+        return link.port if link is not None else endpoint.port
+
     def _write_config(self) -> None:
-        upstreams = [e.port for e in self.endpoints.values() if e.routed]
+        upstreams = [self._upstream_port(e) for e in self.endpoints.values() if e.routed]
         make = nginx_config if self.kind == "nginx" else haproxy_config
         self.config_path.write_text(make(self.directory, self.port, upstreams, self.options))
 
@@ -371,10 +379,18 @@ class Ingress(Routing):
     # -- the Router's part ------------------------------------------------------------------------
 
     def add(self, name: str, port: int) -> None:
+        if self.process is None:
+            raise RuntimeError("start the proxy before adding endpoints")
         self.endpoints[name] = Endpoint(name, port)
-        if self.process is not None:
-            task = asyncio.get_running_loop().create_task(self.reload(f"endpoint {name} added"), name=f"add:{name}")
-            self._removals.add(task)
+        task = asyncio.get_running_loop().create_task(self._added(name, port), name=f"add:{name}")
+        self._removals.add(task)
+
+    async def _added(self, name: str, port: int) -> None:
+        if self.link_delay > 0:
+            link = Link(name, port, self.link_delay, self.journal)
+            await link.start()
+            self.links[name] = link
+        await self.reload(f"endpoint {name} added")
 
     async def _unrouted(self, endpoint: Endpoint) -> None:
         await self.reload(f"endpoint {endpoint.name} removed")
@@ -390,6 +406,8 @@ class Ingress(Routing):
         for task in self._removals:
             task.cancel()
         await asyncio.gather(*self._removals, return_exceptions=True)
+        for link in self.links.values():
+            await link.close()
         read = read_nginx_logs if self.kind == "nginx" else read_haproxy_log
         for event in read(self.directory, self._names(), self._wall_offset_ns, pid=self._pid()):
             self.journal.write_event(event)
@@ -398,15 +416,20 @@ class Ingress(Routing):
         return self.process.pid if self.process is not None else 0
 
     def _names(self) -> dict[str, str]:
-        return {f"{HOST}:{e.port}": e.name for e in self.endpoints.values()}
+        names = {f"{HOST}:{e.port}": e.name for e in self.endpoints.values()}
+        names.update({f"{HOST}:{link.port}": name for name, link in self.links.items()})
+        return names
 
     def describe(self) -> str:
         options = ", ".join(f"{k}={v}" for k, v in self.options.items())
-        return f"{self.kind} ({STANDS_FOR[self.kind]} defaults: {options})"
+        network = f"; {self.link_delay * 1000:g} ms emulated network to each pod" if self.link_delay else ""
+        return f"{self.kind} ({STANDS_FOR[self.kind]} defaults: {options}){network}"
 
 
-async def open_ingress(run: Run, kind: str, options: dict[str, str], propagation: float) -> Ingress:
-    ingress = Ingress(kind, run, run.run_dir / "ingress", options, propagation)
+async def open_ingress(
+    run: Run, kind: str, options: dict[str, str], propagation: float, *, link_delay: float = 0.0
+) -> Ingress:
+    ingress = Ingress(kind, run, run.run_dir / "ingress", options, propagation, link_delay)
     await ingress.start()
     return ingress
 

@@ -25,7 +25,7 @@ from chaos import target, traffic
 from chaos.journal import Event, JournalTail, JournalWriter, Kind
 from chaos.judge.timeline import Timeline, build
 from chaos.k8s import kubelet
-from chaos.k8s.findings import keepalive_below_proxy, static_findings
+from chaos.k8s.findings import keepalive_below_proxy, server_keepalive, static_findings
 from chaos.k8s.ingress import Ingress, open_ingress, parse_options, upstream_idle_timeout
 from chaos.k8s.loopback import checked_paths, keep_loopback
 from chaos.k8s.manifest import localize
@@ -68,6 +68,10 @@ async def _replay(plan: Replay, run_dir: str | os.PathLike[str]) -> list[Event]:
         if options.ingress != "builtin":
             replay_info["ingress"] = options.ingress
             replay_info["ingress_options"] = ", ".join(f"{key}={value}" for key, value in ingress_options.items())
+            if options.link_delay:
+                replay_info["link_delay"] = options.link_delay
+        if options.load_bursts:
+            replay_info["load"] = f"{options.load_bursts} bursts of {options.load_connections} POSTs"
         journal.write(Kind.RUN_START, scenario=scenario.to_dict(), port=port, replay=replay_info)
         findings = static_findings(pod, container)
         idle = upstream_idle_timeout(options.ingress, ingress_options)
@@ -95,7 +99,9 @@ async def _replay(plan: Replay, run_dir: str | os.PathLike[str]) -> list[Event]:
         if options.ingress == "builtin":
             router = await run.router(options, propagation)
         else:
-            router = await open_ingress(run, options.ingress, ingress_options, propagation)
+            router = await open_ingress(
+                run, options.ingress, ingress_options, propagation, link_delay=options.link_delay
+            )
         router.add(pod.name, port)
         if isinstance(router, Ingress):
             await router.reloaded()  # the controller saw the pod ready: it is in the upstream set
@@ -123,10 +129,16 @@ async def _play(
     """The load through the router, the deletion, the kubelet's termination, the load to the end."""
     pod, container, scenario, journal = plan.pod, plan.container, run.scenario, run.journal
     async with traffic.new_client(run.client_timeout) as client:
-        clients = traffic.start_traffic(client, url, scenario, journal)
         stop_steady = asyncio.Event()
-        steady = asyncio.create_task(steady_traffic(client, url, steady_path, journal, stop_steady, plan.options))
+        stats = traffic.PacedStats()
+        steady = asyncio.create_task(
+            steady_traffic(client, url, steady_path, journal, stop_steady, plan.options, container.argv, stats)
+        )
+        clients: dict[asyncio.Task[traffic.Outcome], str] = {}
         try:
+            if plan.options.load_bursts:
+                await _bursts_sent(plan.options, container.argv, stats, steady)
+            clients = traffic.start_traffic(client, url, scenario, journal)
             if clients:
                 await traffic.wait_in_flight(tail, clients, scenario, started.process)
             journal.write(Kind.POD_DELETED, grace=pod.grace)
@@ -209,10 +221,62 @@ def cut_short(timeline: Timeline) -> str | None:
     return "the app's shutdown began but did not complete before the pod exited; replay again once it completes"
 
 
+BURST_PATH = "/__drainspec/hold?seconds=0"  # the probe answers it for any app, any method
+BURST_LEAD_SECONDS = 0.012  # how far before the pod's close a burst may land (`traffic.Bursts`)
+BURST_SLACK_SECONDS = 10.0
+
+
+def burst_gap(argv: Sequence[str], options: K8sOptions) -> float:
+    """
+    The bursts' spacing: when a pooled connection left idle is closed, by the server (its idle
+    keep-alive timeout) or by the proxy (its upstream idle timeout), whichever comes first.
+    """
+    found = server_keepalive(argv)
+    server = found[1] if found is not None else 5.0
+    proxy = upstream_idle_timeout(options.ingress, parse_options(options.ingress, options.ingress_options))
+    return min(server, proxy) if proxy is not None else server
+
+
+async def _bursts_sent(
+    options: K8sOptions, argv: Sequence[str], stats: traffic.PacedStats, load: asyncio.Task[Any]
+) -> None:
+    """Wait until the bursts before the deletion were all answered (or failed), bounded."""
+    wanted = options.load_bursts * options.load_connections
+    deadline = (
+        asyncio.get_running_loop().time() + options.load_bursts * (burst_gap(argv, options) + 1) + BURST_SLACK_SECONDS
+    )
+    while stats.sent < wanted and not load.done() and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.01)
+
+
 def steady_traffic(
-    client: httpx.AsyncClient, url: str, path: str, journal: JournalWriter, stop: asyncio.Event, options: K8sOptions
+    client: httpx.AsyncClient,
+    url: str,
+    path: str,
+    journal: JournalWriter,
+    stop: asyncio.Event,
+    options: K8sOptions,
+    argv: Sequence[str] = (),
+    stats: traffic.PacedStats | None = None,
 ) -> Coroutine[Any, Any, Any]:
-    """The load that runs through the router: paced keep-alive load at `--load-rate`, else one request per 50 ms."""
+    """
+    The load that runs through the router: bursts of POSTs at the server's keep-alive timeout
+    (`--load-bursts`), paced keep-alive load at `--load-rate`, else one request per 50 ms.
+    """
+    if options.load_bursts > 0:
+        size = options.load_connections
+        return traffic.paced_load(
+            url,
+            BURST_PATH,
+            journal,
+            stop,
+            rate=0,
+            connections=size,
+            role="steady",
+            method="POST",
+            bursts=traffic.Bursts(size, burst_gap(argv, options), BURST_LEAD_SECONDS, options.seed),
+            stats=stats,
+        )
     if options.load_rate > 0:
         return traffic.paced_load(
             url,
@@ -223,5 +287,6 @@ def steady_traffic(
             connections=options.load_connections,
             role="steady",
             resend_closed=options.ingress != "builtin",
+            stats=stats,
         )
     return traffic.steady_load(client, url, path, journal, stop)

@@ -176,7 +176,9 @@ async def _rollout(plan: Replay, run_dir: str | os.PathLike[str]) -> list[Event]
         if options.ingress == "builtin":
             controller.router = await run.router(options, propagation)
         else:
-            controller.router = await open_ingress(run, options.ingress, ingress_options, propagation)
+            controller.router = await open_ingress(
+                run, options.ingress, ingress_options, propagation, link_delay=options.link_delay
+            )
         old = [await controller.launch("old") for _ in range(strategy.replicas)]
         url = f"http://{target.HOST}:{controller.router.port}"
         async with traffic.new_client(run.client_timeout) as client:
