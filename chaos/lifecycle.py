@@ -110,6 +110,7 @@ class Run:
     _finished: bool = False
     # Every process below a server, ever: what left the tree is still found and killed at the end.
     _descendants: target.Descendants = field(default_factory=target.Descendants)
+    _subreaper: bool = False
     _started: float = field(default_factory=time.time)
 
     @property
@@ -134,7 +135,9 @@ class Run:
 
     def spawn(self, argv: Sequence[str], *, log: Path | None = None) -> subprocess.Popen[bytes]:
         """Start a server (`chaos.target.spawn`); it is reaped when the run closes."""
-        target.become_subreaper()
+        if not self._subreaper:
+            target.become_subreaper()
+            self._subreaper = True
         process = target.spawn(argv, env=self.env, cwd=os.getcwd(), log=log or self.log)
         self._processes.append(process)
         self._descendants.add_root(process.pid)
@@ -191,6 +194,10 @@ class Run:
         self._journal_orphans()
         for process in self._processes:
             target.reap(process)
+        if self._subreaper:
+            target.collect_orphans(self._descendants.members(), timeout=0)  # whatever the reaping killed
+            target.release_subreaper()
+            self._subreaper = False
         if self._processes:
             self._sweep_escaped()
 

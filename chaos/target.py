@@ -116,17 +116,37 @@ def guardian_pids() -> set[int]:
     return {guardian.pid for guardian in _guardians.values()}
 
 
-def become_subreaper() -> bool:
+_subreaping = 0
+_subreaping_lock = threading.Lock()
+
+
+def become_subreaper() -> None:
     """
-    Make drainspec the reaper of the servers' orphans (PR_SET_CHILD_SUBREAPER): a worker whose
-    parent exits without reaping it (gunicorn's arbiter SIGKILLs its workers at the graceful
-    timeout and exits) is handed to us, so its exit status, the only account of how it died,
-    can still be read (`collect_orphans`). Idempotent; False where the kernel has no such call.
+    Make drainspec the reaper of the servers' orphans (PR_SET_CHILD_SUBREAPER) while a run is
+    open: a worker whose parent exits without reaping it (gunicorn's arbiter SIGKILLs its
+    workers at the graceful timeout and exits) is handed to us, so its exit status, the only
+    account of how it died, can still be read (`collect_orphans`). Counted, so that runs open
+    side by side share it; `release_subreaper` ends it with the last one, and nothing the
+    caller daemonizes outside a run (a test's database) is handed to it.
     """
-    try:
-        return ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
-    except (OSError, AttributeError):
-        return False
+    global _subreaping
+    with _subreaping_lock:
+        if _subreaping == 0:
+            _prctl_subreaper(1)
+        _subreaping += 1
+
+
+def release_subreaper() -> None:
+    global _subreaping
+    with _subreaping_lock:
+        _subreaping = max(0, _subreaping - 1)
+        if _subreaping == 0:
+            _prctl_subreaper(0)
+
+
+def _prctl_subreaper(on: int) -> None:
+    with contextlib.suppress(OSError, AttributeError):  # not Linux: orphans keep going to init
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, on, 0, 0, 0)
 
 
 @dataclass(frozen=True)

@@ -60,6 +60,7 @@ shutdown_hooks: list[Callable[[], None]] = []
 
 _writer: JournalWriter | None = None
 _writer_lock = threading.Lock()
+_main_thread = threading.main_thread()
 _ids = itertools.count(1)
 Scope = dict[str, Any]
 Message = dict[str, Any]
@@ -87,7 +88,7 @@ def record(kind: str, **fields: Any) -> None:
     The current request id (if any) and the thread name are added, so the report can say
     which request or thread did it: `record("pool.use_after_close", pool="main")`.
     """
-    writer = _journal()
+    writer = _writer or _journal()
     if writer is None:
         return
     request = current_request.get()
@@ -97,9 +98,9 @@ def record(kind: str, **fields: Any) -> None:
     if task is not None:
         fields.setdefault("task", task)
     thread = threading.current_thread()
-    if thread is not threading.main_thread():
+    if thread is not _main_thread:
         fields.setdefault("thread", thread.name)
-    writer.write(kind, **fields)
+    writer.append(kind, fields)
 
 
 def _new_id(prefix: str) -> str:

@@ -66,7 +66,7 @@ from types import FrameType, ModuleType
 from typing import Any, cast
 from urllib.parse import urlsplit
 
-from chaos.journal import Event, Kind
+from chaos.journal import Kind
 from chaos.probe import _journal, current_request, current_task, record, shutdown_hooks
 from chaos.redact import redact_text
 
@@ -189,18 +189,6 @@ def _use_end(begun: Use, error: BaseException | str | None = None) -> None:
     _write_use(resource.id, op, start, host, text)
 
 
-class _Line:
-    """A journal line already written out: what `JournalWriter.write_event` asks of an event."""
-
-    __slots__ = ("text",)
-
-    def __init__(self, text: str) -> None:
-        self.text = text
-
-    def to_json(self) -> str:
-        return self.text
-
-
 _USE_KIND = _quote(Kind.RESOURCE_USE.value)
 
 
@@ -283,7 +271,7 @@ class _Batch:
             lines, self.lines = self.lines, []
             writer = _journal() if lines else None
             if writer is not None:
-                writer.write_event(cast(Event, _Line("\n".join(lines))))  # one os.write, whole lines
+                writer.write_lines(lines)  # one os.write, whole lines
 
     def _run(self) -> None:
         pid = os.getpid()
