@@ -189,6 +189,10 @@ class JournalWriter:
         """`write` without building an `Event`: the probe's path, once per request event."""
         self._append(encode({"t": time.monotonic_ns(), "pid": os.getpid(), "kind": kind, **fields}))
 
+    def append_line(self, line: bytes) -> None:
+        """One line already encoded, newline included (the probe's request events)."""
+        self._append(line)
+
     def write_lines(self, lines: Iterable[str]) -> None:
         """Lines already encoded (each one JSON object, no newline), in one write."""
         self._append("".join(f"{line}\n" for line in lines).encode())
