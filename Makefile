@@ -51,6 +51,8 @@ bench: $(STAMP)
 	$(BIN)/python bench/scale.py
 	$(BIN)/python bench/driver.py
 	$(BIN)/python bench/instrumentation.py
+	$(BIN)/python bench/parallel.py
+	$(BIN)/python bench/keepalive_race.py
 
 clean:
 	rm -rf $(VENV) drainspec-out
