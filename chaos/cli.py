@@ -614,6 +614,8 @@ def _k8s(args: argparse.Namespace, console: Console) -> int:
         raise UsageError(f"--load-bursts {args.load_bursts} must be between 0 and 100")
     if args.load_bursts and args.load_rate:
         raise UsageError("--load-bursts and --load-rate are two kinds of load: choose one")
+    if args.load_bursts and args.rollout:
+        raise UsageError("--load-bursts replays one pod's termination: drop --rollout")
     if args.link_delay > 1:
         raise UsageError(f"--link-delay {args.link_delay:g} must be at most 1 second (e.g. 0.001)")
     if args.link_delay and args.ingress == "builtin":

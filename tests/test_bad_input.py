@@ -167,6 +167,12 @@ MANIFEST_CASES: list = [
         "choose one",
         id="bursts-and-rate",
     ),
+    pytest.param(
+        "kind: Pod\nspec: {containers: [{name: web, command: [uvicorn, app.main:app]}]}\n",
+        ["--load-bursts", "2", "--rollout"],
+        "drop --rollout",
+        id="bursts-in-a-rollout",
+    ),
 ]
 
 

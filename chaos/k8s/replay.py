@@ -130,14 +130,15 @@ async def _play(
     pod, container, scenario, journal = plan.pod, plan.container, run.scenario, run.journal
     async with traffic.new_client(run.client_timeout) as client:
         stop_steady = asyncio.Event()
-        stats = traffic.PacedStats()
-        steady = asyncio.create_task(
-            steady_traffic(client, url, steady_path, journal, stop_steady, plan.options, container.argv, stats)
-        )
+        steady = asyncio.create_task(steady_traffic(client, url, steady_path, journal, stop_steady, plan.options))
+        loads = [steady]
         clients: dict[asyncio.Task[traffic.Outcome], str] = {}
         try:
             if plan.options.load_bursts:
-                await _bursts_sent(plan.options, container.argv, stats, steady)
+                stats = traffic.PacedStats()
+                gap = burst_gap(container.argv, plan.options)
+                loads.append(asyncio.create_task(burst_load(url, journal, stop_steady, plan.options, gap, stats)))
+                await _bursts_sent(plan.options, gap, stats, loads[-1])
             clients = traffic.start_traffic(client, url, scenario, journal)
             if clients:
                 await traffic.wait_in_flight(tail, clients, scenario, started.process)
@@ -155,10 +156,10 @@ async def _play(
             # goes on until the last one stops routing to it (bounded by the propagation).
             await router.removed(timeout=propagation + ROUTER_REMOVAL_SLACK)
             stop_steady.set()
-            await run.settle([steady, *clients])
+            await run.settle([*loads, *clients])
         finally:
             stop_steady.set()
-            await run.cancel([steady, *clients])
+            await run.cancel([*loads, *clients])
 
 
 def measured_drain(events: Sequence[Event]) -> float | None:
@@ -223,60 +224,58 @@ def cut_short(timeline: Timeline) -> str | None:
 
 BURST_PATH = "/__drainspec/hold?seconds=0"  # the probe answers it for any app, any method
 BURST_LEAD_SECONDS = 0.012  # how far before the pod's close a burst may land (`traffic.Bursts`)
+BURST_MAX_GAP_SECONDS = 5.0
 BURST_SLACK_SECONDS = 10.0
 
 
 def burst_gap(argv: Sequence[str], options: K8sOptions) -> float:
     """
-    The bursts' spacing: when a pooled connection left idle is closed, by the server (its idle
-    keep-alive timeout) or by the proxy (its upstream idle timeout), whichever comes first.
+    The bursts' spacing: the server's idle keep-alive timeout, when the pod closes the pooled
+    connections the last burst left idle. A proxy that drops idle connections first (its upstream
+    idle timeout is shorter) never writes onto one the pod closed: the bursts then come at that
+    timeout instead, to show it; and never more than 5 s apart, so that a server whose keep-alive
+    outlasts the proxy's (the fix) is shown to pass in seconds, not minutes.
     """
     found = server_keepalive(argv)
     server = found[1] if found is not None else 5.0
     proxy = upstream_idle_timeout(options.ingress, parse_options(options.ingress, options.ingress_options))
-    return min(server, proxy) if proxy is not None else server
+    return min(server, proxy if proxy is not None else server, BURST_MAX_GAP_SECONDS)
 
 
-async def _bursts_sent(
-    options: K8sOptions, argv: Sequence[str], stats: traffic.PacedStats, load: asyncio.Task[Any]
-) -> None:
+async def _bursts_sent(options: K8sOptions, gap: float, stats: traffic.PacedStats, load: asyncio.Task[Any]) -> None:
     """Wait until the bursts before the deletion were all answered (or failed), bounded."""
     wanted = options.load_bursts * options.load_connections
-    deadline = (
-        asyncio.get_running_loop().time() + options.load_bursts * (burst_gap(argv, options) + 1) + BURST_SLACK_SECONDS
-    )
+    deadline = asyncio.get_running_loop().time() + options.load_bursts * (gap + 1) + BURST_SLACK_SECONDS
     while stats.sent < wanted and not load.done() and asyncio.get_running_loop().time() < deadline:
         await asyncio.sleep(0.01)
 
 
-def steady_traffic(
-    client: httpx.AsyncClient,
-    url: str,
-    path: str,
-    journal: JournalWriter,
-    stop: asyncio.Event,
-    options: K8sOptions,
-    argv: Sequence[str] = (),
-    stats: traffic.PacedStats | None = None,
+def burst_load(
+    url: str, journal: JournalWriter, stop: asyncio.Event, options: K8sOptions, gap: float, stats: traffic.PacedStats
 ) -> Coroutine[Any, Any, Any]:
     """
-    The load that runs through the router: bursts of POSTs at the server's keep-alive timeout
-    (`--load-bursts`), paced keep-alive load at `--load-rate`, else one request per 50 ms.
+    `--load-bursts`: bursts of POSTs, one per `--load-connections`, each aimed at the moment the
+    pod closes the connections the last one left idle (`traffic.Bursts`); beside the steady load.
     """
-    if options.load_bursts > 0:
-        size = options.load_connections
-        return traffic.paced_load(
-            url,
-            BURST_PATH,
-            journal,
-            stop,
-            rate=0,
-            connections=size,
-            role="steady",
-            method="POST",
-            bursts=traffic.Bursts(size, burst_gap(argv, options), BURST_LEAD_SECONDS, options.seed),
-            stats=stats,
-        )
+    size = options.load_connections
+    return traffic.paced_load(
+        url,
+        BURST_PATH,
+        journal,
+        stop,
+        rate=0,
+        connections=size,
+        role="burst",
+        method="POST",
+        bursts=traffic.Bursts(size, gap, BURST_LEAD_SECONDS, options.seed),
+        stats=stats,
+    )
+
+
+def steady_traffic(
+    client: httpx.AsyncClient, url: str, path: str, journal: JournalWriter, stop: asyncio.Event, options: K8sOptions
+) -> Coroutine[Any, Any, Any]:
+    """The load that runs through the router: paced keep-alive load at `--load-rate`, else one request per 50 ms."""
     if options.load_rate > 0:
         return traffic.paced_load(
             url,
@@ -287,6 +286,5 @@ def steady_traffic(
             connections=options.load_connections,
             role="steady",
             resend_closed=options.ingress != "builtin",
-            stats=stats,
         )
     return traffic.steady_load(client, url, path, journal, stop)
