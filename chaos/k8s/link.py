@@ -49,13 +49,15 @@ class Link:
         return self.port
 
     async def close(self) -> None:
+        """Stop accepting, cut every connection, then wait for the listener (bounded)."""
         if self._server is not None:
             self._server.close()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._server.wait_closed(), 1.0)
         for task in self._connections:
             task.cancel()
         await asyncio.gather(*self._connections, return_exceptions=True)
+        if self._server is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 1.0)
 
     async def _accept(self, proxy_reader: asyncio.StreamReader, proxy_writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
