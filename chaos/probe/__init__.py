@@ -104,7 +104,7 @@ def record(kind: str, **fields: Any) -> None:
     writer.append(kind, fields)
 
 
-def _record_request(kind: str, request: str, extra: str = "") -> None:
+def _record_request(kind: Kind, request: str, extra: str = "") -> None:
     """
     `record(kind)` for the four events of every request (start, response start and end, end),
     the same line written out by hand: they are the probe's whole cost on a fast endpoint, and a
@@ -120,7 +120,7 @@ def _record_request(kind: str, request: str, extra: str = "") -> None:
     thread = threading.current_thread()
     if thread is not _main_thread:
         extra += f',"thread":{_quote(thread.name)}'
-    line = f'{{"t":{time.monotonic_ns()},"pid":{os.getpid()},"kind":"{kind}","request":{_quote(request)}{extra}}}\n'
+    line = f'{{"t":{time.monotonic_ns()},"pid":{os.getpid()},"kind":"{kind.value}","request":{_quote(request)}{extra}}}\n'
     writer.append_line(line.encode())
 
 
@@ -434,15 +434,15 @@ class Probe:
         request_id = _request_id(scope)
         token = current_request.set(request_id)
         _record_request(
-            "request.start", request_id, f',"method":{_quote(scope["method"])},"path":{_quote(scope["path"])}'
+            Kind.REQUEST_START, request_id, f',"method":{_quote(scope["method"])},"path":{_quote(scope["path"])}'
         )
 
         async def send_journaled(message: Message) -> None:
             if message["type"] == "http.response.start":
-                _record_request("response.start", request_id, f',"status":{int(message["status"])}')
+                _record_request(Kind.RESPONSE_START, request_id, f',"status":{int(message["status"])}')
             elif message["type"] == "http.response.body" and not message.get("more_body"):
                 await send(message)
-                _record_request("response.end", request_id)
+                _record_request(Kind.RESPONSE_END, request_id)
                 return
             await send(message)
 
@@ -455,7 +455,7 @@ class Probe:
             record(Kind.REQUEST_END, outcome="error", error=_describe(exc))
             raise
         else:
-            _record_request("request.end", request_id, ',"outcome":"returned"')
+            _record_request(Kind.REQUEST_END, request_id, ',"outcome":"returned"')
         finally:
             current_request.reset(token)
 
