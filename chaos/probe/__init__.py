@@ -120,8 +120,8 @@ def _record_request(kind: Kind, request: str, extra: str = "") -> None:
     thread = threading.current_thread()
     if thread is not _main_thread:
         extra += f',"thread":{_quote(thread.name)}'
-    line = f'{{"t":{time.monotonic_ns()},"pid":{os.getpid()},"kind":"{kind.value}","request":{_quote(request)}{extra}}}\n'
-    writer.append_line(line.encode())
+    head = f'{{"t":{time.monotonic_ns()},"pid":{os.getpid()},"kind":"{kind.value}"'
+    writer.append_line(f'{head},"request":{_quote(request)}{extra}}}\n'.encode())
 
 
 def _new_id(prefix: str) -> str:
