@@ -649,3 +649,28 @@ def test_the_console_reports_a_rollout_by_its_pods() -> None:
     assert "seconds from the first pod's deletion" in text
     assert "kubelet  pod web-old1 deleted" in text and "pod web-new2 ready: routed" in text
     assert "FAIL rollout-zero-failed-requests" in text
+
+
+def test_a_worker_reaped_after_its_master_exited_is_named_as_killed_everywhere() -> None:
+    """
+    gunicorn's arbiter SIGKILLs its worker at the graceful timeout and exits 0 without reaping
+    it; drainspec, the subreaper, journals the worker's own status: every verdict that names the
+    worker says it died of SIGKILL, and its task is `killed`, not `lost`.
+    """
+    account = "reaped by drainspec after its server exited"
+    journal = (
+        Journal()
+        .run_start()
+        .startup()
+        .resource("db", -800)
+        .task("t1", -90, -80)
+        .signal(0)
+        .add(1000, Kind.WORKER_EXITED, HARNESS, target=WORKER, signal="SIGKILL", account=account)
+        .exit(1010)
+    )
+    timeline = journal.timeline()
+    assert fate_of(timeline, timeline.tasks["t1"]) == Fate.KILLED
+    for name in (V.BACKGROUND_FATE, V.TEARDOWN_RAN, V.RESOURCES_CLOSED):
+        verdict = journal.verdict(name)
+        assert verdict.status == F, verdict
+        assert any("died of SIGKILL" in item.text and account in item.text for item in verdict.evidence), verdict

@@ -242,6 +242,13 @@ class Timeline:
                 stopped_at = None
         return windows
 
+    def death_of(self, pid: int) -> Event | None:
+        """How a worker died of a signal, as its parent (or drainspec, its subreaper) saw it."""
+        return next(
+            (e for e in self.events if e.kind == Kind.WORKER_EXITED and e.get("target") == pid and e.get("signal")),
+            None,
+        )
+
     @property
     def died_by_signal(self) -> bool:
         """The main process was SIGKILLed by the harness or died of a signal."""

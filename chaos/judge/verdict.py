@@ -388,11 +388,9 @@ def _why_still_open(timeline: Timeline, resource: ResourceView) -> str:
         return f"lifespan shutdown completed at {at(worker.shutdown_complete)} without closing it"
     if timeline.sigkill is not None:
         return f"worker {resource.pid} was SIGKILLed with it open at {at(timeline.sigkill)}"
-    death = next((e for e in timeline.events if e.kind == Kind.WORKER_EXITED and e.get("target") == resource.pid), None)
-    if death is not None and death.get("signal"):
-        return (
-            f"worker {resource.pid} died of {death.get('signal')} with it open ({death.get('account') or 'its parent'})"
-        )
+    death = timeline.death_of(resource.pid)
+    if death is not None:
+        return f"worker {resource.pid} died of {death.get('signal')} with it open ({_account(death)})"
     if timeline.died_by_signal:
         return f"worker {resource.pid} died of a signal with it open"
     if worker is not None and worker.shutdown_received is not None:
@@ -431,6 +429,11 @@ def fate_of(timeline: Timeline, task: TaskView) -> Fate:
     return Fate.KILLED if timeline.died_by_signal else Fate.LOST
 
 
+def _account(death: Event) -> str:
+    """Who saw a worker die (`worker.exited`): its parent, or drainspec reaping it after its parent."""
+    return str(death.get("account") or "its parent's account")
+
+
 def _describe_fate(timeline: Timeline, task: TaskView, fate: Fate) -> Evidence:
     text = f"{task.name} [{task.id}] of request {task.request or '?'}: {fate.value}"
     if fate == Fate.RAN_AFTER_TEARDOWN:
@@ -443,13 +446,12 @@ def _describe_fate(timeline: Timeline, task: TaskView, fate: Fate) -> Evidence:
             (e for e in timeline.events if e.kind == Kind.FAULT_INJECTED and e.get("target") == task.pid), None
         )
         worker = timeline.workers.get(task.pid)
-        death = next((e for e in timeline.events if e.kind == Kind.WORKER_EXITED and e.get("target") == task.pid), None)
+        death = timeline.death_of(task.pid)
         if fault is not None:
             text += f"; its worker {task.pid} was SIGKILLed by the fault {fault.get('fault')} at {timeline.at(fault.t)}"
-        elif death is not None and death.get("signal"):
+        elif death is not None:
             died = f"{death.get('signal')} at {timeline.at(death.t)}"
-            account = death.get("account") or "its parent's account"
-            text += f"; its worker {task.pid} died of {died} ({account})"
+            text += f"; its worker {task.pid} died of {died} ({_account(death)})"
         elif fate == Fate.ABANDONED and worker is not None:
             closed = timeline.at(worker.shutdown_complete)
             text += f"; still pending when worker {task.pid}'s loop closed after its shutdown at {closed}"
@@ -514,6 +516,8 @@ def teardown_ran(timeline: Timeline) -> Verdict:
                 f"worker {worker.pid}: lifespan shutdown never began "
                 f"(last sign of life at {timeline.at(worker.last_event)})"
             )
+        if (death := timeline.death_of(worker.pid)) is not None:
+            text += f"; it died of {death.get('signal')} ({_account(death)})"
         problems.append(Evidence(text, worker=worker.pid))
     if problems:
         summary = f"teardown did not complete on {len(problems)} of {len(started)} worker(s)"
