@@ -149,6 +149,13 @@ def _prctl_subreaper(on: int) -> None:
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, on, 0, 0, 0)
 
 
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:  # a real-time signal has no name of its own
+        return f"signal {number}"
+
+
 @dataclass(frozen=True)
 class Orphan:
     """A server's process that outlived its parent and was reaped here: how it ended."""
@@ -174,7 +181,7 @@ def collect_orphans(pids: Sequence[int], timeout: float = 0.5) -> list[Orphan]:
                 break  # not ours: its own parent reaped it, or it never was handed over
             if reaped == pid:
                 if os.WIFSIGNALED(status):
-                    found.append(Orphan(pid, signal.Signals(os.WTERMSIG(status)).name, None))
+                    found.append(Orphan(pid, _signal_name(os.WTERMSIG(status)), None))
                 else:
                     found.append(Orphan(pid, None, os.waitstatus_to_exitcode(status)))
                 break

@@ -77,6 +77,31 @@ def test_a_request_onto_a_connection_the_pod_closed_is_journaled_late(tmp_path: 
     assert late.t >= late.get("pod_closed") and late.get("sent_after_close") >= 0
 
 
+def test_a_pod_that_closes_a_request_in_progress_is_not_the_race(tmp_path: Path) -> None:
+    """The pod read the request and closed later without answering (a kill, a crash): no late request."""
+    journal_path = tmp_path / "journal.jsonl"
+
+    async def scenario() -> bytes:
+        async def read_then_drop(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.readuntil(b"\r\n\r\n")
+            await asyncio.sleep(0.3)  # the request is in progress, well past any crossing on the wire
+            writer.close()
+
+        link, pod = await _open_link(read_then_drop, JournalWriter(journal_path))
+        try:
+            reader, writer = await asyncio.open_connection(HOST, link.port)
+            writer.write(b"POST / HTTP/1.1\r\nContent-Length: 0\r\n\r\n")
+            answer = await asyncio.wait_for(reader.read(), 5)
+            writer.close()
+            return answer
+        finally:
+            await link.close()
+            pod.close()
+
+    assert asyncio.run(scenario()) == b""
+    assert not [e for e in read_journal(journal_path) if e.kind == Kind.LINK_LATE_REQUEST]
+
+
 def test_a_refused_pod_is_a_reset_after_the_delay(tmp_path: Path) -> None:
     async def scenario() -> type[BaseException] | None:
         pod = await asyncio.start_server(lambda r, w: None, HOST, 0)

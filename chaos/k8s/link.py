@@ -27,6 +27,10 @@ from chaos.target import HOST
 
 READ_BYTES = 64 * 1024
 CONNECT_SECONDS = 5.0
+# How soon after bytes were handed to the pod its close may be read for them to count as having
+# crossed it (the link's loop reads the close a moment late); later, the pod closed a connection
+# with a request in progress, which is not the race.
+CROSSING_SECONDS = 0.05
 
 _DATA, _EOF, _RESET = "data", "eof", "reset"
 
@@ -117,7 +121,8 @@ class Link:
             if not data:
                 if not from_proxy:
                     state.pod_closed = now
-                    if state.unanswered is not None and not state.late_journaled:
+                    crossed = state.handed is not None and now - state.handed <= CROSSING_SECONDS
+                    if state.unanswered is not None and crossed and not state.late_journaled:
                         # Bytes handed to the pod just before its close were never answered: they
                         # crossed the close on the wire (the link read the close a moment late).
                         self._journal_late(state, sent=state.unanswered)
@@ -152,8 +157,10 @@ class Link:
                 return
             if to_pod and state.pod_closed is not None and not state.late_journaled:
                 self._journal_late(state, sent=due - self.delay)
-            if to_pod and state.unanswered is None:
-                state.unanswered = due - self.delay
+            if to_pod:
+                state.handed = loop.time()
+                if state.unanswered is None:
+                    state.unanswered = due - self.delay
             with contextlib.suppress(OSError):
                 writer.write(data)
                 await writer.drain()
@@ -179,6 +186,7 @@ class _State:
     proxy_port: int
     pod_closed: float | None = None  # loop time the pod's FIN reached the link
     unanswered: float | None = None  # when the proxy sent bytes the pod has not answered yet
+    handed: float | None = None  # when the link last handed the proxy's bytes to the pod
     late_journaled: bool = False
 
 
