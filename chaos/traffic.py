@@ -463,7 +463,6 @@ async def paced_load(
     resend_closed: bool = False,
     method: str = "GET",
     bursts: Bursts | None = None,
-    stats: PacedStats | None = None,
 ) -> PacedStats:
     """
     GET `path` at `rate` requests per second (0: as fast as the connections go) over
@@ -476,7 +475,6 @@ async def paced_load(
 
     `method`: a POST carries a small JSON body (a request a proxy must not retry once written).
     `bursts`: request k is due when that schedule says (`Bursts`), instead of at k / rate.
-    `stats`: counted into as requests are answered, so a caller can wait on the load's progress.
 
     `resend_closed`: a request written onto a reused connection that the peer closed before
     sending a single byte is sent once more on a new connection, as HTTP clients do for an
@@ -491,7 +489,7 @@ async def paced_load(
     loop = asyncio.get_running_loop()
     start = loop.time()
     counter = iter(range(1, max_requests + 1))
-    stats = stats if stats is not None else PacedStats()  # the caller's, to watch it grow
+    stats = PacedStats()
     body = b"{}" if method != "GET" else b""
     body_headers = f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n" if body else ""
 

@@ -625,3 +625,41 @@ assert len(exporter.get_finished_spans()) == len(names)
     ]
     assert [op.split()[0] for op in ops(events)] == ["fetchval", "SET", "GET", "GET"]
     assert len(of(events, Kind.RESOURCE_CLOSED)) == 4
+
+
+def test_instrumented_constructors_keep_their_keyword_arguments(tmp_path: Path) -> None:
+    """
+    SQLAlchemy's `create_engine` hands `Engine.__init__` only the keywords that function names,
+    read from its code: with a `(*args, **kwargs)` hook, `create_async_engine(url, echo=True)`
+    (a public TODO app does exactly this) raised "Invalid argument(s) 'echo'" at import.
+    """
+    code = f"""
+    import asyncio
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    engine = create_engine("sqlite:///" + {str(tmp_path / "x.db")!r}, echo=True, logging_name="app")
+    with engine.connect() as conn:
+        conn.execute(text("SELECT 1"))
+    engine.dispose()
+
+    async def main():
+        engine = create_async_engine("sqlite+aiosqlite:///" + {str(tmp_path / "y.db")!r}, echo=True, future=True)
+        async with engine.connect() as conn:
+            await conn.execute(text("SELECT 2"))
+        await engine.dispose()
+
+    asyncio.run(main())
+    """
+    journal = tmp_path / "journal.jsonl"
+    result = subprocess.run(
+        [sys.executable, "-c", "from chaos.probe import resources\nresources.install()\n" + textwrap.dedent(code)],
+        env={**os.environ, "DRAINSPEC_JOURNAL": str(journal)},
+        cwd=ROOT,
+        capture_output=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    events = read_journal(journal)
+    assert ops(events) == ["SELECT 1", "SELECT 2"]
+    assert len([e for e in events if e.kind == Kind.RESOURCE_CLOSED]) == 2

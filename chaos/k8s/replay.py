@@ -135,10 +135,11 @@ async def _play(
         clients: dict[asyncio.Task[traffic.Outcome], str] = {}
         try:
             if plan.options.load_bursts:
-                stats = traffic.PacedStats()
+                # The bursts end before the requests in flight start: those go out right after the
+                # last burst's answers, on the connections it has just freed, far from their close.
                 gap = burst_gap(container.argv, plan.options)
-                loads.append(asyncio.create_task(burst_load(url, journal, stop_steady, plan.options, gap, stats)))
-                await _bursts_sent(plan.options, gap, stats, loads[-1])
+                loads.append(asyncio.create_task(burst_load(url, journal, stop_steady, plan.options, gap)))
+                await asyncio.wait(loads[-1:], timeout=plan.options.load_bursts * (gap + 1) + BURST_SLACK_SECONDS)
             clients = traffic.start_traffic(client, url, scenario, journal)
             if clients:
                 await traffic.wait_in_flight(tail, clients, scenario, started.process)
@@ -242,20 +243,12 @@ def burst_gap(argv: Sequence[str], options: K8sOptions) -> float:
     return min(server, proxy if proxy is not None else server, BURST_MAX_GAP_SECONDS)
 
 
-async def _bursts_sent(options: K8sOptions, gap: float, stats: traffic.PacedStats, load: asyncio.Task[Any]) -> None:
-    """Wait until the bursts before the deletion were all answered (or failed), bounded."""
-    wanted = options.load_bursts * options.load_connections
-    deadline = asyncio.get_running_loop().time() + options.load_bursts * (gap + 1) + BURST_SLACK_SECONDS
-    while stats.sent < wanted and not load.done() and asyncio.get_running_loop().time() < deadline:
-        await asyncio.sleep(0.01)
-
-
 def burst_load(
-    url: str, journal: JournalWriter, stop: asyncio.Event, options: K8sOptions, gap: float, stats: traffic.PacedStats
+    url: str, journal: JournalWriter, stop: asyncio.Event, options: K8sOptions, gap: float
 ) -> Coroutine[Any, Any, Any]:
     """
-    `--load-bursts`: bursts of POSTs, one per `--load-connections`, each aimed at the moment the
-    pod closes the connections the last one left idle (`traffic.Bursts`); beside the steady load.
+    `--load-bursts N`: N bursts of POSTs, one per `--load-connections`, each aimed at the moment
+    the pod closes the connections the last one left idle (`traffic.Bursts`); beside the steady load.
     """
     size = options.load_connections
     return traffic.paced_load(
@@ -268,7 +261,7 @@ def burst_load(
         role="burst",
         method="POST",
         bursts=traffic.Bursts(size, gap, BURST_LEAD_SECONDS, options.seed),
-        stats=stats,
+        max_requests=options.load_bursts * size,
     )
 
 

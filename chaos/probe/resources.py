@@ -355,10 +355,55 @@ def _wrap(cls: type, name: str, build: Builder) -> None:
     if getattr(original, "_drainspec", False):  # hooked already, here or on a base class it inherits from
         return
     new = build(_caller(original), _is_async(original))
+    if name == "__init__" and type(original) is types.FunctionType:
+        new = _with_parameters_of(original, new)
     with contextlib.suppress(AttributeError, TypeError):
         functools.update_wrapper(new, original)
     new._drainspec = True  # type: ignore[attr-defined]
     setattr(cls, name, new)
+
+
+def _with_parameters_of(original: types.FunctionType, wrapper: Callable[..., Any]) -> Callable[..., Any]:
+    """
+    A function with `original`'s own parameters that calls `wrapper` with them. Libraries read
+    a constructor's parameters from its code: SQLAlchemy's `create_engine` hands `Engine.__init__`
+    only the keywords that function names (`echo`, `logging_name`, ...) and refuses the rest, so
+    a `(self, *args, **kwargs)` wrapper made `create_engine(url, echo=True)` raise.
+    """
+    signature = inspect.signature(original)
+    names: dict[str, Any] = {"_wrapper": wrapper}
+    declared, passed = [], []
+    star = False
+    for number, parameter in enumerate(signature.parameters.values()):
+        default = ""
+        if parameter.default is not inspect.Parameter.empty:
+            names[f"_default{number}"] = parameter.default
+            default = f"=_default{number}"
+        if parameter.kind is inspect.Parameter.VAR_POSITIONAL:
+            declared.append(f"*{parameter.name}")
+            passed.append(f"*{parameter.name}")
+            star = True
+        elif parameter.kind is inspect.Parameter.VAR_KEYWORD:
+            declared.append(f"**{parameter.name}")
+            passed.append(f"**{parameter.name}")
+        elif parameter.kind is inspect.Parameter.KEYWORD_ONLY:
+            if not star:
+                declared.append("*")
+                star = True
+            declared.append(f"{parameter.name}{default}")
+            passed.append(f"{parameter.name}={parameter.name}")
+        else:
+            declared.append(f"{parameter.name}{default}")
+            passed.append(parameter.name)
+            if parameter.kind is inspect.Parameter.POSITIONAL_ONLY and (
+                number + 1 == len(signature.parameters)
+                or list(signature.parameters.values())[number + 1].kind is not inspect.Parameter.POSITIONAL_ONLY
+            ):
+                declared.append("/")
+    source = f"def {original.__name__}({', '.join(declared)}):\n    return _wrapper({', '.join(passed)})\n"
+    # The source holds only the original's parameter names; its defaults are passed as objects.
+    exec(compile(source, f"<drainspec: {original.__qualname__}>", "exec"), names)
+    return cast(Callable[..., Any], names[original.__name__])
 
 
 def _guarded(library: str, what: str, func: Callable[..., Any], *args: Any) -> Any:
