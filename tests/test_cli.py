@@ -8,6 +8,7 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from chaos.reports.json import REPORT_SCHEMA
+from tests.conftest import ROOT
 from tests.test_bad_input import drainspec
 
 pytestmark = pytest.mark.e2e
@@ -31,6 +32,8 @@ def test_exit_code_and_reports(tmp_path, app, code, failed):
     out = tmp_path / "out"
     result, _ = drainspec("run", "--app", app, *REFERENCE_ARGS, "--out", str(out))
     assert result.returncode == code, result.stdout + result.stderr
+    module = app.partition(":")[0].replace(".", "/")
+    assert f"{app} loaded from {ROOT / module}.py" in result.stdout  # which app was judged, by its file
     report = json.loads((out / "report.json").read_text())
     assert report["schema"] == REPORT_SCHEMA
     assert {v["name"] for v in report["verdicts"] if v["status"] == "fail"} == failed

@@ -44,7 +44,11 @@ def _wrap_from_environment() -> Probe:
     if not import_string:
         raise _fail(f"{APP_ENV} is not set; drainspec sets it when it launches a server")
     probe = Probe(load(import_string))
-    record(Kind.PROBE_LOADED, app=import_string, instrument=resources.enabled())
+    # Where the app came from: a package of the same name earlier on the path (a regular package
+    # wins over a directory without `__init__.py`) would otherwise be judged in its place, unseen.
+    module = sys.modules.get(import_string.partition(":")[0])
+    source = str(getattr(module, "__file__", None) or "?")
+    record(Kind.PROBE_LOADED, app=import_string, instrument=resources.enabled(), source=source)
     return probe
 
 

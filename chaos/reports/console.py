@@ -178,6 +178,9 @@ def print_console(
             f"{scenario.requests} request(s) and {scenario.background} background request(s) in "
             f"flight, {escape(scenario.signal)} with a {scenario.grace:g}s grace"
         )
+        loaded = next((e for e in timeline.events if e.kind == Kind.PROBE_LOADED and e.get("source")), None)
+        if loaded is not None:
+            console.print(f"  [dim]{escape(str(loaded.get('app')))} loaded from {escape(str(loaded.get('source')))}[/]")
     console.print()
     zero = "the pod's deletion" if timeline.deleted is not None else "the stop signal"
     if timeline.rollout and timeline.deleted is not None:
