@@ -43,3 +43,15 @@ def test_a_request_through_the_probe_journals_the_four_kinds_the_timeline_reads(
     assert events[0].get("method") == "POST" and events[0].get("path") == '/a"b'
     assert events[1].get("status") == 201
     assert events[3].get("outcome") == "returned"
+
+
+def test_a_forked_worker_journals_its_own_pid() -> None:
+    """The probe keeps its pid (one syscall less per event); a worker forked from a preloaded
+    arbiter must still write its own, or every request would be judged as the arbiter's."""
+    import os
+
+    child = os.fork()
+    if child == 0:  # pragma: no cover - runs in the child
+        os._exit(0 if probe._pid == os.getpid() and probe._new_id("s").startswith(f"s{os.getpid()}.") else 1)
+    _, status = os.waitpid(child, 0)
+    assert os.waitstatus_to_exitcode(status) == 0

@@ -104,12 +104,24 @@ def record(kind: str, **fields: Any) -> None:
     writer.append(kind, fields)
 
 
+_pid = os.getpid()
+
+
+def _forked() -> None:
+    global _pid
+    _pid = os.getpid()
+
+
+os.register_at_fork(after_in_child=_forked)  # a gunicorn worker is not its arbiter
+
+
 def _record_request(kind: Kind, request: str, extra: str = "") -> None:
     """
     `record(kind)` for the four events of every request (start, response start and end, end),
     the same line written out by hand: they are the probe's whole cost on a fast endpoint, and a
     dict, its merge and an encoder call per event were most of it (`bench/probe_throughput.py`).
-    `extra` is already JSON: `,"key":value` pairs.
+    `request` is the request id already quoted as JSON (once per request), `extra` is JSON too:
+    `,"key":value` pairs.
     """
     writer = _writer or _journal()
     if writer is None:
@@ -120,12 +132,13 @@ def _record_request(kind: Kind, request: str, extra: str = "") -> None:
     thread = threading.current_thread()
     if thread is not _main_thread:
         extra += f',"thread":{_quote(thread.name)}'
-    head = f'{{"t":{time.monotonic_ns()},"pid":{os.getpid()},"kind":"{kind.value}"'
-    writer.append_line(f'{head},"request":{_quote(request)}{extra}}}\n'.encode())
+    writer.append_line(
+        f'{{"t":{time.monotonic_ns()},"pid":{_pid},"kind":"{kind.value}","request":{request}{extra}}}\n'.encode()
+    )
 
 
 def _new_id(prefix: str) -> str:
-    return f"{prefix}{os.getpid()}.{next(_ids)}"
+    return f"{prefix}{_pid}.{next(_ids)}"
 
 
 def _name_of(func: Any) -> str:
@@ -433,16 +446,17 @@ class Probe:
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         request_id = _request_id(scope)
         token = current_request.set(request_id)
+        quoted = _quote(request_id)
         _record_request(
-            Kind.REQUEST_START, request_id, f',"method":{_quote(scope["method"])},"path":{_quote(scope["path"])}'
+            Kind.REQUEST_START, quoted, f',"method":{_quote(scope["method"])},"path":{_quote(scope["path"])}'
         )
 
         async def send_journaled(message: Message) -> None:
             if message["type"] == "http.response.start":
-                _record_request(Kind.RESPONSE_START, request_id, f',"status":{int(message["status"])}')
+                _record_request(Kind.RESPONSE_START, quoted, f',"status":{int(message["status"])}')
             elif message["type"] == "http.response.body" and not message.get("more_body"):
                 await send(message)
-                _record_request(Kind.RESPONSE_END, request_id)
+                _record_request(Kind.RESPONSE_END, quoted)
                 return
             await send(message)
 
@@ -455,7 +469,7 @@ class Probe:
             record(Kind.REQUEST_END, outcome="error", error=_describe(exc))
             raise
         else:
-            _record_request(Kind.REQUEST_END, request_id, ',"outcome":"returned"')
+            _record_request(Kind.REQUEST_END, quoted, ',"outcome":"returned"')
         finally:
             current_request.reset(token)
 
