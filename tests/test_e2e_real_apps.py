@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from chaos.journal import Kind, read_journal
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.e2e
@@ -87,8 +88,17 @@ def test_a_wrong_request_stops_the_run_with_one_line(tmp_path, change, says):
 
 
 def test_nothing_in_flight_at_the_signal_is_never_a_pass(tmp_path):
+    """
+    A request the app answered before the stop signal proves nothing about the drain. The signal
+    comes 0.5 s after the journal shows the instant request inside the app (`--signal-delay`),
+    and the journal's order is checked first: that request ended before the signal.
+    """
     args = with_option(with_option(ARTICLES, "--request-seconds", "0"), "--background", "0")
-    result = drainspec("run", *args, "--out", str(tmp_path / "out"))
+    result = drainspec("run", *args, "--signal-delay", "0.5", "--out", str(tmp_path / "out"))
+    events = read_journal(tmp_path / "out" / "journal.jsonl")
+    signal_t = next(e.t for e in events if e.kind == Kind.SIGNAL_SENT)
+    ended = [e.t for e in events if e.kind == Kind.REQUEST_END and e.get("request") == "r1"]
+    assert ended and ended[0] < signal_t, "the instant request was still in the app at the signal"
     assert result.returncode == 2, result.stdout + result.stderr
     assert "nothing was in flight at the stop signal" in result.stdout and "not verified" in result.stdout
     assert "shutdown verified" not in result.stdout
