@@ -123,8 +123,12 @@ class Event:
     def get(self, key: str, default: Any = None) -> Any:
         return self.fields.get(key, default)
 
+    def to_line(self) -> bytes:
+        """The journal line: one JSON object and its newline."""
+        return encode({"t": self.t, "pid": self.pid, "kind": self.kind, **self.fields})
+
     def to_json(self) -> str:
-        return encode({"t": self.t, "pid": self.pid, "kind": self.kind, **self.fields}).decode()
+        return self.to_line()[:-1].decode()
 
     @classmethod
     def from_json(cls, line: str | bytes) -> Event:
@@ -179,11 +183,11 @@ class JournalWriter:
 
     def write(self, kind: str, **fields: Any) -> Event:
         event = Event(t=time.monotonic_ns(), pid=os.getpid(), kind=kind, fields=fields)
-        self._append(encode({"t": event.t, "pid": event.pid, "kind": kind, **fields}))
+        self.write_event(event)
         return event
 
     def write_event(self, event: Event) -> None:
-        self._append(encode({"t": event.t, "pid": event.pid, "kind": event.kind, **event.fields}))
+        self._append(event.to_line())
 
     def append(self, kind: str, fields: Mapping[str, Any]) -> None:
         """`write` without building an `Event`: the probe's path, once per request event."""

@@ -117,3 +117,9 @@ def test_any_event_survives_the_line_format(t, pid, kind, fields):
 def test_reader_never_crashes_on_garbage(lines):
     with contextlib.suppress(JournalError):
         parse_lines(lines)
+
+
+def test_an_event_is_one_json_object_and_its_line_adds_the_newline() -> None:
+    event = Event(t=1, pid=2, kind="x", fields={"a": "b"})
+    assert event.to_json() == '{"t":1,"pid":2,"kind":"x","a":"b"}'
+    assert event.to_line() == event.to_json().encode() + b"\n"
