@@ -195,7 +195,7 @@ class Run:
         for process in self._processes:
             target.reap(process)
         if self._subreaper:
-            target.collect_orphans(self._descendants.members(), timeout=0)  # whatever the reaping killed
+            target.collect_orphans(self._orphan_candidates(), timeout=0)  # whatever the reaping killed
             target.release_subreaper()
             self._subreaper = False
         if self._processes:
@@ -209,12 +209,16 @@ class Run:
         """
         if not self._processes or any(process.poll() is None for process in self._processes):
             return  # a server still runs: its workers are its own to reap
-        ours = {process.pid for process in self._processes} | target.guardian_pids()
-        for orphan in target.collect_orphans([pid for pid in self._descendants.members() if pid not in ours]):
+        for orphan in target.collect_orphans(self._orphan_candidates()):
             how = {"signal": orphan.signal} if orphan.signal else {"exit_code": orphan.exit_code}
             self.journal.write(
                 Kind.WORKER_EXITED, target=orphan.pid, account="reaped by drainspec after its server exited", **how
             )
+
+    def _orphan_candidates(self) -> list[int]:
+        """Every pid ever below the servers, but never a child we hold a handle to (a server, a guardian)."""
+        ours = {process.pid for process in self._processes} | target.guardian_pids()
+        return [pid for pid in self._descendants.members() if pid not in ours]
 
     def _sweep_escaped(self) -> None:
         """

@@ -102,13 +102,20 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child between 
     the app writes into the run's directory is private (umask 077), like drainspec's own files.
     """
     os.umask(0o077)
+    _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+PR_SET_PDEATHSIG = 1
+PR_SET_CHILD_SUBREAPER = 36
+
+
+def _prctl(option: int, value: int) -> None:
+    """Linux's prctl(2); elsewhere nothing (no parent-death signal, orphans go to init)."""
     with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)
+        ctypes.CDLL(None, use_errno=True).prctl(option, value, 0, 0, 0)
 
 
 _guardians: dict[int, subprocess.Popen[bytes]] = {}
-
-PR_SET_CHILD_SUBREAPER = 36
 
 
 def guardian_pids() -> set[int]:
@@ -132,7 +139,7 @@ def become_subreaper() -> None:
     global _subreaping
     with _subreaping_lock:
         if _subreaping == 0:
-            _prctl_subreaper(1)
+            _prctl(PR_SET_CHILD_SUBREAPER, 1)
         _subreaping += 1
 
 
@@ -141,12 +148,7 @@ def release_subreaper() -> None:
     with _subreaping_lock:
         _subreaping = max(0, _subreaping - 1)
         if _subreaping == 0:
-            _prctl_subreaper(0)
-
-
-def _prctl_subreaper(on: int) -> None:
-    with contextlib.suppress(OSError, AttributeError):  # not Linux: orphans keep going to init
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, on, 0, 0, 0)
+            _prctl(PR_SET_CHILD_SUBREAPER, 0)
 
 
 def _signal_name(number: int) -> str:
