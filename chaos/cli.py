@@ -159,7 +159,7 @@ def build_parser(defaults: Mapping[str, Any] | None = None, source: Path | None 
         type=int,
         default=8,
         metavar="N",
-        help="keep-alive connections the paced load uses (with --load-rate)",
+        help="keep-alive connections of the paced load (--load-rate), or POSTs per burst (--load-bursts)",
     )
     k8s.add_argument(
         "--load-bursts",

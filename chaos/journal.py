@@ -95,7 +95,6 @@ class Kind(StrEnum):
     ROUTER_TERMINATING = "router.terminating"
     ROUTER_REMOVED = "router.removed"
     ROUTER_UPSTREAM_FAILED = "router.upstream_failed"
-    LINK_LATE_REQUEST = "link.late_request"  # the proxy wrote onto a connection the pod had closed
     ROUTER_DECISION = "router.decision"  # each accepted connection: routed, reset or no endpoint
     ROUTER_REQUEST = "router.request"  # which request (its x-drainspec-id) a connection carried
     FAULT_INJECTED = "fault.injected"
@@ -106,6 +105,8 @@ class Kind(StrEnum):
     # request of its access log with the upstream attempts and its error log's text for them.
     PROXY_RELOADED = "proxy.reloaded"
     PROXY_REQUEST = "proxy.request"
+    # The emulated network between the proxy and a pod (`chaos.k8s.link`).
+    LINK_LATE_REQUEST = "link.late_request"  # the proxy wrote onto a connection the pod had closed
     # The traffic driver, one per request (and one per WebSocket).
     CLIENT_REQUEST = "client.request"
     CLIENT_WEBSOCKET = "client.websocket"

@@ -130,7 +130,7 @@ class K8sOptions:
     ingress_options: tuple[str, ...] = ()  # KEY=VALUE overrides of the ingress's defaults
     load_rate: float = 0.0  # requests/s of paced keep-alive load (`traffic.paced_load`); 0: one per 50 ms
     load_connections: int = 8  # keep-alive connections the paced load spreads its requests over
-    load_bursts: int = 0  # bursts of POSTs at the server's keep-alive timeout before the deletion (`traffic.bursts`)
+    load_bursts: int = 0  # bursts of POSTs at the server's keep-alive timeout before the deletion (`traffic.Bursts`)
     link_delay: float = 0.0  # one-way network delay between the ingress proxy and each pod (`chaos.k8s.link`)
 
     def pick_propagation(self) -> float:

@@ -676,12 +676,13 @@ def _late_requests(timeline: Timeline) -> list[Evidence]:
     for pod, events in by_pod.items():
         after = sorted(float(e.get("sent_after_close") or 0) * 1000 for e in events)
         delay = float(events[0].get("delay") or 0) * 1000
+        first = min(e.t for e in events)
         evidence.append(
             Evidence(
                 f"on the network to {pod} ({delay:g} ms each way): the proxy wrote {len(events)} request(s) onto "
                 f"pooled connections the pod closed, {after[0]:+.1f} to {after[-1]:+.1f} ms from the close "
-                f"(first at {timeline.at(min(e.t for e in events))}): the close had not reached the proxy yet",
-                t=min(e.t for e in events),
+                f"(first at {timeline.at(first)}): the close had not reached the proxy yet",
+                t=first,
             )
         )
     return evidence
