@@ -106,6 +106,8 @@ def test_missing_journal(tmp_path):
     assert "cannot read journal" in result.stderr
 
 
+UVICORN_POD = "kind: Pod\nspec: {containers: [{name: web, command: [uvicorn, app.main:app]}]}\n"
+
 MANIFEST_CASES: list = [
     pytest.param("kind: Pod\nspec: [\n", [], "invalid YAML at line", id="invalid-yaml"),
     pytest.param("apiVersion: v1\nkind: Service\n", [], "found Service", id="unsupported-kind"),
@@ -113,13 +115,13 @@ MANIFEST_CASES: list = [
         "kind: Pod\nspec: {containers: [{name: web, image: app}]}\n", [], "ENTRYPOINT", id="command-from-image"
     ),
     pytest.param(
-        "kind: Pod\nspec: {containers: [{name: web, command: [uvicorn, app.main:app]}]}\n",
+        UVICORN_POD,
         ["--container", "sidecar"],
         "no container 'sidecar'",
         id="unknown-container",
     ),
     pytest.param(
-        "kind: Pod\nspec: {containers: [{name: web, command: [uvicorn, app.main:app]}]}\n",
+        UVICORN_POD,
         ["--propagation", "3..1"],
         "--propagation",
         id="bad-propagation",
@@ -138,37 +140,37 @@ MANIFEST_CASES: list = [
         id="unknown-port",
     ),
     pytest.param(
-        "kind: Pod\nspec: {containers: [{name: web, command: [uvicorn, app.main:app]}]}\n",
+        UVICORN_POD,
         ["--reset-rate", "3"],
         "between 0 and 1",
         id="bad-reset-rate",
     ),
     pytest.param(
-        "kind: Pod\nspec: {containers: [{name: web, command: [uvicorn, app.main:app]}]}\n",
+        UVICORN_POD,
         ["--link-delay", "0.001"],
         "add --ingress nginx",
         id="link-delay-without-ingress",
     ),
     pytest.param(
-        "kind: Pod\nspec: {containers: [{name: web, command: [uvicorn, app.main:app]}]}\n",
+        UVICORN_POD,
         ["--ingress", "nginx", "--link-delay", "5"],
         "at most 1 second",
         id="link-delay-too-long",
     ),
     pytest.param(
-        "kind: Pod\nspec: {containers: [{name: web, command: [uvicorn, app.main:app]}]}\n",
+        UVICORN_POD,
         ["--load-bursts", "1000"],
         "between 0 and 100",
         id="too-many-bursts",
     ),
     pytest.param(
-        "kind: Pod\nspec: {containers: [{name: web, command: [uvicorn, app.main:app]}]}\n",
+        UVICORN_POD,
         ["--load-bursts", "2", "--load-rate", "100"],
         "choose one",
         id="bursts-and-rate",
     ),
     pytest.param(
-        "kind: Pod\nspec: {containers: [{name: web, command: [uvicorn, app.main:app]}]}\n",
+        UVICORN_POD,
         ["--load-bursts", "2", "--rollout"],
         "drop --rollout",
         id="bursts-in-a-rollout",

@@ -7,7 +7,9 @@ request that reaches a connection the pod had closed journaled as the keep-alive
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 from chaos import traffic
@@ -16,32 +18,44 @@ from chaos.k8s.link import Link
 from chaos.target import HOST
 
 DELAY = 0.05
+POST = b"POST / HTTP/1.1\r\nContent-Length: 0\r\n\r\n"
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
 
-async def _open_link(handle, journal: JournalWriter) -> tuple[Link, asyncio.Server]:
-    pod = await asyncio.start_server(handle, HOST, 0)
-    link = Link("pod-a", int(pod.sockets[0].getsockname()[1]), DELAY, journal)
+@contextlib.asynccontextmanager
+async def linked(pod_handler: Handler, journal_path: Path) -> AsyncIterator[Link]:
+    """A pod served by `pod_handler` behind a link; both closed on the way out."""
+    pod = await asyncio.start_server(pod_handler, HOST, 0)
+    link = Link("pod-a", int(pod.sockets[0].getsockname()[1]), DELAY, JournalWriter(journal_path))
     await link.start()
-    return link, pod
+    try:
+        yield link
+    finally:
+        await link.close()
+        pod.close()
+
+
+async def exchange(link: Link, data: bytes, *, after: asyncio.Event | None = None) -> bytes:
+    """Connect through the link, (once `after` is set) send `data`, and read until the link closes."""
+    reader, writer = await asyncio.open_connection(HOST, link.port)
+    if after is not None:
+        await asyncio.wait_for(after.wait(), 5)
+    writer.write(data)
+    answer = await asyncio.wait_for(reader.read(), 5)
+    writer.close()
+    return answer
 
 
 def test_bytes_and_the_close_arrive_in_order_and_no_sooner_than_the_delay(tmp_path: Path) -> None:
-    async def scenario() -> tuple[bytes, float]:
-        async def echo_then_close(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            writer.write(await reader.readexactly(5))
-            writer.close()
+    async def echo_then_close(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(await reader.readexactly(5))
+        writer.close()
 
-        link, pod = await _open_link(echo_then_close, JournalWriter(tmp_path / "journal.jsonl"))
-        try:
-            reader, writer = await asyncio.open_connection(HOST, link.port)
+    async def scenario() -> tuple[bytes, float]:
+        async with linked(echo_then_close, tmp_path / "journal.jsonl") as link:
             sent = time.monotonic()
-            writer.write(b"hello")
-            answer = await asyncio.wait_for(reader.read(), 5)  # the echo, then the pod's close
-            writer.close()
+            answer = await exchange(link, b"hello")  # the echo, then the pod's close
             return answer, time.monotonic() - sent
-        finally:
-            await link.close()
-            pod.close()
 
     answer, took = asyncio.run(scenario())
     assert answer == b"hello"
@@ -59,17 +73,8 @@ def test_a_request_onto_a_connection_the_pod_closed_is_journaled_late(tmp_path: 
             writer.close()  # an idle keep-alive connection timing out, at once
             closed.set()
 
-        link, pod = await _open_link(close_when_idle, JournalWriter(journal_path))
-        try:
-            reader, writer = await asyncio.open_connection(HOST, link.port)
-            await asyncio.wait_for(closed.wait(), 5)
-            writer.write(b"POST / HTTP/1.1\r\nContent-Length: 0\r\n\r\n")  # the close is still on the wire
-            answer = await asyncio.wait_for(reader.read(), 5)
-            writer.close()
-            return answer
-        finally:
-            await link.close()
-            pod.close()
+        async with linked(close_when_idle, journal_path) as link:
+            return await exchange(link, POST, after=closed)  # the close is still on the wire
 
     assert asyncio.run(scenario()) == b""  # no answer: the connection just closed under the request
     (late,) = [e for e in read_journal(journal_path) if e.kind == Kind.LINK_LATE_REQUEST]
@@ -81,22 +86,14 @@ def test_a_pod_that_closes_a_request_in_progress_is_not_the_race(tmp_path: Path)
     """The pod read the request and closed later without answering (a kill, a crash): no late request."""
     journal_path = tmp_path / "journal.jsonl"
 
-    async def scenario() -> bytes:
-        async def read_then_drop(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            await reader.readuntil(b"\r\n\r\n")
-            await asyncio.sleep(0.3)  # the request is in progress, well past any crossing on the wire
-            writer.close()
+    async def read_then_drop(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        await asyncio.sleep(0.3)  # the request is in progress, well past any crossing on the wire
+        writer.close()
 
-        link, pod = await _open_link(read_then_drop, JournalWriter(journal_path))
-        try:
-            reader, writer = await asyncio.open_connection(HOST, link.port)
-            writer.write(b"POST / HTTP/1.1\r\nContent-Length: 0\r\n\r\n")
-            answer = await asyncio.wait_for(reader.read(), 5)
-            writer.close()
-            return answer
-        finally:
-            await link.close()
-            pod.close()
+    async def scenario() -> bytes:
+        async with linked(read_then_drop, journal_path) as link:
+            return await exchange(link, POST)
 
     assert asyncio.run(scenario()) == b""
     assert not [e for e in read_journal(journal_path) if e.kind == Kind.LINK_LATE_REQUEST]

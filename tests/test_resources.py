@@ -651,15 +651,6 @@ def test_instrumented_constructors_keep_their_keyword_arguments(tmp_path: Path) 
 
     asyncio.run(main())
     """
-    journal = tmp_path / "journal.jsonl"
-    result = subprocess.run(
-        [sys.executable, "-c", "from chaos.probe import resources\nresources.install()\n" + textwrap.dedent(code)],
-        env={**os.environ, "DRAINSPEC_JOURNAL": str(journal)},
-        cwd=ROOT,
-        capture_output=True,
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stderr
-    events = read_journal(journal)
+    events = instrumented(tmp_path, code)
     assert ops(events) == ["SELECT 1", "SELECT 2"]
     assert len([e for e in events if e.kind == Kind.RESOURCE_CLOSED]) == 2
