@@ -98,8 +98,9 @@ class Kind(StrEnum):
     ROUTER_DECISION = "router.decision"  # each accepted connection: routed, reset or no endpoint
     ROUTER_REQUEST = "router.request"  # which request (its x-drainspec-id) a connection carried
     FAULT_INJECTED = "fault.injected"
-    # A worker's exit as its parent saw it (gunicorn's arbiter: "Worker (pid:N) was sent SIGKILL!"):
-    # `target` the worker's pid, `signal` the signal it died of.
+    # A worker's exit as its reaper saw it (drainspec, the subreaper, or its server's log, as in
+    # gunicorn's "Worker (pid:N) was sent SIGKILL!"): `target` the worker's pid, `signal` the signal
+    # it died of (or `exit_code`), `account` who told.
     WORKER_EXITED = "worker.exited"
     # A real ingress proxy in front of the pods (`chaos.k8s.ingress`): its reloads, and each
     # request of its access log with the upstream attempts and its error log's text for them.

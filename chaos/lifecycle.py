@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from chaos import outdir, target
+from chaos import arbiter, outdir, target
 from chaos.errors import JournalError, SetupError
 from chaos.journal import Event, JournalTail, JournalWriter, Kind, read_journal
 from chaos.k8s.pod import Pod, start_pod
@@ -111,6 +111,8 @@ class Run:
     # Every process below a server, ever: what left the tree is still found and killed at the end.
     _descendants: target.Descendants = field(default_factory=target.Descendants)
     _subreaper: bool = False
+    _logs: list[Path] = field(default_factory=list)  # each server's log, read for its arbiter's account
+    _accounted: set[int] = field(default_factory=set)  # workers whose `worker.exited` is journaled
     _started: float = field(default_factory=time.time)
 
     @property
@@ -140,6 +142,7 @@ class Run:
             self._subreaper = True
         process = target.spawn(argv, env=self.env, cwd=os.getcwd(), log=log or self.log)
         self._processes.append(process)
+        self._logs.append(log or self.log)
         self._descendants.add_root(process.pid)
         return process
 
@@ -147,6 +150,7 @@ class Run:
         """Start a container's command as PID 1 of a new PID namespace; reaped when the run closes."""
         pod = await start_pod(argv, env=self.env, cwd=os.getcwd(), log=log or self.log, namespace=namespace)
         self._processes.append(pod.process)
+        self._logs.append(log or self.log)
         self._descendants.add_root(pod.process.pid)
         return pod
 
@@ -191,29 +195,43 @@ class Run:
                 helper.kill()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(helper.wait(), HELPER_WAIT_SECONDS)
-        self._journal_orphans()
+        servers_exited = self._journal_orphans()
         for process in self._processes:
             target.reap(process)
         if self._subreaper:
-            target.collect_orphans(self._orphan_candidates(), timeout=0)  # whatever the reaping killed
+            if servers_exited:
+                self._journal_orphans(timeout=0)  # a worker still dying when the first look gave up
+            else:
+                target.collect_orphans(self._orphan_candidates(), timeout=0)  # whatever the reaping killed
             target.release_subreaper()
             self._subreaper = False
         if self._processes:
             self._sweep_escaped()
 
-    def _journal_orphans(self) -> None:
+    def _journal_orphans(self, timeout: float = 0.5) -> bool:
         """
-        A worker its server left behind when it exited was handed to drainspec (the subreaper):
-        its exit status is journaled as `worker.exited`, the parent's account of how it died
-        (gunicorn's arbiter SIGKILLs workers at its graceful timeout and logs nothing).
+        How each worker died, as `worker.exited`, once every server has exited (False, and
+        nothing journaled, while one still runs: its workers are its own to reap). A worker its
+        server left behind was handed to drainspec (the subreaper), which reads its exit status;
+        one its server reaped after killing it is in the server's log (`chaos.arbiter`). gunicorn
+        SIGKILLs the workers left at its graceful timeout, and which of the two reaps each is a race.
         """
         if not self._processes or any(process.poll() is None for process in self._processes):
-            return  # a server still runs: its workers are its own to reap
-        for orphan in target.collect_orphans(self._orphan_candidates()):
+            return False
+        candidates = [pid for pid in self._orphan_candidates() if pid not in self._accounted]
+        reaper = "reaped by drainspec after its server exited"
+        accounts = [(orphan, reaper) for orphan in target.collect_orphans(candidates, timeout)]
+        reaped = {orphan.pid for orphan, _ in accounts}
+        unaccounted = [pid for pid in candidates if pid not in reaped]
+        for log in dict.fromkeys(self._logs):
+            for death in arbiter.deaths_in_log(log, unaccounted):
+                accounts.append((death, f"its server's log: 'Worker (pid:{death.pid}) was sent {death.signal}!'"))
+                unaccounted.remove(death.pid)
+        for orphan, account in accounts:
             how = {"signal": orphan.signal} if orphan.signal else {"exit_code": orphan.exit_code}
-            self.journal.write(
-                Kind.WORKER_EXITED, target=orphan.pid, account="reaped by drainspec after its server exited", **how
-            )
+            self.journal.write(Kind.WORKER_EXITED, target=orphan.pid, account=account, **how)
+            self._accounted.add(orphan.pid)
+        return True
 
     def _orphan_candidates(self) -> list[int]:
         """Every pid ever below the servers, but never a child we hold a handle to (a server, a guardian)."""
