@@ -8,7 +8,7 @@ import pytest
 
 from chaos.errors import SetupError
 from chaos.k8s.kubelet import Termination, parse_signal
-from chaos.target import PROBE_APP, server_argv
+from chaos.target import PROBE_APP, exception_line, server_argv
 from chaos.traffic import RequestSpec
 
 
@@ -53,3 +53,32 @@ def test_command_template():
 def test_empty_command_is_refused():
     with pytest.raises(SetupError, match="--command is empty"):
         server_argv("uvicorn", 9000, command="  ")
+
+
+SQLALCHEMY_TRACEBACK = """Traceback (most recent call last):
+  File "/srv/app/db.py", line 61, in open
+    await conn.run_sync(create_schema)
+sqlite3.OperationalError: database is locked
+
+The above exception was the direct cause of the following exception:
+
+Traceback (most recent call last):
+  File "/srv/app/main.py", line 40, in lifespan
+    await db.open()
+sqlalchemy.exc.OperationalError: (sqlite3.OperationalError) database is locked
+[SQL: CREATE TABLE IF NOT EXISTS outbox (id INTEGER NOT NULL)]
+(Background on this error at: https://sqlalche.me/e/21/e3q8)
+"""
+
+
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [
+        (SQLALCHEMY_TRACEBACK, "sqlalchemy.exc.OperationalError: (sqlite3.OperationalError) database is locked"),
+        ("RuntimeError: no database\n", "RuntimeError: no database"),
+        ("first\nsecond", "first"),
+    ],
+    ids=["multi-line-message", "one-line", "no-traceback"],
+)
+def test_a_startup_failure_is_named_by_its_exception_line(text, line):
+    assert exception_line(text) == line
