@@ -11,11 +11,13 @@ verdict sees it even when the error is swallowed somewhere.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import fcntl
 import os
 from collections.abc import AsyncIterator, Iterator, Mapping
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, make_url
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
@@ -58,7 +60,7 @@ class Database:
         if sqlite:
             for engine in (self.engine.sync_engine, self.sync_engine):
                 event.listen(engine, "connect", _sqlite_pragmas)
-        async with self.engine.begin() as conn:
+        async with _one_worker_at_a_time(self.url), self.engine.begin() as conn:
             await conn.run_sync(create_schema)
         self.closed = False
 
@@ -91,6 +93,26 @@ class Database:
         assert self.sync_engine is not None
         with self.sync_engine.begin() as conn:
             yield conn
+
+
+@contextlib.asynccontextmanager
+async def _one_worker_at_a_time(url: str) -> AsyncIterator[None]:
+    """
+    Hold a lock beside a SQLite file while its first connection switches it to WAL and creates
+    the schema. Workers start at once, and switching the journal mode takes an exclusive lock
+    that SQLite refuses at once ("database is locked", no busy wait) while another connection is
+    doing the same. Once the file is in WAL mode the switch is a no-op.
+    """
+    database = make_url(url).database if url.startswith("sqlite") else None
+    if not database or database == ":memory:":
+        yield
+        return
+    fd = os.open(f"{database}.init-lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        await asyncio.to_thread(fcntl.flock, fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def _sqlite_pragmas(dbapi_connection: object, _record: object) -> None:
