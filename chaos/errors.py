@@ -15,6 +15,13 @@ quote the value, and say what to do next.
 
 from __future__ import annotations
 
+# What each exit code means, the same for every command (`chaos.outcome` decides 0, 1 and 2
+# for a run's evidence; `chaos.cli.main` gives 2 for these errors and 3 for a crash).
+EXIT_PASSED = 0  # every verdict passed, on complete evidence
+EXIT_FAILED = 1  # a verdict failed
+EXIT_BAD_INPUT = 2  # bad input, an unusable environment, or incomplete evidence
+EXIT_CRASHED = 3  # drainspec itself crashed
+
 
 class DrainspecError(Exception):
     """Bad input or an unusable environment: one line for the user, exit 2."""

@@ -24,8 +24,6 @@ import subprocess
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
-import httpx
-
 from chaos import traffic
 from chaos.errors import SetupError
 from chaos.journal import JournalTail, JournalWriter, Kind, read_journal
@@ -215,6 +213,8 @@ async def _stream(context: FaultContext, fault: Fault, spec: traffic.RequestSpec
 
 async def _keepalive(context: FaultContext, fault: Fault) -> None:
     """One idle pooled connection, opened before the signal and reused `at` seconds after it."""
+    import httpx  # where it is used, as in `chaos.traffic`
+
     limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
     spec = traffic.RequestSpec("GET", "/__drainspec/hold?seconds=0")
     async with httpx.AsyncClient(timeout=context.client_timeout, limits=limits, trust_env=False) as client:

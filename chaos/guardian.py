@@ -2,9 +2,11 @@
 The guardian: a tiny process that outlives drainspec just long enough to kill what it started.
 
 drainspec starts each server in a session of its own. The guardian is told that session and
-reads a pipe from drainspec; end of file means drainspec is done, or dead (even SIGKILLed),
-and either way the guardian kills every process still in that session, forked workers and app
-children included, then exits. Run as `python -m chaos.guardian SESSION_ID`.
+reads a pipe from drainspec until end of file: drainspec is done, or dead (even SIGKILLed).
+Unless drainspec wrote `REAPED` first (it killed and reaped the whole tree itself, and its own
+sweep, `chaos.lifecycle`, journals whatever escaped), the guardian kills every process still in
+that session, forked workers and app children included, then exits. Run as
+`python -m chaos.guardian SESSION_ID`.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import signal
 import sys
 
 import psutil
+
+REAPED = b"reaped"
 
 
 def session_members(session: int) -> list[psutil.Process]:
@@ -42,9 +46,12 @@ def kill_session(session: int) -> None:
 
 def main() -> None:
     session = int(sys.argv[1])
+    told = b""
     with contextlib.suppress(OSError):
-        sys.stdin.buffer.read()  # returns at EOF: drainspec closed the pipe or died
-    kill_session(session)
+        told = sys.stdin.buffer.read()  # returns at EOF: drainspec closed the pipe or died
+    if told != REAPED:
+        kill_session(session)
+    os._exit(0)  # nothing to flush: skip the interpreter's teardown, which drainspec would wait on
 
 
 if __name__ == "__main__":

@@ -248,7 +248,9 @@ class Run:
         self._descendants.stop()
         escaped = target.kill_escaped(self._descendants.survivors(), "descendant")
         known = {item.pid for item in escaped}
-        carrying = target.carrying_environment(JOURNAL_ENV, str(self.journal_path), since=self._started)
+        carrying = target.carrying_environment(
+            JOURNAL_ENV, str(self.journal_path), since=self._started, among=self._descendants.newcomers()
+        )
         escaped += target.kill_escaped([p for p in carrying if p.pid not in known], "environment")
         for item in escaped:
             self.journal.write(Kind.PROCESS_ESCAPED, target=item.pid, command=item.command, found=item.found)

@@ -17,15 +17,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from chaos.errors import EXIT_BAD_INPUT, EXIT_CRASHED, EXIT_FAILED, EXIT_PASSED
 from chaos.journal import Event, Kind
 from chaos.judge.timeline import Timeline, build
 from chaos.judge.verdict import Status, Verdict, judge
 from chaos.scenario import Scenario
 
-EXIT_PASSED = 0
-EXIT_FAILED = 1
-EXIT_BAD_INPUT = 2
-EXIT_CRASHED = 3
+__all__ = ["EXIT_BAD_INPUT", "EXIT_CRASHED", "EXIT_FAILED", "EXIT_PASSED", "RunResult"]
 
 REPORT_FILE = "report.json"
 HTML_FILE = "timeline.html"

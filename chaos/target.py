@@ -21,7 +21,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ from typing import Any
 import psutil
 
 from chaos.errors import SetupError
+from chaos.guardian import REAPED
 from chaos.journal import JournalTail, Kind
 
 # HOST, PROBE_APP and SERVERS live in chaos.servers; other modules import them from here too.
@@ -410,10 +411,10 @@ def last_log_line(log: Path) -> str:
     return _one_line(text) or "(no server output)"
 
 
-def wait_gone(processes: list[psutil.Process], timeout: float) -> None:
+def wait_gone(processes: list[psutil.Process], timeout: float) -> bool:
     """
-    Wait until every process has died. A zombie counts as dead: when its parent is gone it
-    waits for an init that, in a container, may never reap it.
+    Wait until every process has died (True), or `timeout` (False). A zombie counts as dead:
+    when its parent is gone it waits for an init that, in a container, may never reap it.
     """
     deadline = time.monotonic() + timeout
     pending = list(processes)
@@ -426,6 +427,7 @@ def wait_gone(processes: list[psutil.Process], timeout: float) -> None:
         pending = still
         if pending:
             time.sleep(0.01)
+    return not pending
 
 
 def reap(process: subprocess.Popen[bytes], timeout: float = 5.0) -> None:
@@ -444,11 +446,11 @@ def reap(process: subprocess.Popen[bytes], timeout: float = 5.0) -> None:
     deadline = time.monotonic() + timeout
     with contextlib.suppress(subprocess.TimeoutExpired):
         process.wait(timeout=max(0.1, deadline - time.monotonic()))
-    wait_gone(descendants, timeout=max(0.1, deadline - time.monotonic()))
+    gone = wait_gone(descendants, timeout=max(0.1, deadline - time.monotonic())) and process.poll() is not None
     guardian = _guardians.pop(process.pid, None)
-    if guardian is not None:  # it sweeps the session once more, then exits
+    if guardian is not None:  # told the tree is gone, it exits; else it sweeps the session first
         with contextlib.suppress(OSError):
-            guardian.communicate(timeout=max(1.0, deadline - time.monotonic()))
+            guardian.communicate(REAPED if gone else None, timeout=max(1.0, deadline - time.monotonic()))
         if guardian.poll() is None:
             guardian.kill()
             guardian.wait()
@@ -480,7 +482,8 @@ class Descendants:
         self._lock = threading.Lock()
         self._roots: set[int] = set()
         self._members: dict[int, float] = {}  # pid -> create time, roots included
-        self._checked: set[int] = set(psutil.pids())  # what already ran is none of ours
+        self._before = frozenset(psutil.pids())  # what already ran is none of ours
+        self._checked: set[int] = set(self._before)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -530,6 +533,10 @@ class Descendants:
         with self._lock:
             return [pid for pid in self._members if pid not in self._roots]
 
+    def newcomers(self) -> list[int]:
+        """Every running pid that did not run when tracking began: ours or not, below a server or not."""
+        return [pid for pid in psutil.pids() if pid not in self._before]
+
     def survivors(self) -> list[psutil.Process]:
         """Members still running (the same process: same start time), the roots left out."""
         self.poll()
@@ -544,20 +551,19 @@ class Descendants:
         return alive
 
 
-def carrying_environment(name: str, value: str, *, since: float) -> list[psutil.Process]:
+def carrying_environment(name: str, value: str, *, since: float, among: Iterable[int]) -> list[psutil.Process]:
     """
-    Running processes of this user started after `since` whose environment has `name=value`:
+    Running processes of this user, of the pids `among` (those new since the run began:
+    `Descendants.newcomers`), started after `since`, whose environment has `name=value`:
     whatever a server started inherits the run's journal path, even after leaving its tree.
     """
     found = []
     me = os.getpid()
     uid = os.getuid()
-    for process in psutil.process_iter(["uids", "create_time"]):
+    for pid in among:
         with contextlib.suppress(psutil.Error, OSError):
-            info = process.info
-            if process.pid == me or info["uids"] is None or info["uids"].real != uid:
-                continue
-            if (info["create_time"] or 0) < since - 1:
+            process = psutil.Process(pid)
+            if pid == me or process.uids().real != uid or process.create_time() < since - 1:
                 continue
             if process.environ().get(name) == value and process.status() != psutil.STATUS_ZOMBIE:
                 found.append(process)

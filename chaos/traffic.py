@@ -25,14 +25,15 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from chaos.errors import SetupError
 from chaos.journal import Event, JournalTail, JournalWriter, Kind
 from chaos.probe import REQUEST_ID_HEADER
 from chaos.scenario import Scenario
+
+if TYPE_CHECKING:  # imported where requests are sent: a run spawns its server before httpx loads
+    import httpx
 
 STEADY_INTERVAL_SECONDS = 0.05
 STEADY_MAX_REQUESTS = 2000
@@ -171,6 +172,8 @@ def new_client(timeout: float) -> httpx.AsyncClient:
     to 127.0.0.1 only, so no certificate store is loaded (`verify=False`): loading one took a
     fifth of what drainspec adds to a run (`bench/overhead.py`), for a TLS never negotiated.
     """
+    import httpx
+
     limits = httpx.Limits(max_connections=None, max_keepalive_connections=0)
     return httpx.AsyncClient(timeout=timeout, limits=limits, trust_env=False, verify=False)
 
@@ -203,6 +206,8 @@ async def send(
     `perform`, returning the `client.request` event it journaled (status, body start, error).
     `filled_id` is what `{id}` became in this request, for integrity checks to look up.
     """
+    import httpx
+
     fields: dict[str, Any] = {"id": request_id, "role": role, "method": spec.method}
     if filled_id is not None:
         fields["filled_id"] = filled_id

@@ -14,10 +14,12 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-
-from rich.console import Console
+from typing import TYPE_CHECKING
 
 from chaos.journal import Event, JournalTail, Kind
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 REFRESH_SECONDS = 0.1
 
