@@ -99,10 +99,10 @@ def check_port_free(port: int) -> None:
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
     """
-    If drainspec itself is killed, the server it started dies too (PR_SET_PDEATHSIG). And what
-    the app writes into the run's directory is private (umask 077), like drainspec's own files.
+    If drainspec itself is killed, the server it started dies too (PR_SET_PDEATHSIG). The umask
+    is left as it is: what the app writes into the run's directory is private because the
+    directory is (0700), and what it writes elsewhere keeps the modes it would have in production.
     """
-    os.umask(0o077)
     _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 

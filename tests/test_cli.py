@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import xml.etree.ElementTree as ET
 
 import pytest
@@ -42,6 +43,9 @@ def test_exit_code_and_reports(tmp_path, app, code, failed):
     assert {case.get("name") for case in suite if case.find("failure") is not None} == failed
     assert (out / "journal.jsonl").stat().st_mode & 0o777 == 0o600
     assert out.stat().st_mode & 0o777 == 0o700
+    umask = os.umask(0)
+    os.umask(umask)  # the app's files keep the modes the user's umask gives them, as in production
+    assert (out / "data" / "reference.db").stat().st_mode & 0o777 == 0o644 & ~umask  # SQLite creates its files 0644
 
     rebuilt, _ = drainspec("report", str(out / "journal.jsonl"), "--json", str(tmp_path / "again.json"))
     assert rebuilt.returncode == code

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from chaos.journal import Kind, read_journal
+from chaos.lifecycle import DATA_DIR
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.e2e
@@ -139,11 +140,13 @@ def test_secrets_given_with_env_and_header_reach_no_output_file(tmp_path):
     ]
     result = drainspec("run", *args, "--out", str(out))
     assert result.returncode == 0, result.stdout + result.stderr
+    assert out.stat().st_mode & 0o777 == 0o700, "the run's directory is readable by others"
     for path in out.rglob("*"):
         if path.is_file():
             text = path.read_text(errors="replace")
             assert not [s for s in secrets if s in text], f"a secret is in {path}"
-            assert path.stat().st_mode & 0o077 == 0, f"{path} is readable by others"
+            if DATA_DIR not in path.relative_to(out).parts:  # the app's own files keep its modes
+                assert path.stat().st_mode & 0o077 == 0, f"{path} is readable by others"
     assert not [s for s in secrets if s in result.stdout + result.stderr]
 
 
