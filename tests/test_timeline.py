@@ -229,3 +229,25 @@ def test_every_injected_fault_is_on_the_console_timeline() -> None:
     journal = Journal().startup().signal(0).add(300, Kind.FAULT_INJECTED, HARNESS, fault="crash-worker@0.3", target=7)
     lines = timeline_lines(journal.exit(400).timeline())
     assert any("fault crash-worker@0.3 injected at pid 7" in line and "+0.300s" in line for line in lines), lines
+
+
+def test_resources_of_the_same_name_and_kind_are_told_apart_by_their_worker() -> None:
+    """Each worker opens its own engine on the same URL; a report must not name two as one."""
+    other = WORKER + 1
+    journal = (
+        graceful()
+        .resource("a", -800, closed=255)
+        .resource("b", -800, pid=other)
+        .resource("c", -700, name="redis://cache:6379/0", type="Redis")
+        .resource("d", -700, name="redis://cache:6379/0", type="redis pool")
+    )
+    timeline = journal.timeline()
+    labels = {key: timeline.label(resource) for key, resource in timeline.resources.items()}
+    assert labels == {
+        "a": f"postgresql://db:5432/shop (asyncpg pool) of worker {WORKER}",
+        "b": f"postgresql://db:5432/shop (asyncpg pool) of worker {other}",
+        "c": "redis://cache:6379/0 (Redis)",
+        "d": "redis://cache:6379/0 (redis pool)",
+    }
+    alone = graceful().resource("a", -800, closed=255).timeline()
+    assert alone.label(alone.resources["a"]) == "postgresql://db:5432/shop"  # no clash, no suffix

@@ -9,6 +9,7 @@ Times stay in journal nanoseconds; `Timeline.at` renders them relative to the st
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -200,7 +201,9 @@ class Timeline:
     warnings: list[Event] = field(default_factory=list)  # `probe.warning`: what the probe could not hook
     instrumented: bool | None = None  # False when a worker ran with DRAINSPEC_INSTRUMENT=0
     _uses: dict[tuple[int, str, str], UseView] = field(default_factory=dict, repr=False)
-    _label_counts: dict[str, int] = field(default_factory=dict, repr=False)
+    _label_counts: Counter[str] = field(default_factory=Counter, repr=False)
+    _described_counts: Counter[str] = field(default_factory=Counter, repr=False)
+    _labels_counted: int = field(default=-1, repr=False)  # how many resources the counts are of
     stalls: list[Event] = field(default_factory=list)
     errors: list[Event] = field(default_factory=list)
     deleted: int | None = None  # the (first) pod deletion
@@ -293,12 +296,20 @@ class Timeline:
         return self.resources[resource_id]
 
     def label(self, resource: ResourceView) -> str:
-        """A resource's name in a report; with what it is when another resource has the same name."""
-        if sum(self._label_counts.values()) != len(self.resources):
-            self._label_counts = {}
-            for other in self.resources.values():
-                self._label_counts[other.label] = self._label_counts.get(other.label, 0) + 1
-        return resource.described if self._label_counts.get(resource.label, 0) > 1 else resource.label
+        """
+        A resource's name in a report; with what it is when another resource has the same name,
+        and whose it is when another of the same kind has it too (each worker opens its own
+        engine on the same URL: "... (SQLAlchemy engine) of worker 412").
+        """
+        if self._labels_counted != len(self.resources):
+            self._label_counts = Counter(other.label for other in self.resources.values())
+            self._described_counts = Counter(other.described for other in self.resources.values())
+            self._labels_counted = len(self.resources)
+        if self._label_counts[resource.label] <= 1:
+            return resource.label
+        if self._described_counts[resource.described] <= 1:
+            return resource.described
+        return f"{resource.described} of worker {resource.pid}"
 
 
 def _in_flight(view: RequestView, moment: int) -> bool:
