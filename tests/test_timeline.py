@@ -231,6 +231,23 @@ def test_every_injected_fault_is_on_the_console_timeline() -> None:
     assert any("fault crash-worker@0.3 injected at pid 7" in line and "+0.300s" in line for line in lines), lines
 
 
+@pytest.mark.parametrize(
+    ("how", "says"),
+    [
+        ({"signal": "SIGKILL", "account": "reaped by drainspec after its server exited"}, "died of SIGKILL (reaped by"),
+        ({"exit_code": 3}, "exited with code 3 (its parent)"),
+    ],
+    ids=["signal", "exit-code"],
+)
+def test_each_workers_death_is_on_the_console_timeline(how, says) -> None:
+    """A worker its arbiter SIGKILLed dies in the middle of the story: the timeline must tell it."""
+    from chaos.reports.console import timeline_lines
+
+    journal = Journal().startup().signal(0).exit(400).add(410, Kind.WORKER_EXITED, HARNESS, target=7, **how)
+    lines = timeline_lines(journal.timeline())
+    assert any(f"worker 7 {says}" in line and "+0.410s" in line for line in lines), lines
+
+
 def test_resources_of_the_same_name_and_kind_are_told_apart_by_their_worker() -> None:
     """Each worker opens its own engine on the same URL; a report must not name two as one."""
     other = WORKER + 1
