@@ -45,3 +45,17 @@ class ManifestError(DrainspecError):
 
 class JournalError(DrainspecError):
     """The journal cannot be read: missing, or corrupt before its last line."""
+
+
+def exception_line(text: str) -> str:
+    """
+    The line of a traceback that names the exception: the first after the last frame (frames are
+    indented), on one line. The traceback's last line is not it when the message spans lines:
+    SQLAlchemy's ends with "(Background on this error at: ...)". Text that is no traceback gives
+    its first line; no text at all, "?".
+    """
+    lines = [line.rstrip() for line in str(text).strip().splitlines() if line.strip()]
+    frames = [i for i, line in enumerate(lines) if line[:1].isspace()]
+    after = lines[frames[-1] + 1 :] if frames else lines
+    line = after[0].strip() if after else "?"
+    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in line)

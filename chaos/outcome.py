@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from chaos.errors import EXIT_BAD_INPUT, EXIT_CRASHED, EXIT_FAILED, EXIT_PASSED
+from chaos.errors import EXIT_BAD_INPUT, EXIT_CRASHED, EXIT_FAILED, EXIT_PASSED, exception_line
 from chaos.journal import Event, Kind
 from chaos.judge.timeline import Timeline, build
 from chaos.judge.verdict import Status, Verdict, judge
@@ -73,8 +73,7 @@ class RunResult:
         scenario = self.timeline.scenario
         crashed = self.timeline.integrity.get("error") if self.timeline.integrity is not None else None
         if crashed:
-            last = str(crashed).strip().splitlines()[-1] if str(crashed).strip() else "?"
-            missing.append(f"the integrity check crashed ({last}); its traceback is in the report")
+            missing.append(f"the integrity check crashed ({exception_line(crashed)}); its traceback is in the report")
         if scenario is not None and scenario.integrity and Kind.INTEGRITY_CHECKED not in kinds:
             missing.append(f"the integrity check {scenario.integrity} was asked for; its result is not in the journal")
         if all(v.status == Status.NOT_APPLICABLE for v in self.verdicts):

@@ -28,7 +28,7 @@ from typing import Any
 
 import psutil
 
-from chaos.errors import SetupError
+from chaos.errors import SetupError, exception_line
 from chaos.guardian import REAPED
 from chaos.journal import JournalTail, Kind
 
@@ -389,18 +389,6 @@ async def _accepts(port: int) -> bool:
 def _one_line(text: str) -> str:
     lines = [line.strip() for line in str(text).strip().splitlines() if line.strip()]
     return lines[-1] if lines else ""
-
-
-def exception_line(text: str) -> str:
-    """
-    The line of a traceback that names the exception: the first after the last frame (frames are
-    indented). The traceback's last line is not it when the message spans lines: SQLAlchemy's
-    ends with "(Background on this error at: ...)". Text that is no traceback gives its first line.
-    """
-    lines = [line.rstrip() for line in str(text).strip().splitlines() if line.strip()]
-    frames = [i for i, line in enumerate(lines) if line[:1].isspace()]
-    after = lines[frames[-1] + 1 :] if frames else lines
-    return after[0].strip() if after else _one_line(text)
 
 
 def last_log_line(log: Path) -> str:

@@ -6,9 +6,9 @@ import signal
 
 import pytest
 
-from chaos.errors import SetupError
+from chaos.errors import SetupError, exception_line
 from chaos.k8s.kubelet import Termination, parse_signal
-from chaos.target import PROBE_APP, exception_line, server_argv
+from chaos.target import PROBE_APP, server_argv
 from chaos.traffic import RequestSpec
 
 
@@ -77,8 +77,9 @@ sqlalchemy.exc.OperationalError: (sqlite3.OperationalError) database is locked
         (SQLALCHEMY_TRACEBACK, "sqlalchemy.exc.OperationalError: (sqlite3.OperationalError) database is locked"),
         ("RuntimeError: no database\n", "RuntimeError: no database"),
         ("first\nsecond", "first"),
+        ("", "?"),
     ],
-    ids=["multi-line-message", "one-line", "no-traceback"],
+    ids=["multi-line-message", "one-line", "no-traceback", "empty"],
 )
 def test_a_startup_failure_is_named_by_its_exception_line(text, line):
     assert exception_line(text) == line

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from chaos.errors import exception_line
 from chaos.journal import Event, Kind
 from chaos.judge.timeline import ResourceView, TaskView, Timeline, UseView, WorkerView, build
 
@@ -846,8 +847,8 @@ def data_integrity(timeline: Timeline) -> Verdict:
     error = timeline.integrity.get("error")
     if error:
         # A broken check says nothing about the data: not a verdict (the run ends with exit 2).
-        last = str(error).strip().splitlines()[-1] if str(error).strip() else "?"
-        return Verdict(name.value, Status.NOT_APPLICABLE, f"{check} itself crashed: {last}", (Evidence(str(error)),))
+        summary = f"{check} itself crashed: {exception_line(error)}"
+        return Verdict(name.value, Status.NOT_APPLICABLE, summary, (Evidence(str(error)),))
     problems = [Evidence(str(p)) for p in timeline.integrity.get("problems") or ()]
     if problems:
         return _fail(name, f"{check} found {len(problems)} problem(s)", problems)
