@@ -219,7 +219,7 @@ class Run:
         if not self._processes or any(process.poll() is None for process in self._processes):
             return False
         candidates = [pid for pid in self._orphan_candidates() if pid not in self._accounted]
-        reaper = "reaped by drainspec after its server exited"
+        reaper = "its exit status read by drainspec, its subreaper: its server exited without reaping it"
         accounts = [(orphan, reaper) for orphan in target.collect_orphans(candidates, timeout)]
         reaped = {orphan.pid for orphan, _ in accounts}
         unaccounted = [pid for pid in candidates if pid not in reaped]

@@ -97,7 +97,7 @@ def test_a_worker_its_arbiter_sigkilled_has_its_tasks_killed_not_lost(run_scenar
     fates = {task.id: fate_of(result.timeline, task) for task in result.timeline.tasks.values()}
     assert Fate.KILLED in fates.values() and Fate.LOST not in fates.values(), result.explain()
     killed = [e for e in result.verdict("background-fate").evidence if e.task and fates[e.task] == Fate.KILLED]
-    accounts = ("reaped by drainspec", "its server's log: 'Worker (pid:")
+    accounts = ("its exit status read by drainspec", "its server's log: 'Worker (pid:")
     assert killed and all("died of SIGKILL" in e.text and any(a in e.text for a in accounts) for e in killed)
     assert "died of SIGKILL" in result.verdict("resources-closed").evidence[0].text, result.explain()
 

@@ -234,7 +234,7 @@ def test_every_injected_fault_is_on_the_console_timeline() -> None:
 @pytest.mark.parametrize(
     ("how", "says"),
     [
-        ({"signal": "SIGKILL", "account": "reaped by drainspec after its server exited"}, "died of SIGKILL (reaped by"),
+        ({"signal": "SIGKILL", "account": "read by drainspec"}, "died of SIGKILL (read by drainspec)"),
         ({"exit_code": 3}, "exited with code 3 (its parent)"),
     ],
     ids=["signal", "exit-code"],

@@ -657,7 +657,7 @@ def test_a_worker_reaped_after_its_master_exited_is_named_as_killed_everywhere()
     it; drainspec, the subreaper, journals the worker's own status: every verdict that names the
     worker says it died of SIGKILL, and its task is `killed`, not `lost`.
     """
-    account = "reaped by drainspec after its server exited"
+    account = "its exit status read by drainspec, its subreaper: its server exited without reaping it"
     journal = (
         Journal()
         .run_start()
