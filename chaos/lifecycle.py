@@ -112,7 +112,6 @@ class Run:
     _descendants: target.Descendants = field(default_factory=target.Descendants)
     _subreaper: bool = False
     _logs: list[Path] = field(default_factory=list)  # each server's log, read for its arbiter's account
-    _accounted: set[int] = field(default_factory=set)  # workers whose `worker.exited` is journaled
     _started: float = field(default_factory=time.time)
 
     @property
@@ -195,32 +194,31 @@ class Run:
                 helper.kill()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(helper.wait(), HELPER_WAIT_SECONDS)
-        servers_exited = self._journal_orphans()
+        self._journal_orphans()
         for process in self._processes:
             target.reap(process)
         if self._subreaper:
-            if servers_exited:
-                self._journal_orphans(timeout=0)  # a worker still dying when the first look gave up
-            else:
-                target.collect_orphans(self._orphan_candidates(), timeout=0)  # whatever the reaping killed
+            # Whatever the reaping killed, unjournaled: its SIGKILL was drainspec's cleanup (as the
+            # container runtime's when PID 1 exits), not how the server treated its worker.
+            target.collect_orphans(self._orphan_candidates(), timeout=0)
             target.release_subreaper()
             self._subreaper = False
         if self._processes:
             self._sweep_escaped()
 
-    def _journal_orphans(self, timeout: float = 0.5) -> bool:
+    def _journal_orphans(self) -> None:
         """
-        How each worker died, as `worker.exited`, once every server has exited (False, and
-        nothing journaled, while one still runs: its workers are its own to reap). A worker its
-        server left behind was handed to drainspec (the subreaper), which reads its exit status;
-        one its server reaped after killing it is in the server's log (`chaos.arbiter`). gunicorn
-        SIGKILLs the workers left at its graceful timeout, and which of the two reaps each is a race.
+        How each worker died, as `worker.exited`, once every server has exited on its own (while
+        one still runs, its workers are its own to reap). A worker its server left behind was
+        handed to drainspec (the subreaper), which reads its exit status; one its server reaped
+        after killing it is in the server's log (`chaos.arbiter`). gunicorn SIGKILLs the workers
+        left at its graceful timeout, and which of the two reaps each is a race.
         """
         if not self._processes or any(process.poll() is None for process in self._processes):
-            return False
-        candidates = [pid for pid in self._orphan_candidates() if pid not in self._accounted]
+            return
+        candidates = self._orphan_candidates()
         reaper = "its exit status read by drainspec, its subreaper: its server exited without reaping it"
-        accounts = [(orphan, reaper) for orphan in target.collect_orphans(candidates, timeout)]
+        accounts = [(orphan, reaper) for orphan in target.collect_orphans(candidates)]
         reaped = {orphan.pid for orphan, _ in accounts}
         unaccounted = [pid for pid in candidates if pid not in reaped]
         for log in dict.fromkeys(self._logs):
@@ -230,8 +228,6 @@ class Run:
         for orphan, account in accounts:
             how = {"signal": orphan.signal} if orphan.signal else {"exit_code": orphan.exit_code}
             self.journal.write(Kind.WORKER_EXITED, target=orphan.pid, account=account, **how)
-            self._accounted.add(orphan.pid)
-        return True
 
     def _orphan_candidates(self) -> list[int]:
         """Every pid ever below the servers, but never a child we hold a handle to (a server, a guardian)."""
