@@ -408,6 +408,21 @@ FATE_CASES = [
         Fate.KILLED,
         id="killed-by-its-arbiter-at-the-graceful-timeout",
     ),
+    pytest.param(
+        graceful().task("t1", -90, -80).add(300, Kind.WORKER_EXITED, HARNESS, target=WORKER, signal="SIGTERM"),
+        Fate.ABANDONED,
+        id="abandoned-though-its-worker-re-raised-sigterm",  # gunicorn: "Worker (pid:N) was sent SIGTERM!"
+    ),
+    pytest.param(
+        Journal()
+        .startup()
+        .task("t1", -90, -80)
+        .signal(0)
+        .add(200, Kind.WORKER_EXITED, HARNESS, target=WORKER, signal="SIGTERM")
+        .exit(300),
+        Fate.KILLED,
+        id="killed-by-sigterm-before-any-shutdown",  # a worker with no handler dies of it
+    ),
     pytest.param(graceful().task("t1", -90, -80, finished=100, failed="ValueError: boom"), Fate.FAILED, id="failed"),
     pytest.param(graceful().task("t1", -90, -80, finished=280), Fate.RAN_AFTER_TEARDOWN, id="ran-after-teardown"),
     pytest.param(

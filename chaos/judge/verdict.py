@@ -415,18 +415,17 @@ def fate_of(timeline: Timeline, task: TaskView) -> Fate:
         return Fate.CANCELLED
     # Killed or abandoned, told apart by the journal's order of events, not by the exit code: a
     # worker whose lifespan shutdown completed closed its loop cleanly, and a task still pending
-    # then was abandoned by it, even when the server then re-raises the stop signal to exit
-    # (uvicorn exits 143 after a clean shutdown). A task is killed when a fault SIGKILLed its
-    # worker, or the server was SIGKILLed or died of a signal before the worker's shutdown
-    # completed. Lost: none of these, e.g. a worker that vanished without a clean shutdown.
-    if any(
-        e.kind == Kind.FAULT_INJECTED or (e.kind == Kind.WORKER_EXITED and e.get("signal"))
-        for e in timeline.events
-        if e.get("target") == task.pid
-    ):
-        return Fate.KILLED  # a fault killed its worker, or its parent saw it die of a signal
+    # then was abandoned by it, even when the worker or the server then dies of the stop signal
+    # it re-raises to exit (uvicorn exits 143 after a clean shutdown; gunicorn then logs its
+    # worker "was sent SIGTERM!"). A task is killed when a fault SIGKILLed its worker, or its
+    # worker or the server died of a signal before the worker's shutdown completed. Lost: none
+    # of these, e.g. a worker that vanished without a clean shutdown.
+    if any(e.kind == Kind.FAULT_INJECTED for e in timeline.events if e.get("target") == task.pid):
+        return Fate.KILLED
     if worker is not None and worker.shutdown_complete is not None:
         return Fate.ABANDONED
+    if timeline.death_of(task.pid) is not None:
+        return Fate.KILLED  # its parent (or drainspec, its subreaper) saw it die of a signal
     return Fate.KILLED if timeline.died_by_signal else Fate.LOST
 
 
@@ -450,12 +449,14 @@ def _describe_fate(timeline: Timeline, task: TaskView, fate: Fate) -> Evidence:
         death = timeline.death_of(task.pid)
         if fault is not None:
             text += f"; its worker {task.pid} was SIGKILLed by the fault {fault.get('fault')} at {timeline.at(fault.t)}"
-        elif death is not None:
-            died = f"{death.get('signal')} at {timeline.at(death.t)}"
-            text += f"; its worker {task.pid} died of {died} ({_account(death)})"
         elif fate == Fate.ABANDONED and worker is not None:
             closed = timeline.at(worker.shutdown_complete)
             text += f"; still pending when worker {task.pid}'s loop closed after its shutdown at {closed}"
+            if death is not None:
+                text += f", the worker then dying of {death.get('signal')} ({_account(death)})"
+        elif death is not None:
+            read = f"{_account(death)}, read at {timeline.at(death.t)}"
+            text += f"; its worker {task.pid} died of {death.get('signal')} ({read})"
         if task.cancelled is not None:
             text += f"; cancelled at {timeline.at(task.cancelled)} but its thread ran on"
     elif fate == Fate.DROPPED:

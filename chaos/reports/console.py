@@ -38,7 +38,8 @@ def _line_for(timeline: Timeline, event: Event) -> str | None:
         return f"harness  server {how}, exit code {fields.get('exit_code')}"
     if kind == Kind.WORKER_EXITED:
         ended = f"died of {fields['signal']}" if fields.get("signal") else f"exited with code {fields.get('exit_code')}"
-        return f"harness  worker {fields.get('target')} {ended} ({fields.get('account') or 'its parent'})"
+        account = fields.get("account") or "its parent"
+        return f"harness  worker {fields.get('target')} {ended} ({account}), as read after the server exited"
     if kind in (Kind.PRESTOP_START, Kind.PRESTOP_END):
         return f"kubelet  {kind} {fields.get('detail', '')}".rstrip()
     pod = f"pod {fields['pod']}" if fields.get("pod") else "pod"
