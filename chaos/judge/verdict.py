@@ -836,7 +836,8 @@ def signal_reaches_app(timeline: Timeline) -> Verdict:
         return _pass(name, f"{who} took {timeline.signal_name} and exited at {timeline.at(timeline.exit.t)}")
     return _pass(
         name,
-        f"{timeline.signal_name} reached a handler in {who}, but no shutdown began before SIGKILL (see within-grace)",
+        f"{timeline.signal_name} reached a handler in {who}; the app's teardown (its lifespan shutdown) had not "
+        "begun when SIGKILL came (see within-grace)",
     )
 
 
