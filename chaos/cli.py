@@ -330,7 +330,7 @@ def _scenario(args: argparse.Namespace, server_args: Sequence[str] = ()) -> Scen
         "signal_delay": getattr(args, "signal_delay", 0.0),
         "signal_at": getattr(args, "signal_at", "in-flight"),
     }
-    return Scenario(
+    scenario = Scenario(
         **server,
         env=env,
         requests=args.requests,
@@ -348,6 +348,16 @@ def _scenario(args: argparse.Namespace, server_args: Sequence[str] = ()) -> Scen
         expect_status=args.expect_status,
         instrument=args.instrument,
     )
+    return scenario
+
+
+def _noted(console: Console, scenario: Scenario) -> Scenario:
+    """The scenario, after a note on the console for what in it will not do what it says."""
+    from chaos.traffic import durations_not_carried
+
+    for note in durations_not_carried(scenario):
+        console.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
+    return scenario
 
 
 def _body(value: str | None, option: str) -> str | None:
@@ -395,7 +405,7 @@ def _run(args: argparse.Namespace, server_args: Sequence[str], console: Console)
     from chaos.lifecycle import JOURNAL_FILE
     from chaos.runner import execute
 
-    scenario = _scenario(args, server_args)
+    scenario = _noted(console, _scenario(args, server_args))
     if args.seed is not None:
         from chaos.explore import Attempt
 
@@ -419,7 +429,7 @@ def _explore(args: argparse.Namespace, server_args: Sequence[str], console: Cons
     from chaos.explore import LUCKY_MARGIN_SECONDS, Tried, explore, write_json
     from chaos.parallel import default_jobs
 
-    scenario = _scenario(args, server_args)
+    scenario = _noted(console, _scenario(args, server_args))
     out = _output(args, "explore")
     jobs = args.jobs or default_jobs()
     what = f"a learning run, then {jobs} attempt(s) at a time"
@@ -490,7 +500,7 @@ def _chaos(args: argparse.Namespace, server_args: Sequence[str], console: Consol
 
     if args.runs < 1 and args.replay_seed is None:
         raise UsageError(f"--runs {args.runs}: a chaos experiment needs at least one run")
-    scenario = _scenario(args, server_args)
+    scenario = _noted(console, _scenario(args, server_args))
     experiment = Experiment(
         scenario=scenario,
         faults=tuple(args.choose_fault),
@@ -555,7 +565,7 @@ def _matrix(args: argparse.Namespace, server_args: Sequence[str], console: Conso
     for name in signals:
         stop_signal_of(name, where="--signals")
     cells = matrix.cells(servers, signals, knobs)
-    base = _scenario(args, server_args)
+    base = _noted(console, _scenario(args, server_args))
     out = _output(args, "matrix")
     console.print(f"[dim]{len(cells)} cell(s), one run each, one after another; files in {out}/[/]")
 
@@ -662,7 +672,7 @@ def _k8s(args: argparse.Namespace, console: Console) -> int:
         settings = ", ".join(f"{key}={value}" for key, value in ingress_options.items())
         console.print(f"[dim]ingress: {args.ingress} with {STANDS_FOR[args.ingress]}'s defaults: {escape(settings)}[/]")
     with _status(console, out / JOURNAL_FILE, ready_timeout=args.ready_timeout):
-        events = play(Replay(pod, container, _scenario(args), options), out)
+        events = play(Replay(pod, container, _noted(console, _scenario(args)), options), out)
     from chaos.outcome import RunResult
 
     result = RunResult.of(events, out)

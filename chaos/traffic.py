@@ -295,6 +295,34 @@ def plan_traffic(scenario: Scenario) -> list[Plan]:
     return plans
 
 
+def durations_not_carried(scenario: Scenario) -> list[str]:
+    """
+    A note for each duration the requests cannot carry: `--request-seconds` (or
+    `--background-seconds`) set away from its default while the request has no `{seconds}` in
+    its path, headers or body. The requests then last as long as the endpoint takes, and the
+    value only stretches the client's timeout: a user who meant "3 s in flight" must be told.
+    """
+    defaults = {field.name: field.default for field in dataclasses.fields(Scenario)}
+    notes = []
+    for flag, count, seconds, path in (
+        ("--request-seconds", scenario.requests, scenario.request_seconds, scenario.request_path),
+        ("--background-seconds", scenario.background, scenario.background_seconds, scenario.background_path),
+    ):
+        if not count or seconds == defaults[flag[2:].replace("-", "_")]:
+            continue
+        try:
+            spec = _spec(scenario, path)
+        except ValueError:
+            continue  # plan_traffic says what is wrong with it
+        texts = [spec.path, spec.body or "", *(value for _, value in spec.headers)]
+        if not any("{seconds}" in text for text in texts):
+            notes.append(
+                f"{flag} {seconds:g} is not in the request {path!r} (no {{seconds}} in it): the requests last "
+                "as long as the endpoint takes; the value only stretches the client's timeout"
+            )
+    return notes
+
+
 def _spec(scenario: Scenario, path: str) -> RequestSpec:
     return RequestSpec.parse(
         path,

@@ -240,3 +240,13 @@ def test_missing_manifest(tmp_path):
     result, _ = drainspec("k8s", str(tmp_path / "nope.yaml"))
     assert result.returncode == 2
     assert "no such file" in result.stderr
+
+
+def test_a_note_on_the_scenario_goes_to_stdout_and_bad_input_stays_one_line_on_stderr(tmp_path):
+    """A `--request-seconds` that the request cannot carry is noted; the error after it is still one line."""
+    args = ["--request-seconds", "3", "--request-path", "GET /healthz", "--integrity", "app.nosuch:check"]
+    result, _ = drainspec("run", "--app", "app.main:app", *args, "--out", str(tmp_path / "out"))
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "note: --request-seconds 3 is not in the request 'GET /healthz'" in result.stdout
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "--integrity" in lines[0], result.stderr

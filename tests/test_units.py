@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import signal
 
 import pytest
 
 from chaos.errors import SetupError, exception_line
 from chaos.k8s.kubelet import Termination, parse_signal
+from chaos.scenario import Scenario
 from chaos.target import PROBE_APP, server_argv
-from chaos.traffic import RequestSpec
+from chaos.traffic import RequestSpec, durations_not_carried
 
 
 @pytest.mark.parametrize("text", ["TERM", "SIGTERM", "sigterm", "15"])
@@ -83,3 +85,23 @@ sqlalchemy.exc.OperationalError: (sqlite3.OperationalError) database is locked
 )
 def test_a_startup_failure_is_named_by_its_exception_line(text, line):
     assert exception_line(text) == line
+
+
+@pytest.mark.parametrize(
+    ("changes", "flags"),
+    [
+        ({"request_seconds": 3.0, "request_path": "GET /healthz"}, ["--request-seconds"]),
+        ({"request_seconds": 3.0, "request_path": "GET /slow?seconds={seconds}"}, []),
+        ({"request_seconds": 3.0, "request_path": "POST /jobs", "json_body": '{"wait": {seconds}}'}, []),
+        ({"request_seconds": 3.0, "request_path": "GET /x", "headers": ("X-Wait: {seconds}",)}, []),
+        ({"request_path": "GET /healthz"}, []),
+        ({"request_seconds": 3.0, "request_path": "GET /healthz", "requests": 0}, []),
+        ({"background_seconds": 2.0, "background_path": "POST /register/{id}"}, ["--background-seconds"]),
+    ],
+    ids=["path-without", "path-with", "body-with", "header-with", "default-seconds", "no-requests", "background"],
+)
+def test_a_duration_the_requests_cannot_carry_is_noted(changes, flags):
+    scenario = dataclasses.replace(Scenario(app="app.main:app"), **changes)
+    notes = durations_not_carried(scenario)
+    assert [note.split()[0] for note in notes] == flags
+    assert all("no {seconds} in it" in note for note in notes)
