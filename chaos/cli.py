@@ -330,7 +330,7 @@ def _scenario(args: argparse.Namespace, server_args: Sequence[str] = ()) -> Scen
         "signal_delay": getattr(args, "signal_delay", 0.0),
         "signal_at": getattr(args, "signal_at", "in-flight"),
     }
-    scenario = Scenario(
+    return Scenario(
         **server,
         env=env,
         requests=args.requests,
@@ -348,7 +348,6 @@ def _scenario(args: argparse.Namespace, server_args: Sequence[str] = ()) -> Scen
         expect_status=args.expect_status,
         instrument=args.instrument,
     )
-    return scenario
 
 
 def _noted(console: Console, scenario: Scenario) -> Scenario:
