@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, cast
 
 from chaos import __version__, config
-from chaos.errors import EXIT_BAD_INPUT, EXIT_CRASHED, DrainspecError, UsageError
+from chaos.errors import EXIT_BAD_INPUT, EXIT_CRASHED, DrainspecError, UsageError, one_line
 from chaos.journal import Event
 from chaos.scenario import BACKGROUND_PATH, HOLD_PATH, SIGNAL_AT, K8sOptions, Scenario, parse_range
 from chaos.servers import SERVERS, names_text
@@ -784,7 +784,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser(defaults, source).parse_args(argv)
         return COMMANDS[args.subcommand](args, server_args, console)
     except DrainspecError as exc:
-        print(f"drainspec: error: {_one_line(str(exc))}", file=sys.stderr)
+        print(f"drainspec: error: {one_line(str(exc))}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("drainspec: interrupted; every process it started has been reaped", file=sys.stderr)
@@ -795,11 +795,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_CRASHED
     finally:
         _release_outputs()
-
-
-def _one_line(text: str) -> str:
-    """An error message as one line: a value quoted from a file may hold line breaks or controls."""
-    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
 
 
 def _release_outputs() -> None:

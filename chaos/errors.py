@@ -28,7 +28,7 @@ class DrainspecError(Exception):
 
     def __str__(self) -> str:
         # One line, whatever the input quoted in the message holds (a container named "a\nb").
-        return "".join(char if char.isprintable() else repr(char)[1:-1] for char in super().__str__())
+        return one_line(super().__str__())
 
 
 class UsageError(DrainspecError):
@@ -58,4 +58,9 @@ def exception_line(text: str) -> str:
     frames = [i for i, line in enumerate(lines) if line[:1].isspace()]
     after = lines[frames[-1] + 1 :] if frames else lines
     line = after[0].strip() if after else "?"
-    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in line)
+    return one_line(line)
+
+
+def one_line(text: str) -> str:
+    """Text as one line: a value quoted from a file may hold line breaks or controls, shown escaped."""
+    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
