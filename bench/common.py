@@ -14,6 +14,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -69,6 +71,35 @@ def wrk(url: str, *, connections: int = 50, seconds: int = 5) -> float:
     if match is None:
         sys.exit(f"cannot read wrk's output:\n{output}")
     return float(match.group(1))
+
+
+@dataclass(frozen=True)
+class Measure:
+    """One server's throughput under wrk, and the CPU its process spent per request served."""
+
+    rate: float  # requests per second
+    cpu_us: float  # server CPU (user + system) per request, in microseconds
+
+
+def measure(url: str, pid: int, *, seconds: int, connections: int = 50) -> Measure:
+    """
+    wrk on `url` for `seconds` after a second of warm-up (connections, caches), every answer a
+    200, and the CPU the server `pid` spent meanwhile: a server's own CPU per request does not
+    depend on what else runs on the machine, its throughput does.
+    """
+    wrk_output(url, seconds=1, connections=connections)
+    server = psutil.Process(pid)
+    before = server.cpu_times()
+    output = wrk_output(url, seconds=seconds, connections=connections)
+    after = server.cpu_times()
+    if "Non-2xx" in output or "Socket errors" in output:
+        sys.exit(f"the server did not answer every request with a 200:\n{output}")
+    rate = re.search(r"Requests/sec:\s+([\d.]+)", output)
+    total = re.search(r"(\d+) requests in", output)
+    if rate is None or total is None:
+        sys.exit(f"cannot read wrk's output:\n{output}")
+    spent = (after.user - before.user) + (after.system - before.system)
+    return Measure(float(rate.group(1)), spent / max(int(total.group(1)), 1) * 1e6)
 
 
 @contextmanager

@@ -15,13 +15,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import re
 import statistics
 import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
@@ -29,7 +27,7 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from common import wrk_output  # noqa: E402
+from common import Measure, measure  # noqa: E402
 
 from chaos import target  # noqa: E402
 from chaos.lifecycle import server_environment  # noqa: E402
@@ -38,14 +36,6 @@ from chaos.scenario import Scenario  # noqa: E402
 
 APP = "bench.one_query:app"
 PATH = "/one"
-
-
-@dataclass(frozen=True)
-class Measure:
-    """One server's throughput under wrk, and the CPU its process spent per request served."""
-
-    rate: float  # requests per second
-    cpu_us: float  # server CPU (user + system) per request, in microseconds
 
 
 @contextmanager
@@ -66,26 +56,9 @@ def probed_server(*, instrument: bool, database_url: str) -> Iterator[tuple[str,
             target.reap(process)
 
 
-def wrk(url: str, *, seconds: int, connections: int = 50) -> tuple[float, int]:
-    """Requests per second measured by wrk (two threads), and how many; every answer must be a 200."""
-    output = wrk_output(url, seconds=seconds, connections=connections)
-    if "Non-2xx" in output or "Socket errors" in output:
-        sys.exit(f"the server did not answer every request with a 200:\n{output}")
-    rate = re.search(r"Requests/sec:\s+([\d.]+)", output)
-    total = re.search(r"(\d+) requests in", output)
-    if rate is None or total is None:
-        sys.exit(f"cannot read wrk's output:\n{output}")
-    return float(rate.group(1)), int(total.group(1))
-
-
-def measure(*, instrument: bool, seconds: int, database_url: str) -> Measure:
+def measure_one(*, instrument: bool, seconds: int, database_url: str) -> Measure:
     with probed_server(instrument=instrument, database_url=database_url) as (url, server):
-        wrk(url, seconds=1)  # warm up: connections, caches, the first queries
-        before = server.cpu_times()
-        rate, total = wrk(url, seconds=seconds)
-        after = server.cpu_times()
-        spent = (after.user - before.user) + (after.system - before.system)
-        return Measure(rate, spent / max(total, 1) * 1e6)
+        return measure(url, server.pid, seconds=seconds)
 
 
 def main() -> None:
@@ -101,7 +74,7 @@ def main() -> None:
     for round_number in range(1, args.rounds + 1):
         # Alternate which goes first: a machine that is busier at one moment favours neither.
         for instrument in (False, True) if round_number % 2 else (True, False):
-            measured = measure(instrument=instrument, seconds=args.seconds, database_url=args.database_url)
+            measured = measure_one(instrument=instrument, seconds=args.seconds, database_url=args.database_url)
             (on if instrument else off).append(measured)
         a, b = off[-1], on[-1]
         print(

@@ -7,9 +7,20 @@ preStop, SIGKILL, exit) and the traffic driver (one line per request). Each line
 monotonic clock is shared by every process of the machine, so the lines of all writers merge
 into one timeline by sorting on `t`.
 
-A line is written with a single `os.write` on an `O_APPEND` descriptor: several workers can share
-one file, and nothing already written is lost when a process is SIGKILLed. A SIGKILL can still
-tear the line being written, so the reader tolerates a torn *last* line.
+Two ways to write, both keeping every line written before a SIGKILL:
+
+- the harness and the traffic driver write to the journal file itself, a single `os.write` per
+  line on an `O_APPEND` descriptor;
+- each server process writes to a segment of its own (`SegmentWriter`): a file beside the
+  journal (`segments_of`), mapped `MAP_SHARED`, so that a line is a copy into memory the kernel
+  keeps when the process dies, not a system call. The probe writes several lines per request
+  inside the server under test, and the system call was most of what it cost
+  (`bench/probe_throughput.py`).
+
+Readers merge the journal and its segments by time (`read_journal`, `JournalTail`), and a run
+folds the segments into the journal once its servers are gone (`fold_segments`), so that the
+journal a run leaves is one file. A SIGKILL can tear the line being written, so the reader
+tolerates a torn *last* line in each file.
 
 The app under test writes to the journal too (`chaos.record`), and `drainspec report` reads any
 file it is given, so reading trusts nothing: a regular file only, streamed line by line under a
@@ -21,9 +32,13 @@ This module is the one place that knows the event kinds (`Kind`) and the line fo
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
+import io
 import json
+import mmap
 import os
+import tempfile
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping
@@ -216,6 +231,128 @@ class JournalWriter:
                 self._fd = -1
 
 
+SEGMENTS_SUFFIX = ".d"
+SEGMENT_SUFFIX = ".jsonl"
+
+
+def segments_of(journal: str | os.PathLike[str]) -> Path:
+    """The directory of a journal's segments, one per server process: `journal.jsonl.d/`."""
+    path = Path(journal)
+    return path.with_name(path.name + SEGMENTS_SUFFIX)
+
+
+class SegmentWriter:
+    """
+    One process's own part of a journal: a new file in `segments_of(journal)`, mapped
+    `MAP_SHARED` and appended to with `mmap.write`.
+
+    The pages of a shared file mapping belong to the kernel's page cache, so what was copied into
+    them survives the process's SIGKILL as surely as an `os.write` would, without a system call
+    per line. `mmap.write` copies and moves the map's position in one call under the GIL, so
+    threads need no lock of their own; growing the file takes one. The file's space is reserved
+    with `posix_fallocate` before it is mapped, so a full disk fails here, in Python, and never
+    as a SIGBUS in the server under test. What follows the last line is zeros: readers stop at
+    the first NUL (JSON text never holds one unescaped).
+    """
+
+    INITIAL_BYTES = 1 << 20
+
+    def __init__(self, journal: str | os.PathLike[str]) -> None:
+        directory = segments_of(journal)
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(directory, 0o700)
+        # A name of its own (O_EXCL, 0600, never through a link): pids repeat across PID
+        # namespaces, and every pod of a replay is pid 1 in its own.
+        fd, name = tempfile.mkstemp(prefix=f"{os.getpid()}-", suffix=SEGMENT_SUFFIX, dir=directory)
+        try:
+            os.posix_fallocate(fd, 0, self.INITIAL_BYTES)
+            self._map = mmap.mmap(fd, self.INITIAL_BYTES)
+        except BaseException:
+            os.close(fd)
+            os.unlink(name)
+            raise
+        self.path = Path(name)
+        self._fd = fd
+        self._grow_lock = threading.Lock()
+
+    def append_line(self, data: bytes) -> None:
+        """One line already encoded, newline included."""
+        try:
+            self._map.write(data)
+        except ValueError:  # no room left
+            self._grow_and_write(data)
+
+    def append(self, kind: str, fields: Mapping[str, Any]) -> None:
+        self.append_line(encode({"t": time.monotonic_ns(), "pid": os.getpid(), "kind": kind, **fields}))
+
+    def write_lines(self, lines: Iterable[str]) -> None:
+        """Lines already encoded (each one JSON object, no newline), in one copy."""
+        self.append_line("".join(f"{line}\n" for line in lines).encode())
+
+    def _grow_and_write(self, data: bytes) -> None:
+        with self._grow_lock:
+            while True:
+                try:
+                    self._map.write(data)
+                    return
+                except ValueError:
+                    pass
+                size = self._map.size()
+                if self._map.tell() + len(data) <= size:
+                    continue  # another thread grew it meanwhile
+                grown = max(2 * size, self._map.tell() + len(data))
+                os.posix_fallocate(self._fd, size, grown - size)
+                self._map.resize(grown)
+
+
+def segment_lines(data: bytes) -> tuple[bytes, bytes]:
+    """
+    A segment's bytes as its whole lines and what follows them: the zeros are cut at the first
+    NUL, and a last line without its newline (torn by a SIGKILL, or still being copied) is
+    returned apart.
+    """
+    end = data.find(b"\0")
+    if end >= 0:
+        data = data[:end]
+    whole = data.rfind(b"\n") + 1
+    return data[:whole], data[whole:]
+
+
+def segment_paths(journal: str | os.PathLike[str]) -> list[Path]:
+    """The journal's segment files (none when it has no segment directory)."""
+    directory = segments_of(journal)
+    try:
+        with os.scandir(directory) as entries:
+            return sorted(
+                Path(entry.path)
+                for entry in entries
+                if entry.name.endswith(SEGMENT_SUFFIX) and entry.is_file(follow_symlinks=False)
+            )
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    except OSError as exc:
+        raise JournalError(f"cannot read the journal's segments in {directory}: {exc.strerror}") from None
+
+
+def fold_segments(journal: JournalWriter) -> None:
+    """
+    Append every segment's whole lines to the journal and delete the segments: once a run's
+    servers are gone, so that the journal it leaves is one file. A torn last line (its writer
+    was killed while copying it) is left out, as every reader would leave it.
+    """
+    directory = segments_of(journal.path)
+    try:
+        for path in segment_paths(journal.path):
+            whole, _torn = segment_lines(path.read_bytes())
+            if whole:
+                journal.append_line(whole)
+            path.unlink()
+        with contextlib.suppress(FileNotFoundError):
+            directory.rmdir()
+    except OSError as exc:
+        raise JournalError(f"cannot fold the journal's segments {directory} into it: {exc.strerror}") from None
+
+
 def parse_lines(lines: Iterable[str], *, source: str = "journal") -> list[Event]:
     """
     Parse journal lines, tolerating a torn last line (a writer was SIGKILLed mid-write).
@@ -243,10 +380,29 @@ MAX_LINE_BYTES = 1024 * 1024
 
 def read_journal(path: str | os.PathLike[str]) -> list[Event]:
     """
-    Every event of a journal file, in time order, read line by line: only a regular file (a
-    FIFO or a device would never end), at most `MAX_JOURNAL_BYTES`, no line over
-    `MAX_LINE_BYTES`. Anything else is a `JournalError` that says which.
+    Every event of a journal file and of its segments (`segments_of`, those not yet folded in),
+    in time order, read line by line: only regular files (a FIFO or a device would never end),
+    at most `MAX_JOURNAL_BYTES` in all, no line over `MAX_LINE_BYTES`. Anything else is a
+    `JournalError` that says which.
     """
+    budget = _Budget(MAX_JOURNAL_BYTES)
+    segments = segment_paths(path)
+    # A server run by hand with the probe may have written only its segments.
+    events = _read_file(path, budget) if os.path.lexists(path) or not segments else []
+    for segment in segments:
+        events += _read_file(segment, budget, segment=True)
+    events.sort(key=lambda event: event.t)
+    return events
+
+
+@dataclass
+class _Budget:
+    """The bytes a reading may still take, over the journal and all its segments."""
+
+    left: int
+
+
+def _read_file(path: str | os.PathLike[str], budget: _Budget, *, segment: bool = False) -> list[Event]:
     try:
         file = open_input(path, limit=MAX_JOURNAL_BYTES, what="journal", error=JournalError)
     except JournalError as exc:
@@ -254,40 +410,70 @@ def read_journal(path: str | os.PathLike[str]) -> list[Event]:
             raise JournalError(f"cannot read journal {path}: no such file") from None
         raise JournalError(f"cannot read journal: {exc}") from None
     with file:
-        return parse_lines(_lines(file, str(path)), source=str(path))
+        if segment:
+            file = io.BytesIO(_written_part(file, str(path), budget))
+        return parse_lines(_lines(file, str(path), budget), source=str(path))
 
 
-def _lines(file: IO[bytes], source: str) -> Iterator[str]:
-    total = 0
+def _lines(file: IO[bytes], source: str, budget: _Budget) -> Iterator[str]:
     while line := file.readline(MAX_LINE_BYTES + 1):
-        total += len(line)
+        budget.left -= len(line)
         if len(line) > MAX_LINE_BYTES:
             raise JournalError(f"{source}: a line is longer than {MAX_LINE_BYTES // 1024} KB; is it a journal?")
-        if total > MAX_JOURNAL_BYTES:
-            raise JournalError(f"{source} grew past {MAX_JOURNAL_BYTES // 2**20} MB while it was read")
+        if budget.left < 0:
+            raise JournalError(f"{source}: the journal grew past {MAX_JOURNAL_BYTES // 2**20} MB while it was read")
         yield line.decode("utf-8", errors="replace")
 
 
+def _written_part(file: IO[bytes], source: str, budget: _Budget) -> bytes:
+    """A segment's bytes up to its unwritten zeros (`SegmentWriter`), torn last line included."""
+    data = bytearray()
+    while chunk := file.read(1 << 20):
+        end = chunk.find(b"\0")
+        data += chunk if end < 0 else chunk[:end]
+        if len(data) > budget.left:
+            raise JournalError(f"{source}: the journal grew past {MAX_JOURNAL_BYTES // 2**20} MB while it was read")
+        if end >= 0:
+            break
+    return bytes(data)
+
+
 class JournalTail:
-    """Reads the events appended to a journal since the last call; for waiting on evidence."""
+    """
+    Reads the events written to a journal and its segments since the last call, in time order;
+    for waiting on evidence.
+    """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
-        self._offset = 0
-        self._partial = b""
+        self._offsets: dict[Path, int] = {}  # each file: the bytes of whole lines already read
 
     def poll(self) -> list[Event]:
+        events = self._read(self.path)
         try:
-            with open(self.path, "rb") as file:
-                file.seek(self._offset)
+            segments = segment_paths(self.path)
+        except JournalError:
+            segments = []
+        for segment in segments:
+            events += self._read(segment)
+        events.sort(key=lambda event: event.t)
+        return events
+
+    def _read(self, path: Path) -> list[Event]:
+        offset = self._offsets.get(path, 0)
+        try:
+            with open(path, "rb") as file:
+                file.seek(offset)
                 chunk = file.read()
         except FileNotFoundError:
             return []
-        self._offset += len(chunk)
-        data = self._partial + chunk
-        *complete, self._partial = data.split(b"\n")
+        # A line being written is read again whole next time: in a segment it may show its end
+        # before its start (a copy into memory has no order), so only what precedes the first
+        # NUL, up to its last newline, counts.
+        whole, _rest = segment_lines(chunk)
+        self._offsets[path] = offset + len(whole)
         events = []
-        for line in complete:
+        for line in whole.split(b"\n")[:-1]:
             try:
                 events.append(Event.from_json(line.decode("utf-8", errors="replace")))
             except (ValueError, KeyError):

@@ -27,7 +27,7 @@ from typing import Any
 
 from chaos import arbiter, outdir, target
 from chaos.errors import JournalError, SetupError
-from chaos.journal import Event, JournalTail, JournalWriter, Kind, read_journal
+from chaos.journal import Event, JournalTail, JournalWriter, Kind, fold_segments, read_journal, segments_of
 from chaos.k8s.pod import Pod, start_pod
 from chaos.k8s.router import Router
 from chaos.probe import APP_ENV, JOURNAL_ENV, STALL_ENV
@@ -43,6 +43,7 @@ HELPER_WAIT_SECONDS = 5.0
 
 PREVIOUS_RUN_FILES = (
     JOURNAL_FILE,
+    segments_of(JOURNAL_FILE).name,
     SERVER_LOG,
     DATA_DIR,
     "report.json",
@@ -287,6 +288,11 @@ async def _close(run: Run, *, strict: bool) -> None:
     try:
         await run.finish()
     finally:
+        try:
+            fold_segments(run.journal)  # the servers are gone: the journal becomes one file
+        except JournalError:
+            if strict:
+                raise
         run.journal.close()
         try:
             run.events = read_journal(run.journal_path)

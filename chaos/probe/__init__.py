@@ -33,11 +33,13 @@ import threading
 import time
 import traceback
 import urllib.parse
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from json.encoder import encode_basestring_ascii as _quote  # the C encoder of one JSON string
+from threading import get_ident
+from time import monotonic_ns
 from typing import Any
 
-from chaos.journal import JournalWriter, Kind
+from chaos.journal import JournalWriter, Kind, SegmentWriter
 
 JOURNAL_ENV = "DRAINSPEC_JOURNAL"
 APP_ENV = "DRAINSPEC_APP"  # the import string of the app `chaos.probe.asgi` wraps
@@ -55,22 +57,19 @@ current_request: contextvars.ContextVar[str | None] = contextvars.ContextVar("dr
 # The background task running now (Starlette's, or a task an endpoint spawned): a resource used
 # from it is attributed to the task as well as to its request.
 current_task: contextvars.ContextVar[str | None] = contextvars.ContextVar("drainspec_task", default=None)
-# Run when the lifespan shutdown begins: the resource instrumentation writes out the uses it
-# batches, and writes every later one at once (the process may exit a few milliseconds later).
-shutdown_hooks: list[Callable[[], None]] = []
 
-_writer: JournalWriter | None = None
+_writer: SegmentWriter | JournalWriter | None = None
 _writer_lock = threading.Lock()
-_main_thread = threading.main_thread()
+_main_ident = threading.get_ident()
 _ids = itertools.count(1)
 Scope = dict[str, Any]
 Message = dict[str, Any]
 Receive = Callable[[], Coroutine[Any, Any, Message]]
-Send = Callable[[Message], Coroutine[Any, Any, None]]
+Send = Callable[[Message], Awaitable[None]]  # as ASGI types it: any awaitable
 ASGIApp = Callable[[Scope, Receive, Send], Coroutine[Any, Any, None]]
 
 
-def _journal() -> JournalWriter | None:
+def _journal() -> SegmentWriter | JournalWriter | None:
     global _writer
     if _writer is None:
         path = os.environ.get(JOURNAL_ENV)
@@ -78,8 +77,19 @@ def _journal() -> JournalWriter | None:
             return None
         with _writer_lock:
             if _writer is None:
-                _writer = JournalWriter(path)
+                _writer = _open_writer(path)
     return _writer
+
+
+def _open_writer(path: str) -> SegmentWriter | JournalWriter:
+    """
+    This process's own segment of the journal; where none can be made (a directory the probe
+    may not create), the journal file itself, a system call per line.
+    """
+    try:
+        return SegmentWriter(path)
+    except OSError:
+        return JournalWriter(path)
 
 
 def record(kind: str, **fields: Any) -> None:
@@ -98,9 +108,8 @@ def record(kind: str, **fields: Any) -> None:
     task = current_task.get()
     if task is not None:
         fields.setdefault("task", task)
-    thread = threading.current_thread()
-    if thread is not _main_thread:
-        fields.setdefault("thread", thread.name)
+    if get_ident() != _main_ident:
+        fields.setdefault("thread", threading.current_thread().name)
     writer.append(kind, fields)
 
 
@@ -108,33 +117,33 @@ _pid = os.getpid()
 
 
 def _forked() -> None:
-    global _pid
+    """A gunicorn worker is not its arbiter: its own pid, its own main thread, its own segment."""
+    global _pid, _main_ident, _writer, _writer_lock
     _pid = os.getpid()
+    _main_ident = threading.get_ident()
+    _writer = None  # the arbiter's map is shared with the arbiter: writing there would mix lines
+    _writer_lock = threading.Lock()
 
 
-os.register_at_fork(after_in_child=_forked)  # a gunicorn worker is not its arbiter
+os.register_at_fork(after_in_child=_forked)
+
+# The four kinds of every request, quoted once: an enum member's `.value` costs more than the
+# rest of a line.
+_REQUEST_START = _quote(Kind.REQUEST_START.value)
+_RESPONSE_START = _quote(Kind.RESPONSE_START.value)
+_RESPONSE_END = _quote(Kind.RESPONSE_END.value)
+_REQUEST_END = _quote(Kind.REQUEST_END.value)
 
 
-def _record_request(kind: Kind, request: str, extra: str = "") -> None:
-    """
-    `record(kind)` for the four events of every request (start, response start and end, end),
-    the same line written out by hand: they are the probe's whole cost on a fast endpoint, and a
-    dict, its merge and an encoder call per event were most of it (`bench/probe_throughput.py`).
-    `request` is the request id already quoted as JSON (once per request), `extra` is JSON too:
-    `,"key":value` pairs.
-    """
-    writer = _writer or _journal()
-    if writer is None:
-        return
+def _whose() -> str:
+    """The task and thread fields `record` adds, as JSON (`,"key":value` pairs): here, once per request."""
+    fields = ""
     task = current_task.get()
     if task is not None:
-        extra += f',"task":{_quote(task)}'
-    thread = threading.current_thread()
-    if thread is not _main_thread:
-        extra += f',"thread":{_quote(thread.name)}'
-    writer.append_line(
-        f'{{"t":{time.monotonic_ns()},"pid":{_pid},"kind":"{kind.value}","request":{request}{extra}}}\n'.encode()
-    )
+        fields += f',"task":{_quote(task)}'
+    if get_ident() != _main_ident:
+        fields += f',"thread":{_quote(threading.current_thread().name)}'
+    return fields
 
 
 def _new_id(prefix: str) -> str:
@@ -394,15 +403,17 @@ class Probe:
             self.watchdog.start()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
-            await self._lifespan(scope, receive, send)
-        elif scope["type"] == "http":
-            self._ensure_started()
+        kind = scope["type"]
+        if kind == "http":
+            if not self._started:
+                self._ensure_started()
             if scope["path"].startswith(BUILTIN_PREFIX):
                 await _builtin(scope, receive, send)
             else:
                 await self._http(scope, receive, send)
-        elif scope["type"] == "websocket" and scope["path"].startswith(BUILTIN_PREFIX):
+        elif kind == "lifespan":
+            await self._lifespan(scope, receive, send)
+        elif kind == "websocket" and scope["path"].startswith(BUILTIN_PREFIX):
             await _builtin_websocket(scope, receive, send)
         else:
             await self.app(scope, receive, send)
@@ -414,9 +425,6 @@ class Probe:
                 self._ensure_started()
                 record(Kind.STARTUP_RECEIVED)
             elif message["type"] == "lifespan.shutdown":
-                for hook in shutdown_hooks:
-                    with contextlib.suppress(Exception):
-                        hook()
                 record(Kind.SHUTDOWN_RECEIVED)
             return message
 
@@ -444,21 +452,37 @@ class Probe:
             raise
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """
+        The four events of every request (start, response start and end, end), each line written
+        out by hand with what all four share built once: they are the probe's whole cost on a
+        fast endpoint (`bench/probe_throughput.py`), and each must read exactly as `record`
+        would have written it (`tests/test_probe_lines.py`).
+        """
+        writer = _writer or _journal()
+        if writer is None:  # outside a run there is nothing to write
+            await self.app(scope, receive, send)
+            return
+        append = writer.append_line
         request_id = _request_id(scope)
         token = current_request.set(request_id)
-        quoted = _quote(request_id)
-        _record_request(
-            Kind.REQUEST_START, quoted, f',"method":{_quote(scope["method"])},"path":{_quote(scope["path"])}'
-        )
+        tail = f',"pid":{_pid},"request":{_quote(request_id)}{_whose()}}}\n'
+        method, path = _quote(scope["method"]), _quote(scope["path"])
+        append(f'{{"t":{monotonic_ns()},"kind":{_REQUEST_START},"method":{method},"path":{path}{tail}'.encode())
 
-        async def send_journaled(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                _record_request(Kind.RESPONSE_START, quoted, f',"status":{int(message["status"])}')
-            elif message["type"] == "http.response.body" and not message.get("more_body"):
-                await send(message)
-                _record_request(Kind.RESPONSE_END, quoted)
-                return
+        async def send_last(message: Message) -> None:
             await send(message)
+            append(f'{{"t":{monotonic_ns()},"kind":{_RESPONSE_END}{tail}'.encode())
+
+        def send_journaled(message: Message) -> Awaitable[None]:
+            # A function that returns the awaitable, not a coroutine of its own: one coroutine
+            # less per message on the hot path, and `await send(...)` reads the same to the app.
+            kind = message["type"]
+            if kind == "http.response.start":
+                status = int(message["status"])
+                append(f'{{"t":{monotonic_ns()},"kind":{_RESPONSE_START},"status":{status}{tail}'.encode())
+            elif kind == "http.response.body" and not message.get("more_body"):
+                return send_last(message)
+            return send(message)
 
         try:
             await self.app(scope, receive, send_journaled)
@@ -469,7 +493,7 @@ class Probe:
             record(Kind.REQUEST_END, outcome="error", error=_describe(exc))
             raise
         else:
-            _record_request(Kind.REQUEST_END, quoted, ',"outcome":"returned"')
+            append(f'{{"t":{monotonic_ns()},"kind":{_REQUEST_END},"outcome":"returned"{tail}'.encode())
         finally:
             current_request.reset(token)
 

@@ -46,7 +46,6 @@ Off with `DRAINSPEC_INSTRUMENT=0` (the probe then sees only what the app records
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import functools
 import importlib.abc
@@ -67,7 +66,7 @@ from typing import Any, cast
 from urllib.parse import urlsplit
 
 from chaos.journal import Kind
-from chaos.probe import _journal, current_request, current_task, record, shutdown_hooks
+from chaos.probe import _journal, current_request, current_task, record
 from chaos.redact import redact_text
 
 INSTRUMENT_ENV = "DRAINSPEC_INSTRUMENT"
@@ -196,7 +195,9 @@ def _write_use(resource_id: str, op: str, start: int, host: str | None, error: s
     """
     `record(Kind.RESOURCE_USE, ...)`, the same line with the same fields (request, task and
     thread included), written out by hand: every query of the app comes through here, and a
-    dict, a dataclass and `json.dumps` per query were most of the instrumentation's cost.
+    dict, a dataclass and `json.dumps` per query were most of the instrumentation's cost. It is
+    written at once, a copy into the process's journal segment: no system call hands the GIL to
+    the app's other threads (aiosqlite's, a thread pool's), which a write per query did.
     """
     writer = _journal()
     if writer is None:
@@ -218,72 +219,8 @@ def _write_use(resource_id: str, op: str, start: int, host: str | None, error: s
     thread = threading.current_thread()
     if thread is not threading.main_thread():
         parts.append(f',"thread":{_quote(thread.name)}')
-    parts.append("}")
-    _batch.add("".join(parts))
-
-
-FLUSH_SECONDS = 0.02
-
-
-class _Batch:
-    """
-    Whole uses, written together every `FLUSH_SECONDS` by a thread of the probe's own.
-
-    Every other event of the probe is one `os.write` the moment it happens, so that nothing is
-    lost when the server is SIGKILLed. A use is written as often as the app queries, and in a
-    process with busy threads (aiosqlite's, a thread pool's) each write hands the GIL over: a
-    write per query cost more than the rest of the instrumentation. Uses are therefore written
-    in batches, which costs what matters little: a use that ended in the last 20 ms before a
-    SIGKILL may be missing. What the verdicts rest on is never delayed: a use on a resource
-    already closed, and every opening and close, are written at once.
-    """
-
-    def __init__(self) -> None:
-        self._reset()
-        os.register_at_fork(after_in_child=self._reset)  # the parent writes what it had
-
-    def _reset(self) -> None:
-        self.lines: list[str] = []
-        self.lock = threading.Lock()
-        self.pid: int | None = None
-        self.at_once = False
-
-    def add(self, line: str) -> None:
-        with self.lock:
-            self.lines.append(line)
-            at_once = self.at_once
-            started = self.pid == os.getpid()
-            self.pid = os.getpid()
-        if at_once:
-            self.flush()
-        elif not started:
-            threading.Thread(target=self._run, name="drainspec-uses", daemon=True).start()
-
-    def shutdown_began(self) -> None:
-        """From now on the process may exit at any moment: what is batched is written, and every use at once."""
-        self.at_once = True
-        self.flush()
-
-    def flush(self) -> None:
-        # Written under the lock: a flush at exit waits for one the thread has begun, so no line
-        # taken from the batch is lost with the thread when the interpreter stops.
-        with self.lock:
-            lines, self.lines = self.lines, []
-            writer = _journal() if lines else None
-            if writer is not None:
-                writer.write_lines(lines)  # one os.write, whole lines
-
-    def _run(self) -> None:
-        pid = os.getpid()
-        while self.pid == pid:
-            time.sleep(FLUSH_SECONDS)
-            with contextlib.suppress(Exception):
-                self.flush()
-
-
-_batch = _Batch()
-atexit.register(_batch.flush)  # a server that exits on its own writes every use
-shutdown_hooks.append(_batch.shutdown_began)
+    parts.append("}\n")
+    writer.append_line("".join(parts).encode())
 
 
 def _error_text(exc: BaseException) -> str:
