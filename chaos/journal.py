@@ -426,7 +426,10 @@ def _lines(file: IO[bytes], source: str, budget: _Budget) -> Iterator[str]:
 
 
 def _written_part(file: IO[bytes], source: str, budget: _Budget) -> bytes:
-    """A segment's bytes up to its unwritten zeros (`SegmentWriter`), torn last line included."""
+    """
+    A segment's whole lines (`segment_lines`): up to its unwritten zeros, and without a last
+    line that lacks its newline, which every reader and the fold leave out alike.
+    """
     data = bytearray()
     while chunk := file.read(1 << 20):
         end = chunk.find(b"\0")
@@ -435,7 +438,7 @@ def _written_part(file: IO[bytes], source: str, budget: _Budget) -> bytes:
             raise JournalError(f"{source}: the journal grew past {MAX_JOURNAL_BYTES // 2**20} MB while it was read")
         if end >= 0:
             break
-    return bytes(data)
+    return segment_lines(bytes(data))[0]
 
 
 class JournalTail:
