@@ -30,6 +30,19 @@ class Server:
     url: str
 
 
+# The server on one core and wrk on another, when the machine has two: left to the scheduler,
+# wrk's threads and the server take turns on both cores, and a measurement moved by a tenth.
+_CPUS = sorted(os.sched_getaffinity(0))
+CLIENT_CPU, SERVER_CPU = (_CPUS[0], _CPUS[1]) if len(_CPUS) >= 2 else (None, None)
+
+
+def pinned(argv: list[str], cpu: int | None) -> list[str]:
+    """`argv` run on `cpu` alone (taskset execs it: the pid stays the program's own)."""
+    if cpu is None or shutil.which("taskset") is None:
+        return argv
+    return ["taskset", "-c", str(cpu), *argv]
+
+
 @contextmanager
 def uvicorn(app: str, *, probe: bool, workdir: Path) -> Iterator[Server]:
     """uvicorn on `app`, bare or wrapped in drainspec's probe (journal on), always reaped."""
@@ -42,7 +55,7 @@ def uvicorn(app: str, *, probe: bool, workdir: Path) -> Iterator[Server]:
         env = {**os.environ, "PYTHONPATH": str(ROOT), "DRAINSPEC_RUN_DIR": str(workdir)}
         argv = [sys.executable, "-m", "uvicorn", app, "--host", target.HOST, "--port", str(port)]
     (workdir / "data").mkdir(exist_ok=True)
-    process = target.spawn(argv, env=env, cwd=ROOT, log=workdir / "server.log")
+    process = target.spawn(pinned(argv, SERVER_CPU), env=env, cwd=ROOT, log=workdir / "server.log")
     try:
         asyncio.run(target.wait_port(process, port=port, timeout=20, log=workdir / "server.log"))
         yield Server(process, f"http://{target.HOST}:{port}")
@@ -55,7 +68,7 @@ def wrk_output(url: str, *, connections: int = 50, seconds: int = 5) -> str:
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed: apt-get install wrk")
     result = subprocess.run(
-        ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", url],
+        pinned(["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", url], CLIENT_CPU),
         capture_output=True,
         text=True,
         timeout=seconds + 30,
@@ -81,13 +94,14 @@ class Measure:
     cpu_us: float  # server CPU (user + system) per request, in microseconds
 
 
-def measure(url: str, pid: int, *, seconds: int, connections: int = 50) -> Measure:
+def measure(url: str, pid: int, *, seconds: int, connections: int = 50, warm_up: bool = True) -> Measure:
     """
-    wrk on `url` for `seconds` after a second of warm-up (connections, caches), every answer a
-    200, and the CPU the server `pid` spent meanwhile: a server's own CPU per request does not
-    depend on what else runs on the machine, its throughput does.
+    wrk on `url` for `seconds` (after a second of warm-up: connections, caches), every answer a
+    200, and the CPU the server `pid` spent meanwhile: a server's own CPU per request moves less
+    with what else runs on the machine than its throughput does.
     """
-    wrk_output(url, seconds=1, connections=connections)
+    if warm_up:
+        wrk_output(url, seconds=1, connections=connections)
     server = psutil.Process(pid)
     before = server.cpu_times()
     output = wrk_output(url, seconds=seconds, connections=connections)

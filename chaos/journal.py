@@ -68,6 +68,8 @@ class Kind(StrEnum):
     SHUTDOWN_COMPLETE = "lifespan.shutdown.complete"
     SHUTDOWN_FAILED = "lifespan.shutdown.failed"
     REQUEST_START = "request.start"
+    # A response's start (`status`), written when its first body chunk is sent; a response sent
+    # in one body (nearly all) has no start line: its end carries the `status`.
     RESPONSE_START = "request.response"
     RESPONSE_END = "request.body_end"
     REQUEST_END = "request.end"

@@ -1,29 +1,66 @@
 """
-The probe writes every request's four events as hand-built lines (its hot path): each must be
-exactly what `record` would have written, kinds and fields alike, or the verdicts read nothing.
+The probe writes every request's events as hand-built lines (its hot path): each must be exactly
+what `record` would have written, kinds and fields alike, or the verdicts read nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from pathlib import Path
 
 import pytest
 
 from chaos import probe
 from chaos.journal import Kind, read_journal
+from chaos.judge import timeline
 
 
-def test_a_request_through_the_probe_journals_the_four_kinds_the_timeline_reads(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+async def _single_body(scope, receive, send) -> None:
+    await send({"type": "http.response.start", "status": 201, "headers": []})
+    await send({"type": "http.response.body", "body": b"ok"})
+
+
+async def _streamed(scope, receive, send) -> None:
+    await send({"type": "http.response.start", "status": 206, "headers": []})
+    await send({"type": "http.response.body", "body": b"a", "more_body": True})
+    await send({"type": "http.response.body", "body": b"b"})
+
+
+async def _fails_after_the_start(scope, receive, send) -> None:
+    await send({"type": "http.response.start", "status": 500, "headers": []})
+    raise RuntimeError("boom")
+
+
+@pytest.mark.parametrize(
+    ("app", "kinds", "status"),
+    [
+        pytest.param(
+            _single_body,
+            [Kind.REQUEST_START, Kind.RESPONSE_END, Kind.REQUEST_END],
+            201,
+            id="one-body: its end has the status",
+        ),
+        pytest.param(
+            _streamed,
+            [Kind.REQUEST_START, Kind.RESPONSE_START, Kind.RESPONSE_END, Kind.REQUEST_END],
+            206,
+            id="streamed: its start is written",
+        ),
+        pytest.param(
+            _fails_after_the_start,
+            [Kind.REQUEST_START, Kind.RESPONSE_START, Kind.REQUEST_END],
+            500,
+            id="begun, never ended: its start is written",
+        ),
+    ],
+)
+def test_a_request_through_the_probe_journals_what_the_timeline_reads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, app, kinds: list[Kind], status: int
 ) -> None:
     journal = tmp_path / "journal.jsonl"
     monkeypatch.setenv(probe.JOURNAL_ENV, str(journal))
     monkeypatch.setattr(probe, "_writer", None)
-
-    async def app(scope, receive, send) -> None:
-        await send({"type": "http.response.start", "status": 201, "headers": []})
-        await send({"type": "http.response.body", "body": b"ok"})
 
     async def scenario() -> None:
         async def receive() -> dict:
@@ -34,15 +71,19 @@ def test_a_request_through_the_probe_journals_the_four_kinds_the_timeline_reads(
 
         wrapped = probe.Probe(app)
         headers = [(probe.REQUEST_ID_HEADER, b'r"1')]
-        await wrapped({"type": "http", "method": "POST", "path": '/a"b', "headers": headers}, receive, send)
+        with contextlib.suppress(RuntimeError):
+            await wrapped({"type": "http", "method": "POST", "path": '/a"b', "headers": headers}, receive, send)
         wrapped.watchdog.stop()
 
     asyncio.run(scenario())
-    events = [e for e in read_journal(journal) if e.get("request") == 'r"1']
-    assert [e.kind for e in events] == [Kind.REQUEST_START, Kind.RESPONSE_START, Kind.RESPONSE_END, Kind.REQUEST_END]
-    assert events[0].get("method") == "POST" and events[0].get("path") == '/a"b'
-    assert events[1].get("status") == 201
-    assert events[3].get("outcome") == "returned"
+    events = read_journal(journal)
+    requests = [e for e in events if e.get("request") == 'r"1']
+    assert [e.kind for e in requests] == kinds
+    assert requests[0].get("method") == "POST" and requests[0].get("path") == '/a"b'
+    assert [e.get("status") for e in requests if e.get("status") is not None] == [status]
+    assert requests[-1].get("outcome") == ("returned" if app is not _fails_after_the_start else "error")
+    view = timeline.build(events).request('r"1')
+    assert view.status == status and (view.response_end is not None) == (Kind.RESPONSE_END in kinds)
 
 
 def test_a_forked_worker_journals_its_own_pid() -> None:

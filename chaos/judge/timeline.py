@@ -434,6 +434,8 @@ def _fold_request(timeline: Timeline, event: Event) -> None:
         view.status = event.get("status")
     elif event.kind == Kind.RESPONSE_END:
         view.response_end = event.t
+        if event.get("status") is not None:  # a response sent in one body: its status comes with its end
+            view.status = event.get("status")
     elif event.kind == Kind.REQUEST_END:
         view.end = event.t
         view.end_outcome = event.get("outcome")

@@ -453,10 +453,13 @@ class Probe:
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         """
-        The four events of every request (start, response start and end, end), each line written
-        out by hand with what all four share built once: they are the probe's whole cost on a
-        fast endpoint (`bench/probe_throughput.py`), and each must read exactly as `record`
-        would have written it (`tests/test_probe_lines.py`).
+        The events of every request: its start, its response (status), the response's last body
+        byte, and the end of the ASGI call. They are the probe's whole cost on a fast endpoint
+        (`bench/probe_throughput.py`), so each line is written out by hand with what they share
+        built once, and must read exactly as `record` would have written it
+        (`tests/test_probe_lines.py`). A response sent in one body, nearly all of them, is one
+        line: its end, with its status; a streamed one has its start written before its first
+        chunk.
         """
         writer = _writer or _journal()
         if writer is None:  # outside a run there is nothing to write
@@ -468,31 +471,46 @@ class Probe:
         tail = f',"pid":{_pid},"request":{_quote(request_id)}{_whose()}}}\n'
         method, path = _quote(scope["method"]), _quote(scope["path"])
         append(f'{{"t":{monotonic_ns()},"kind":{_REQUEST_START},"method":{method},"path":{path}{tail}'.encode())
+        status = ""  # the response's status field, until a line has carried it
+
+        def write_response_start() -> None:
+            nonlocal status
+            append(f'{{"t":{monotonic_ns()},"kind":{_RESPONSE_START}{status}{tail}'.encode())
+            status = ""
 
         async def send_last(message: Message) -> None:
+            nonlocal status
             await send(message)
-            append(f'{{"t":{monotonic_ns()},"kind":{_RESPONSE_END}{tail}'.encode())
+            append(f'{{"t":{monotonic_ns()},"kind":{_RESPONSE_END}{status}{tail}'.encode())
+            status = ""
 
         def send_journaled(message: Message) -> Awaitable[None]:
             # A function that returns the awaitable, not a coroutine of its own: one coroutine
             # less per message on the hot path, and `await send(...)` reads the same to the app.
+            nonlocal status
             kind = message["type"]
             if kind == "http.response.start":
-                status = int(message["status"])
-                append(f'{{"t":{monotonic_ns()},"kind":{_RESPONSE_START},"status":{status}{tail}'.encode())
-            elif kind == "http.response.body" and not message.get("more_body"):
-                return send_last(message)
+                status = f',"status":{int(message["status"])}'
+            elif kind == "http.response.body":
+                if not message.get("more_body"):
+                    return send_last(message)
+                if status:
+                    write_response_start()
             return send(message)
 
         try:
             await self.app(scope, receive, send_journaled)
-        except asyncio.CancelledError:
-            record(Kind.REQUEST_END, outcome="cancelled")
-            raise
         except BaseException as exc:
-            record(Kind.REQUEST_END, outcome="error", error=_describe(exc))
+            if status:  # a response begun and never ended
+                write_response_start()
+            if isinstance(exc, asyncio.CancelledError):
+                record(Kind.REQUEST_END, outcome="cancelled")
+            else:
+                record(Kind.REQUEST_END, outcome="error", error=_describe(exc))
             raise
         else:
+            if status:
+                write_response_start()
             append(f'{{"t":{monotonic_ns()},"kind":{_REQUEST_END},"outcome":"returned"{tail}'.encode())
         finally:
             current_request.reset(token)
