@@ -473,17 +473,6 @@ class Probe:
         append(f'{{"t":{monotonic_ns()},"kind":{_REQUEST_START},"method":{method},"path":{path}{tail}'.encode())
         status = ""  # the response's status field, until a line has carried it
 
-        def write_response_start() -> None:
-            nonlocal status
-            append(f'{{"t":{monotonic_ns()},"kind":{_RESPONSE_START}{status}{tail}'.encode())
-            status = ""
-
-        async def send_last(message: Message) -> None:
-            nonlocal status
-            await send(message)
-            append(f'{{"t":{monotonic_ns()},"kind":{_RESPONSE_END}{status}{tail}'.encode())
-            status = ""
-
         def send_journaled(message: Message) -> Awaitable[None]:
             # A function that returns the awaitable, not a coroutine of its own: one coroutine
             # less per message on the hot path, and `await send(...)` reads the same to the app.
@@ -493,16 +482,17 @@ class Probe:
                 status = f',"status":{int(message["status"])}'
             elif kind == "http.response.body":
                 if not message.get("more_body"):
-                    return send_last(message)
+                    carried, status = status, ""
+                    return _send_last(send, message, append, f"{carried}{tail}")
                 if status:
-                    write_response_start()
+                    status = _write_response_start(append, status, tail)
             return send(message)
 
         try:
             await self.app(scope, receive, send_journaled)
         except BaseException as exc:
             if status:  # a response begun and never ended
-                write_response_start()
+                _write_response_start(append, status, tail)
             if isinstance(exc, asyncio.CancelledError):
                 record(Kind.REQUEST_END, outcome="cancelled")
             else:
@@ -510,10 +500,22 @@ class Probe:
             raise
         else:
             if status:
-                write_response_start()
+                _write_response_start(append, status, tail)
             append(f'{{"t":{monotonic_ns()},"kind":{_REQUEST_END},"outcome":"returned"{tail}'.encode())
         finally:
             current_request.reset(token)
+
+
+def _write_response_start(append: Callable[[bytes], None], status: str, tail: str) -> str:
+    """A response's start line, when its end does not carry its status; the status left to carry: none."""
+    append(f'{{"t":{monotonic_ns()},"kind":{_RESPONSE_START}{status}{tail}'.encode())
+    return ""
+
+
+async def _send_last(send: Send, message: Message, append: Callable[[bytes], None], tail: str) -> None:
+    """The response's last body message, then its end line (and its status, when it came in one body)."""
+    await send(message)
+    append(f'{{"t":{monotonic_ns()},"kind":{_RESPONSE_END}{tail}'.encode())
 
 
 _LIFESPAN_SENT = {
