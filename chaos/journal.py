@@ -239,8 +239,7 @@ SEGMENT_SUFFIX = ".jsonl"
 
 def segments_of(journal: str | os.PathLike[str]) -> Path:
     """The directory of a journal's segments, one per server process: `journal.jsonl.d/`."""
-    path = Path(journal)
-    return path.with_name(path.name + SEGMENTS_SUFFIX)
+    return Path(os.fspath(journal) + SEGMENTS_SUFFIX)  # any path, even one without a name (".")
 
 
 class SegmentWriter:

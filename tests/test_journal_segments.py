@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from chaos import probe
+from chaos.errors import JournalError
 from chaos.journal import (
     Event,
     JournalTail,
@@ -167,3 +168,10 @@ def test_a_worker_forked_from_a_preloaded_arbiter_writes_its_own_segment(
 def kinds_in(segment: Path) -> list[str]:
     whole, _torn = segment_lines(segment.read_bytes())
     return [e.kind for e in parse_lines(whole.decode().splitlines())]
+
+
+@pytest.mark.parametrize("given", [".", "/"], ids=["dot", "root"])
+def test_a_directory_given_as_a_journal_is_refused_in_one_line(given: str) -> None:
+    """Found by the CLI fuzz test: `drainspec report .` crashed looking for the segments of `.`."""
+    with pytest.raises(JournalError, match="is a directory"):
+        read_journal(given)
