@@ -52,7 +52,12 @@ _claims: list[Any] = []
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
-        raise UsageError(f"{message} (see drainspec {self.prog.split()[-1]} --help)")
+        raise UsageError(f"{message} (see {_help_of(self.prog.split()[1:])})")
+
+
+def _help_of(subcommand: Sequence[str]) -> str:
+    """The help to read: `drainspec run --help`, or `drainspec --help` before a subcommand is known."""
+    return " ".join(["drainspec", *subcommand, "--help"])
 
 
 def _non_negative(kind: type[float] | type[int]) -> Callable[[str], float | int]:
@@ -781,7 +786,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args: argparse.Namespace | None = None
     try:
         defaults, source = _scenario_file(argv)
-        args = build_parser(defaults, source).parse_args(argv)
+        args, unknown = build_parser(defaults, source).parse_known_args(argv)
+        if unknown:  # the subcommand's own parser left them: its help is the one to read
+            raise UsageError(f"unrecognized arguments: {' '.join(unknown)} (see {_help_of([args.subcommand])})")
         return COMMANDS[args.subcommand](args, server_args, console)
     except DrainspecError as exc:
         print(f"drainspec: error: {one_line(str(exc))}", file=sys.stderr)

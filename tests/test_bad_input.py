@@ -250,3 +250,18 @@ def test_a_note_on_the_scenario_goes_to_stdout_and_bad_input_stays_one_line_on_s
     assert "note: --request-seconds 3 is not in the request 'GET /healthz'" in result.stdout
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "--integrity" in lines[0], result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "help_to_read"),
+    [
+        pytest.param(["run", "--app", "app.main:app", "--path", "/x"], "(see drainspec run --help)", id="subcommand"),
+        pytest.param(["k8s", "--bogus"], "(see drainspec k8s --help)", id="other-subcommand"),
+        pytest.param([], "(see drainspec --help)", id="no-subcommand"),
+    ],
+)
+def test_a_usage_error_names_the_help_to_read(args: list[str], help_to_read: str) -> None:
+    """An unknown flag of `run` used to point at `drainspec drainspec --help`."""
+    result, _ = drainspec(*args)
+    assert result.returncode == 2
+    assert result.stderr.strip().endswith(help_to_read), result.stderr
