@@ -431,15 +431,26 @@ def _written_part(file: IO[bytes], source: str, budget: _Budget) -> bytes:
     A segment's whole lines (`segment_lines`): up to its unwritten zeros, and without a last
     line that lacks its newline, which every reader and the fold leave out alike.
     """
+    data = _until_zeros(file, limit=budget.left)
+    if data is None:
+        raise JournalError(f"{source}: the journal grew past {MAX_JOURNAL_BYTES // 2**20} MB while it was read")
+    return segment_lines(data)[0]
+
+
+def _until_zeros(file: IO[bytes], *, limit: int) -> bytes | None:
+    """
+    What a file holds from where it stands up to its first NUL (a segment's unwritten space) or
+    its end, read a chunk at a time: a segment is mostly zeros, never read whole. None past `limit`.
+    """
     data = bytearray()
-    while chunk := file.read(1 << 20):
+    while chunk := file.read(1 << 16):
         end = chunk.find(b"\0")
         data += chunk if end < 0 else chunk[:end]
-        if len(data) > budget.left:
-            raise JournalError(f"{source}: the journal grew past {MAX_JOURNAL_BYTES // 2**20} MB while it was read")
+        if len(data) > limit:
+            return None
         if end >= 0:
             break
-    return segment_lines(bytes(data))[0]
+    return bytes(data)
 
 
 class JournalTail:
@@ -468,7 +479,7 @@ class JournalTail:
         try:
             with open(path, "rb") as file:
                 file.seek(offset)
-                chunk = file.read()
+                chunk = _until_zeros(file, limit=MAX_JOURNAL_BYTES) or b""
         except FileNotFoundError:
             return []
         # A line being written is read again whole next time: in a segment it may show its end
