@@ -7,6 +7,7 @@ the manifest reader and the matrix all reading the same table.
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -179,3 +180,26 @@ def test_every_module_reads_the_one_registry():
 def test_unknown_server_lists_the_registry():
     with pytest.raises(SetupError, match="choose one of uvicorn, gunicorn, hypercorn, granian"):
         target.server_argv("daphne", 8123)
+
+
+def test_the_installed_version_is_read_as_importlib_metadata_reads_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """From the first `NAME-VERSION.dist-info` on the path, names compared as pip compares them."""
+    import importlib.metadata
+
+    for spec in SERVERS.values():
+        for requirement in spec.requires:
+            try:
+                expected: str | None = importlib.metadata.version(requirement.distribution)
+            except importlib.metadata.PackageNotFoundError:
+                expected = None
+            assert installed_version(requirement.distribution) == expected
+    first, second = tmp_path / "first", tmp_path / "second"
+    (first / "My_Server-2.0.1.dist-info").mkdir(parents=True)
+    (second / "my.server-1.0.dist-info").mkdir(parents=True)
+    monkeypatch.setattr(sys, "path", [str(tmp_path / "missing"), str(first), str(second)])
+    assert installed_version("my-server") == "2.0.1"
+    monkeypatch.setattr(sys, "path", [str(second), str(first)])
+    assert installed_version("My.Server") == "1.0"
+    assert installed_version("nothing-of-the-kind") is None
