@@ -31,7 +31,7 @@ from common import Measure, measure  # noqa: E402
 
 from chaos import target  # noqa: E402
 from chaos.lifecycle import server_environment  # noqa: E402
-from chaos.probe.resources import INSTRUMENT_ENV  # noqa: E402
+from chaos.probe import INSTRUMENT_ENV  # noqa: E402
 from chaos.scenario import Scenario  # noqa: E402
 
 APP = "bench.one_query:app"

@@ -24,7 +24,6 @@ import gc
 import math
 import os
 import sys
-import tempfile
 import traceback
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -831,6 +830,8 @@ def _save_crash() -> str:
             return str(_claims[-1].write(CRASH_FILE, text.encode()))
         except DrainspecError:
             pass
+    import tempfile
+
     fd, name = tempfile.mkstemp(prefix="drainspec-crash-", suffix=".txt")
     with os.fdopen(fd, "w") as file:
         file.write(text)

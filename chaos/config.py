@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import os
 import re
-import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -78,6 +77,8 @@ def load_options(path: Path | None, scenario: str | None) -> tuple[dict[str, Any
 
 
 def _read(path: Path) -> dict[str, Any]:
+    import tomllib  # here: most runs have no scenario file, and its parser is 4 ms to import
+
     try:
         if path.stat().st_size > MAX_FILE_BYTES:
             raise UsageError(f"{path}: larger than {MAX_FILE_BYTES} bytes; is it a configuration file?")

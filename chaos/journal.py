@@ -38,7 +38,6 @@ import io
 import json
 import mmap
 import os
-import tempfile
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping
@@ -264,6 +263,8 @@ class SegmentWriter:
             os.mkdir(directory, 0o700)
         # A name of its own (O_EXCL, 0600, never through a link): pids repeat across PID
         # namespaces, and every pod of a replay is pid 1 in its own.
+        import tempfile  # here: the harness imports this module too, and never writes a segment
+
         fd, name = tempfile.mkstemp(prefix=f"{os.getpid()}-", suffix=SEGMENT_SUFFIX, dir=directory)
         try:
             os.posix_fallocate(fd, 0, self.INITIAL_BYTES)

@@ -23,16 +23,17 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from chaos import arbiter, outdir, target
 from chaos.errors import JournalError, SetupError
 from chaos.journal import Event, JournalTail, JournalWriter, Kind, fold_segments, read_journal, segments_of
-from chaos.k8s.pod import Pod, start_pod
-from chaos.k8s.router import Router
-from chaos.probe import APP_ENV, JOURNAL_ENV, STALL_ENV
-from chaos.probe.resources import INSTRUMENT_ENV
+from chaos.probe import APP_ENV, INSTRUMENT_ENV, JOURNAL_ENV, STALL_ENV
 from chaos.scenario import K8sOptions, Scenario
+
+if TYPE_CHECKING:  # loaded by the replays that use them, not by every run before its spawn
+    from chaos.k8s.pod import Pod
+    from chaos.k8s.router import Router
 
 JOURNAL_FILE = "journal.jsonl"
 SERVER_LOG = "server.log"
@@ -148,6 +149,8 @@ class Run:
 
     async def start_pod(self, argv: Sequence[str], *, log: Path | None = None, namespace: bool = True) -> Pod:
         """Start a container's command as PID 1 of a new PID namespace; reaped when the run closes."""
+        from chaos.k8s.pod import start_pod
+
         pod = await start_pod(argv, env=self.env, cwd=os.getcwd(), log=log or self.log, namespace=namespace)
         self._processes.append(pod.process)
         self._logs.append(log or self.log)
@@ -156,6 +159,8 @@ class Run:
 
     async def router(self, options: K8sOptions, propagation: float) -> Router:
         """The Service in front of the pods, listening on 127.0.0.1; closed when the run closes."""
+        from chaos.k8s.router import Router
+
         router = Router(
             self.journal,
             propagation=propagation,

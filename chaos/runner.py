@@ -12,6 +12,7 @@ Nothing here judges: the journal this writes is the input of `chaos.outcome`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import os
 import signal
@@ -70,6 +71,8 @@ def stop_signal_of(name: str, *, where: str = "--signal") -> signal.Signals:
 
 LOADED_WHILE_THE_SERVER_BOOTS = (
     "httpx",
+    "httpcore",  # httpx loads it with its first client
+    "anyio._backends._asyncio",  # and httpcore this, at its first request: 50 to 70 ms the two
     "chaos.outcome",
     "chaos.reports.json",
     "chaos.reports.junit",
@@ -86,7 +89,8 @@ the user never waits on them (`bench/overhead.py`).
 
 def _load_while_the_server_boots() -> None:
     for name in LOADED_WHILE_THE_SERVER_BOOTS:
-        importlib.import_module(name)
+        with contextlib.suppress(ImportError):  # only ever sooner: what is not there loads when used, or fails then
+            importlib.import_module(name)
 
 
 def execute(scenario: Scenario, run_dir: str | os.PathLike[str]) -> list[Event]:

@@ -32,7 +32,6 @@ import sys
 import threading
 import time
 import traceback
-import urllib.parse
 from collections.abc import Awaitable, Callable, Coroutine
 from json.encoder import encode_basestring_ascii as _quote  # the C encoder of one JSON string
 from threading import get_ident
@@ -45,6 +44,7 @@ JOURNAL_ENV = "DRAINSPEC_JOURNAL"
 APP_ENV = "DRAINSPEC_APP"  # the import string of the app `chaos.probe.asgi` wraps
 STALL_ENV = "DRAINSPEC_STALL_MS"
 TEARDOWN_DELAY_ENV = "DRAINSPEC_TEARDOWN_DELAY"
+INSTRUMENT_ENV = "DRAINSPEC_INSTRUMENT"  # "0": no resource instrumentation (`chaos.probe.resources`)
 REQUEST_ID_HEADER = b"x-drainspec-id"
 DEFAULT_STALL_MS = 250.0
 HEARTBEAT_SECONDS = 0.02
@@ -550,6 +550,8 @@ async def _builtin(scope: Scope, receive: Receive, send: Send) -> None:
     token = current_request.set(_request_id(scope))
     try:
         record(Kind.REQUEST_START, method=scope["method"], path=scope["path"])
+        import urllib.parse  # here: the harness imports this module too, before it spawns a server
+
         query = urllib.parse.parse_qs(scope.get("query_string", b"").decode())
         seconds = float(query.get("seconds", ["1"])[0])
         action = scope["path"][len(BUILTIN_PREFIX) :]

@@ -66,10 +66,9 @@ from typing import Any, cast
 from urllib.parse import urlsplit
 
 from chaos.journal import Kind
-from chaos.probe import _journal, current_request, current_task, record
+from chaos.probe import INSTRUMENT_ENV, _journal, current_request, current_task, record
 from chaos.redact import redact_text
 
-INSTRUMENT_ENV = "DRAINSPEC_INSTRUMENT"
 """Set to `0` (or `false`, `no`, `off`) to run the probe without resource instrumentation."""
 
 _OFF = frozenset({"0", "false", "no", "off"})
