@@ -345,7 +345,11 @@ def fold_segments(journal: JournalWriter) -> None:
     directory = segments_of(journal.path)
     try:
         for path in segment_paths(journal.path):
-            whole, _torn = segment_lines(path.read_bytes())
+            with path.open("rb") as file:
+                written = _until_zeros(file, limit=MAX_JOURNAL_BYTES)
+            if written is None:
+                raise JournalError(f"{path}: over {MAX_JOURNAL_BYTES // 2**20} MB; the journal cannot hold it")
+            whole, _torn = segment_lines(written)
             if whole:
                 journal.append_line(whole)
             path.unlink()
