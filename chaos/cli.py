@@ -752,10 +752,27 @@ class _Console:
 
     def __getattr__(self, name: str) -> Any:
         if self._console is None:
-            from rich.console import Console
-
-            self._console = Console(highlight=False, soft_wrap=True)
+            self._console = _console_for_a_reader_that_may_leave()
         return getattr(self._console, name)
+
+
+def _console_for_a_reader_that_may_leave() -> Console:
+    """
+    A rich Console that goes quiet when its reader leaves (`drainspec run | head`). rich's own
+    answer to a broken pipe is `SystemExit(1)`, from whichever print met it: the run would end
+    there, its reports unwritten and its exit code a verdict's failure that never happened. The
+    verdicts decide the exit code whoever is still reading; what is left to print goes nowhere.
+    """
+    from rich.console import Console
+
+    class ReaderMayLeave(Console):
+        def on_broken_pipe(self) -> None:
+            self.quiet = True
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+
+    return ReaderMayLeave(highlight=False, soft_wrap=True)
 
 
 def _status(console: Console, journal: Path, *, ready_timeout: float) -> contextlib.AbstractContextManager[None]:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import xml.etree.ElementTree as ET
 
 import pytest
@@ -74,3 +76,34 @@ def test_app_without_lifespan(tmp_path):
     statuses = {v["name"]: v["status"] for v in report["verdicts"]}
     assert statuses["teardown-ran"] == "not-applicable"
     assert statuses["inflight-completed"] == "pass"
+
+
+@pytest.mark.parametrize(
+    ("app", "code"),
+    [
+        pytest.param("app.main:app", 0, id="correct"),
+        pytest.param("app.variants.exit_skips_teardown:app", 1, id="faulty"),
+    ],
+)
+def test_a_reader_that_leaves_early_changes_no_exit_code(tmp_path, app, code):
+    """`drainspec run | head -1`: the verdicts decide the exit code, the reports are all written."""
+    out = tmp_path / "out"
+    with subprocess.Popen(
+        [sys.executable, "-m", "chaos.cli", "run", "--app", app, *REFERENCE_ARGS, "--out", str(out)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    ) as process:
+        assert process.stdout is not None and process.stderr is not None
+        first = process.stdout.readline()  # the first line, printed before the server starts
+        process.stdout.close()  # the reader leaves: every later print meets a broken pipe
+        try:
+            returncode = process.wait(timeout=60)
+        finally:
+            process.kill()
+        stderr = process.stderr.read().decode()
+    assert b"starting uvicorn" in first
+    assert returncode == code, stderr
+    assert "Traceback" not in stderr and "internal error" not in stderr
+    for name in ("report.json", "junit.xml", "timeline.html"):
+        assert (out / name).is_file(), name
