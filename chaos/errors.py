@@ -61,6 +61,15 @@ def exception_line(text: str) -> str:
     return one_line(line)
 
 
+def message_line(text: str) -> str:
+    """
+    A message written for a terminal, as one line: its line breaks and indents become single
+    spaces, as a reader would join them ("Form data requires python-multipart. You can install
+    it with: pip install python-multipart"), and any other control is shown escaped.
+    """
+    return one_line(" ".join(str(text).split()))
+
+
 def one_line(text: str) -> str:
     """Text as one line: a value quoted from a file may hold line breaks or controls, shown escaped."""
     return "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)

@@ -28,7 +28,7 @@ from typing import Any
 
 import psutil
 
-from chaos.errors import SetupError, exception_line
+from chaos.errors import SetupError, exception_line, message_line
 from chaos.guardian import REAPED
 from chaos.journal import JournalTail, Kind
 
@@ -277,7 +277,7 @@ async def wait_ready(
     while started < workers:
         for event in tail.poll():
             if event.kind == Kind.PROBE_ERROR:
-                raise SetupError(f"the app cannot be loaded: {event.get('error')}")
+                raise SetupError(f"the app cannot be loaded: {message_line(str(event.get('error')))}")
             if event.kind == Kind.STARTUP_FAILED:
                 message = event.get("message") or "see the server log"
                 raise SetupError(f"the app failed at startup: {exception_line(message)}")
@@ -305,7 +305,7 @@ async def wait_startup_begun(process: subprocess.Popen[bytes], tail: JournalTail
     while True:
         for event in tail.poll():
             if event.kind == Kind.PROBE_ERROR:
-                raise SetupError(f"the app cannot be loaded: {event.get('error')}")
+                raise SetupError(f"the app cannot be loaded: {message_line(str(event.get('error')))}")
             if event.kind == Kind.STARTUP_RECEIVED:
                 return
             if event.kind == Kind.LIFESPAN_UNSUPPORTED:

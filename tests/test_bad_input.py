@@ -22,7 +22,11 @@ CASES = [
     pytest.param(["--app", "nosuchmodule:app"], 'Could not import module "nosuchmodule"', id="unknown-module"),
     pytest.param(["--app", "app.main:nosuchattr"], 'Attribute "nosuchattr" not found', id="unknown-attribute"),
     pytest.param(["--app", "app.main"], "must be in format", id="no-colon"),
-    pytest.param(["--app", "tests.apps.raises_on_import:app"], "needs a package", id="import-raises"),
+    pytest.param(
+        ["--app", "tests.apps.raises_on_import:app"],
+        "needs a package that is not installed. Install it with: pip install something",
+        id="import-raises",
+    ),
     pytest.param(["--app", "tests.apps.broken:not_an_app"], "is not an ASGI app", id="not-an-app"),
     pytest.param(
         ["--app", "tests.apps.broken:crashes_at_startup"],
