@@ -452,10 +452,19 @@ def _explore(args: argparse.Namespace, server_args: Sequence[str], console: Cons
     failure = exploration.first_failure
     if failure is not None:
         attempt = failure.attempt
-        console.print(
-            f"[bold red]FAIL[/] the stop signal at +{attempt.offset:.3f}s after the work was in flight "
-            f"({escape(attempt.why)}) breaks: {', '.join(failure.failed)}"
-        )
+        if failure.signal_irrelevant:
+            console.print(
+                f"[bold red]FAIL[/] {', '.join(failure.failed)} failed before the stop signal was sent, "
+                f"at seed {attempt.seed} ({escape(attempt.why)}): not a race with the signal, "
+                "the scenario breaks it whenever the signal comes"
+            )
+        else:
+            console.print(
+                f"[bold red]FAIL[/] the stop signal at +{attempt.offset:.3f}s after the work was in flight "
+                f"({escape(attempt.why)}) breaks: {', '.join(failure.failed)}"
+            )
+            if failure.before_signal:
+                console.print(f"  ({', '.join(failure.before_signal)} failed before the signal: not its moment)")
         for item in failure.evidence:
             console.print(f"  - {escape(item)}", highlight=False)
         console.print(f"  replay: drainspec run <the same flags> --seed {attempt.seed}  (files in {failure.run_dir})")

@@ -18,23 +18,29 @@ A run judges one interleaving. Exploration places the stop signal at the moments
 
 Each attempt has a seed that encodes it whole (`Attempt.seed`), so `drainspec run --seed N`
 with the same flags replays it exactly.
+
+A verdict that failed on facts all older than the signal (a loop stall while the requests were
+being served) broke whatever the signal's moment: it is reported apart (`failed_before_signal`),
+as what the scenario breaks on every run that comes that far, not as a race with the signal.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from chaos.journal import Kind
 from chaos.judge.timeline import Timeline
+from chaos.judge.verdict import Verdict
 from chaos.outcome import RunResult
 from chaos.parallel import run_all
 from chaos.runner import execute
 from chaos.scenario import Scenario, SignalAt
+from chaos.traffic import PREFLIGHT_ID_PREFIX
 
 EPSILON_SECONDS = 0.02  # "just after" / "just before" a moment of the learning run
 LUCKY_MARGIN_SECONDS = 0.05
@@ -84,10 +90,16 @@ class Tried:
     margin: float | None
     missing_evidence: tuple[str, ...] = ()
     evidence: tuple[str, ...] = ()
+    before_signal: tuple[str, ...] = ()  # failed on facts all older than the signal
 
     @property
     def broke(self) -> bool:
         return bool(self.failed)
+
+    @property
+    def signal_irrelevant(self) -> bool:
+        """Every failure came before the signal was sent: its moment did not cause any of them."""
+        return self.broke and set(self.failed) <= set(self.before_signal)
 
 
 @dataclass(frozen=True)
@@ -117,6 +129,8 @@ def plan_attempts(timeline: Timeline, scenario: Scenario) -> list[Attempt]:
 
         for task in sorted(timeline.tasks.values(), key=lambda task: task.started or 0):
             name = task.name.rsplit(".", 1)[-1]
+            if (task.request or "").startswith(PREFLIGHT_ID_PREFIX):
+                name += ", the preflight's"  # still running when the work went in flight
             for offset, why in (
                 (after(task.started, EPSILON_SECONDS), f"just after task {name} [{task.id}] started"),
                 (after(task.work_end, -EPSILON_SECONDS), f"just before task {name} [{task.id}] ended"),
@@ -179,7 +193,28 @@ def judged(attempt: Attempt, run_dir: str, result: RunResult) -> Tried:
         f"{verdict.name}: {item}" for verdict in result.verdicts if verdict.failed for item in verdict.evidence[:3]
     )
     margin = None if failed else margin_of(result.timeline)
-    return Tried(attempt, run_dir, failed, margin, tuple(result.missing_evidence), evidence)
+    before = failed_before_signal(result.verdicts, result.timeline)
+    return Tried(attempt, run_dir, failed, margin, tuple(result.missing_evidence), evidence, before)
+
+
+def failed_before_signal(verdicts: Sequence[Verdict], timeline: Timeline) -> tuple[str, ...]:
+    """
+    The failed verdicts whose every fact is dated before the stop signal was sent: a loop
+    blocked while the work was being served fails `loop-not-blocked` at any signal moment.
+    A verdict with an undated fact, or none, is not among them: nothing shows it came first.
+    """
+    signal = timeline.signal
+    if signal is None:
+        return ()
+    return tuple(
+        sorted(
+            verdict.name
+            for verdict in verdicts
+            if verdict.failed
+            and verdict.evidence
+            and all(item.t is not None and item.t < signal for item in verdict.evidence)
+        )
+    )
 
 
 def explore(
@@ -222,6 +257,7 @@ def to_dict(exploration: Exploration) -> dict[str, Any]:
             "signal_at": attempt.signal_at,
             "why": attempt.why,
             "failed": list(tried.failed),
+            "failed_before_signal": list(tried.before_signal),
             "margin": tried.margin,
             "missing_evidence": list(tried.missing_evidence),
             "evidence": list(tried.evidence),

@@ -38,6 +38,8 @@ if TYPE_CHECKING:  # imported where requests are sent: a run spawns its server b
 STEADY_INTERVAL_SECONDS = 0.05
 STEADY_MAX_REQUESTS = 2000
 
+PREFLIGHT_ID_PREFIX = "preflight-"  # the id of a preflight request: "preflight-r", "preflight-b"
+
 
 class Outcome(StrEnum):
     """What one request saw, from the client side."""
@@ -351,7 +353,7 @@ async def preflight(client: httpx.AsyncClient, base_url: str, scenario: Scenario
         if (plan.role, plan.spec) in seen:
             continue
         seen.add((plan.role, plan.spec))
-        request_id = f"preflight-{plan.id[0]}"
+        request_id = f"{PREFLIGHT_ID_PREFIX}{plan.id[0]}"
         rendered = plan.spec.render(seconds=0, request_id=f"{request_id}-{token}")
         event = await send(client, base_url, rendered, request_id, journal, role="preflight")
         if event.get("outcome") == Outcome.OK:

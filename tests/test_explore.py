@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from chaos.explore import VARIANTS, Attempt, margin_of, plan_attempts
+from chaos.explore import VARIANTS, Attempt, Tried, failed_before_signal, margin_of, plan_attempts
 from chaos.journal import Kind
 from chaos.scenario import Scenario
 from tests.conftest import ROOT
@@ -66,11 +66,51 @@ def test_attempts_target_the_moments_of_the_learning_run():
     assert len({a.seed for a in attempts}) == len(attempts)
 
 
+def test_a_task_of_the_preflight_is_named_as_such():
+    """The preflight's background task may still run when the work goes in flight: its moments count, named."""
+    journal = learning_journal()
+    journal.add(-520, Kind.TASK_QUEUED, task="t1", name="app.deliver", request="preflight-b")
+    journal.add(-520, Kind.TASK_STARTED, task="t1")
+    journal.add(-400, Kind.TASK_FINISHED, task="t1")
+    whys = [attempt.why for attempt in plan_attempts(journal.timeline(), SCENARIO)]
+    assert "just before task deliver, the preflight's [t1] ended" in whys
+    assert "just after task deliver [a1] started" in whys
+
+
 def test_the_margin_counts_untracked_work_only():
     """A spawned task ending 120 ms before teardown: 0.12 s; requests (which servers wait for) don't count."""
     assert margin_of(learning_journal().timeline()) == pytest.approx(0.12)
     no_spawned = Journal().startup().request("r1", start=-600, end=15).signal(0).shutdown(20, complete=30)
     assert margin_of(no_spawned.timeline()) is None
+
+
+def stalled(at_ms: float) -> Journal:
+    """A drained server whose loop was blocked for 300 ms, the stall seen at `at_ms`."""
+    journal = Journal().startup().request("r1", start=-600, end=100).signal(0).shutdown(150, complete=160).exit(170)
+    return journal.add(at_ms, Kind.LOOP_STALL, stalled_ms=300, frame="app/users.py:22 in create_user")
+
+
+@pytest.mark.parametrize(
+    ("journal", "before", "irrelevant"),
+    [
+        pytest.param(stalled(-200), ("loop-not-blocked",), True, id="stall-before-the-signal"),
+        pytest.param(stalled(50), (), False, id="stall-after-the-signal"),
+        pytest.param(
+            stalled(-200).request("r2", start=-500, end=None, client=None).client("r2", 300, "disconnected", sent=-501),
+            ("loop-not-blocked",),
+            False,
+            id="and-a-request-cut-after-it",
+        ),
+    ],
+)
+def test_a_failure_older_than_the_signal_is_not_blamed_on_its_moment(journal, before, irrelevant):
+    timeline = journal.timeline()
+    verdicts = journal.verdicts()
+    failed = tuple(sorted(v.name for v in verdicts if v.failed))
+    assert "loop-not-blocked" in failed
+    assert failed_before_signal(verdicts, timeline) == before
+    tried = Tried(Attempt(0.2), "dir", failed, None, before_signal=before)
+    assert tried.signal_irrelevant is irrelevant
 
 
 FIRE_AND_FORGET = [
@@ -116,6 +156,25 @@ def test_explore_passes_the_reference_app(tmp_path):
     report = json.loads((tmp_path / "explore" / "explore.json").read_text())
     assert report["result"] == "pass" and len(report["attempts"]) >= 4
     assert {a["signal_at"] for a in report["attempts"]} >= {"ready", "startup"}
+
+
+@pytest.mark.e2e
+def test_a_loop_blocked_before_the_signal_is_not_reported_as_a_race(tmp_path):
+    """
+    Every request blocks the loop for 0.3 s as it begins, and the signal comes 0.6 s after the
+    work is in flight: `loop-not-blocked` fails on a stall older than the signal, which explore
+    says, rather than naming the signal's moment as the cause.
+    """
+    explored = drainspec(
+        "explore", "--app", "tests.apps.hashes_in_the_loop:app", "--requests", "1", "--background", "0",
+        "--request-path", "POST /users?seconds={seconds}", "--request-seconds", "0.8", "--expect-status", "201",
+        "--stall-ms", "100", "--signal-delay", "0.6", "--grace", "5", "--out", str(tmp_path / "explore"),
+    )  # fmt: skip
+    assert explored.returncode == 1, explored.stdout + explored.stderr
+    assert "loop-not-blocked failed before the stop signal was sent" in explored.stdout, explored.stdout
+    assert "not a race with the signal" in explored.stdout
+    failure = json.loads((tmp_path / "explore" / "explore.json").read_text())["first_failure"]
+    assert failure["failed"] == failure["failed_before_signal"] == ["loop-not-blocked"]
 
 
 @pytest.mark.e2e
