@@ -3,6 +3,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import signal
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -98,6 +99,11 @@ def run_scenario(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..
 
 def pytest_configure(config: pytest.Config) -> None:
     os.environ.setdefault("PYTHONDONTWRITEBYTECODE", "1")
+    # A shell's background job starts with SIGINT ignored (`make test &`, a CI runner's script),
+    # and every drainspec a test spawns would inherit that: the Ctrl-C tests would then send a
+    # signal nobody gets. Caught here, it is back to its default in every child.
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _judged(events: list[Event], run_dir: Path) -> DrainResult:
