@@ -26,7 +26,7 @@ import sys
 import traceback
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn, cast
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO, cast
 
 from chaos import __version__, config
 from chaos.errors import EXIT_BAD_INPUT, EXIT_CRASHED, DrainspecError, UsageError, one_line
@@ -767,21 +767,42 @@ class _Console:
 
 def _console_for_a_reader_that_may_leave() -> Console:
     """
-    A rich Console that goes quiet when its reader leaves (`drainspec run | head`). rich's own
-    answer to a broken pipe is `SystemExit(1)`, from whichever print met it: the run would end
-    there, its reports unwritten and its exit code a verdict's failure that never happened. The
-    verdicts decide the exit code whoever is still reading; what is left to print goes nowhere.
+    A rich Console on a stdout that goes quiet when its reader leaves (`drainspec run | head`).
+    Left to rich, the broken pipe ends the command at whichever print met it (`SystemExit(1)`
+    from rich 13, a `BrokenPipeError` before): its reports unwritten and its exit code a failure
+    that never happened. The verdicts decide the exit code whoever is still reading.
     """
     from rich.console import Console
 
-    class ReaderMayLeave(Console):
-        def on_broken_pipe(self) -> None:
-            self.quiet = True
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.stdout.fileno())
-            os.close(devnull)
+    return Console(file=cast("TextIO", _ReaderMayLeave(sys.stdout)), highlight=False, soft_wrap=True)
 
-    return ReaderMayLeave(highlight=False, soft_wrap=True)
+
+class _ReaderMayLeave:
+    """A text stream that, once its reader has gone, sends what is left to print nowhere."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            self._reader_left()
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            self._reader_left()
+
+    def _reader_left(self) -> None:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, self._stream.fileno())  # what the stream still buffers goes there too
+        os.close(devnull)
+
+    def __getattr__(self, name: str) -> Any:  # isatty, fileno, encoding: rich asks the real stream
+        return getattr(self._stream, name)
 
 
 def _status(console: Console, journal: Path, *, ready_timeout: float) -> contextlib.AbstractContextManager[None]:
