@@ -225,10 +225,15 @@ class Journal:
         request: str = "b1",
         name: str = "app.deliver",
         sync: bool = False,
+        spawned: bool = False,
         pid: int = WORKER,
     ) -> Journal:
-        """A background task: queued, then started, then finished, failed (at `finished`) or cancelled."""
-        self.add(queued, Kind.TASK_QUEUED, pid, task=task_id, name=name, request=request, sync=sync)
+        """
+        A background task (or, `spawned`, a task an endpoint created with `asyncio.create_task`):
+        queued, then started, then finished, failed (at `finished`) or cancelled.
+        """
+        how = {"spawned": True} if spawned else {}
+        self.add(queued, Kind.TASK_QUEUED, pid, task=task_id, name=name, request=request, sync=sync, **how)
         if started is not None:
             self.add(started, Kind.TASK_STARTED, pid, task=task_id)
         if cancelled is not None:

@@ -10,6 +10,7 @@ passes the correct version of each app, and fails each mistake on the verdict it
 | `ledger_sqlalchemy` | the engine is disposed from a SIGTERM handler | no-use-after-close, and what follows |
 | `counter_redis` | the Redis client is closed before the drain | no-use-after-close, and what follows |
 | `notifier_httpx` | the client is closed, then pending background sends use it | no-use-after-close, and what follows |
+| `tracked_jobs` | spawned jobs cancelled, not awaited, before the dispose | teardown-after-drain, no-use-after-close |
 
 "What follows" a close before the drain: teardown began while work was in flight
 (teardown-after-drain), and the background work ran after it (background-fate).
@@ -28,6 +29,7 @@ import pytest
 
 from chaos.judge.verdict import Status
 from chaos.plugin import DrainResult
+from chaos.scenario import HOLD_PATH
 from tests.conftest import ROOT
 from tests.services import Service
 
@@ -197,3 +199,47 @@ def test_the_report_shows_the_resources_and_never_a_password(tmp_path: Path, pos
         if path.is_file():
             assert postgres.password not in path.read_text(errors="replace"), path
     assert postgres.password not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("env", "fails"),
+    [
+        pytest.param({"JOBS_AWAIT_CANCELLED": "1"}, set(), id="cancelled-then-awaited"),
+        pytest.param({}, {"teardown-after-drain", "no-use-after-close"}, id="cancelled-not-awaited"),
+    ],
+)
+def test_jobs_the_teardown_cancels(run_scenario, env: dict[str, str], fails: set[str]) -> None:
+    """
+    Jobs started with `asyncio.create_task`, cancelled by the lifespan's end, which the policy
+    `allow-cancel` accepts. Awaited before the engine's dispose, their last write ("cancelled")
+    comes before the close: the drain the app means. Not awaited, it lands after the close (or
+    never, when the loop closes first: background-fate then fails too).
+    """
+    pytest.importorskip("aiosqlite")
+    result = run_scenario(
+        app="tests.apps.tracked_jobs:app",
+        requests=1,
+        request_seconds=0.3,
+        request_path=HOLD_PATH,
+        background=2,
+        background_seconds=5.0,
+        background_path="POST /jobs/{id}?seconds={seconds}",
+        background_policy="allow-cancel",
+        env=env,
+        integrity=None,
+        grace=5.0,
+    )
+    assert fails <= result.failed <= fails | {"background-fate"}, result.explain()
+    jobs = [task for task in result.timeline.tasks.values() if task.spawned and task.name.endswith(".run")]
+    assert len(jobs) >= 2 and all(task.cancelled is not None or task.work_end is None for task in jobs[1:])
+    writes = [use for resource in result.timeline.resources.values() for use in resource.uses if use.task]
+    (engine,) = result.timeline.resources.values()
+    assert engine.closed is not None
+    (worker,) = result.timeline.workers.values()
+    assert worker.shutdown_received is not None
+    cleanups = [use for use in writes if use.start >= worker.shutdown_received]
+    assert cleanups, result.explain()  # each cancelled job's last write, once the lifespan's end began
+    if fails:
+        assert all(use.start >= engine.closed for use in cleanups), result.explain()
+    else:
+        assert all(use.end is not None and use.end <= engine.closed for use in cleanups), result.explain()

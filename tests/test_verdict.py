@@ -689,3 +689,58 @@ def test_a_worker_reaped_after_its_master_exited_is_named_as_killed_everywhere()
         verdict = journal.verdict(name)
         assert verdict.status == F, verdict
         assert any("died of SIGKILL" in item.text and account in item.text for item in verdict.evidence), verdict
+
+
+def fire_and_forget(*, policy: str, cancelled: float, cleanup: float, closed: float) -> Journal:
+    """
+    A request answered before the signal that left a task of its own running (`asyncio.create_task`);
+    the lifespan shutdown at 100 cancels it, its cleanup writes to the pool at `cleanup`, the task
+    ends cancelled at `cancelled`, and the pool closes at `closed`.
+    """
+    return (
+        Journal()
+        .run_start(scenario=Scenario(app="app.main:app", background_policy=policy))
+        .startup()
+        .resource("db", -800, closed=closed, name="sqlite:///tasks.db", type="SQLAlchemy async engine")
+        .request("b1", start=-300, end=-290, role="background")
+        .task("a1", -295, -295, cancelled=cancelled, request="b1", name="app.process_task", spawned=True)
+        .use("db", cleanup, cleanup + 1, op="UPDATE tasks SET", task="a1", request="b1")
+        .signal(0)
+        .shutdown(100, complete=closed + 2)
+        .exit(closed + 10)
+    )
+
+
+@pytest.mark.parametrize(
+    ("journal", "passes"),
+    [
+        pytest.param(
+            fire_and_forget(policy="allow-cancel", cancelled=130, cleanup=110, closed=140),
+            True,
+            id="cancelled-awaited-then-closed",
+        ),
+        pytest.param(
+            fire_and_forget(policy="complete", cancelled=130, cleanup=110, closed=140),
+            False,
+            id="the-complete-policy-wants-it-finished",
+        ),
+        pytest.param(
+            fire_and_forget(policy="allow-cancel", cancelled=150, cleanup=145, closed=140),
+            False,
+            id="cancelled-not-awaited-cleanup-after-the-close",
+        ),
+    ],
+)
+def test_a_task_the_teardown_cancels_and_awaits_before_closing_the_pool(journal, passes):
+    """
+    The shutdown of an app that tracks its fire-and-forget tasks: cancel them, await them (their
+    cleanup still writes to the pool), then dispose of the pool. Under `allow-cancel` that is the
+    drain the app means; cancelled without waiting, the cleanup lands on a closed pool.
+    """
+    teardown = journal.verdict(V.TEARDOWN_AFTER_DRAIN)
+    use = journal.verdict(V.NO_USE_AFTER_CLOSE)
+    assert (teardown.status, use.status) == ((P, P) if passes else (F, F)), (teardown, use)
+    if passes:
+        assert "but 1 job(s) it cancelled and awaited before closing the pool" in teardown.evidence[0].text
+    else:
+        assert any("a1" in item.text for item in teardown.evidence), teardown.evidence

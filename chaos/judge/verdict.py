@@ -160,13 +160,43 @@ def inflight_completed(timeline: Timeline) -> Verdict:
     return _pass(name, f"all {len(accepted)} in-flight requests completed, the last at {timeline.at(last)}")
 
 
+def drained_by_teardown(timeline: Timeline, task: TaskView) -> bool:
+    """
+    A fire-and-forget task that the app's own teardown cancelled and waited for, under the
+    `allow-cancel` policy: it ended cancelled after its worker's lifespan shutdown began, before
+    that shutdown completed and before any long-lived resource of the worker closed. That is the
+    shutdown such an app means (cancel the untracked work, await it while its cleanup still uses
+    the pool, then close the pool), so neither `teardown-after-drain` nor `no-use-after-close`
+    counts it. A task cancelled with no one waiting for it, still running when the pool closed or
+    never ending, is not drained: it fails as before.
+    """
+    policy = timeline.scenario.background_policy if timeline.scenario else "complete"
+    worker = timeline.workers.get(task.pid)
+    ended = task.cancelled
+    if policy != "allow-cancel" or not task.spawned or task.sync or ended is None or worker is None:
+        return False
+    begun = worker.shutdown_received
+    if begun is None or worker.teardown != begun or ended < begun:
+        return False
+    closes = [r.closed for r in timeline.resources.values() if r.pid == task.pid and r.long_lived]
+    closes += [worker.pool_closed, worker.shutdown_complete]
+    return all(ended <= t for t in closes if t is not None and t >= begun)
+
+
 def _live_at(timeline: Timeline, worker: WorkerView, moment: int) -> list[Evidence]:
-    """Work of this worker that had begun before `moment` and had not ended by then, one item each."""
+    """
+    Work of this worker that had begun before `moment` and had not ended by then, one item each.
+    Tasks the teardown drained itself (`drained_by_teardown`) are not in flight; nor is a request
+    whose call had ended and whose only work left was such tasks.
+    """
     live = []
+    drained = {task.id for task in timeline.tasks.values() if drained_by_teardown(timeline, task)}
     for view in timeline.requests.values():
         if view.pid != worker.pid or view.start is None or view.start >= moment:
             continue
         end = view.work_end
+        if view.end is not None and view.end <= moment and _left_only(timeline, view.id, drained, moment):
+            continue
         if end is None or end > moment:
             detail = f"ended {timeline.at(view.end)}"
             if end is not None and end != view.end:
@@ -182,10 +212,20 @@ def _live_at(timeline: Timeline, worker: WorkerView, moment: int) -> list[Eviden
             if owner is None or owner.end is None or owner.end > moment:
                 text = f"task {task.name} [{task.id}] still queued"
                 live.append(Evidence(text, request=task.request, task=task.id, worker=worker.pid, t=task.queued))
-        elif end is None or end > moment:
+        elif (end is None or end > moment) and task.id not in drained:
             text = f"task {task.name} [{task.id}] (work ended {timeline.at(end)})"
             live.append(Evidence(text, request=task.request, task=task.id, worker=worker.pid, t=end))
     return live
+
+
+def _left_only(timeline: Timeline, request: str, drained: set[str], moment: int) -> bool:
+    """Whether the work of `request` still running at `moment` was only tasks the teardown drained."""
+    running = [
+        task.id
+        for task in timeline.tasks.values()
+        if task.request == request and (task.work_end is None or task.work_end > moment)
+    ]
+    return bool(running) and all(task in drained for task in running)
 
 
 def teardown_after_drain(timeline: Timeline) -> Verdict:
@@ -205,7 +245,13 @@ def teardown_after_drain(timeline: Timeline) -> Verdict:
             problems.append(Evidence(f"{head} while still running:", worker=worker.pid, t=moment))
             problems.extend(live)
         else:
-            notes.append(Evidence(f"{head}, after all its work had ended", worker=worker.pid, t=moment))
+            drained = [
+                task.id
+                for task in timeline.tasks.values()
+                if task.pid == worker.pid and drained_by_teardown(timeline, task)
+            ]
+            rest = f" but {len(drained)} job(s) it cancelled and awaited before closing the pool" if drained else ""
+            notes.append(Evidence(f"{head}, after all its work had ended{rest}", worker=worker.pid, t=moment))
     if problems:
         return _fail(name, "teardown began while work was still in flight", problems)
     return _pass(name, f"teardown followed the drain on {len(tore_down)} worker(s)", notes)
@@ -259,6 +305,12 @@ def no_use_after_close(timeline: Timeline) -> Verdict:
     return _pass(name, summary + (f"; {unclosed}" if unclosed else ""), notes)
 
 
+def _drained(timeline: Timeline, use: UseView) -> bool:
+    """A use by a task the teardown drained itself (`drained_by_teardown`): its cleanup, before the close."""
+    task = timeline.tasks.get(use.task or "")
+    return task is not None and drained_by_teardown(timeline, task)
+
+
 @dataclass(frozen=True)
 class _Misuse:
     resource: ResourceView
@@ -277,7 +329,9 @@ def _misuses(timeline: Timeline, resource: ResourceView) -> list[_Misuse]:
         elif closed is not None and (use.end is None or use.end > closed):
             ended = f"ended {at(use.end)}" if use.end is not None else "never ended"
             category, why = "while it closed", f"still running when it closed at {at(closed)} ({ended})"
-        elif teardown is not None and (use.request or use.task) and use.start >= teardown:
+        elif (
+            teardown is not None and (use.request or use.task) and use.start >= teardown and not _drained(timeline, use)
+        ):
             category, why = "after teardown began", f"after lifespan shutdown began at {at(teardown)}"
         else:
             continue
