@@ -11,6 +11,7 @@ A run judges one interleaving. Exploration places the stop signal at the moments
          just after each task starts, and just before each request or task ends
          for each spawned task, the same moments with only the requests that spawn work
            (the slow requests dropped), so nothing else holds the drain while it runs
+         teardown aimed inside each window where a spawned task uses a resource
          nothing in flight (`--signal-at ready`), and during lifespan startup
     3. attempts run `--jobs` at a time until the first failure; every passing attempt adds its
        margin (teardown minus the end of the last untracked work before it) to the report, and
@@ -34,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from chaos.journal import Kind
-from chaos.judge.timeline import Timeline
+from chaos.judge.timeline import TaskView, Timeline
 from chaos.judge.verdict import Verdict
 from chaos.outcome import RunResult
 from chaos.parallel import run_all
@@ -128,9 +129,7 @@ def plan_attempts(timeline: Timeline, scenario: Scenario) -> list[Attempt]:
             return None if t is None else max(0.0, round((t - zero) / 1e9 + delta, 3))
 
         for task in sorted(timeline.tasks.values(), key=lambda task: task.started or 0):
-            name = task.name.rsplit(".", 1)[-1]
-            if (task.request or "").startswith(PREFLIGHT_ID_PREFIX):
-                name += ", the preflight's"  # still running when the work went in flight
+            name = _named(task)
             for offset, why in (
                 (after(task.started, EPSILON_SECONDS), f"just after task {name} [{task.id}] started"),
                 (after(task.work_end, -EPSILON_SECONDS), f"just before task {name} [{task.id}] ended"),
@@ -148,11 +147,64 @@ def plan_attempts(timeline: Timeline, scenario: Scenario) -> list[Attempt]:
             longest = max((task.work_end or task.started or 0) - (task.started or 0) for task in spawned) / 1e9
             for offset in (EPSILON_SECONDS, round(longest / 2, 3)):
                 attempts.append(Attempt(offset, isolate=True, why="a spawned task running, no slow request"))
+        attempts += _aimed_inside_uses(timeline, scenario, zero)
     attempts += [Attempt(0.0, signal_at="ready", why="nothing in flight"), Attempt(0.0, signal_at="startup")]
     unique: dict[int, Attempt] = {}
     for attempt in attempts:
         unique.setdefault(attempt.seed, attempt)
     return list(unique.values())
+
+
+def _named(task: TaskView) -> str:
+    """A task as an attempt names it: its function, and whose it is when the preflight queued it."""
+    name = task.name.rsplit(".", 1)[-1]
+    if (task.request or "").startswith(PREFLIGHT_ID_PREFIX):
+        name += ", the preflight's"  # still running when the work went in flight
+    return name
+
+
+MAX_AIMED_USES = 8  # windows of resource use by untracked work aimed at, per exploration
+
+
+def _aimed_inside_uses(timeline: Timeline, scenario: Scenario, zero: int) -> list[Attempt]:
+    """
+    The windows in which a task the app spawned (which no server waits for) used a resource:
+    the signal placed so that teardown, which followed the drain by `teardown_lag` in the
+    learning run, falls in the middle of each, with only the requests that spawn work sent
+    (nothing else holds the drain). At most `MAX_AIMED_USES`, spread over the run.
+    """
+    lag = teardown_lag(timeline)
+    aimed = []
+    for resource in timeline.resources.values():
+        for use in resource.uses:
+            task = timeline.tasks.get(use.task or "")
+            if task is None or not task.spawned or use.end is None:
+                continue
+            middle = (use.start + use.end) // 2
+            offset = max(0.0, round((middle - zero) / 1e9 - lag, 3))
+            name = _named(task)
+            why = f"teardown aimed inside {use.op} on {timeline.label(resource)} by task {name} [{task.id}]"
+            aimed.append(Attempt(offset, isolate=bool(scenario.requests), why=why))
+    if len(aimed) > MAX_AIMED_USES:
+        step = len(aimed) / MAX_AIMED_USES
+        aimed = [aimed[int(i * step)] for i in range(MAX_AIMED_USES)]
+    return aimed
+
+
+def teardown_lag(timeline: Timeline) -> float:
+    """
+    Seconds from the end of the last request's call to teardown, on the slowest worker of the
+    learning run: how long after the drain a server begins its teardown (uvicorn looks for its
+    exit flag every 0.1 s). 0 when the run shows no such pair.
+    """
+    lags = []
+    for worker in timeline.workers.values():
+        teardown = worker.teardown
+        ends = [view.end for view in timeline.requests.values() if view.pid == worker.pid and view.end is not None]
+        before = [end for end in ends if teardown is not None and end <= teardown]
+        if teardown is not None and before:
+            lags.append((teardown - max(before)) / 1e9)
+    return max(lags, default=0.0)
 
 
 def margin_of(timeline: Timeline) -> float | None:

@@ -11,7 +11,15 @@ import sys
 
 import pytest
 
-from chaos.explore import VARIANTS, Attempt, Tried, failed_before_signal, margin_of, plan_attempts
+from chaos.explore import (
+    VARIANTS,
+    Attempt,
+    Tried,
+    failed_before_signal,
+    margin_of,
+    plan_attempts,
+    teardown_lag,
+)
 from chaos.journal import Kind
 from chaos.scenario import Scenario
 from tests.conftest import ROOT
@@ -75,6 +83,22 @@ def test_a_task_of_the_preflight_is_named_as_such():
     whys = [attempt.why for attempt in plan_attempts(journal.timeline(), SCENARIO)]
     assert "just before task deliver, the preflight's [t1] ended" in whys
     assert "just after task deliver [a1] started" in whys
+
+
+def test_teardown_is_aimed_inside_each_use_of_a_resource_by_untracked_work():
+    """
+    The spawned task writes from -300 to -280 ms; the learning run's teardown came 20 ms after
+    its last request's call ended (0 to 20). The signal goes 210 ms after the work is in flight
+    (-500), so that teardown falls on the write's middle (-290), with the slow requests dropped.
+    """
+    journal = learning_journal().resource("db", -800, closed=25, name="sqlite:///jobs.db", type="SQLAlchemy engine")
+    journal.use("db", -300, -280, op="UPDATE jobs SET", task="a1", request="b1")
+    journal.use("db", -590, -585, op="INSERT INTO jobs", request="b1")  # the request's own: the server waits for it
+    timeline = journal.timeline()
+    assert teardown_lag(timeline) == pytest.approx(0.02)
+    aimed = [a for a in plan_attempts(timeline, SCENARIO) if a.why.startswith("teardown aimed inside")]
+    assert [(a.offset, a.isolate) for a in aimed] == [(0.19, True)]
+    assert aimed[0].why == "teardown aimed inside UPDATE jobs SET on sqlite:///jobs.db by task deliver [a1]"
 
 
 def test_the_margin_counts_untracked_work_only():
