@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -197,13 +197,7 @@ def teardown_lag(timeline: Timeline) -> float:
     learning run: how long after the drain a server begins its teardown (uvicorn looks for its
     exit flag every 0.1 s). 0 when the run shows no such pair.
     """
-    lags = []
-    for worker in timeline.workers.values():
-        teardown = worker.teardown
-        ends = [view.end for view in timeline.requests.values() if view.pid == worker.pid and view.end is not None]
-        before = [end for end in ends if teardown is not None and end <= teardown]
-        if teardown is not None and before:
-            lags.append((teardown - max(before)) / 1e9)
+    lags = _gaps_before_teardown(timeline, lambda pid: (v.end for v in timeline.requests.values() if v.pid == pid))
     return max(lags, default=0.0)
 
 
@@ -214,16 +208,23 @@ def margin_of(timeline: Timeline) -> float | None:
     tasks end before teardown by construction of every server's drain, so their small margins
     are causality, not luck; an untracked task's small margin is luck.
     """
-    margins = []
+    margins = _gaps_before_teardown(
+        timeline, lambda pid: (t.work_end for t in timeline.tasks.values() if t.pid == pid and t.spawned)
+    )
+    return round(min(margins), 4) if margins else None
+
+
+def _gaps_before_teardown(timeline: Timeline, ends_of: Callable[[int], Iterable[int | None]]) -> list[float]:
+    """Per worker, seconds from the last of `ends_of(pid)` at or before its teardown to the teardown."""
+    gaps = []
     for worker in timeline.workers.values():
         teardown = worker.teardown
         if teardown is None:
             continue
-        ends = [task.work_end for task in timeline.tasks.values() if task.pid == worker.pid and task.spawned]
-        before = [end for end in ends if end is not None and end <= teardown]
+        before = [end for end in ends_of(worker.pid) if end is not None and end <= teardown]
         if before:
-            margins.append((teardown - max(before)) / 1e9)
-    return round(min(margins), 4) if margins else None
+            gaps.append((teardown - max(before)) / 1e9)
+    return gaps
 
 
 @dataclass(frozen=True)

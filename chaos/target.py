@@ -30,7 +30,7 @@ import psutil
 
 from chaos.errors import SetupError, exception_line, message_line
 from chaos.guardian import REAPED
-from chaos.journal import JournalTail, Kind
+from chaos.journal import Event, JournalTail, Kind
 
 # HOST, PROBE_APP and SERVERS live in chaos.servers; other modules import them from here too.
 from chaos.servers import HOST, PROBE_APP, SERVERS
@@ -277,7 +277,7 @@ async def wait_ready(
     while started < workers:
         for event in tail.poll():
             if event.kind == Kind.PROBE_ERROR:
-                raise SetupError(f"the app cannot be loaded: {message_line(str(event.get('error')))}")
+                raise _cannot_load(event)
             if event.kind == Kind.STARTUP_FAILED:
                 message = event.get("message") or "see the server log"
                 raise SetupError(f"the app failed at startup: {exception_line(message)}")
@@ -298,6 +298,11 @@ async def wait_ready(
     await wait_port(process, port=port, timeout=max(0.0, deadline - loop.time()), log=log)
 
 
+def _cannot_load(event: Event) -> SetupError:
+    """The probe could not import the app: its error, joined into one line."""
+    return SetupError(f"the app cannot be loaded: {message_line(str(event.get('error')))}")
+
+
 async def wait_startup_begun(process: subprocess.Popen[bytes], tail: JournalTail, *, timeout: float, log: Path) -> None:
     """Wait until a worker's lifespan startup has begun (and not yet completed) in the journal."""
     loop = asyncio.get_running_loop()
@@ -305,7 +310,7 @@ async def wait_startup_begun(process: subprocess.Popen[bytes], tail: JournalTail
     while True:
         for event in tail.poll():
             if event.kind == Kind.PROBE_ERROR:
-                raise SetupError(f"the app cannot be loaded: {message_line(str(event.get('error')))}")
+                raise _cannot_load(event)
             if event.kind == Kind.STARTUP_RECEIVED:
                 return
             if event.kind == Kind.LIFESPAN_UNSUPPORTED:

@@ -160,7 +160,12 @@ def inflight_completed(timeline: Timeline) -> Verdict:
     return _pass(name, f"all {len(accepted)} in-flight requests completed, the last at {timeline.at(last)}")
 
 
-def drained_by_teardown(timeline: Timeline, task: TaskView) -> bool:
+def drained_by_teardown(timeline: Timeline) -> frozenset[str]:
+    """The ids of the tasks the app's own teardown drained (`_drained_by_teardown`), found once per verdict."""
+    return frozenset(task.id for task in timeline.tasks.values() if _drained_by_teardown(timeline, task))
+
+
+def _drained_by_teardown(timeline: Timeline, task: TaskView) -> bool:
     """
     A fire-and-forget task that the app's own teardown cancelled and waited for, under the
     `allow-cancel` policy: it ended cancelled after its worker's lifespan shutdown began, before
@@ -183,14 +188,13 @@ def drained_by_teardown(timeline: Timeline, task: TaskView) -> bool:
     return all(ended <= t for t in closes if t is not None and t >= begun)
 
 
-def _live_at(timeline: Timeline, worker: WorkerView, moment: int) -> list[Evidence]:
+def _live_at(timeline: Timeline, worker: WorkerView, moment: int, drained: frozenset[str]) -> list[Evidence]:
     """
     Work of this worker that had begun before `moment` and had not ended by then, one item each.
-    Tasks the teardown drained itself (`drained_by_teardown`) are not in flight; nor is a request
-    whose call had ended and whose only work left was such tasks.
+    Tasks the teardown drained itself (`drained`, from `drained_by_teardown`) are not in flight;
+    nor is a request whose call had ended and whose only work left was such tasks.
     """
     live = []
-    drained = {task.id for task in timeline.tasks.values() if drained_by_teardown(timeline, task)}
     for view in timeline.requests.values():
         if view.pid != worker.pid or view.start is None or view.start >= moment:
             continue
@@ -218,7 +222,7 @@ def _live_at(timeline: Timeline, worker: WorkerView, moment: int) -> list[Eviden
     return live
 
 
-def _left_only(timeline: Timeline, request: str, drained: set[str], moment: int) -> bool:
+def _left_only(timeline: Timeline, request: str, drained: frozenset[str], moment: int) -> bool:
     """Whether the work of `request` still running at `moment` was only tasks the teardown drained."""
     running = [
         task.id
@@ -236,21 +240,18 @@ def teardown_after_drain(timeline: Timeline) -> Verdict:
         return _not_applicable(name, "no worker began teardown (see teardown-ran)")
     problems: list[Evidence] = []
     notes: list[Evidence] = []
+    drained = drained_by_teardown(timeline)
     for worker in tore_down:
         moment = worker.teardown
         assert moment is not None
-        live = _live_at(timeline, worker, moment)
+        live = _live_at(timeline, worker, moment, drained)
         head = f"worker {worker.pid}: {worker.teardown_cause} at {timeline.at(moment)}"
         if live:
             problems.append(Evidence(f"{head} while still running:", worker=worker.pid, t=moment))
             problems.extend(live)
         else:
-            drained = [
-                task.id
-                for task in timeline.tasks.values()
-                if task.pid == worker.pid and drained_by_teardown(timeline, task)
-            ]
-            rest = f" but {len(drained)} job(s) it cancelled and awaited before closing the pool" if drained else ""
+            awaited = sum(1 for task in drained if timeline.tasks[task].pid == worker.pid)
+            rest = f" but {awaited} job(s) it cancelled and awaited before closing the pool" if awaited else ""
             notes.append(Evidence(f"{head}, after all its work had ended{rest}", worker=worker.pid, t=moment))
     if problems:
         return _fail(name, "teardown began while work was still in flight", problems)
@@ -274,7 +275,8 @@ def no_use_after_close(timeline: Timeline) -> Verdict:
             f"no resource was seen and the app journals no pool events{off}: drainspec sees SQLAlchemy, asyncpg, "
             "psycopg, redis, httpx and aiohttp by itself; record others with chaos.record('pool.closed') and friends",
         )
-    found = [misuse for resource in resources for misuse in _misuses(timeline, resource)]
+    drained = drained_by_teardown(timeline)
+    found = [misuse for resource in resources for misuse in _misuses(timeline, resource, drained)]
     if found:
         found.sort(key=lambda misuse: misuse.evidence.t or 0)
         counts: dict[str, dict[str, int]] = {}
@@ -305,12 +307,6 @@ def no_use_after_close(timeline: Timeline) -> Verdict:
     return _pass(name, summary + (f"; {unclosed}" if unclosed else ""), notes)
 
 
-def _drained(timeline: Timeline, use: UseView) -> bool:
-    """A use by a task the teardown drained itself (`drained_by_teardown`): its cleanup, before the close."""
-    task = timeline.tasks.get(use.task or "")
-    return task is not None and drained_by_teardown(timeline, task)
-
-
 @dataclass(frozen=True)
 class _Misuse:
     resource: ResourceView
@@ -318,8 +314,11 @@ class _Misuse:
     evidence: Evidence
 
 
-def _misuses(timeline: Timeline, resource: ResourceView) -> list[_Misuse]:
-    """Each use of `resource` after its close, across its close, or by work after teardown began."""
+def _misuses(timeline: Timeline, resource: ResourceView, drained: frozenset[str]) -> list[_Misuse]:
+    """
+    Each use of `resource` after its close, across its close, or by work after teardown began
+    (but the cleanup of a task the teardown drained itself, `drained`, before the close).
+    """
     at, closed, found = timeline.at, resource.closed, []
     for use in resource.uses:
         worker = timeline.workers.get(use.pid)
@@ -329,9 +328,7 @@ def _misuses(timeline: Timeline, resource: ResourceView) -> list[_Misuse]:
         elif closed is not None and (use.end is None or use.end > closed):
             ended = f"ended {at(use.end)}" if use.end is not None else "never ended"
             category, why = "while it closed", f"still running when it closed at {at(closed)} ({ended})"
-        elif (
-            teardown is not None and (use.request or use.task) and use.start >= teardown and not _drained(timeline, use)
-        ):
+        elif teardown is not None and (use.request or use.task) and use.start >= teardown and use.task not in drained:
             category, why = "after teardown began", f"after lifespan shutdown began at {at(teardown)}"
         else:
             continue
