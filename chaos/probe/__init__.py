@@ -403,14 +403,77 @@ class Probe:
             self.watchdog.start()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """
+        The events of every request: its start, its response (status), the response's last body
+        byte, and the end of the ASGI call. They are the probe's whole cost on a fast endpoint
+        (`bench/probe_throughput.py`), so a request is journaled here, in the call itself (one
+        coroutine less than a method of its own), each line written out by hand with what they
+        share built once, and must read exactly as `record` would have written it
+        (`tests/test_probe_lines.py`). A response sent in one body, nearly all of them, is one
+        line: its end, with its status; a streamed one has its start written before its first
+        chunk. Everything else (lifespan, the first request, built-in endpoints, no run) goes
+        through `_dispatch`.
+        """
+        writer = _writer
+        if writer is None or not self._started or scope["type"] != "http" or scope["path"].startswith(BUILTIN_PREFIX):
+            await self._dispatch(scope, receive, send)
+            return
+        append = writer.append_line
+        for name, value in scope["headers"]:
+            if name == REQUEST_ID_HEADER:
+                request_id = value.decode("latin-1")
+                break
+        else:
+            request_id = f"s{_pid}.{next(_ids)}"
+        token = current_request.set(request_id)
+        tail = f',"pid":{_pid},"request":{_quote(request_id)}{_whose()}}}\n'
+        method, path = _quote(scope["method"]), _quote(scope["path"])
+        append(f'{{"t":{monotonic_ns()},"kind":{_REQUEST_START},"method":{method},"path":{path}{tail}'.encode())
+        status = ""  # the response's status field, until a line has carried it
+
+        def send_journaled(message: Message) -> Awaitable[None]:
+            # A function that returns the awaitable, not a coroutine of its own: one coroutine
+            # less per message on the hot path, and `await send(...)` reads the same to the app.
+            nonlocal status
+            kind = message["type"]
+            if kind == "http.response.start":
+                status = f',"status":{int(message["status"])}'
+            elif kind == "http.response.body":
+                if not message.get("more_body"):
+                    carried, status = status, ""
+                    return _send_last(send, message, append, f"{carried}{tail}")
+                if status:
+                    status = _write_response_start(append, status, tail)
+            return send(message)
+
+        try:
+            await self.app(scope, receive, send_journaled)
+        except BaseException as exc:
+            if status:  # a response begun and never ended
+                _write_response_start(append, status, tail)
+            if isinstance(exc, asyncio.CancelledError):
+                record(Kind.REQUEST_END, outcome="cancelled")
+            else:
+                record(Kind.REQUEST_END, outcome="error", error=_describe(exc))
+            raise
+        else:
+            if status:
+                _write_response_start(append, status, tail)
+            append(f'{{"t":{monotonic_ns()},"kind":{_REQUEST_END},"outcome":"returned"{tail}'.encode())
+        finally:
+            current_request.reset(token)
+
+    async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """What `__call__` does not journal itself: lifespan, built-in endpoints, other scopes."""
         kind = scope["type"]
         if kind == "http":
-            if not self._started:
-                self._ensure_started()
+            self._ensure_started()
             if scope["path"].startswith(BUILTIN_PREFIX):
                 await _builtin(scope, receive, send)
-            else:
-                await self._http(scope, receive, send)
+            elif _journal() is not None:  # the first request of a run: the writer now opened
+                await self(scope, receive, send)
+            else:  # outside a run there is nothing to write
+                await self.app(scope, receive, send)
         elif kind == "lifespan":
             await self._lifespan(scope, receive, send)
         elif kind == "websocket" and scope["path"].startswith(BUILTIN_PREFIX):
@@ -451,60 +514,6 @@ class Probe:
                 record(Kind.LIFESPAN_UNSUPPORTED, error=_describe(exc))
             raise
 
-    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """
-        The events of every request: its start, its response (status), the response's last body
-        byte, and the end of the ASGI call. They are the probe's whole cost on a fast endpoint
-        (`bench/probe_throughput.py`), so each line is written out by hand with what they share
-        built once, and must read exactly as `record` would have written it
-        (`tests/test_probe_lines.py`). A response sent in one body, nearly all of them, is one
-        line: its end, with its status; a streamed one has its start written before its first
-        chunk.
-        """
-        writer = _writer or _journal()
-        if writer is None:  # outside a run there is nothing to write
-            await self.app(scope, receive, send)
-            return
-        append = writer.append_line
-        request_id = _request_id(scope)
-        token = current_request.set(request_id)
-        tail = f',"pid":{_pid},"request":{_quote(request_id)}{_whose()}}}\n'
-        method, path = _quote(scope["method"]), _quote(scope["path"])
-        append(f'{{"t":{monotonic_ns()},"kind":{_REQUEST_START},"method":{method},"path":{path}{tail}'.encode())
-        status = ""  # the response's status field, until a line has carried it
-
-        def send_journaled(message: Message) -> Awaitable[None]:
-            # A function that returns the awaitable, not a coroutine of its own: one coroutine
-            # less per message on the hot path, and `await send(...)` reads the same to the app.
-            nonlocal status
-            kind = message["type"]
-            if kind == "http.response.start":
-                status = f',"status":{int(message["status"])}'
-            elif kind == "http.response.body":
-                if not message.get("more_body"):
-                    carried, status = status, ""
-                    return _send_last(send, message, append, f"{carried}{tail}")
-                if status:
-                    status = _write_response_start(append, status, tail)
-            return send(message)
-
-        try:
-            await self.app(scope, receive, send_journaled)
-        except BaseException as exc:
-            if status:  # a response begun and never ended
-                _write_response_start(append, status, tail)
-            if isinstance(exc, asyncio.CancelledError):
-                record(Kind.REQUEST_END, outcome="cancelled")
-            else:
-                record(Kind.REQUEST_END, outcome="error", error=_describe(exc))
-            raise
-        else:
-            if status:
-                _write_response_start(append, status, tail)
-            append(f'{{"t":{monotonic_ns()},"kind":{_REQUEST_END},"outcome":"returned"{tail}'.encode())
-        finally:
-            current_request.reset(token)
-
 
 def _write_response_start(append: Callable[[bytes], None], status: str, tail: str) -> str:
     """A response's start line, when its end does not carry its status; the status left to carry: none."""
@@ -527,6 +536,7 @@ _LIFESPAN_SENT = {
 
 
 def _request_id(scope: Scope) -> str:
+    """The id the driver sent (`REQUEST_ID_HEADER`), or one of this process's own (`__call__` reads it inline)."""
     for name, value in scope.get("headers", ()):
         if name == REQUEST_ID_HEADER:
             return str(value.decode("latin-1"))
