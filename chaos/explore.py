@@ -41,7 +41,6 @@ from chaos.outcome import RunResult
 from chaos.parallel import run_all
 from chaos.runner import execute
 from chaos.scenario import Scenario, SignalAt
-from chaos.traffic import PREFLIGHT_ID_PREFIX
 
 EPSILON_SECONDS = 0.02  # "just after" / "just before" a moment of the learning run
 LUCKY_MARGIN_SECONDS = 0.05
@@ -158,7 +157,7 @@ def plan_attempts(timeline: Timeline, scenario: Scenario) -> list[Attempt]:
 def _named(task: TaskView) -> str:
     """A task as an attempt names it: its function, and whose it is when the preflight queued it."""
     name = task.name.rsplit(".", 1)[-1]
-    if (task.request or "").startswith(PREFLIGHT_ID_PREFIX):
+    if task.from_preflight:
         name += ", the preflight's"  # still running when the work went in flight
     return name
 

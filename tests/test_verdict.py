@@ -203,6 +203,13 @@ CASES = [
         "broke the 'complete' policy: 1 killed",
         id="bg-fail-killed",
     ),
+    pytest.param(
+        V.BACKGROUND_FATE,
+        P,
+        graceful().task("t0", -400, -390, finished=-300, request="preflight-b").task("t1", -90, -80, finished=150),
+        "2 task(s): 2 completed; 1 of them queued by the preflight's request",
+        id="bg-pass-preflight-named",
+    ),
     pytest.param(V.BACKGROUND_FATE, NA, graceful(), "no background task", id="bg-na"),
     # teardown-ran
     pytest.param(V.TEARDOWN_RAN, P, graceful(), "completed on 1 worker", id="teardown-pass"),

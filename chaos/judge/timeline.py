@@ -16,6 +16,7 @@ from typing import Any
 
 from chaos.journal import Event, Kind
 from chaos.scenario import Scenario
+from chaos.traffic import PREFLIGHT_ID_PREFIX
 
 
 @dataclass
@@ -102,6 +103,11 @@ class TaskView:
     failed: str | None = None
     # CancelledError inside the task; a sync task's thread may run on after it.
     cancelled: int | None = None
+
+    @property
+    def from_preflight(self) -> bool:
+        """Queued by the preflight's request, which checks the app answers before the run's own work goes in."""
+        return (self.request or "").startswith(PREFLIGHT_ID_PREFIX)
 
     @property
     def work_end(self) -> int | None:

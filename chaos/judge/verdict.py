@@ -531,6 +531,8 @@ def background_fate(timeline: Timeline) -> Verdict:
     for fate in fates.values():
         counts[fate.value] = counts.get(fate.value, 0) + 1
     tally = ", ".join(f"{count} {fate}" for fate, count in sorted(counts.items()))
+    if preflight := sum(task.from_preflight for task in timeline.tasks.values()):
+        tally += f"; {preflight} of them queued by the preflight's request"  # or "5 tasks" reads as a miscount
     bad = [task for task in timeline.tasks.values() if fates[task.id] not in allowed]
     if bad:
         evidence = [_describe_fate(timeline, task, fates[task.id]) for task in bad]
