@@ -419,12 +419,7 @@ class Probe:
             await self._dispatch(scope, receive, send)
             return
         append = writer.append_line
-        for name, value in scope["headers"]:
-            if name == REQUEST_ID_HEADER:
-                request_id = value.decode("latin-1")
-                break
-        else:
-            request_id = f"s{_pid}.{next(_ids)}"
+        request_id = _request_id(scope)
         token = current_request.set(request_id)
         tail = f',"pid":{_pid},"request":{_quote(request_id)}{_whose()}}}\n'
         method, path = _quote(scope["method"]), _quote(scope["path"])
@@ -536,7 +531,7 @@ _LIFESPAN_SENT = {
 
 
 def _request_id(scope: Scope) -> str:
-    """The id the driver sent (`REQUEST_ID_HEADER`), or one of this process's own (`__call__` reads it inline)."""
+    """The id the driver sent (`REQUEST_ID_HEADER`), or one of this process's own."""
     for name, value in scope.get("headers", ()):
         if name == REQUEST_ID_HEADER:
             return str(value.decode("latin-1"))
