@@ -31,6 +31,9 @@ from types import MappingProxyType
 from chaos.errors import SetupError
 
 PROBE_APP = "chaos.probe.asgi:app"
+# uvicorn's and granian's "the app is a factory". The probe's app is not one: the probe calls the
+# user's factory itself (`chaos.probe.asgi`), so the flag is dropped where the app's name is replaced.
+FACTORY_FLAG = "--factory"
 HOST = "127.0.0.1"
 
 VersionOf = Callable[[str], str | None]

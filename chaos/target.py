@@ -33,7 +33,7 @@ from chaos.guardian import REAPED
 from chaos.journal import Event, JournalTail, Kind
 
 # HOST, PROBE_APP and SERVERS live in chaos.servers; other modules import them from here too.
-from chaos.servers import HOST, PROBE_APP, SERVERS
+from chaos.servers import FACTORY_FLAG, HOST, PROBE_APP, SERVERS
 
 
 def server_argv(
@@ -48,10 +48,12 @@ def server_argv(
     The argv that starts `server` (or a user's `command` template) on the probe. A known server
     is first checked to be installed and recent enough (`chaos.servers.ServerSpec.installed`),
     so that a missing or old one is one clear `SetupError`, not a server that exits at once.
+    `--factory` is dropped wherever it is: the probe calls the app's factory (`chaos.probe.asgi`).
     """
+    extra = [word for word in extra if word != FACTORY_FLAG]
     if command is not None:
         try:
-            words = shlex.split(command)
+            words = [word for word in shlex.split(command) if word != FACTORY_FLAG]
         except ValueError as exc:
             raise SetupError(f"--command is not a valid shell-style command: {exc}") from None
         if not words:

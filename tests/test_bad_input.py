@@ -29,6 +29,16 @@ CASES = [
     ),
     pytest.param(["--app", "tests.apps.broken:not_an_app"], "is not an ASGI app", id="not-an-app"),
     pytest.param(
+        ["--app", "tests.apps.broken:factory_raises"],
+        'the app factory "tests.apps.broken:factory_raises()" raised RuntimeError: SECRET_KEY is not set',
+        id="factory-raises",
+    ),
+    pytest.param(
+        ["--app", "tests.apps.broken:factory_returns_none"],
+        "returned NoneType, not an ASGI app",
+        id="factory-returns-none",
+    ),
+    pytest.param(
         ["--app", "tests.apps.broken:crashes_at_startup"],
         "cannot reach the database",
         id="crash-at-startup",

@@ -76,6 +76,28 @@ def test_app_without_lifespan(tmp_path):
     statuses = {v["name"]: v["status"] for v in report["verdicts"]}
     assert statuses["teardown-ran"] == "not-applicable"
     assert statuses["inflight-completed"] == "pass"
+    reasons = {v["name"]: v["summary"] for v in report["verdicts"]}
+    assert "refused the lifespan scope (ValueError: unsupported scope 'lifespan')" in reasons["teardown-ran"]
+
+
+@pytest.mark.parametrize(
+    "how",
+    [
+        pytest.param(["--app", "tests.apps.plain:create_app"], id="guessed"),
+        pytest.param(["--app", "tests.apps.plain:create_app()"], id="gunicorn-style"),
+        pytest.param(["--app", "tests.apps.plain:create_app", "--server-arg=--factory"], id="uvicorn-flag"),
+    ],
+)
+def test_an_app_factory_is_called_and_its_app_judged(tmp_path, how):
+    """`create_app()` as uvicorn's `--factory` runs it: its app's lifespan runs (called as the app, it would raise)."""
+    result, _ = drainspec(
+        "run", *how, "--request-seconds", "0.3", "--background", "0", "--grace", "5", "--out", str(tmp_path),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "(an app factory: called, its app judged)" in result.stdout
+    report = json.loads((tmp_path / "report.json").read_text())
+    statuses = {v["name"]: v["status"] for v in report["verdicts"]}
+    assert statuses["teardown-ran"] == "pass"
 
 
 @pytest.mark.parametrize(

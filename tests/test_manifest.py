@@ -126,6 +126,25 @@ def test_localize_gunicorn_bind_and_worker_class():
     ]
 
 
+FACTORY = "app.main:create_app"
+
+
+@pytest.mark.parametrize(
+    ("argv", "app"),
+    [
+        pytest.param(["uvicorn", "--factory", FACTORY, "--port", "8000"], FACTORY, id="uvicorn"),
+        pytest.param(["gunicorn", "-k", "uvicorn_worker.UvicornWorker", f"{FACTORY}()"], f"{FACTORY}()", id="gunicorn"),
+        pytest.param(["sh", "-c", f"exec uvicorn {FACTORY} --factory --port 8000"], FACTORY, id="script"),
+    ],
+)
+def test_localize_leaves_an_app_factory_to_the_probe(argv, app):
+    """The probe's app is no factory: `--factory` goes with the app's name, and the probe calls the factory."""
+    localized, found = localize(argv, port=4321)
+    assert found == app
+    assert "chaos.probe.asgi:app" in " ".join(localized)
+    assert "--factory" not in " ".join(localized)
+
+
 def test_localize_inside_a_shell_script_keeps_the_script():
     argv, app = localize(["sh", "-c", "echo hi; uvicorn app.main:app --host 0.0.0.0 --port 8000"], port=4321)
     assert app == "app.main:app"

@@ -52,6 +52,19 @@ def test_command_template():
     assert argv[-3:] == [PROBE_APP, "--port", "9000"]
 
 
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        pytest.param({"extra": ["--factory"]}, id="server-arg"),
+        pytest.param({"command": "python -m uvicorn --factory {app} --port {port}"}, id="command"),
+    ],
+)
+def test_factory_flag_is_left_to_the_probe(kwargs):
+    """The probe's app is no factory; told it is one, uvicorn would call it with no arguments and exit."""
+    argv = server_argv("uvicorn", 9000, **kwargs)
+    assert PROBE_APP in argv and "--factory" not in argv
+
+
 def test_empty_command_is_refused():
     with pytest.raises(SetupError, match="--command is empty"):
         server_argv("uvicorn", 9000, command="  ")

@@ -549,6 +549,11 @@ def teardown_ran(timeline: Timeline) -> Verdict:
     name = VerdictName.TEARDOWN_RAN
     started = [w for w in timeline.workers.values() if w.startup_complete is not None or w.startup_received is not None]
     if not started:
+        refused = next((e for e in timeline.events if e.kind == Kind.LIFESPAN_UNSUPPORTED), None)
+        if refused is not None and refused.get("error"):
+            # The app's own answer, so that an app that could not even be called reads as one.
+            answer = refused.get("error")
+            return _not_applicable(name, f"the app refused the lifespan scope ({answer}); the server ran without one")
         return _not_applicable(name, "the server ran no lifespan startup (lifespan off?)")
     problems = []
     for worker in started:

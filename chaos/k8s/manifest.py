@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from chaos.errors import ManifestError
-from chaos.servers import HOST, PROBE_APP, SERVERS, names_text
+from chaos.servers import FACTORY_FLAG, HOST, PROBE_APP, SERVERS, names_text
 from chaos.validate import MAX_MANIFEST_BYTES, load_yaml_documents, read_text
 
 if TYPE_CHECKING:
@@ -448,6 +448,8 @@ def _localize_words(words: list[str], port: int, container_ports: Sequence[int])
             app = word
             out.append(PROBE_APP)
             continue
+        if word == FACTORY_FLAG:
+            continue
         out.append(word)
     if app is None:
         raise ManifestError(f"cannot find the app's import string (like app.main:app) in the {server} command")
@@ -470,6 +472,7 @@ def _localize_script(script: str, port: int, container_ports: Sequence[int]) -> 
             )
         return text, None
     text = re.sub(r"(?<!\S)(--host|--port|--bind|-b)(=|\s+)\S+", "", script)
+    text = re.sub(rf"(?<!\S){FACTORY_FLAG}(?!\S)", "", text)
     bind = " ".join(SERVERS[server].bind_words(port))
     text = re.sub(rf"(?<!\S){re.escape(app)}(?!\S)", f"{PROBE_APP} {bind}", text, count=1)
     return text, app

@@ -184,7 +184,9 @@ def print_console(
         )
         loaded = next((e for e in timeline.events if e.kind == Kind.PROBE_LOADED and e.get("source")), None)
         if loaded is not None:
-            console.print(f"  [dim]{escape(str(loaded.get('app')))} loaded from {escape(str(loaded.get('source')))}[/]")
+            made = " (an app factory: called, its app judged)" if loaded.get("factory") else ""
+            app, source = escape(str(loaded.get("app"))), escape(str(loaded.get("source")))
+            console.print(f"  [dim]{app} loaded from {source}{made}[/]")
     console.print()
     zero = "the pod's deletion" if timeline.deleted is not None else "the stop signal"
     if timeline.rollout and timeline.deleted is not None:

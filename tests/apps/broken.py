@@ -24,3 +24,12 @@ async def hanging_lifespan(app: FastAPI) -> AsyncIterator[None]:
 crashes_at_startup = FastAPI(lifespan=crashing_lifespan)
 never_ready = FastAPI(lifespan=hanging_lifespan)
 not_an_app = 42
+
+
+def factory_raises() -> FastAPI:
+    """An app factory that fails before it makes an app, as one reading unset settings does."""
+    raise RuntimeError("SECRET_KEY is not set")
+
+
+def factory_returns_none() -> None:
+    """An app factory that forgot its `return`."""

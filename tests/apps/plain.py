@@ -28,3 +28,8 @@ async def no_lifespan(scope: dict[str, Any], receive: Any, send: Any) -> None:
     if scope["type"] != "http":
         raise ValueError(f"unsupported scope {scope['type']!r}")
     await hello(send)
+
+
+def create_app() -> Any:
+    """An app factory (`uvicorn --factory tests.apps.plain:create_app`): the app speaking lifespan."""
+    return app
