@@ -34,6 +34,11 @@ CASES = [
         id="factory-raises",
     ),
     pytest.param(
+        ["--app", "tests.apps.broken:wsgi_app"],
+        "is not an ASGI app: it takes (environ, start_response), not (scope, receive, send) (a WSGI app?",
+        id="wsgi-app",
+    ),
+    pytest.param(
         ["--app", "tests.apps.broken:factory_returns_none"],
         "returned NoneType, not an ASGI app",
         id="factory-returns-none",

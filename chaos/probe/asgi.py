@@ -36,15 +36,34 @@ def load(import_string: str) -> tuple[ASGIApp, bool]:
         raise _fail(f'importing "{import_string}" raised {type(exc).__name__}: {exc}') from None
     if not callable(app):
         raise _fail(f'"{import_string}" is not an ASGI app (got {type(app).__name__})')
-    if not called and not _is_factory(app):
-        return app, False
+    factory = called or _is_factory(app)
+    if factory:
+        try:
+            app = app()
+        except Exception as exc:
+            raise _fail(f'the app factory "{name}()" raised {type(exc).__name__}: {exc}') from None
+        if not callable(app):
+            raise _fail(f'the app factory "{name}()" returned {type(app).__name__}, not an ASGI app')
+    _check_takes_scope_receive_send(app, f'the app factory "{name}()" returned an app that' if factory else f'"{name}"')
+    return app, factory
+
+
+def _check_takes_scope_receive_send(app: object, what: str) -> None:
+    """
+    An app the server cannot call with (scope, receive, send) fails every request and its
+    lifespan with a TypeError, which servers read as "lifespan unsupported": the run would go on
+    with the probe's own endpoints and judge an app that never ran. A WSGI app (Flask's
+    `(environ, start_response)`) is the usual one.
+    """
     try:
-        made = app()
-    except Exception as exc:
-        raise _fail(f'the app factory "{name}()" raised {type(exc).__name__}: {exc}') from None
-    if not callable(made):
-        raise _fail(f'the app factory "{name}()" returned {type(made).__name__}, not an ASGI app')
-    return made, True
+        signature = inspect.signature(app)  # type: ignore[arg-type]
+        signature.bind(None, None, None)
+    except ValueError:  # no signature to read: left to the server
+        return
+    except TypeError:
+        wsgi = " (a WSGI app? drainspec drives ASGI apps)" if len(signature.parameters) == 2 else ""
+        takes = f"({', '.join(signature.parameters)})"  # the names alone: annotations would be noise
+        raise _fail(f"{what} is not an ASGI app: it takes {takes}, not (scope, receive, send){wsgi}") from None
 
 
 def _is_factory(app: object) -> bool:

@@ -33,3 +33,8 @@ def factory_raises() -> FastAPI:
 
 def factory_returns_none() -> None:
     """An app factory that forgot its `return`."""
+
+
+def wsgi_app(environ: dict[str, object], start_response: object) -> list[bytes]:
+    """A WSGI app (Flask's shape), handed to an ASGI server."""
+    return [b"hello"]
