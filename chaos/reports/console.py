@@ -39,7 +39,10 @@ def _line_for(timeline: Timeline, event: Event) -> str | None:
     if kind == Kind.WORKER_EXITED:
         ended = f"died of {fields['signal']}" if fields.get("signal") else f"exited with code {fields.get('exit_code')}"
         account = fields.get("account") or "its parent"
-        return f"harness  worker {fields.get('target')} {ended} ({account}), as read after the server exited"
+        # A worker loaded the probe; anything else below the server is a helper of its own
+        # (multiprocessing's resource tracker under uvicorn --workers), not a worker.
+        who = "worker" if fields.get("target") in timeline.workers else "process"
+        return f"harness  {who} {fields.get('target')} {ended} ({account}), as read after the server exited"
     if kind in (Kind.PRESTOP_START, Kind.PRESTOP_END):
         return f"kubelet  {kind} {fields.get('detail', '')}".rstrip()
     pod = f"pod {fields['pod']}" if fields.get("pod") else "pod"
