@@ -203,10 +203,13 @@ async def send(
     *,
     role: str,
     filled_id: str | None = None,
+    within: float | None = None,
 ) -> Event:
     """
     `perform`, returning the `client.request` event it journaled (status, body start, error).
     `filled_id` is what `{id}` became in this request, for integrity checks to look up.
+    `within` bounds the whole exchange, body included: httpx's timeout bounds each read, and a
+    stream that sends a line a second (server-sent events) never trips it.
     """
     import httpx
 
@@ -219,9 +222,17 @@ async def send(
     content = None if spec.body is None else spec.body.encode()
     outcome = Outcome.ERROR
     try:
-        async with client.stream(spec.method, base_url + spec.path, headers=headers, content=content) as response:
+        async with (
+            asyncio.timeout(within),
+            client.stream(spec.method, base_url + spec.path, headers=headers, content=content) as response,
+        ):
             fields["status"] = response.status_code
             fields["connection_close"] = response.headers.get("connection", "").lower() == "close"
+            if role == "preflight" and _is_event_stream(response) and response.status_code in spec.expect:
+                # An event stream ends when the server ends it; its status and first bytes are the
+                # answer a preflight looks for (the run's own requests read theirs to the end).
+                fields["stream"] = True
+                return journal.write(Kind.CLIENT_REQUEST, outcome=Outcome.OK.value, **fields)
             try:
                 body = await response.aread()
             except httpx.TimeoutException:
@@ -249,7 +260,15 @@ async def send(
         fields["error"] = _describe(exc)
     except httpx.HTTPError as exc:
         fields["error"] = _describe(exc)
+    except TimeoutError:  # `within` ran out (asyncio's own; httpx's are caught above)
+        outcome = Outcome.TIMEOUT
+        still = ", its body still coming" if "status" in fields else ""
+        fields["error"] = f"no whole answer within {within:g}s{still}"
     return journal.write(Kind.CLIENT_REQUEST, outcome=outcome.value, **fields)
+
+
+def _is_event_stream(response: httpx.Response) -> bool:
+    return response.headers.get("content-type", "").partition(";")[0].strip().lower() == "text/event-stream"
 
 
 def _judge_status(status: int, expect: StatusSet) -> Outcome:
@@ -355,11 +374,17 @@ async def preflight(client: httpx.AsyncClient, base_url: str, scenario: Scenario
         seen.add((plan.role, plan.spec))
         request_id = f"{PREFLIGHT_ID_PREFIX}{plan.id[0]}"
         rendered = plan.spec.render(seconds=0, request_id=f"{request_id}-{token}")
-        event = await send(client, base_url, rendered, request_id, journal, role="preflight")
+        within = scenario.client_timeout
+        event = await send(client, base_url, rendered, request_id, journal, role="preflight", within=within)
         if event.get("outcome") == Outcome.OK:
             continue
         what = f"{rendered.method} {rendered.path}"
         status = event.get("status")
+        if status is not None and event.get("outcome") == Outcome.TIMEOUT:
+            raise SetupError(
+                f"preflight: {what} answered {status} but its body had not ended after {within:g}s; a run "
+                "needs requests that end (an event stream, text/event-stream, is read until the server ends it)"
+            )
         if status is None:
             raise SetupError(f"preflight: {what} got no answer ({event.get('error') or event.get('outcome')})")
         body = " ".join(str(event.get("body_start") or "").split())

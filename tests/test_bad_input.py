@@ -54,6 +54,11 @@ CASES = [
         id="never-ready",
     ),
     pytest.param(
+        ["--app", "tests.apps.events:app", "--request-path", "GET /feed"],
+        "preflight: GET /feed answered 200 but its body had not ended after 8s",  # BASE's grace 2 s + 1 + slack
+        id="endless-body",
+    ),
+    pytest.param(
         ["--app", "app.main:app", "--server", "nginx"],
         "unknown server 'nginx'",
         id="unknown-server",

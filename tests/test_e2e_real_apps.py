@@ -217,3 +217,23 @@ def test_an_error_of_a_fire_and_forget_task_is_shown_everywhere(tmp_path):
     junit = ET.parse(out / "junit.xml").getroot()
     assert any(message in (failure.text or "") for failure in junit.iter("failure"))
     assert "Task exception was never retrieved" in (out / "server.log").read_text()
+
+
+def test_an_event_stream_is_in_flight_until_the_server_ends_it(tmp_path):
+    """
+    The preflight takes an event stream's status and leaves (it would wait for ever: a tick a
+    second never trips a read timeout); the run's requests read theirs to the end, which the app
+    sends once uvicorn is told to exit.
+    """
+    out = tmp_path / "out"
+    result = drainspec(
+        "run", "--app", "tests.apps.events:app", "--request-path", "GET /events", "--background", "0",
+        "--grace", "5", "--out", str(out), timeout=30,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    events = read_journal(out / "journal.jsonl")
+    clients = {e.get("id"): e for e in events if e.kind == Kind.CLIENT_REQUEST}
+    assert clients["preflight-r"].get("stream") is True
+    assert all(clients[f"r{n}"].get("outcome") == "ok" for n in (1, 2, 3)), clients
+    signalled = next(e.t for e in events if e.kind == Kind.SIGNAL_SENT)
+    assert all(clients[f"r{n}"].t > signalled for n in (1, 2, 3)), "a stream ended before the server was told to exit"
