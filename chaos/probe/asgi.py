@@ -3,11 +3,11 @@ The import string every server is launched on: `chaos.probe.asgi:app`.
 
 It imports the user's app (named by `DRAINSPEC_APP`, in uvicorn's `module:attribute` form)
 and wraps it in the probe, with the resource instrumentation installed first (`DRAINSPEC_INSTRUMENT=0`
-leaves it out). An attribute that takes no arguments is an app factory (what `uvicorn --factory` runs, and
-uvicorn guesses it too; gunicorn's `module:create_app()` says so): it is called, and its app is
-the one wrapped.
-An app that cannot be imported or made is journaled as `probe.error`, so the harness can say why
-in one line instead of showing the server's traceback.
+leaves it out). An attribute that takes no arguments is an app factory (what `uvicorn --factory`
+runs, and uvicorn guesses it too; gunicorn's `module:create_app()` says so): it is called, and its
+app is the one wrapped. An app that cannot be imported or made, or that cannot be called with
+(scope, receive, send), is journaled as `probe.error`, so the harness can say why in one line
+instead of showing the server's traceback.
 """
 
 from __future__ import annotations
