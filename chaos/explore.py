@@ -147,7 +147,10 @@ def plan_attempts(timeline: Timeline, scenario: Scenario) -> list[Attempt]:
             for offset in (EPSILON_SECONDS, round(longest / 2, 3)):
                 attempts.append(Attempt(offset, isolate=True, why="a spawned task running, no slow request"))
         attempts += _aimed_inside_uses(timeline, scenario, zero)
-    attempts += [Attempt(0.0, signal_at="ready", why="nothing in flight"), Attempt(0.0, signal_at="startup")]
+    attempts += [
+        Attempt(0.0, signal_at="ready", why="nothing in flight"),
+        Attempt(0.0, signal_at="startup", why="during lifespan startup"),
+    ]
     unique: dict[int, Attempt] = {}
     for attempt in attempts:
         unique.setdefault(attempt.seed, attempt)

@@ -72,6 +72,7 @@ def test_attempts_target_the_moments_of_the_learning_run():
     assert any(isolate for _, isolate, _ in offsets), "a spawned task is tried with nothing else in flight"
     assert {at for _, _, at in offsets} >= {"ready", "startup"}
     assert len({a.seed for a in attempts}) == len(attempts)
+    assert all(a.why for a in attempts), "every moment tried says why it was chosen"
 
 
 def test_a_task_of_the_preflight_is_named_as_such():
