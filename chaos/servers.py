@@ -122,6 +122,19 @@ class Flag:
 
 
 @dataclass(frozen=True)
+class ConfigFile:
+    """
+    A server's Python config file: the options that name it, the file it reads from its working
+    directory when none is named, and the drain's setting in it (gunicorn: `-c`, `gunicorn.conf.py`,
+    `graceful_timeout`).
+    """
+
+    flags: tuple[str, ...]
+    default: str
+    drain_setting: str
+
+
+@dataclass(frozen=True)
 class ServerSpec:
     """
     One server as drainspec runs and reads it.
@@ -145,6 +158,12 @@ class ServerSpec:
     drain_flag: str
     drain_default: float | None
     default_enforced: bool = True
+    # Where else the drain's bound may be set, in the order the server lets them override each
+    # other (the command line first): words in an environment variable, the flag's own
+    # environment variable, a config file. A manifest's static findings read all of them.
+    args_env: str | None = None
+    drain_env: str | None = None
+    config: ConfigFile | None = None
 
     @property
     def pip_command(self) -> str:
@@ -230,6 +249,7 @@ UVICORN = ServerSpec(
     bind=HOST_PORT,
     drain_flag="--timeout-graceful-shutdown",
     drain_default=None,
+    drain_env="UVICORN_TIMEOUT_GRACEFUL_SHUTDOWN",  # click's auto_envvar_prefix="UVICORN"
 )
 
 GUNICORN = ServerSpec(
@@ -248,6 +268,8 @@ GUNICORN = ServerSpec(
     bind=BIND,
     drain_flag="--graceful-timeout",
     drain_default=30.0,  # then the arbiter SIGKILLs the workers, skipping lifespan shutdown
+    args_env="GUNICORN_CMD_ARGS",
+    config=ConfigFile(flags=("-c", "--config"), default="gunicorn.conf.py", drain_setting="graceful_timeout"),
 )
 
 HYPERCORN = ServerSpec(

@@ -166,15 +166,75 @@ def test_localize_an_unknown_server_maps_only_its_port():
 @pytest.mark.parametrize(
     ("argv", "expected"),
     [
-        pytest.param(["uvicorn", "a:b"], ("uvicorn", None), id="uvicorn-unbounded"),
-        pytest.param(["uvicorn", "a:b", "--timeout-graceful-shutdown", "4"], ("uvicorn", 4.0), id="uvicorn"),
-        pytest.param(["gunicorn", "a:b"], ("gunicorn", 30.0), id="gunicorn-default"),
-        pytest.param(["gunicorn", "--graceful-timeout=10", "a:b"], ("gunicorn", 10.0), id="gunicorn"),
+        pytest.param(["uvicorn", "a:b"], ("uvicorn", None, "the default"), id="uvicorn-unbounded"),
+        pytest.param(
+            ["uvicorn", "a:b", "--timeout-graceful-shutdown", "4"],
+            ("uvicorn", 4.0, "--timeout-graceful-shutdown"),
+            id="uvicorn",
+        ),
+        pytest.param(["gunicorn", "a:b"], ("gunicorn", 30.0, "the default"), id="gunicorn-default"),
+        pytest.param(
+            ["gunicorn", "--graceful-timeout=10", "a:b"], ("gunicorn", 10.0, "--graceful-timeout"), id="gunicorn"
+        ),
         pytest.param(["python3", "serve.py"], None, id="unknown"),
     ],
 )
-def test_server_timeout(argv, expected):
-    assert server_timeout(argv) == expected
+def test_server_timeout(argv, expected, tmp_path):
+    bound = server_timeout(argv, cwd=tmp_path)
+    if expected is None:
+        assert bound is None
+    else:
+        assert (bound.server, bound.seconds, bound.source) == expected
+
+
+GUNICORN = ["gunicorn", "-k", "uvicorn_worker.UvicornWorker", "app.main:app"]
+
+
+@pytest.mark.parametrize(
+    ("files", "argv", "env", "expected"),
+    [
+        pytest.param(
+            {"gunicorn.conf.py": "bind = '0.0.0.0:8000'\ngraceful_timeout = 10\n"}, GUNICORN, {},
+            (10.0, "gunicorn.conf.py", None), id="default-config-file",
+        ),
+        pytest.param(
+            {"conf/gunicorn_conf.py": "workers = 2\ngraceful_timeout: int = 12\n"},
+            ["gunicorn", "-c", "conf/gunicorn_conf.py", "app.main:app"], {},
+            (12.0, "conf/gunicorn_conf.py", None), id="named-config-file",
+        ),
+        pytest.param(
+            {"gunicorn.conf.py": "workers = 2\n"}, GUNICORN, {}, (30.0, "the default", None), id="config-leaves-it",
+        ),
+        pytest.param(
+            {"gunicorn.conf.py": "graceful_timeout = 10\n"}, [*GUNICORN, "--graceful-timeout", "5"], {},
+            (5.0, "--graceful-timeout", None), id="command-line-wins",
+        ),
+        pytest.param(
+            {"gunicorn.conf.py": "graceful_timeout = 10\n"}, GUNICORN, {"GUNICORN_CMD_ARGS": "--graceful-timeout=7"},
+            (7.0, "GUNICORN_CMD_ARGS", None), id="cmd-args-env-beats-file",
+        ),
+        pytest.param(
+            {}, ["uvicorn", "app.main:app"], {"UVICORN_TIMEOUT_GRACEFUL_SHUTDOWN": "8"},
+            (8.0, "UVICORN_TIMEOUT_GRACEFUL_SHUTDOWN", None), id="uvicorn-env",
+        ),
+        pytest.param(
+            {"gunicorn.conf.py": "import os\ngraceful_timeout = int(os.getenv('GRACEFUL_TIMEOUT', '120'))\n"},
+            GUNICORN, {}, (None, "gunicorn.conf.py", "its graceful_timeout is computed when the server starts"),
+            id="computed",
+        ),
+        pytest.param(
+            {}, ["gunicorn", "-c", "/gunicorn_conf.py", "app.main:app"], {},
+            (None, "/gunicorn_conf.py", "not a file here"), id="config-not-here",
+        ),
+    ],
+)  # fmt: skip
+def test_the_drain_bound_is_read_where_the_server_reads_it(tmp_path, files, argv, env, expected):
+    """A config file, GUNICORN_CMD_ARGS, UVICORN_*: read (never run) in the order the server lets them override."""
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    bound = server_timeout(argv, env, cwd=tmp_path)
+    assert (bound.seconds, bound.source, bound.unread) == expected
 
 
 def test_prestop_seconds_reads_sleep_in_every_spelling():
@@ -229,6 +289,25 @@ def test_findings_that_need_more_than_the_file():
         "slow-readiness",
         "liveness-grace-shorter",
     } <= codes
+
+
+@pytest.mark.parametrize(
+    ("config", "codes"),
+    [
+        pytest.param(None, {"drain-exceeds-grace"}, id="gunicorns-default-30s"),
+        pytest.param("graceful_timeout = 10\n", set(), id="config-file-10s"),
+        pytest.param("graceful_timeout = 60\n", {"drain-exceeds-grace"}, id="config-file-60s"),
+        pytest.param("graceful_timeout = int('10')\n", {"drain-bound-unread"}, id="config-file-computed"),
+    ],
+)
+def test_a_gunicorn_config_file_sets_the_drain_the_findings_judge(tmp_path, monkeypatch, config, codes):
+    """grace 30 s, preStop 5 s: gunicorn's 30 s default does not fit; a gunicorn.conf.py's 10 s does."""
+    monkeypatch.chdir(tmp_path)  # where the replay runs the command, and gunicorn finds its config file
+    if config is not None:
+        (tmp_path / "gunicorn.conf.py").write_text(config)
+    pod = parse_manifest(pod_yaml("{lifecycle: {preStop: {sleep: {seconds: 5}}}}", command="[gunicorn, app.main:app]"))
+    found = {f.code for f in static_findings(pod, pod.containers[0])}
+    assert found & {"drain-exceeds-grace", "drain-bound-unread", "unbounded-drain"} == codes
 
 
 def deployment(replicas: int, **rolling_update: int | str) -> PodSpec:

@@ -23,6 +23,7 @@ from chaos.k8s.manifest import (
     SHELLS,
     Command,
     ContainerSpec,
+    DrainBound,
     ExecHook,
     Hook,
     HttpGetHook,
@@ -65,7 +66,7 @@ class Facts:
     command: Command
     delay: float | None  # how long preStop delays the stop signal, when that can be read
     propagation: float | None  # how long routers may keep sending new connections, when known
-    drain: tuple[str, float | None] | None  # the server and its own bound on the drain
+    drain: DrainBound | None  # the server and its own bound on the drain
 
     @classmethod
     def of(cls, pod: PodSpec, container: ContainerSpec, propagation: float | None) -> Facts:
@@ -75,7 +76,7 @@ class Facts:
             command=analyse(container.argv),
             delay=prestop_seconds(container.prestop),
             propagation=propagation,
-            drain=server_timeout(container.argv),
+            drain=server_timeout(container.argv, container.env),
         )
 
     @property
@@ -224,11 +225,24 @@ def prestop_shorter_than_propagation(facts: Facts) -> Hit | None:
     )
 
 
+def drain_bound_unread(facts: Facts) -> Hit | None:
+    """The bound is set where drainspec cannot read it: say so, rather than judge a guess."""
+    if facts.drain is None or facts.drain.unread is None:
+        return None
+    server, spec = facts.drain.server, SERVERS[facts.drain.server]
+    return Hit(
+        "info",
+        f"{server}'s drain bound is set in {facts.drain.source} ({facts.drain.unread}): whether preStop and the "
+        "drain fit in the grace was not checked",
+        f"pass {spec.drain_flag} on the command line, or write the number out in the file",
+    )
+
+
 def unbounded_drain(facts: Facts) -> Hit | None:
     """A server that waits for every connection with no bound drains until SIGKILL."""
-    if facts.drain is None:
+    if facts.drain is None or facts.drain.unread is not None:
         return None
-    server, timeout = facts.drain
+    server, timeout = facts.drain.server, facts.drain.seconds
     if timeout is not None:
         return None
     room = facts.grace - facts.whole_delay - MARGIN
@@ -242,15 +256,16 @@ def unbounded_drain(facts: Facts) -> Hit | None:
 
 def drain_exceeds_grace(facts: Facts) -> Hit | None:
     """preStop plus the server's own drain bound must fit in the grace, with a margin."""
-    if facts.drain is None:
+    if facts.drain is None or facts.drain.unread is not None:
         return None
-    server, timeout = facts.drain
+    server, timeout = facts.drain.server, facts.drain.seconds
     if timeout is None or facts.whole_delay + timeout + MARGIN <= facts.grace:
         return None  # an unbounded drain is unbounded-drain's
+    where = f"{server}'s default" if facts.drain.source == "the default" else facts.drain.source
     return Hit(
         "error",
-        f"preStop {facts.delay or 0:g}s + {server}'s shutdown timeout {timeout:g}s + {MARGIN} s margin exceeds "
-        f"terminationGracePeriodSeconds {facts.grace:g}s: a slow drain is SIGKILLed",
+        f"preStop {facts.delay or 0:g}s + {server}'s shutdown timeout {timeout:g}s ({where}) + {MARGIN} s margin "
+        f"exceeds terminationGracePeriodSeconds {facts.grace:g}s: a slow drain is SIGKILLed",
         f"raise terminationGracePeriodSeconds to {facts.whole_delay + math.ceil(timeout) + MARGIN}, "
         "or lower the server timeout",
     )
@@ -341,6 +356,7 @@ RULES: tuple[Rule, ...] = (
     Rule("prestop-triggers-shutdown", 14, prestop_triggers_shutdown),
     Rule("exec-sleep-prestop", 13, exec_sleep_prestop),
     Rule("prestop-shorter-than-propagation", 2, prestop_shorter_than_propagation),
+    Rule("drain-bound-unread", 3, drain_bound_unread),
     Rule("unbounded-drain", 9, unbounded_drain),
     Rule("drain-exceeds-grace", 3, drain_exceeds_grace),
     Rule("wrong-stop-signal", 8, wrong_stop_signal),

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from chaos.errors import ManifestError
-from chaos.servers import FACTORY_FLAG, HOST, PROBE_APP, SERVERS, names_text
+from chaos.servers import FACTORY_FLAG, HOST, PROBE_APP, SERVERS, ConfigFile, names_text
 from chaos.validate import MAX_MANIFEST_BYTES, load_yaml_documents, read_text
 
 if TYPE_CHECKING:
@@ -507,25 +507,112 @@ def prestop_seconds(hook: Hook | None) -> float | None:
     return None
 
 
-def server_timeout(argv: Sequence[str]) -> tuple[str, float | None] | None:
+@dataclass(frozen=True)
+class DrainBound:
+    """A command's server and its own bound on the drain, and where the bound was read."""
+
+    server: str
+    seconds: float | None  # None: unbounded, or a default that cannot be relied on
+    source: str  # "--graceful-timeout", "GUNICORN_CMD_ARGS", "gunicorn.conf.py", "the default"
+    # Why the bound could not be read where it is set (a config file not here, a computed value):
+    # no finding may rest on `seconds` then.
+    unread: str | None = None
+
+
+def server_timeout(
+    argv: Sequence[str], env: Mapping[str, str] | None = None, cwd: Path | None = None
+) -> DrainBound | None:
     """
-    The server's own bound on its drain: (server, seconds), seconds None when unbounded (or
-    when its default bound cannot be relied on, see `chaos.servers.ServerSpec.drain_bound`).
+    The server's own bound on its drain, read where the server reads it, the stronger first: the
+    command line, words in an environment variable (`GUNICORN_CMD_ARGS`), the flag's own
+    variable (`UVICORN_TIMEOUT_GRACEFUL_SHUTDOWN`), the config file (`-c`, else `gunicorn.conf.py`
+    in `cwd`, where the replay runs the command), then the server's default
+    (`chaos.servers.ServerSpec.drain_bound`). None when no known server runs.
     """
     command = analyse(argv)
     if command.server is None:
         return None
-    spec = SERVERS[command.server]
+    server, spec, env = command.server, SERVERS[command.server], env or {}
     words = shlex_words(command.script) if command.script is not None else list(argv)
+    env_words = shlex_words(env.get(spec.args_env) or "") if spec.args_env else []
+    for source, found in (
+        (spec.drain_flag, _option(words, spec.drain_flag)),
+        (spec.args_env, _option(env_words, spec.drain_flag)),
+    ):
+        if found is not None:
+            return DrainBound(server, _number(found), str(source))
+    if spec.drain_env and env.get(spec.drain_env):
+        return DrainBound(server, _number(env[spec.drain_env]), spec.drain_env)
+    if spec.config is not None:
+        named = _option(words, *spec.config.flags) or _option(env_words, *spec.config.flags)
+        bound = _from_config_file(server, spec.config, named, cwd or Path.cwd())
+        if bound is not None:
+            return bound
+    return DrainBound(server, spec.drain_bound, "the default")
+
+
+def _option(words: Sequence[str], *names: str) -> str | None:
+    """The value of the last of `names` in `words` (`--name=value` or `--name value`), None if absent."""
+    value = None
     for n, word in enumerate(words):
-        option, eq, value = word.partition("=")
-        if option == spec.drain_flag:
-            value = value if eq else (words[n + 1] if n + 1 < len(words) else "")
-            try:
-                return command.server, float(value)
-            except ValueError:
-                return command.server, None
-    return command.server, spec.drain_bound
+        option, eq, attached = word.partition("=")
+        if option in names:
+            value = attached if eq else (words[n + 1] if n + 1 < len(words) else "")
+    return value
+
+
+def _number(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def _from_config_file(server: str, config: ConfigFile, named: str | None, cwd: Path) -> DrainBound | None:
+    """The bound a Python config file sets; None when no file is read or it leaves the bound alone."""
+    if named is None:
+        path = cwd / config.default
+        if not path.is_file():
+            return None  # the server reads none either
+        named = config.default
+    elif named.startswith("python:"):
+        return DrainBound(server, None, named, unread="a module, which drainspec does not import")
+    else:
+        path = cwd / named
+        if not path.is_file():
+            return DrainBound(server, None, named, unread="not a file here")
+    value, problem = _literal_setting(path, config.drain_setting)
+    if problem is not None:
+        return DrainBound(server, None, named, unread=problem)
+    return None if value is None else DrainBound(server, value, named)
+
+
+def _literal_setting(path: Path, setting: str) -> tuple[float | None, str | None]:
+    """
+    `setting`'s number in a Python config file, read, never run (a config file may do anything):
+    (value, None), (None, None) when the file does not set it, (None, why) when it is not a number
+    written out.
+    """
+    import ast
+
+    try:
+        tree = ast.parse(path.read_bytes()[:MAX_MANIFEST_BYTES], filename=str(path))
+    except (OSError, SyntaxError, ValueError) as exc:
+        return None, f"unreadable: {exc}"
+    value: float | None = None
+    for node in tree.body:
+        targets = (
+            node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+        )
+        if not any(isinstance(t, ast.Name) and t.id == setting for t in targets):
+            continue
+        assigned = getattr(node, "value", None)
+        if not isinstance(assigned, ast.Constant) or isinstance(assigned.value, bool):
+            return None, f"its {setting} is computed when the server starts"
+        if not isinstance(assigned.value, int | float):
+            return None, f"its {setting} is not a number"
+        value = float(assigned.value)
+    return value, None
 
 
 def resolve_fenceposts(max_surge: int | str, max_unavailable: int | str, replicas: int) -> tuple[int, int]:
