@@ -244,6 +244,25 @@ class Journal:
             self.add(finished, Kind.TASK_FAILED, pid, task=task_id, error=failed)
         return self
 
+    def service(
+        self,
+        task_id: str,
+        started: float,
+        *,
+        finished: float | None = None,
+        cancelled: float | None = None,
+        name: str = "app.consume_jobs",
+        pid: int = WORKER,
+    ) -> Journal:
+        """A task the app spawned during its lifespan startup (a queue consumer): no request's."""
+        self.add(started, Kind.TASK_QUEUED, pid, task=task_id, name=name, spawned=True, startup=True)
+        self.add(started, Kind.TASK_STARTED, pid, task=task_id)
+        if cancelled is not None:
+            self.add(cancelled, Kind.TASK_CANCELLED, pid, task=task_id)
+        if finished is not None:
+            self.add(finished, Kind.TASK_FINISHED, pid, task=task_id)
+        return self
+
     # --- reading it -----------------------------------------------------------------------------
 
     def timeline(self) -> Timeline:

@@ -237,3 +237,26 @@ def test_an_event_stream_is_in_flight_until_the_server_ends_it(tmp_path):
     assert all(clients[f"r{n}"].get("outcome") == "ok" for n in (1, 2, 3)), clients
     signalled = next(e.t for e in events if e.kind == Kind.SIGNAL_SENT)
     assert all(clients[f"r{n}"].t > signalled for n in (1, 2, 3)), "a stream ended before the server was told to exit"
+
+
+@pytest.mark.parametrize(
+    ("app", "code", "summary"),
+    [
+        pytest.param("app", 1, "1 of 1 task(s) the app started at startup outlived its teardown", id="never-stopped"),
+        pytest.param("stopped", 0, "1 task(s) started at startup, all ended before teardown", id="stopped-by-teardown"),
+    ],
+)
+def test_a_queue_worker_the_lifespan_started_must_be_stopped_by_its_teardown(tmp_path, app, code, summary):
+    """The job a worker holds at shutdown is lost when the loop's closing cancels the worker, after teardown."""
+    out = tmp_path / "out"
+    result = drainspec(
+        "run", "--app", f"tests.apps.queue_worker:{app}", "--request-path", "POST /jobs?seconds={seconds}",
+        "--requests", "1", "--request-seconds", "0.4", "--background", "0", "--grace", "5", "--out", str(out),
+    )  # fmt: skip
+    assert result.returncode == code, result.stdout + result.stderr
+    report = json.loads((out / "report.json").read_text())
+    fate = next(v for v in report["verdicts"] if v["name"] == "background-fate")
+    assert summary in fate["summary"]
+    if code:  # the evidence names the worker, still running once the shutdown had completed
+        assert "tests.apps.queue_worker.run_jobs" in fate["evidence"][0]["text"]
+        assert "still running when worker" in fate["evidence"][0]["text"]

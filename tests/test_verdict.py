@@ -23,6 +23,7 @@ from chaos.judge.verdict import (
     Verdict,
     VerdictName,
     fate_of,
+    service_fate,
 )
 from chaos.reports.console import print_console
 from chaos.reports.json import REPORT_SCHEMA, to_dict, write_json
@@ -211,6 +212,34 @@ CASES = [
         id="bg-pass-preflight-named",
     ),
     pytest.param(V.BACKGROUND_FATE, NA, graceful(), "no background task", id="bg-na"),
+    pytest.param(
+        V.BACKGROUND_FATE,
+        P,
+        graceful().service("a1", -850, cancelled=255),
+        "1 task(s) started at startup, all ended before teardown completed (policy 'complete')",
+        id="bg-pass-service-stopped-by-teardown",
+    ),
+    pytest.param(
+        V.BACKGROUND_FATE,
+        F,
+        graceful().service("a1", -850, cancelled=270),
+        "1 of 1 task(s) the app started at startup outlived its teardown",
+        id="bg-fail-service-cancelled-with-the-loop",
+    ),
+    pytest.param(
+        V.BACKGROUND_FATE,
+        F,
+        graceful().task("t1", -90, -80, finished=150).service("a1", -850),
+        "1 of 1 task(s) the app started at startup outlived its teardown; 1 task(s): 1 completed",
+        id="bg-fail-service-never-ended",
+    ),
+    pytest.param(
+        V.TEARDOWN_AFTER_DRAIN,
+        P,
+        graceful().service("a1", -850, cancelled=255),
+        "teardown followed the drain on 1 worker(s)",
+        id="drain-pass-a-service-is-not-work-to-drain",
+    ),
     # teardown-ran
     pytest.param(V.TEARDOWN_RAN, P, graceful(), "completed on 1 worker", id="teardown-pass"),
     pytest.param(
@@ -378,6 +407,8 @@ def _fates(journal: Journal) -> Iterator[tuple[str, Fate]]:
     timeline = journal.timeline()
     for task in timeline.tasks.values():
         yield task.id, fate_of(timeline, task)
+    for task in timeline.service_tasks.values():
+        yield task.id, service_fate(timeline, task)
 
 
 FATE_CASES = [
@@ -447,6 +478,10 @@ FATE_CASES = [
         Fate.RAN_AFTER_TEARDOWN,
         id="cancelled-sync-thread-finished-after-teardown",
     ),
+    pytest.param(graceful().service("t1", -850, cancelled=255), Fate.STOPPED, id="service-stopped-by-teardown"),
+    pytest.param(graceful().service("t1", -850, finished=255), Fate.STOPPED, id="service-told-to-finish"),
+    pytest.param(graceful().service("t1", -850, cancelled=270), Fate.ABANDONED, id="service-cancelled-with-the-loop"),
+    pytest.param(Journal().startup().service("t1", -850).signal(0).killed(1000), Fate.KILLED, id="service-killed"),
 ]
 
 

@@ -202,6 +202,9 @@ class Timeline:
     workers: dict[int, WorkerView] = field(default_factory=dict)
     requests: dict[str, RequestView] = field(default_factory=dict)
     tasks: dict[str, TaskView] = field(default_factory=dict)
+    # Tasks the app spawned during its lifespan startup (a queue consumer, a refresher): services its
+    # teardown must stop, not work a request caused; no drain waits for them.
+    service_tasks: dict[str, TaskView] = field(default_factory=dict)
     pool_events: list[Event] = field(default_factory=list)
     resources: dict[str, ResourceView] = field(default_factory=dict)
     warnings: list[Event] = field(default_factory=list)  # `probe.warning`: what the probe could not hook
@@ -449,9 +452,10 @@ def _fold_request(timeline: Timeline, event: Event) -> None:
 
 def _fold_task(timeline: Timeline, event: Event) -> None:
     task_id = str(event.get("task"))
-    view = timeline.tasks.get(task_id)
+    view = timeline.tasks.get(task_id) or timeline.service_tasks.get(task_id)
     if view is None:
-        view = timeline.tasks[task_id] = TaskView(id=task_id, pid=event.pid)
+        where = timeline.service_tasks if event.get("startup") else timeline.tasks
+        view = where[task_id] = TaskView(id=task_id, pid=event.pid)
     kind: Any = event.kind
     if kind == Kind.TASK_QUEUED:
         view.queued = event.t

@@ -59,6 +59,7 @@ class Fate(StrEnum):
     LOST = "lost"  # started, then vanished: no end, no cancel, no clean shutdown and no known kill
     FAILED = "failed"  # raised an exception
     RAN_AFTER_TEARDOWN = "ran-after-teardown"  # its work ended after teardown had begun
+    STOPPED = "stopped"  # a task spawned at startup (a service), ended before its worker's lifespan shutdown completed
 
 
 ALLOWED_FATES = {
@@ -519,10 +520,30 @@ def _describe_fate(timeline: Timeline, task: TaskView, fate: Fate) -> Evidence:
     return Evidence(text, request=task.request, task=task.id, worker=task.pid, t=when)
 
 
+def service_fate(timeline: Timeline, task: TaskView) -> Fate:
+    """
+    A task the app spawned during its lifespan startup (a queue consumer, a refresher) is its to
+    stop: it must have ended, however, before its worker's lifespan shutdown completed. One still
+    running then was cancelled with the loop (abandoned: a job it held is lost) or killed.
+    """
+    worker = timeline.workers.get(task.pid)
+    done = worker.shutdown_complete if worker else None
+    end = task.work_end
+    if end is not None and (done is None or end <= done):
+        return Fate.STOPPED
+    if end is not None:
+        return Fate.ABANDONED  # ended after the teardown had: the loop's closing cancelled it
+    return fate_of(timeline, task)
+
+
 def background_fate(timeline: Timeline) -> Verdict:
-    """Each background task classified, and checked against the expected policy."""
+    """
+    Each background task classified, and checked against the expected policy; each task the app
+    spawned at startup checked to be stopped by its teardown, whatever the policy.
+    """
     name = VerdictName.BACKGROUND_FATE
-    if not timeline.tasks:
+    services = {task.id: service_fate(timeline, task) for task in timeline.service_tasks.values()}
+    if not timeline.tasks and not services:
         return _not_applicable(name, "no background task was queued")
     policy = timeline.scenario.background_policy if timeline.scenario else "complete"
     allowed = ALLOWED_FATES.get(policy, ALLOWED_FATES["complete"])
@@ -534,10 +555,36 @@ def background_fate(timeline: Timeline) -> Verdict:
     if preflight := sum(task.from_preflight for task in timeline.tasks.values()):
         tally += f"; {preflight} of them queued by the preflight's request"  # or "5 tasks" reads as a miscount
     bad = [task for task in timeline.tasks.values() if fates[task.id] not in allowed]
-    if bad:
-        evidence = [_describe_fate(timeline, task, fates[task.id]) for task in bad]
-        return _fail(name, f"{len(bad)} task(s) broke the '{policy}' policy: {tally}", evidence)
-    return _pass(name, f"{len(fates)} task(s): {tally} (policy '{policy}')")
+    outlived = [task for task in timeline.service_tasks.values() if services[task.id] != Fate.STOPPED]
+    evidence = [_describe_fate(timeline, task, fates[task.id]) for task in bad]
+    evidence += [_describe_service(timeline, task, services[task.id]) for task in outlived]
+    broke = [f"{len(bad)} task(s) broke the '{policy}' policy: {tally}"] if bad else []
+    if outlived:
+        broke.append(f"{len(outlived)} of {len(services)} task(s) the app started at startup outlived its teardown")
+    if broke:
+        if fates and not bad:  # the request's tasks, which kept the policy
+            broke.append(f"{len(fates)} task(s): {tally}")
+        return _fail(name, "; ".join(broke), evidence)
+    ended = f"{len(services)} task(s) started at startup, all ended before teardown completed" if services else ""
+    summary = "; ".join(part for part in (f"{len(fates)} task(s): {tally}" if fates else "", ended) if part)
+    return _pass(name, f"{summary} (policy '{policy}')")
+
+
+def _describe_service(timeline: Timeline, task: TaskView, fate: Fate) -> Evidence:
+    worker = timeline.workers.get(task.pid)
+    text = f"{task.name} [{task.id}], started at startup {timeline.at(task.started)}: {fate.value}"
+    if fate == Fate.ABANDONED and worker is not None and worker.shutdown_complete is not None:
+        text += f" (still running when worker {task.pid}'s lifespan shutdown completed at "
+        text += f"{timeline.at(worker.shutdown_complete)}"
+        ended = (
+            f"cancelled with the loop at {timeline.at(task.cancelled)}"
+            if task.cancelled
+            else "the process exited under it"
+        )
+        text += f"; {ended})"
+        text += "; stop it in the lifespan's teardown: cancel it and await it, or tell it to finish"
+        return Evidence(text, task=task.id, worker=task.pid, t=worker.shutdown_complete)
+    return _describe_fate(timeline, task, fate)
 
 
 def teardown_ran(timeline: Timeline) -> Verdict:

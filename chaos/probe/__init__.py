@@ -251,14 +251,23 @@ def _spawned_by_app(coro: Any) -> bool:
 _OWN_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep  # all of chaos/
 
 
+# True while this process's lifespan startup runs: a task the app spawns then is a service of its
+# own (a queue consumer, a refresher), which its teardown must stop.
+_starting_up = False
+
+
 def install_task_factory(loop: asyncio.AbstractEventLoop) -> None:
-    """Journal every task an app spawns while handling a request (fire-and-forget work)."""
+    """
+    Journal every task an app spawns while handling a request (fire-and-forget work), or during
+    its lifespan startup (`startup=True`: a service the teardown must stop).
+    """
     previous = loop.get_task_factory()
     if getattr(previous, "_drainspec", False):
         return
 
     def factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Future[Any]:
-        if current_request.get() is None or not _spawned_by_app(coro):
+        at_startup = current_request.get() is None
+        if (at_startup and not _starting_up) or not _spawned_by_app(coro):
             return previous(loop, coro, **kwargs) if previous is not None else asyncio.Task(coro, loop=loop, **kwargs)
         task_id = _new_id("a")
         context = kwargs.pop("context", None) or contextvars.copy_context()
@@ -266,7 +275,8 @@ def install_task_factory(loop: asyncio.AbstractEventLoop) -> None:
             context.run(current_task.set, task_id)  # what the task does is attributed to it
         kwargs["context"] = context
         task = previous(loop, coro, **kwargs) if previous is not None else asyncio.Task(coro, loop=loop, **kwargs)
-        record(Kind.TASK_QUEUED, task=task_id, name=_name_of(coro), spawned=True)
+        service = {"startup": True} if at_startup else {}
+        record(Kind.TASK_QUEUED, task=task_id, name=_name_of(coro), spawned=True, **service)
         record(Kind.TASK_STARTED, task=task_id)
         task.add_done_callback(functools.partial(_record_task_end, task_id))
         return task
@@ -478,9 +488,11 @@ class Probe:
 
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
         async def receive_journaled() -> Message:
+            global _starting_up
             message = await receive()
             if message["type"] == "lifespan.startup":
                 self._ensure_started()
+                _starting_up = True  # until the app answers: what it spawns meanwhile is its services
                 record(Kind.STARTUP_RECEIVED)
             elif message["type"] == "lifespan.shutdown":
                 record(Kind.SHUTDOWN_RECEIVED)
@@ -489,9 +501,11 @@ class Probe:
         answered = False
 
         async def send_journaled(message: Message) -> None:
+            global _starting_up
             nonlocal answered
             kind = message["type"]
             answered = True
+            _starting_up = False
             if kind == "lifespan.shutdown.complete":
                 delay = float(os.environ.get(TEARDOWN_DELAY_ENV) or 0)
                 if delay:
