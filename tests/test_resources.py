@@ -39,7 +39,7 @@ def served(pid: int = WORKER) -> Journal:
         Journal()
         .run_start()
         .startup(pid=pid)
-        .resource("p1", -950, pid=pid)
+        .resource("p1", -850, pid=pid)
         .request("r1", start=-100, end=200, pid=pid)
         .use("p1", -90, -80, request="r1", pid=pid)
         .signal(0, target=pid)
@@ -53,7 +53,25 @@ def test_a_pool_closed_after_the_drain_passes_both_verdicts_and_is_named() -> No
     closed = journal.verdict(V.RESOURCES_CLOSED)
     assert closed.status == Status.PASS and closed.summary == f"all 1 resource(s) closed: {PG}"
     (note,) = closed.evidence
-    assert str(note) == f"{PG} (asyncpg pool): opened -0.950s at startup, closed +0.260s (close); 1 use(s)"
+    assert str(note) == f"{PG} (asyncpg pool): opened -0.850s at startup, closed +0.260s (close); 1 use(s)"
+
+
+@pytest.mark.parametrize(
+    ("opened", "owner", "says"),
+    [
+        pytest.param(-950, {}, "opened -0.950s at import", id="before-the-lifespan-startup"),
+        pytest.param(-850, {}, "opened -0.850s at startup", id="during-the-lifespan-startup"),
+        pytest.param(-90, {"request": "r1"}, "opened -0.090s by request r1", id="by-a-request"),
+        pytest.param(-90, {"request": "b1", "task": "t7"}, "opened -0.090s by task t7 of request b1", id="by-a-task"),
+    ],
+)
+def test_who_opened_a_resource_is_told_by_the_timeline(opened, owner, says) -> None:
+    """An engine created when its module is imported was not opened by the lifespan: reports say which."""
+    from chaos.reports.console import resource_lines
+
+    timeline = Journal().startup(-900).resource("p1", opened, **owner).signal(0).exit(300).timeline()
+    (line,) = resource_lines(timeline)
+    assert says in line
 
 
 def test_a_use_after_close_names_the_resource_the_use_who_and_when() -> None:
@@ -117,10 +135,10 @@ def test_a_sigkilled_worker_never_gets_no_use_of_the_pool_after_it_closed() -> N
     assert closed.status == Status.FAIL and closed.summary == f"1 of 1 resource(s) never closed: {PG}"
     (item,) = closed.evidence
     assert str(item) == (
-        f"{PG} (asyncpg pool), opened -0.950s at startup, never closed: "
+        f"{PG} (asyncpg pool), opened -0.850s at startup, never closed: "
         f"worker {WORKER} was SIGKILLed with it open at +1.000s"
     )
-    assert (item.worker, item.t) == (WORKER, ns(-950))
+    assert (item.worker, item.t) == (WORKER, ns(-850))
 
 
 def test_a_pool_recorded_by_the_app_and_killed_open_is_said_never_closed() -> None:
@@ -188,7 +206,7 @@ def test_closing_a_startup_resource_after_the_signal_begins_teardown() -> None:
 
 
 def test_resources_of_the_same_name_are_told_apart_by_what_they_are() -> None:
-    journal = served().resource("e2", -940, 260, type="SQLAlchemy engine", library="sqlalchemy")
+    journal = served().resource("e2", -840, 260, type="SQLAlchemy engine", library="sqlalchemy")
     journal.add(260, Kind.RESOURCE_CLOSED, resource="p1", how="close").shutdown(250, complete=270).exit(300)
     summary = journal.verdict(V.RESOURCES_CLOSED).summary
     assert summary == f"all 2 resource(s) closed: {PG} (asyncpg pool), {PG} (SQLAlchemy engine)"
@@ -223,7 +241,7 @@ def test_the_reports_show_the_resources() -> None:
     journal = served().add(10, Kind.RESOURCE_CLOSED, resource="p1", how="close").use("p1", 120, 130, request="r1")
     journal.shutdown(250, complete=270).exit(300)
     timeline = journal.timeline()
-    assert resource_lines(timeline) == [f"{PG} (asyncpg pool): opened -0.950s at startup, closed +0.010s (close); "
+    assert resource_lines(timeline) == [f"{PG} (asyncpg pool): opened -0.850s at startup, closed +0.010s (close); "
                                         "2 use(s), 1 after its close"]  # fmt: skip
     lines = "\n".join(timeline_lines(timeline))
     assert f"{PG} closed (close)" in lines and f"fetch SELECT 1 on {PG} after it closed (r1)" in lines

@@ -304,6 +304,22 @@ class Timeline:
             self.resources[resource_id] = ResourceView(resource_id, pid)
         return self.resources[resource_id]
 
+    def opened_by(self, resource: ResourceView) -> str:
+        """
+        Who opened a resource, as reports say it: a task (of a request), a request, or the app
+        itself, at import (before its worker's lifespan startup began, or with no lifespan) or at
+        startup. The one place that tells them apart.
+        """
+        if resource.task:
+            return f"by task {resource.task}" + (f" of request {resource.request}" if resource.request else "")
+        if resource.request:
+            return f"by request {resource.request}"
+        worker = self.workers.get(resource.pid)
+        began = worker.startup_received if worker else None
+        if resource.opened is not None and (began is None or resource.opened < began):
+            return "at import"
+        return "at startup"
+
     def label(self, resource: ResourceView) -> str:
         """
         A resource's name in a report; with what it is when another resource has the same name,

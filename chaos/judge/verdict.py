@@ -383,17 +383,9 @@ def _killed_with_it_open(timeline: Timeline, resources: Sequence[ResourceView]) 
     return ""
 
 
-def _opened_by(resource: ResourceView) -> str:
-    if resource.task:
-        return f"by task {resource.task}" + (f" of request {resource.request}" if resource.request else "")
-    if resource.request:
-        return f"by request {resource.request}"
-    return "at startup"
-
-
 def _resource_note(timeline: Timeline, resource: ResourceView) -> Evidence:
     at = timeline.at
-    opened = f"opened {at(resource.opened)} {_opened_by(resource)}" if resource.opened else "open"
+    opened = f"opened {at(resource.opened)} {timeline.opened_by(resource)}" if resource.opened else "open"
     closed = f"closed {at(resource.closed)} ({resource.closed_how})" if resource.closed else "never closed"
     uses = f"{len(resource.uses)} use(s)" if not resource.recorded else "uses not seen (recorded by the app)"
     text = f"{resource.described}: {opened}, {closed}; {uses}"
@@ -423,7 +415,7 @@ def resources_closed(timeline: Timeline) -> Verdict:
     evidence = []
     for resource in left_open[:MAX_LISTED]:
         text = (
-            f"{resource.described}, opened {timeline.at(resource.opened)} {_opened_by(resource)}, "
+            f"{resource.described}, opened {timeline.at(resource.opened)} {timeline.opened_by(resource)}, "
             f"never closed: {_why_still_open(timeline, resource)}"
         )
         evidence.append(

@@ -121,8 +121,7 @@ def resource_lines(timeline: Timeline, limit: int = 20) -> list[str]:
             uses = f"{len(resource.refusals)} use(s) after close" if resource.refusals else "uses not recorded"
         else:
             head = f"{resource.label} ({resource.type})"
-            owner = resource.task or resource.request
-            opened = f"opened {at(resource.opened)} " + (f"by {owner}" if owner else "at startup")
+            opened = f"opened {at(resource.opened)} {timeline.opened_by(resource)}"
             late = sum(1 for u in resource.uses if resource.closed is not None and u.start >= resource.closed)
             uses = f"{len(resource.uses)} use(s)" + (f", {late} after its close" if late else "")
         if resource.closed is not None:

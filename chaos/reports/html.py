@@ -745,12 +745,11 @@ def _resources(timeline: Timeline) -> list[str]:
     at = timeline.at
     rows = []
     for resource in sorted(timeline.resources.values(), key=lambda r: r.opened or r.closed or 0):
-        owner = resource.task or resource.request
         if resource.recorded:
             opened = at(resource.opened) if resource.opened is not None else "not recorded"
             uses = f"{len(resource.refusals)} after its close (recorded by the app)"
         else:
-            opened = f"{at(resource.opened)} " + (f"by {owner}" if owner else "at startup")
+            opened = f"{at(resource.opened)} {timeline.opened_by(resource)}"
             late = sum(1 for u in resource.uses if resource.closed is not None and u.start >= resource.closed)
             uses = f"{len(resource.uses)}" + (f", {late} after its close" if late else "")
         never = resource.closed is None and resource.opened is not None
