@@ -224,7 +224,7 @@ CASES = [
         F,
         graceful().service("a1", -850, cancelled=270),
         "1 of 1 task(s) the app started at startup outlived its teardown",
-        id="bg-fail-service-cancelled-with-the-loop",
+        id="bg-fail-service-cancelled-after-the-shutdown",
     ),
     pytest.param(
         V.BACKGROUND_FATE,
@@ -480,7 +480,9 @@ FATE_CASES = [
     ),
     pytest.param(graceful().service("t1", -850, cancelled=255), Fate.STOPPED, id="service-stopped-by-teardown"),
     pytest.param(graceful().service("t1", -850, finished=255), Fate.STOPPED, id="service-told-to-finish"),
-    pytest.param(graceful().service("t1", -850, cancelled=270), Fate.ABANDONED, id="service-cancelled-with-the-loop"),
+    pytest.param(
+        graceful().service("t1", -850, cancelled=270), Fate.ABANDONED, id="service-cancelled-after-the-shutdown"
+    ),
     pytest.param(Journal().startup().service("t1", -850).signal(0).killed(1000), Fate.KILLED, id="service-killed"),
 ]
 

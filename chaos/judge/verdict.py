@@ -524,7 +524,7 @@ def service_fate(timeline: Timeline, task: TaskView) -> Fate:
     if end is not None and (done is None or end <= done):
         return Fate.STOPPED
     if end is not None:
-        return Fate.ABANDONED  # ended after the teardown had: the loop's closing cancelled it
+        return Fate.ABANDONED  # ended after the teardown had: cancelled by the loop's closing, or never awaited
     return fate_of(timeline, task)
 
 
@@ -568,11 +568,9 @@ def _describe_service(timeline: Timeline, task: TaskView, fate: Fate) -> Evidenc
     if fate == Fate.ABANDONED and worker is not None and worker.shutdown_complete is not None:
         text += f" (still running when worker {task.pid}'s lifespan shutdown completed at "
         text += f"{timeline.at(worker.shutdown_complete)}"
-        ended = (
-            f"cancelled with the loop at {timeline.at(task.cancelled)}"
-            if task.cancelled
-            else "the process exited under it"
-        )
+        # Cancelled after the shutdown: by the loop closing, or by a teardown that cancelled it
+        # without awaiting it. Either way its last steps ran after teardown.
+        ended = f"cancelled only at {timeline.at(task.cancelled)}" if task.cancelled else "the process exited under it"
         text += f"; {ended})"
         text += "; stop it in the lifespan's teardown: cancel it and await it, or tell it to finish"
         return Evidence(text, task=task.id, worker=task.pid, t=worker.shutdown_complete)
