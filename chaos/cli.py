@@ -487,23 +487,39 @@ def _explore(args: argparse.Namespace, server_args: Sequence[str], console: Cons
 
 
 def _print_chaos(console: Console, experiment: Any, outcomes: Sequence[Any]) -> int:
+    """
+    In how many runs each verdict failed, out of the runs it applied in; 1 when one failed, else 2
+    when a run lacked the evidence its verdicts need (it judged nothing: not a pass), else 0.
+    """
     from chaos.experiment import tally, wilson_interval
 
     console.print()
-    console.print(f"[bold]{len(outcomes)} run(s)[/], experiment seed {experiment.seed}")
+    console.print(f"[bold]{len(outcomes)} run(s)[/], experiment seed {experiment.seed}; failed in:")
     any_failed = False
     for row in tally(outcomes):
+        if not row.judged:
+            console.print(f"  [dim]n/a[/] {row.name} [dim](applied in no run)[/]")
+            continue
+        others = f" [dim](n/a in {row.runs - row.judged})[/]" if row.judged < row.runs else ""
         if not row.failures:
-            console.print(f"  [green]0/{row.runs}[/] {row.name}")
+            console.print(f"  [green]0/{row.judged}[/] {row.name}{others}")
             continue
         any_failed = True
-        low, high = wilson_interval(row.failures, row.runs)
+        low, high = wilson_interval(row.failures, row.judged)
         seeds = ", ".join(str(seed) for seed in row.failing_seeds[:10])
         console.print(
-            f"  [bold red]{row.failures}/{row.runs}[/] {row.name}: p = {row.probability:.2f} "
+            f"  [bold red]{row.failures}/{row.judged}[/] {row.name}{others}: p = {row.probability:.2f} "
             f"(95% CI {low:.2f}-{high:.2f}); replay with --replay-seed {seeds}"
         )
-    return 1 if any_failed else 0
+    unverified = [outcome for outcome in outcomes if outcome.missing]
+    if unverified:
+        console.print(
+            f"[bold yellow]not verified[/]: {len(unverified)} of {len(outcomes)} run(s) lack the evidence "
+            "their verdicts need, and count as no pass"
+        )
+        for outcome in unverified[:10]:
+            console.print(f"  run {outcome.index} (seed {outcome.seed}): {escape(outcome.missing[0])}", highlight=False)
+    return 1 if any_failed else 2 if unverified else 0
 
 
 def _chaos(args: argparse.Namespace, server_args: Sequence[str], console: Console) -> int:
@@ -521,7 +537,7 @@ def _chaos(args: argparse.Namespace, server_args: Sequence[str], console: Consol
     )
 
     def progress(outcome: Any) -> None:
-        failed = ", ".join(sorted(outcome.failed)) or "all passed"
+        failed = ", ".join(sorted(outcome.failed)) or ("not verified" if outcome.missing else "all passed")
         console.print(
             f"  run {outcome.index:>3} seed {outcome.seed:>10} offset {outcome.offset:.3f}s "
             f"fault {outcome.fault or '-'}: {failed}"
@@ -547,6 +563,8 @@ def _experiments(args: argparse.Namespace, console: Console) -> int:
             console.print(f"  [bold red]unmet:[/] {escape(problem)}")
         if problems:
             code = 1
+        elif any(outcome.missing for outcome in outcomes):  # met by runs that judged nothing: not met
+            code = code or 2
         else:
             console.print("  [green]every expectation met[/]")
     return code

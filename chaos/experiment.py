@@ -34,7 +34,7 @@ import yaml
 
 from chaos import faults
 from chaos.errors import SetupError
-from chaos.judge.verdict import Verdict, VerdictName
+from chaos.judge.verdict import Status, Verdict, VerdictName
 from chaos.outcome import RunResult
 from chaos.parallel import run_all
 from chaos.runner import execute
@@ -49,10 +49,16 @@ class RunOutcome:
     offset: float
     fault: str | None
     verdicts: tuple[Verdict, ...]
+    # What the run's journal lacks for its verdicts to be trusted (`RunResult.missing_evidence`):
+    # a run with nothing in flight at its signal judged nothing, and must not count as a pass.
+    missing: tuple[str, ...] = ()
 
     @property
     def failed(self) -> frozenset[str]:
         return frozenset(v.name for v in self.verdicts if v.failed)
+
+    def judged(self, name: str) -> bool:
+        return any(v.name == name and v.status != Status.NOT_APPLICABLE for v in self.verdicts)
 
 
 @dataclass(frozen=True)
@@ -86,7 +92,8 @@ def run_once(experiment: Experiment, index: int, run_seed: int, out_dir: Path) -
         faults=(*experiment.scenario.faults, *((fault,) if fault else ())),
     )
     events = execute(scenario, out_dir / f"run{index:03d}-seed{run_seed}")
-    return RunOutcome(index, run_seed, offset, fault, tuple(RunResult.of(events).verdicts))
+    result = RunResult.of(events)
+    return RunOutcome(index, run_seed, offset, fault, tuple(result.verdicts), tuple(result.missing_evidence))
 
 
 def _run_job(job: tuple[Experiment, int, int, Path]) -> RunOutcome:
@@ -135,17 +142,19 @@ class VerdictTally:
     runs: int
     # Each replays its failure exactly: `drainspec chaos --replay-seed SEED`.
     failing_seeds: tuple[int, ...]
+    judged: int = 0  # runs in which the verdict applied (not n/a): what a rate is out of
 
     @property
     def probability(self) -> float:
-        return self.failures / self.runs if self.runs else 0.0
+        return self.failures / self.judged if self.judged else 0.0
 
 
 def tally(outcomes: Sequence[RunOutcome]) -> list[VerdictTally]:
     result = []
     for name in VerdictName:
         failing = [o.seed for o in outcomes if name.value in o.failed]
-        result.append(VerdictTally(name.value, len(failing), len(outcomes), tuple(failing)))
+        judged = sum(o.judged(name.value) for o in outcomes)
+        result.append(VerdictTally(name.value, len(failing), len(outcomes), tuple(failing), judged))
     return result
 
 

@@ -6,6 +6,8 @@ Each fault is shown to change the verdicts it should, against the same run witho
 from __future__ import annotations
 
 import dataclasses
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -95,6 +97,33 @@ def test_experiment_files_meet_their_expectations(tmp_path, monkeypatch, path):
     experiment = load_experiment(path)
     outcomes = run_experiment(experiment, tmp_path)
     assert unmet_expectations(experiment, outcomes) == []
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize(
+    ("offset", "code", "says"),
+    [
+        pytest.param("0.1", 0, "0/2 inflight-completed", id="signal-with-the-work-in-flight"),
+        pytest.param("1.5", 2, "not verified: 2 of 2 run(s) lack the evidence", id="signal-after-the-work-ended"),
+    ],
+)
+def test_a_chaos_run_that_judged_nothing_is_no_pass(tmp_path, offset, code, says):
+    """
+    Seed 6 places the signals 0.8 and 1.2 s after 0.3 s requests went in (with --offset 1.5):
+    nothing is in flight, the runs judge nothing, and the experiment must not exit 0 on them.
+    A verdict n/a in every run is shown as such, not as "0/2".
+    """
+    result = subprocess.run(
+        [
+            sys.executable, "-m", "chaos.cli", "chaos", "--app", "app.main:app", "--runs", "2", "--seed", "6",
+            "--offset", offset, "--requests", "1", "--request-seconds", "0.3", "--background", "0", "--grace", "5",
+            "--jobs", "1", "--out", str(tmp_path / "out"),
+        ],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == code, result.stdout + result.stderr
+    assert says in result.stdout
+    assert "n/a no-refused-while-routed (applied in no run)" in result.stdout
 
 
 def test_wilson_interval_brackets_the_rate():
