@@ -439,7 +439,9 @@ def _explore(args: argparse.Namespace, server_args: Sequence[str], console: Cons
 
     def progress(tried: Tried) -> None:
         attempt = tried.attempt
-        verdict = ("[bold red]FAIL[/] " + ", ".join(tried.failed)) if tried.broke else "[green]pass[/]"
+        verdict = "[bold red]FAIL[/] " + ", ".join(tried.failed) if tried.broke else "[green]pass[/]"
+        if not tried.broke and tried.missing_evidence:
+            verdict = "[yellow]not verified[/]"  # it judged nothing: `RunResult.missing_evidence`
         margin = f", margin {tried.margin:.3f}s" if tried.margin is not None else ""
         console.print(
             f"  seed {attempt.seed:>7}  {attempt.signal_at:<9} +{attempt.offset:.3f}s"
@@ -471,6 +473,17 @@ def _explore(args: argparse.Namespace, server_args: Sequence[str], console: Cons
         return 1
     smallest = exploration.smallest_margin
     tried = 1 + len(exploration.tried)
+    unverified = exploration.unverified
+    if len(unverified) == tried:
+        console.print(f"[bold yellow]not verified[/]: none of {tried} moments had the evidence their verdicts need")
+        console.print(f"  - {escape(unverified[0].missing_evidence[0])}", highlight=False)
+        return 2
+    if unverified:
+        console.print(
+            f"[yellow]note[/]: {len(unverified)} of {tried} moments judged nothing "
+            f"({escape(unverified[0].missing_evidence[0])}); the rest are what passed"
+        )
+        tried -= len(unverified)
     if smallest is not None and smallest.margin is not None and smallest.margin < LUCKY_MARGIN_SECONDS:
         console.print(
             f"[bold yellow]warning[/]: every one of {tried} moments passed, but at seed {smallest.attempt.seed} "

@@ -113,8 +113,15 @@ class Exploration:
         return min(failures, key=lambda t: (t.attempt.offset, t.attempt.seed)) if failures else None
 
     @property
+    def unverified(self) -> list[Tried]:
+        """The moments that judged nothing (`RunResult.missing_evidence`): no pass, and no failure."""
+        return [t for t in (self.learning, *self.tried) if t.missing_evidence and not t.broke]
+
+    @property
     def smallest_margin(self) -> Tried | None:
-        margins = [t for t in (self.learning, *self.tried) if t.margin is not None and not t.broke]
+        margins = [
+            t for t in (self.learning, *self.tried) if t.margin is not None and not t.broke and not t.missing_evidence
+        ]
         return min(margins, key=lambda t: t.margin or 0.0) if margins else None
 
 

@@ -14,6 +14,7 @@ import pytest
 from chaos.explore import (
     VARIANTS,
     Attempt,
+    Exploration,
     Tried,
     failed_before_signal,
     margin_of,
@@ -214,3 +215,14 @@ def test_parallel_chaos_runs_match_serial_ones(tmp_path):
         return [line.strip() for line in output.splitlines() if line.strip().startswith("run ")]
 
     assert runs(serial.stdout) == runs(parallel.stdout) and len(runs(serial.stdout)) == 3
+
+
+def test_a_moment_that_judged_nothing_is_neither_a_pass_nor_the_smallest_margin():
+    """An attempt with nothing in flight at its signal judged nothing: its margin proves nothing."""
+    nothing = ("nothing was in flight at the stop signal",)
+    learning = Tried(Attempt(0.0), "learning", (), 0.300)
+    judged_nothing = Tried(Attempt(0.9), "a1", (), 0.001, missing_evidence=nothing)
+    broke = Tried(Attempt(0.2), "a2", ("background-fate",), None, missing_evidence=nothing)
+    exploration = Exploration(learning, [judged_nothing, broke])
+    assert exploration.unverified == [judged_nothing]  # a failure is a failure, evidence or not
+    assert exploration.smallest_margin is learning
