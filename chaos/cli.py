@@ -613,7 +613,7 @@ def _matrix(args: argparse.Namespace, server_args: Sequence[str], console: Conso
 
     def progress(result: matrix.CellResult) -> None:
         failed = ", ".join(sorted(result.failed)) or (
-            f"could not run: {result.error}" if result.error else "all passed"
+            f"could not run: {result.error}" if result.error else "not verified" if result.missing else "all passed"
         )
         console.print(f"  {escape(result.cell.label)}: {escape(failed)}")
 
@@ -623,7 +623,9 @@ def _matrix(args: argparse.Namespace, server_args: Sequence[str], console: Conso
     matrix.print_table(console, results)
     if all(result.error for result in results):
         raise UsageError(f"no cell could run: {results[0].error}")
-    return 1 if any(result.failed for result in results) else 0
+    if any(result.failed for result in results):
+        return 1
+    return 2 if any(result.missing for result in results) else 0  # a cell that judged nothing is no pass
 
 
 def _print_findings(console: Console, findings: Sequence[Any]) -> None:

@@ -57,6 +57,7 @@ class CellResult:
     exit_code: int | None
     drain_seconds: float | None
     error: str | None = None
+    missing: tuple[str, ...] = ()  # what the run lacked for its verdicts to be trusted: it judged nothing
 
     @property
     def failed(self) -> frozenset[str]:
@@ -101,6 +102,7 @@ def run_cell(base: Scenario, cell: Cell, out: Path) -> CellResult:
         dict(fates),
         int(exit_event.get("exit_code")) if exit_event is not None else None,
         drain,
+        missing=tuple(result.missing_evidence),
     )
 
 
@@ -129,6 +131,7 @@ def to_dict(base: Scenario, results: Sequence[CellResult]) -> dict[str, Any]:
                 "signal": r.cell.signal,
                 "knob": list(r.cell.knob),
                 "error": r.error,
+                "missing_evidence": list(r.missing),
                 "verdicts": {name: status.value for name, status in r.statuses.items()},
                 "background_fates": dict(r.fates),
                 "exit_code": r.exit_code,
@@ -170,6 +173,10 @@ def print_table(console: Console, results: Sequence[CellResult]) -> None:
         if result.error is not None:
             _field(console, width, Text("ERROR", style="yellow"), f"could not run: {result.error}")
             continue
+        if result.missing and not result.failed:
+            _field(
+                console, width, Text("note", style="yellow"), f"not verified, it judged nothing: {result.missing[0]}"
+            )
         for status in (Status.FAIL, Status.PASS, Status.NOT_APPLICABLE):
             names = [name for name in applied if result.statuses.get(name, Status.NOT_APPLICABLE) == status]
             if names:

@@ -15,7 +15,7 @@ from chaos.matrix import Cell, CellResult, print_table
 
 P, F, NA = Status.PASS, Status.FAIL, Status.NOT_APPLICABLE
 ROUTED, ROLLOUT = VerdictName.NO_REFUSED_WHILE_ROUTED, VerdictName.ROLLOUT_ZERO_FAILED
-FIELDS = ("FAIL", "pass", "n/a", "tasks", "exit", "ERROR")
+FIELDS = ("FAIL", "pass", "n/a", "tasks", "exit", "ERROR", "note")
 
 
 def statuses(**overrides: Status) -> dict[str, Status]:
@@ -128,3 +128,12 @@ def test_a_cell_without_an_exit_says_so():
     result = CellResult(Cell("uvicorn", "TERM"), statuses(), {}, None, None)
     block = blocks(rendered([result]))[result.cell.label]
     assert block["exit"] == "no exit recorded" and block["tasks"] == "none"
+
+
+def test_a_cell_that_judged_nothing_says_so_above_its_passes():
+    """Nothing in flight at its signal: its passes prove nothing, and the block says it first."""
+    nothing = "nothing was in flight at the stop signal: every request had been answered"
+    result = CellResult(Cell("uvicorn", "TERM"), statuses(), {}, 0, 0.1, missing=(nothing,))
+    block = blocks(rendered([result]))[result.cell.label]
+    assert block["note"] == f"not verified, it judged nothing: {nothing}"
+    assert list(block)[0] == "note"
