@@ -25,7 +25,7 @@ import pytest
 from chaos.judge.verdict import Evidence, Fate, Status, Verdict, fate_of
 from chaos.outcome import RunResult
 from chaos.reports import html
-from tests.journals import Journal
+from tests.journals import Journal, graceful
 from tests.test_bad_input import drainspec
 
 URL_ATTRIBUTES = {"src", "href", "xlink:href", "action", "formaction", "data", "poster", "srcset", "background"}
@@ -241,6 +241,28 @@ def test_lanes_are_flagged_from_the_fields_of_failed_verdicts_evidence_not_their
     assert page.ids("request") == {"r1", "r2"} and page.ids("task") == {"t1", "t2"} and page.ids("worker") == {"7", "8"}
     assert flagged(page) == {("request", "r2"), ("task", "t2"), ("worker", "8")}
     assert page.evidence["made-up-failure"] == [str(named)]
+
+
+def test_every_fate_has_its_label_and_its_colour():
+    """A fate without a fill rule is drawn black: abandoned tasks were, until this test."""
+    for fate in Fate:
+        assert fate in html.FATE_LABEL and f".f-{fate.value}" in html.CSS, fate
+
+
+@pytest.mark.parametrize(
+    ("cancelled", "css", "flag"),
+    [
+        pytest.param(255, "f-stopped", False, id="stopped-by-teardown"),
+        pytest.param(270, "f-abandoned", True, id="outlived-teardown"),
+    ],
+)
+def test_a_task_the_app_started_at_startup_has_its_lane(cancelled, css, flag):
+    """A queue consumer the lifespan started is drawn beside the request's tasks, red when it outlived teardown."""
+    result = RunResult.of(graceful().service("a1", -850, cancelled=cancelled).timeline().events)
+    page = Page(html.render(result.timeline, result.verdicts))
+    lane = page.lanes[("task", "a1")]
+    assert css in lane.classes and lane.flagged is flag
+    assert any("consume_jobs [a1] (startup)" in title for title in lane.titles), lane.titles
 
 
 def test_nothing_is_flagged_when_every_verdict_passed():

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from chaos.journal import Event, Kind
 from chaos.judge.timeline import RequestView, TaskView, Timeline, WorkerView
-from chaos.judge.verdict import ALLOWED_FATES, Evidence, Fate, Status, Verdict, fate_of
+from chaos.judge.verdict import ALLOWED_FATES, Evidence, Fate, Status, Verdict, fate_of, service_fate
 from chaos.outdir import write_file
 
 MAX_LANES = 200  # requests and tasks together; workers and aggregate lanes always shown
@@ -46,6 +46,7 @@ FATE_LABEL = {
     Fate.ABANDONED: "abandoned (pending when the loop closed)",
     Fate.FAILED: "failed (raised)",
     Fate.RAN_AFTER_TEARDOWN: "ran after teardown",
+    Fate.STOPPED: "ended before teardown completed",
 }
 
 CSS = """
@@ -78,9 +79,9 @@ svg line.marker.kill,svg line.marker.bad{stroke:#b71c1c;stroke-dasharray:none;st
 svg line.marker.k8s{stroke:#6d4c41}svg line.marker.exit{stroke:#202124;stroke-dasharray:none}
 svg text.marker.signal{fill:#1a73e8}svg text.marker.kill,svg text.marker.bad{fill:#b71c1c;font-weight:bold}
 svg text.marker.k8s{fill:#6d4c41}
-.c-ok,.f-completed{fill:#2e9e4f}.c-fail,.f-failed{fill:#d93025}.c-none{fill:#9aa0a6}.c-worker{fill:#4a6fa5}
+.c-ok,.f-completed,.f-stopped{fill:#2e9e4f}.c-fail,.f-failed{fill:#d93025}.c-none{fill:#9aa0a6}.c-worker{fill:#4a6fa5}
 .f-cancelled{fill:#f9ab00}.f-dropped{fill:#9aa0a6}.f-killed{fill:#7f1d1d}.f-lost{fill:#8e24aa}
-.f-ran-after-teardown{fill:#e8710a}.c-routed{fill:#a1887f}.c-queued{fill:#cfd8dc}.c-overrun{fill:#e8710a}
+.f-ran-after-teardown{fill:#e8710a}.f-abandoned{fill:#5d4037}.c-routed{fill:#a1887f}.c-queued{fill:#cfd8dc}.c-overrun{fill:#e8710a}
 .c-tick{fill:#202124}.c-stall{fill:#d93025}
 svg .light{opacity:.35}svg .open{stroke:#3c4043;stroke-width:.8;stroke-dasharray:4 2}
 svg .dot{stroke:#fff;stroke-width:.5}
@@ -271,11 +272,14 @@ def _request_lane(timeline: Timeline, view: RequestView, named: Named) -> Lane:
     return lane
 
 
-def _task_lane(timeline: Timeline, task: TaskView, allowed: frozenset[Fate], named: Named) -> Lane:
+def _task_lane(
+    timeline: Timeline, task: TaskView, allowed: frozenset[Fate], named: Named, *, service: bool = False
+) -> Lane:
+    """A background task's lane; `service`: one the app spawned at startup, its teardown's to stop."""
     at = timeline.at
-    fate = fate_of(timeline, task)
+    fate = service_fate(timeline, task) if service else fate_of(timeline, task)
     short = task.name.rsplit(".", 1)[-1]
-    owner = f" of {task.request}" if task.request else ""
+    owner = f" of {task.request}" if task.request else " (startup)" if service else ""
     queued = task.queued if task.queued is not None else task.started or 0
     lane = Lane(
         kind="task",
@@ -399,6 +403,8 @@ def build_lanes(timeline: Timeline, verdicts: Sequence[Verdict]) -> list[tuple[s
     policy = timeline.scenario.background_policy if timeline.scenario else "complete"
     allowed = ALLOWED_FATES.get(policy, ALLOWED_FATES["complete"])
     tasks = [_task_lane(timeline, task, allowed, named) for task in timeline.tasks.values()]
+    services = timeline.service_tasks.values()
+    tasks += [_task_lane(timeline, task, frozenset({Fate.STOPPED}), named, service=True) for task in services]
     kept, hidden = _cap(
         sorted(single, key=lambda lane: lane.first) + sorted(tasks, key=lambda lane: lane.first), MAX_LANES
     )
@@ -669,6 +675,7 @@ def _legend() -> str:
         ("c-queued", "task queued / dropped"),
         ("f-killed", "task killed"),
         ("f-lost", "task lost"),
+        ("f-abandoned", "task abandoned (left running by teardown)"),
         ("f-ran-after-teardown", "ran after teardown / work after the call"),
     ]
     items = [
