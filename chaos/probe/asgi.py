@@ -12,12 +12,12 @@ instead of showing the server's traceback.
 
 from __future__ import annotations
 
-import inspect
 import os
 import sys
 
 from chaos.journal import Kind
 from chaos.probe import APP_ENV, ASGIApp, Probe, patch_starlette_background, record, resources
+from chaos.probe.shapes import is_factory, not_asgi
 
 
 def load(import_string: str) -> tuple[ASGIApp, bool]:
@@ -36,7 +36,7 @@ def load(import_string: str) -> tuple[ASGIApp, bool]:
         raise _fail(f'importing "{import_string}" raised {type(exc).__name__}: {exc}') from None
     if not callable(app):
         raise _fail(f'"{import_string}" is not an ASGI app (got {type(app).__name__})')
-    factory = called or _is_factory(app)
+    factory = called or is_factory(app)
     if factory:
         try:
             app = app()
@@ -44,43 +44,9 @@ def load(import_string: str) -> tuple[ASGIApp, bool]:
             raise _fail(f'the app factory "{name}()" raised {type(exc).__name__}: {exc}') from None
         if not callable(app):
             raise _fail(f'the app factory "{name}()" returned {type(app).__name__}, not an ASGI app')
-    _check_takes_scope_receive_send(app, f'the app factory "{name}()" returned an app that' if factory else f'"{name}"')
+    if (problem := not_asgi(app)) is not None:
+        raise _fail((f'the app factory "{name}()" returned an app that' if factory else f'"{name}"') + f" {problem}")
     return app, factory
-
-
-def _check_takes_scope_receive_send(app: object, what: str) -> None:
-    """
-    An app the server cannot call with (scope, receive, send) fails every request and its
-    lifespan with a TypeError, which servers read as "lifespan unsupported": the run would go on
-    with the probe's own endpoints and judge an app that never ran. A WSGI app (Flask's
-    `(environ, start_response)`) is the usual one.
-    """
-    try:
-        signature = inspect.signature(app)  # type: ignore[arg-type]
-        signature.bind(None, None, None)
-    except ValueError:  # no signature to read: left to the server
-        return
-    except TypeError:
-        wsgi = " (a WSGI app? drainspec drives ASGI apps)" if len(signature.parameters) == 2 else ""
-        takes = f"({', '.join(signature.parameters)})"  # the names alone: annotations would be noise
-        raise _fail(f"{what} is not an ASGI app: it takes {takes}, not (scope, receive, send){wsgi}") from None
-
-
-def _is_factory(app: object) -> bool:
-    """
-    Callable with no arguments: an ASGI app takes three (scope, receive, send), a factory none.
-    Told by the signature, not by calling it and catching TypeError as uvicorn does, so that a
-    factory's own TypeError is reported as the factory's, not mistaken for "not a factory". A
-    coroutine function is an app whatever its signature (`async def app(*args)`): a factory is
-    called without a loop to await it.
-    """
-    if inspect.iscoroutinefunction(app) or inspect.iscoroutinefunction(type(app).__call__):
-        return False
-    try:
-        inspect.signature(app).bind()  # type: ignore[arg-type]
-    except (TypeError, ValueError):  # arguments required, or no signature to read (a builtin)
-        return False
-    return True
 
 
 def _fail(message: str) -> SystemExit:
