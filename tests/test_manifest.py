@@ -12,6 +12,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from chaos.k8s.findings import server_keepalive
 from chaos.k8s.manifest import (
     ExecHook,
     HttpGetHook,
@@ -467,3 +468,18 @@ def test_any_text_is_a_pod_or_a_manifest_error(text):
         parse_manifest(text)
     except ManifestError as exc:
         assert "\n" not in str(exc)
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        pytest.param(["uvicorn", "a:b", "--timeout-keep-alive", "1"], ("uvicorn", 1.0), id="uvicorn-flag"),
+        pytest.param(["gunicorn", "--keep-alive=4", "a:b"], ("gunicorn", 4.0), id="gunicorn-flag-with-equals"),
+        pytest.param(["hypercorn", "a:b"], ("hypercorn", 5.0), id="hypercorn-default"),
+        pytest.param(["sh", "-c", "exec uvicorn a:b --timeout-keep-alive 3"], ("uvicorn", 3.0), id="in-a-script"),
+        pytest.param(["uvicorn", "a:b", "--timeout-keep-alive", "soon"], None, id="not-a-number"),
+        pytest.param(["granian", "a:b"], None, id="no-known-flag"),
+    ],
+)
+def test_server_keepalive(argv, expected):
+    assert server_keepalive(argv) == expected

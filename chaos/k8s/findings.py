@@ -29,6 +29,9 @@ from chaos.k8s.manifest import (
     HttpGetHook,
     PodSpec,
     analyse,
+    command_words,
+    number_or_none,
+    option_value,
     prestop_seconds,
     resolve_fenceposts,
     server_timeout,
@@ -390,16 +393,11 @@ def server_keepalive(argv: Sequence[str]) -> tuple[str, float] | None:
     if command.server not in KEEPALIVE_FLAGS:
         return None
     flag, default = KEEPALIVE_FLAGS[command.server]
-    words = shlex_words(command.script) if command.script is not None else list(argv)
-    for n, word in enumerate(words):
-        option, eq, value = word.partition("=")
-        if option == flag:
-            text = value if eq else (words[n + 1] if n + 1 < len(words) else "")
-            try:
-                return command.server, float(text)
-            except ValueError:
-                return None
-    return command.server, default
+    text = option_value(command_words(argv, command), flag)
+    if text is None:
+        return command.server, default
+    seconds = number_or_none(text)
+    return None if seconds is None else (command.server, seconds)
 
 
 def keepalive_below_proxy(container: ContainerSpec, proxy: str, proxy_timeout: float) -> Finding | None:

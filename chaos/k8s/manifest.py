@@ -533,26 +533,34 @@ def server_timeout(
     if command.server is None:
         return None
     server, spec, env = command.server, SERVERS[command.server], env or {}
-    words = shlex_words(command.script) if command.script is not None else list(argv)
+    words = command_words(argv, command)
     env_words = shlex_words(env.get(spec.args_env) or "") if spec.args_env else []
     for source, found in (
-        (spec.drain_flag, _option(words, spec.drain_flag)),
-        (spec.args_env, _option(env_words, spec.drain_flag)),
+        (spec.drain_flag, option_value(words, spec.drain_flag)),
+        (spec.args_env, option_value(env_words, spec.drain_flag)),
     ):
         if found is not None:
-            return DrainBound(server, _number(found), str(source))
+            return DrainBound(server, number_or_none(found), str(source))
     if spec.drain_env and env.get(spec.drain_env):
-        return DrainBound(server, _number(env[spec.drain_env]), spec.drain_env)
+        return DrainBound(server, number_or_none(env[spec.drain_env]), spec.drain_env)
     if spec.config is not None:
-        named = _option(words, *spec.config.flags) or _option(env_words, *spec.config.flags)
+        named = option_value(words, *spec.config.flags) or option_value(env_words, *spec.config.flags)
         bound = _from_config_file(server, spec.config, named, cwd or Path.cwd())
         if bound is not None:
             return bound
     return DrainBound(server, spec.drain_bound, "the default")
 
 
-def _option(words: Sequence[str], *names: str) -> str | None:
-    """The value of the last of `names` in `words` (`--name=value` or `--name value`), None if absent."""
+def command_words(argv: Sequence[str], command: Command) -> list[str]:
+    """The words the server's options are among: the shell script's, or the argv's."""
+    return shlex_words(command.script) if command.script is not None else list(argv)
+
+
+def option_value(words: Sequence[str], *names: str) -> str | None:
+    """
+    The value of the last of `names` in `words` (`--name=value` or `--name value`), None if
+    absent: the last, as the servers' own parsers read a repeated option.
+    """
     value = None
     for n, word in enumerate(words):
         option, eq, attached = word.partition("=")
@@ -561,7 +569,7 @@ def _option(words: Sequence[str], *names: str) -> str | None:
     return value
 
 
-def _number(text: str) -> float | None:
+def number_or_none(text: str) -> float | None:
     try:
         return float(text)
     except ValueError:
