@@ -66,6 +66,8 @@ ALLOWED_FATES = {
     "complete": frozenset({Fate.COMPLETED}),
     "allow-cancel": frozenset({Fate.COMPLETED, Fate.CANCELLED, Fate.DROPPED}),
 }
+# A task the app spawned at startup, whatever the policy: ended before its teardown completed.
+SERVICE_FATES = frozenset({Fate.STOPPED})
 
 
 MAX_LISTED = 20  # failed requests listed one by one; the rest are counted
@@ -547,7 +549,7 @@ def background_fate(timeline: Timeline) -> Verdict:
     if preflight := sum(task.from_preflight for task in timeline.tasks.values()):
         tally += f"; {preflight} of them queued by the preflight's request"  # or "5 tasks" reads as a miscount
     bad = [task for task in timeline.tasks.values() if fates[task.id] not in allowed]
-    outlived = [task for task in timeline.service_tasks.values() if services[task.id] != Fate.STOPPED]
+    outlived = [task for task in timeline.service_tasks.values() if services[task.id] not in SERVICE_FATES]
     evidence = [_describe_fate(timeline, task, fates[task.id]) for task in bad]
     evidence += [_describe_service(timeline, task, services[task.id]) for task in outlived]
     broke = [f"{len(bad)} task(s) broke the '{policy}' policy: {tally}"] if bad else []

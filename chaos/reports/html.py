@@ -21,7 +21,16 @@ from pathlib import Path
 
 from chaos.journal import Event, Kind
 from chaos.judge.timeline import RequestView, TaskView, Timeline, WorkerView
-from chaos.judge.verdict import ALLOWED_FATES, Evidence, Fate, Status, Verdict, fate_of, service_fate
+from chaos.judge.verdict import (
+    ALLOWED_FATES,
+    SERVICE_FATES,
+    Evidence,
+    Fate,
+    Status,
+    Verdict,
+    fate_of,
+    service_fate,
+)
 from chaos.outdir import write_file
 
 MAX_LANES = 200  # requests and tasks together; workers and aggregate lanes always shown
@@ -404,7 +413,7 @@ def build_lanes(timeline: Timeline, verdicts: Sequence[Verdict]) -> list[tuple[s
     allowed = ALLOWED_FATES.get(policy, ALLOWED_FATES["complete"])
     tasks = [_task_lane(timeline, task, allowed, named) for task in timeline.tasks.values()]
     services = timeline.service_tasks.values()
-    tasks += [_task_lane(timeline, task, frozenset({Fate.STOPPED}), named, service=True) for task in services]
+    tasks += [_task_lane(timeline, task, SERVICE_FATES, named, service=True) for task in services]
     kept, hidden = _cap(
         sorted(single, key=lambda lane: lane.first) + sorted(tasks, key=lambda lane: lane.first), MAX_LANES
     )
