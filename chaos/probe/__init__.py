@@ -15,7 +15,7 @@ In-server instrumentation: the eyes drainspec has inside each server process.
   while the loop is stalled, so the report can name the blocking frame.
 
 The resources the app opens (database engines and pools, Redis, HTTP clients) are seen by
-`chaos.probe.resources`, installed by `chaos.probe.asgi` unless `DRAINSPEC_INSTRUMENT=0`. Apps
+`chaos.probe.resources`, installed by `chaos.probe.loader` unless `DRAINSPEC_INSTRUMENT=0`. Apps
 add their own events for anything else (`pool.open`, `pool.closed`, `pool.use_after_close`)
 with `record`.
 """
@@ -42,6 +42,7 @@ from chaos.journal import JournalWriter, Kind, SegmentWriter
 
 JOURNAL_ENV = "DRAINSPEC_JOURNAL"
 APP_ENV = "DRAINSPEC_APP"  # the import string of the app `chaos.probe.asgi` wraps
+PORT_ENV = "DRAINSPEC_PORT"  # where an app's own script must listen (`chaos.probe.script`)
 STALL_ENV = "DRAINSPEC_STALL_MS"
 TEARDOWN_DELAY_ENV = "DRAINSPEC_TEARDOWN_DELAY"
 INSTRUMENT_ENV = "DRAINSPEC_INSTRUMENT"  # "0": no resource instrumentation (`chaos.probe.resources`)

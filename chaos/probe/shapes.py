@@ -1,6 +1,6 @@
 """
 What an app's import string names, told by its signature: an ASGI app, an app factory, or
-something a server cannot call. Pure functions, imported by `chaos.probe.asgi` (which has the
+something a server cannot call. Pure functions, imported by `chaos.probe.loader` (which has the
 side effect of loading the app) and by tests.
 """
 
