@@ -32,7 +32,7 @@ from chaos import __version__, config
 from chaos.errors import EXIT_BAD_INPUT, EXIT_CRASHED, DrainspecError, UsageError, one_line
 from chaos.journal import Event
 from chaos.scenario import BACKGROUND_PATH, HOLD_PATH, SIGNAL_AT, K8sOptions, Scenario, parse_range
-from chaos.servers import SERVERS, names_text
+from chaos.servers import SERVERS, names_text, own_script_of
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -312,12 +312,15 @@ def _scenario(args: argparse.Namespace, server_args: Sequence[str] = ()) -> Scen
             raise UsageError(f"--env {item!r} must look like KEY=VALUE")
         env[key] = value
     app = getattr(args, "app", "") or ""
-    if hasattr(args, "server") and not app:
+    script = own_script_of(getattr(args, "command", None))
+    if script is not None:
+        app = script.name  # the script decides which app its server runs
+    elif hasattr(args, "server") and not app:
         raise UsageError(
             "--app is required (PKG.MODULE:ATTR); or put app = ... in drainspec.toml "
             "or in the [tool.drainspec] table of pyproject.toml"
         )
-    if app and ":" not in app:
+    if app and ":" not in app and script is None:
         raise UsageError(f'--app "{app}" must be in format "<module>:<attribute>"')
     server: dict[str, Any] = {
         "app": app,

@@ -24,6 +24,7 @@ from chaos.errors import SetupError
 from chaos.journal import Event, Kind, read_journal
 from chaos.k8s import kubelet
 from chaos.lifecycle import Run, open_run
+from chaos.probe import PORT_ENV
 from chaos.scenario import Scenario
 
 
@@ -112,6 +113,7 @@ async def _execute(scenario: Scenario, run_dir: str | os.PathLike[str]) -> list[
     async with open_run(scenario, run_dir) as run:
         journal = run.journal
         run.env.update(faults.server_environment(injected))
+        run.env[PORT_ENV] = str(port)  # where an app's own script listens (`chaos.probe.script`)
         journal.write(Kind.RUN_START, scenario=scenario.to_dict(), port=port)
         process = run.spawn(argv)
         journal.write(Kind.SERVER_SPAWNED, target=process.pid, argv=argv)

@@ -32,7 +32,7 @@ from chaos.errors import SetupError
 
 PROBE_APP = "chaos.probe.asgi:app"
 # uvicorn's and granian's "the app is a factory". The probe's app is not one: the probe calls the
-# user's factory itself (`chaos.probe.asgi`), so the flag is dropped where the app's name is replaced.
+# user's factory itself (`chaos.probe.loader`), so the flag is dropped where the app's name is replaced.
 FACTORY_FLAG = "--factory"
 HOST = "127.0.0.1"
 
@@ -299,6 +299,69 @@ GRANIAN = ServerSpec(
 SERVERS: Mapping[str, ServerSpec] = MappingProxyType(
     {spec.name: spec for spec in (UVICORN, GUNICORN, HYPERCORN, GRANIAN)}
 )
+
+
+SCRIPT_LAUNCHER = "chaos.probe.script"
+_PYTHON = re.compile(r"python(\d+(\.\d+)*)?$")
+_OPTIONS_WITH_VALUE = frozenset({"-X", "-W", "-Q"})
+
+
+@dataclass(frozen=True)
+class Script:
+    """A command that starts the app's own script (`python main.py`), made to run on the probe."""
+
+    argv: list[str]  # the same interpreter and options, through `SCRIPT_LAUNCHER`
+    name: str  # what runs, for the report: `main.py`, `app.main`
+
+
+def own_script(words: Sequence[str]) -> Script | None:
+    """
+    `words` run through `chaos.probe.script` when they start the app's own script: a Python
+    interpreter on a script (`python main.py`) or a module (`python -m app.main`) found here, in
+    the directory drainspec runs in. None for anything else: a known server (`python -m
+    uvicorn`), and what is not the app's own code (`python -m http.server`).
+    """
+    if len(words) < 2 or not _PYTHON.match(os.path.basename(words[0])):
+        return None
+    index = 1
+    while index < len(words):
+        word = words[index]
+        if word == "-m":
+            if index + 1 == len(words) or not _module_here(words[index + 1]):
+                return None
+            launcher = [*words[:index], "-m", SCRIPT_LAUNCHER, *words[index:]]
+            return Script(launcher, words[index + 1])
+        if word == "-c" or word == "-":
+            return None
+        if word in _OPTIONS_WITH_VALUE:
+            index += 2
+            continue
+        if word.startswith("-"):
+            index += 1
+            continue
+        if not os.path.isfile(word):
+            return None
+        return Script([*words[:index], "-m", SCRIPT_LAUNCHER, *words[index:]], word)
+    return None
+
+
+def _module_here(module: str) -> bool:
+    path = module.replace(".", os.sep)
+    return os.path.isfile(f"{path}.py") or os.path.isfile(os.path.join(path, "__main__.py"))
+
+
+def own_script_of(command: str | None) -> Script | None:
+    """
+    The app's own script that `command` starts (`python main.py`, `python -m app.main`), run on
+    the probe by `chaos.probe.script`; None for any other command, and for one that says where
+    the app and the port go ({app}, {port}): drainspec then fills them in, as for any server.
+    """
+    if command is None or "{app}" in command or "{port}" in command:
+        return None
+    try:
+        return own_script(shlex.split(command))
+    except ValueError:
+        return None
 
 
 def names_text() -> str:

@@ -1,10 +1,10 @@
 """
 How a server is launched, made ready, and reaped.
 
-Every server runs the probe's import string (`chaos.probe.asgi:app`) on a loopback port, in its own
-session, so that the whole tree it forks can be found and killed afterwards. Signals that judge
-the shutdown are not sent here: that is the kubelet's job (`chaos.k8s.kubelet`). This module only
-cleans up.
+Every server runs the probe's import string (`chaos.probe.asgi:app`), or the app's own script
+through `chaos.probe.script`, on a loopback port, in its own session, so that the whole tree it
+forks can be found and killed afterwards. Signals that judge the shutdown are not sent here: that
+is the kubelet's job (`chaos.k8s.kubelet`). This module only cleans up.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from chaos.guardian import REAPED
 from chaos.journal import Event, JournalTail, Kind
 
 # HOST, PROBE_APP and SERVERS live in chaos.servers; other modules import them from here too.
-from chaos.servers import FACTORY_FLAG, HOST, PROBE_APP, SERVERS
+from chaos.servers import FACTORY_FLAG, HOST, PROBE_APP, SERVERS, own_script_of
 
 
 def server_argv(
@@ -48,7 +48,7 @@ def server_argv(
     The argv that starts `server` (or a user's `command` template) on the probe. A known server
     is first checked to be installed and recent enough (`chaos.servers.ServerSpec.installed`),
     so that a missing or old one is one clear `SetupError`, not a server that exits at once.
-    `--factory` is dropped wherever it is: the probe calls the app's factory (`chaos.probe.asgi`).
+    `--factory` is dropped wherever it is: the probe calls the app's factory (`chaos.probe.loader`).
     """
     extra = [word for word in extra if word != FACTORY_FLAG]
     if command is not None:
@@ -67,6 +67,9 @@ def server_argv(
             ) from None
         if not _on_path(argv[0]):
             raise SetupError(f"{argv[0]!r} was not found; check the --command or your PATH")
+        script = own_script_of(command)
+        if script is not None:
+            return script.argv + list(extra)
         return argv + list(extra)
     try:
         spec = SERVERS[server]

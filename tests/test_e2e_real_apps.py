@@ -260,3 +260,54 @@ def test_a_queue_worker_the_lifespan_started_must_be_stopped_by_its_teardown(tmp
     if code:  # the evidence names the worker, still running once the shutdown had completed
         assert "tests.apps.queue_worker.run_jobs" in fate["evidence"][0]["text"]
         assert "still running when worker" in fate["evidence"][0]["text"]
+
+
+SERVE_ITSELF = "tests/apps/serve_itself.py"
+
+
+@pytest.mark.parametrize(
+    ("command", "code", "failed", "loaded"),
+    [
+        pytest.param(f"python {SERVE_ITSELF}", 0, set(), ["__main__:app"], id="uvicorn-run-in-the-main-thread"),
+        pytest.param(
+            "python -m tests.apps.serve_itself --workers",
+            0,
+            set(),
+            ["tests.apps.serve_itself:app"] * 2,
+            id="an-import-string-and-two-workers",
+        ),
+        pytest.param(
+            f"python {SERVE_ITSELF} --in-thread",
+            1,
+            {"inflight-completed", "teardown-ran"},
+            ["__main__:app"],
+            id="the-server-in-a-thread",
+        ),
+    ],
+)
+def test_a_service_that_starts_its_own_server(tmp_path, command, code, failed, loaded):
+    """
+    `python main.py` calling `uvicorn.run(app, host="0.0.0.0", port=8000)`: the app is judged in
+    the probe, on drainspec's port; a server run in a thread has no signal handler, and SIGTERM
+    ends the process with its requests in flight.
+    """
+    out = tmp_path / "out"
+    result = drainspec(
+        "run", "--command", command, "--request-path", "/work?seconds={seconds}", "--requests", "2",
+        "--request-seconds", "0.3", "--background", "0", "--grace", "5", "--out", str(out),
+    )  # fmt: skip
+    assert result.returncode == code, result.stdout + result.stderr
+    report = json.loads((out / "report.json").read_text())
+    assert {v["name"] for v in report["verdicts"] if v["status"] == "fail"} == failed
+    events = read_journal(out / "journal.jsonl")
+    assert [e.get("app") for e in events if e.kind == Kind.PROBE_LOADED] == loaded
+    ready = next(e for e in events if e.kind == Kind.SERVER_READY)
+    started = [e for e in events if e.kind == Kind.REQUEST_START and e.get("path") == "/work"]
+    assert len(started) >= 2 and ready.get("port") != 8000  # the script's own port was not the one served
+
+
+def test_a_script_that_starts_no_server_is_one_line_and_exit_2(tmp_path):
+    result = drainspec("run", "--command", f"python {SERVE_ITSELF} --no-server", "--out", str(tmp_path / "out"))
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr.count("\n") == 1 and "returned without starting uvicorn" in result.stderr
+    assert "Traceback" not in result.stdout + result.stderr

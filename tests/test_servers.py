@@ -14,7 +14,7 @@ import pytest
 from chaos import matrix, target
 from chaos.errors import SetupError
 from chaos.k8s import manifest
-from chaos.servers import HOST, PROBE_APP, SERVERS, installed_version, release
+from chaos.servers import HOST, PROBE_APP, SERVERS, installed_version, own_script, own_script_of, release
 
 PY = [sys.executable, "-m"]
 
@@ -203,3 +203,61 @@ def test_the_installed_version_is_read_as_importlib_metadata_reads_it(
     monkeypatch.setattr(sys, "path", [str(second), str(first)])
     assert installed_version("My.Server") == "1.0"
     assert installed_version("nothing-of-the-kind") is None
+
+
+LAUNCH = ["-m", "chaos.probe.script"]
+
+
+@pytest.fixture
+def in_a_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A directory holding an app's own scripts (`main.py`, `app/main.py`, `run.py`), made the current one."""
+    for name in ("main.py", "run.py", "app/main.py"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_text("")
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+@pytest.mark.parametrize(
+    ("words", "argv", "name"),
+    [
+        pytest.param(["python", "main.py"], ["python", *LAUNCH, "main.py"], "main.py", id="script"),
+        pytest.param(["python3", "-m", "app.main"], ["python3", *LAUNCH, "-m", "app.main"], "app.main", id="module"),
+        pytest.param(
+            ["/usr/local/bin/python3.12", "-u", "-X", "dev", "app/main.py", "--debug"],
+            ["/usr/local/bin/python3.12", "-u", "-X", "dev", *LAUNCH, "app/main.py", "--debug"],
+            "app/main.py",
+            id="interpreter-options-kept",
+        ),
+        pytest.param(["python", "-m", "uvicorn", "a:b"], None, None, id="a-server-module"),
+        pytest.param(["python", "-m", "http.server", "8000"], None, None, id="not-the-apps-own-module"),
+        pytest.param(["python", "elsewhere.py"], None, None, id="no-such-script-here"),
+        pytest.param(["python", "-c", "import app"], None, None, id="inline-code"),
+        pytest.param(["python"], None, None, id="no-script"),
+        pytest.param(["python", "-m"], None, None, id="no-module"),
+        pytest.param(["pythonista", "main.py"], None, None, id="not-an-interpreter"),
+        pytest.param(["uvicorn", "main:app"], None, None, id="a-server"),
+    ],
+)
+def test_a_command_that_starts_the_apps_own_script(words, argv, name, in_a_project):
+    script = own_script(words)
+    assert (script and script.argv, script and script.name) == (argv, name)
+
+
+@pytest.mark.parametrize(
+    ("command", "script"),
+    [
+        pytest.param("python main.py --debug", "main.py", id="script"),
+        pytest.param("python run.py {app} --port {port}", None, id="placeholders-say-where-the-app-goes"),
+        pytest.param("python 'main.py", None, id="unbalanced-quote"),
+        pytest.param(None, None, id="no-command"),
+    ],
+)
+def test_a_command_is_an_own_script_only_without_placeholders(command, script, in_a_project):
+    found = own_script_of(command)
+    assert (found and found.name) == script
+
+
+def test_a_script_command_runs_through_the_launcher(in_a_project):
+    argv = target.server_argv("uvicorn", 8123, command="python main.py", extra=["--verbose"])
+    assert argv == ["python", *LAUNCH, "main.py", "--verbose"]

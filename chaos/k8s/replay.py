@@ -34,6 +34,7 @@ from chaos.k8s.pod import Pod, handles_signal
 from chaos.k8s.prestop import describe, prestop_runner
 from chaos.k8s.router import Router
 from chaos.lifecycle import Run, open_run
+from chaos.probe import PORT_ENV
 from chaos.runner import stop_signal_of
 from chaos.scenario import K8sOptions
 
@@ -57,6 +58,7 @@ async def _replay(plan: Replay, run_dir: str | os.PathLike[str]) -> list[Event]:
     propagation = options.pick_propagation()
     async with open_run(scenario, run_dir) as run:
         journal = run.journal
+        run.env[PORT_ENV] = str(port)  # where an app's own script listens (`chaos.probe.script`)
         replay_info = {
             "pod": pod.name,
             "container": container.name,
