@@ -86,6 +86,13 @@ CASES = [
     ),
     pytest.param("missing-prestop-binary.yaml", {}, {"no-refused-while-routed"}, id="13-missing-prestop-binary"),
     pytest.param("prestop-kills.yaml", {}, {"no-refused-while-routed"}, id="14-prestop-kills", marks=needs_namespace),
+    pytest.param(
+        "server-in-a-thread.yaml",
+        {},
+        {"signal-reaches-app", "teardown-ran", "within-grace"},
+        id="6-server-in-a-thread",
+        marks=needs_namespace,
+    ),
 ]
 
 
@@ -188,6 +195,14 @@ def test_an_init_in_exec_form_passes(replay_manifest):
     sent = next(e for e in result.timeline.events if e.kind == "signal.sent")
     assert sent.get("handled") is True
     assert result.verdict("signal-reaches-app").status == "pass"
+
+
+def test_a_service_that_starts_its_own_server_passes(replay_manifest):
+    """`command: [python, main.py]`, its uvicorn in the main thread: bound here, probed, drained as PID 1."""
+    result = replay_manifest("own-script.yaml", requests=1, request_seconds=0.3)
+    assert result.failed == set(), result.explain()
+    assert [e.get("app") for e in result.timeline.events if e.kind == "probe.loaded"] == ["__main__:app"]
+    assert result.verdict("teardown-ran").status == "pass"
 
 
 @needs_namespace

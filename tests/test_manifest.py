@@ -146,6 +146,27 @@ def test_localize_leaves_an_app_factory_to_the_probe(argv, app):
     assert "--factory" not in " ".join(localized)
 
 
+@pytest.mark.parametrize(
+    ("argv", "localized", "app"),
+    [
+        pytest.param(["python", "main.py"], ["python", "-m", "chaos.probe.script", "main.py"], "main.py", id="script"),
+        pytest.param(
+            ["tini", "--", "python3", "-m", "app.main", "--port", "8000"],
+            ["tini", "--", "python3", "-m", "chaos.probe.script", "-m", "app.main", "--port", "8000"],
+            "app.main",
+            id="under-an-init",
+        ),
+    ],
+)
+def test_localize_runs_the_apps_own_script_on_the_probe(argv, localized, app, tmp_path, monkeypatch):
+    """The script's own uvicorn is bound to the replay's port by `chaos.probe.script`, not by its words."""
+    for name in ("main.py", "app/main.py"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_text("")
+    monkeypatch.chdir(tmp_path)
+    assert localize(argv, port=4321, container_ports=[8000]) == (localized, app)
+
+
 def test_localize_inside_a_shell_script_keeps_the_script():
     argv, app = localize(["sh", "-c", "echo hi; uvicorn app.main:app --host 0.0.0.0 --port 8000"], port=4321)
     assert app == "app.main:app"

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from chaos.errors import ManifestError
-from chaos.servers import FACTORY_FLAG, HOST, PROBE_APP, SERVERS, ConfigFile, names_text
+from chaos.servers import FACTORY_FLAG, HOST, PROBE_APP, SERVERS, ConfigFile, names_text, own_script
 from chaos.validate import MAX_MANIFEST_BYTES, load_yaml_documents, read_text
 
 if TYPE_CHECKING:
@@ -422,6 +422,10 @@ def localize(argv: Sequence[str], *, port: int, container_ports: Sequence[int] =
 
 def _localize_words(words: list[str], port: int, container_ports: Sequence[int]) -> tuple[list[str], str | None]:
     start = next((n for n, w in enumerate(words) if Path(w).name in SERVER_NAMES or w in SERVER_NAMES), None)
+    if start is None:  # the app's own script, behind an init or not: its uvicorn is bound by `chaos.probe.script`
+        for n in range(len(words)):
+            if (script := own_script(words[n:])) is not None:
+                return [*words[:n], *script.argv], script.name
     if start is None:
         mapped = [_map_port_word(word, port, container_ports) for word in words]
         if mapped == words:
