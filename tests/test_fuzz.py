@@ -187,6 +187,8 @@ NUMBER = st.one_of(
     st.floats(allow_nan=True, allow_infinity=True).map(repr),
     st.integers(-5, 100_000).map(str),
 )
+# A run count is honoured, so a large one is a long experiment, not a fault: counts stay small.
+RUNS = st.one_of(st.sampled_from(["nan", "inf", "-1", "0", "0.1", "1e9x", "x", ""]), st.integers(-5, 40).map(str))
 
 TRAFFIC_FLAGS = {
     "--requests": NUMBER,
@@ -224,7 +226,7 @@ COMMAND_FLAGS: dict[str, dict[str, Any]] = {
     "chaos": {
         **SERVER_FLAGS,
         **TRAFFIC_FLAGS,
-        "--runs": NUMBER,
+        "--runs": RUNS,
         "--seed": NUMBER,
         "--offset": NUMBER,
         "--choose-fault": TEXT,
