@@ -417,7 +417,7 @@ def _run(args: argparse.Namespace, server_args: Sequence[str], console: Console)
         scenario = Attempt.from_seed(args.seed).apply(scenario)
     out = _output(args, "run")
     if not args.quiet:
-        console.print(f"[dim]starting {scenario.command or scenario.server} on {scenario.app}; files in {out}/[/]")
+        console.print(f"[dim]starting {escape(scenario.subject)}; files in {out}/[/]")
     with _status(console, out / JOURNAL_FILE, ready_timeout=scenario.ready_timeout):
         events = execute(scenario, out)
     from chaos.outcome import RunResult

@@ -96,6 +96,16 @@ class Scenario:
         return cls(**values)
 
     @property
+    def subject(self) -> str:
+        """
+        What ran, for a report's first line: `app.main:app on uvicorn`; the command alone when it
+        is the app's own script (`python main.py`), whose name is then the app's.
+        """
+        if self.command is not None and self.app in self.command.split():
+            return self.command
+        return f"{self.app or '(no app)'} on {self.command or self.server}"
+
+    @property
     def client_timeout(self) -> float:
         """
         How long a client waits for its answer: the whole grace (a drain may use all of it),

@@ -118,3 +118,18 @@ def test_a_duration_the_requests_cannot_carry_is_noted(changes, flags):
     notes = durations_not_carried(scenario)
     assert [note.split()[0] for note in notes] == flags
     assert all("no {seconds} in it" in note for note in notes)
+
+
+@pytest.mark.parametrize(
+    ("changes", "subject"),
+    [
+        ({}, "app.main:app on uvicorn"),
+        ({"server": "hypercorn"}, "app.main:app on hypercorn"),
+        ({"command": "mysrv --port {port} {app}"}, "app.main:app on mysrv --port {port} {app}"),
+        ({"app": "main.py", "command": "python main.py --debug"}, "python main.py --debug"),
+        ({"app": "app.main", "command": "python -X dev -m app.main"}, "python -X dev -m app.main"),
+    ],
+    ids=["server", "another-server", "command-template", "own-script", "own-module"],
+)
+def test_a_report_names_what_ran_once(changes, subject):
+    assert dataclasses.replace(Scenario(app="app.main:app"), **changes).subject == subject

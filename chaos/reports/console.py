@@ -180,7 +180,7 @@ def print_console(
         console.print(f"[bold]drainspec[/] rolling update: {escape(facts)}")
     elif scenario is not None:
         console.print(
-            f"[bold]drainspec[/] {escape(scenario.app)} on {escape(scenario.command or scenario.server)}: "
+            f"[bold]drainspec[/] {escape(scenario.subject)}: "
             f"{scenario.requests} request(s) and {scenario.background} background request(s) in "
             f"flight, {escape(scenario.signal)} with a {scenario.grace:g}s grace"
         )

@@ -704,7 +704,7 @@ def _heading(timeline: Timeline, verdicts: Sequence[Verdict]) -> list[str]:
     if scenario is not None and not timeline.rollout:
         signal = str(scenario.signal).removeprefix("SIG")
         out.append(
-            f'<p class="meta">{_e(scenario.app or "(no app)")} on {_e(scenario.command or scenario.server)}: '
+            f'<p class="meta">{_e(scenario.subject)}: '
             f"{_e(scenario.requests)} request(s) and {_e(scenario.background)} background request(s) in flight, "
             f"SIG{_e(signal)} with a {_e(_seconds(scenario.grace))}s grace</p>"
         )
