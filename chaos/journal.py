@@ -79,6 +79,7 @@ class Kind(StrEnum):
     TASK_FAILED = "task.failed"
     WEBSOCKET_OPEN = "websocket.open"
     WEBSOCKET_CLOSED = "websocket.closed"
+    APP_UNAWAITED = "app.unawaited"  # a coroutine the app dropped unawaited, e.g. a close (`chaos.probe.unawaited`)
     LOOP_LAG = "loop.lag"
     LOOP_STALL = "loop.stall"
     # The application, through `chaos.record`.

@@ -143,6 +143,7 @@ def test_the_correct_app_passes_with_its_resource_named(run_scenario, app) -> No
     for verdict_name in ("no-use-after-close", "resources-closed"):
         verdict = result.verdict(verdict_name)
         assert verdict.status == Status.PASS and resource.label in verdict.summary, result.explain()
+    assert result.timeline.unawaited == []
 
 
 def test_the_mistake_fails_on_the_right_verdict_naming_the_resource(run_scenario, app) -> None:
@@ -164,6 +165,21 @@ def test_the_mistake_fails_on_the_right_verdict_naming_the_resource(run_scenario
         by_tasks = [item for item in named if item.task]
         assert len(by_tasks) == 2, result.explain()  # each background task that used it, by id
     assert resource.label in verdict.summary
+
+
+def test_a_close_never_awaited_is_named_where_the_shutdown_dropped_it(run_scenario, postgres: Service) -> None:
+    pytest.importorskip("asyncpg")
+    spec = APPS["asyncpg"]
+    result = run(run_scenario, spec, {**spec.env(postgres), spec.mistake: "unawaited"})
+    assert result.failed == {"resources-closed"}, result.explain()
+    (dropped,) = result.timeline.unawaited
+    assert dropped.get("coroutine") == "Pool.close", dropped
+    where = str(dropped.get("where"))
+    assert where.startswith("tests/apps/shop_asyncpg.py:"), where
+    line = int(where.rpartition(":")[2])
+    assert "pool.close()" in (ROOT / "tests/apps/shop_asyncpg.py").read_text().splitlines()[line - 1]
+    evidence = str(result.verdict("resources-closed").evidence[0])
+    assert evidence.endswith(f"the shutdown dropped Pool.close() at {where} without awaiting it (a missing `await`?)")
 
 
 def test_instrumentation_off_sees_no_resource(run_scenario, redis_server) -> None:

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from chaos.journal import Kind
 from chaos.judge.verdict import Evidence, Fate, Status, Verdict, fate_of
 from chaos.outcome import RunResult
 from chaos.reports import html
@@ -451,3 +452,10 @@ def test_chromium_draws_the_page_with_its_failure_highlighted(run_scenario, tmp_
     assert len(colours) > 50, f"only {len(colours)} colours: the page looks blank"
     for colour, what in ((FAIL_BADGE, "the FAIL badge"), (WORKER_BAR, "a worker lane"), (OK_GREEN, "a request lane")):
         assert colour in colours, f"{what} (#{bytes(colour).hex()}) is not on the screenshot"
+
+
+def test_a_coroutine_the_app_never_awaited_is_marked_and_escaped() -> None:
+    journal = graceful().add(255, Kind.APP_UNAWAITED, coroutine="Db.<close>", where="app/main.py:9")
+    text = html.render(journal.timeline(), journal.verdicts())
+    assert Page(text).markers.count("unawaited") == 1
+    assert "&lt;close&gt;() never awaited" in text and "<close>" not in text

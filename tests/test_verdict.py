@@ -788,3 +788,25 @@ def test_a_task_the_teardown_cancels_and_awaits_before_closing_the_pool(journal,
         assert "but 1 job(s) it cancelled and awaited before closing the pool" in teardown.evidence[0].text
     else:
         assert any("a1" in item.text for item in teardown.evidence), teardown.evidence
+
+
+def _dropped_close(ms: float) -> Journal:
+    """The pool left open by a lifespan shutdown (250..260) that called `pool.close()` unawaited at `ms`."""
+    return graceful().resource("db", -800).add(ms, Kind.APP_UNAWAITED, coroutine="Pool.close", where="app/main.py:31")
+
+
+def test_a_close_the_shutdown_never_awaited_is_named_beside_the_resource_it_left_open() -> None:
+    verdict = _dropped_close(255).verdict(V.RESOURCES_CLOSED)
+    assert verdict.status == F
+    assert str(verdict.evidence[0]).endswith(
+        "lifespan shutdown completed at +0.260s without closing it; the shutdown dropped Pool.close() at "
+        "app/main.py:31 without awaiting it (a missing `await`?)"
+    )
+    console = Console(record=True, width=200)
+    print_console(console, _dropped_close(255).timeline(), [verdict])
+    assert "[4242] coroutine Pool.close never awaited (dropped at app/main.py:31)" in console.export_text()
+
+
+def test_a_coroutine_dropped_before_the_shutdown_is_not_blamed_for_what_it_left_open() -> None:
+    verdict = _dropped_close(-500).verdict(V.RESOURCES_CLOSED)
+    assert verdict.status == F and "dropped" not in str(verdict.evidence[0])

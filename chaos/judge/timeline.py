@@ -208,6 +208,7 @@ class Timeline:
     pool_events: list[Event] = field(default_factory=list)
     resources: dict[str, ResourceView] = field(default_factory=dict)
     warnings: list[Event] = field(default_factory=list)  # `probe.warning`: what the probe could not hook
+    unawaited: list[Event] = field(default_factory=list)  # `app.unawaited`: coroutines the app dropped
     instrumented: bool | None = None  # False when a worker ran with DRAINSPEC_INSTRUMENT=0
     _uses: dict[tuple[int, str, str], UseView] = field(default_factory=dict, repr=False)
     _label_counts: Counter[str] = field(default_factory=Counter, repr=False)
@@ -406,13 +407,15 @@ def _fold(timeline: Timeline, event: Event) -> None:
         timeline.errors.append(event)
     elif kind == Kind.PROBE_WARNING:
         timeline.warnings.append(event)
+    elif kind == Kind.APP_UNAWAITED:
+        timeline.unawaited.append(event)
     elif kind == Kind.PROBE_LOADED and event.get("instrument") is not None:
         timeline.instrumented = bool(event.get("instrument")) and timeline.instrumented is not False
     request_id = event.get("request")
     if request_id is not None:
         view = timeline.request(str(request_id))
         view.last_seen = max(view.last_seen or 0, t)
-    if not kind.startswith(("probe.", "lifespan.", "request.", "task.", "loop.", "pool.", "resource.")):
+    if not kind.startswith(("probe.", "app.", "lifespan.", "request.", "task.", "loop.", "pool.", "resource.")):
         return
     worker = timeline.worker(event.pid)
     worker.last_event = t

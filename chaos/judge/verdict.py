@@ -418,7 +418,7 @@ def resources_closed(timeline: Timeline) -> Verdict:
     for resource in left_open[:MAX_LISTED]:
         text = (
             f"{resource.described}, opened {timeline.at(resource.opened)} {timeline.opened_by(resource)}, "
-            f"never closed: {_why_still_open(timeline, resource)}"
+            f"never closed: {_why_still_open(timeline, resource)}{_dropped_in_shutdown(timeline, resource)}"
         )
         evidence.append(
             Evidence(text, request=resource.request, task=resource.task, worker=resource.pid, t=resource.opened)
@@ -427,6 +427,21 @@ def resources_closed(timeline: Timeline) -> Verdict:
         evidence.append(Evidence(f"... and {len(left_open) - MAX_LISTED} more"))
     summary = f"{len(left_open)} of {len(opened)} resource(s) never closed: {_labels(timeline, left_open)}"
     return _fail(name, summary, evidence)
+
+
+def _dropped_in_shutdown(timeline: Timeline, resource: ResourceView) -> str:
+    """The coroutines its worker's shutdown made and never awaited: the close that was meant."""
+    worker = timeline.workers.get(resource.pid)
+    if worker is None or worker.shutdown_received is None:
+        return ""
+    dropped = [
+        f"{e.get('coroutine')}() at {e.get('where')}"
+        for e in timeline.unawaited
+        if e.pid == resource.pid and e.t >= worker.shutdown_received
+    ]
+    if not dropped:
+        return ""
+    return f"; the shutdown dropped {', '.join(dropped[:3])} without awaiting it (a missing `await`?)"
 
 
 def _why_still_open(timeline: Timeline, resource: ResourceView) -> str:

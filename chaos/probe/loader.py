@@ -19,7 +19,7 @@ import sys
 from typing import Any
 
 from chaos.journal import Kind
-from chaos.probe import APP_ENV, ASGIApp, Probe, patch_starlette_background, record, resources
+from chaos.probe import APP_ENV, ASGIApp, Probe, patch_starlette_background, record, resources, unawaited
 from chaos.probe.shapes import is_factory, not_asgi
 
 
@@ -67,6 +67,7 @@ def fail(message: str) -> SystemExit:
 def prepare() -> None:
     """What must be in place before the app's own imports: every resource it opens is then seen."""
     patch_starlette_background()
+    unawaited.install()
     if resources.enabled():
         resources.install()
 

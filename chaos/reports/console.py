@@ -67,6 +67,8 @@ def _line_for(timeline: Timeline, event: Event) -> str | None:
         return f"client   {request}: {fields.get('outcome')}{status}"
     if kind in (Kind.RESOURCE_CLOSED, Kind.RESOURCE_USE, Kind.PROBE_WARNING):
         return _resource_line(timeline, event, who)
+    if kind == Kind.APP_UNAWAITED:
+        return f"app{who:>8} coroutine {fields.get('coroutine')} never awaited (dropped at {fields.get('where')})"
     if kind in (
         Kind.SHUTDOWN_RECEIVED,
         Kind.SHUTDOWN_COMPLETE,

@@ -482,6 +482,9 @@ def _marker_for(event: Event, several_workers: bool) -> Marker | None:
         return Marker(t, f"shutdown failed{pid}", "shutdown-failed", "bad")
     if kind == Kind.POOL_CLOSED:
         return Marker(t, f"pool closed{pid}", "pool-closed")
+    if kind == Kind.APP_UNAWAITED:
+        name = str(event.get("coroutine")).rsplit(".", 1)[-1]
+        return Marker(t, f"{_clip(name, 24)}() never awaited{pid}", "unawaited", "bad")
     if kind == Kind.FAULT_INJECTED:
         return Marker(t, f"fault {event.get('fault')}", "fault", "bad")
     return None

@@ -9,6 +9,8 @@ and no ORM, not on drainspec's reference app: nothing here imports drainspec.
 
 `SHOP_LEAK_POOL=1` is the mistake: the lifespan never closes the pool (the `shutdown` half of
 a `startup` hook nobody wrote), so its connections die with the process instead of closing.
+`SHOP_LEAK_POOL=unawaited` is the same leak as public services write it: `pool.close()` without
+`await`, a coroutine made and dropped; Python only warns.
 """
 
 from __future__ import annotations
@@ -34,7 +36,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        if not os.environ.get("SHOP_LEAK_POOL"):
+        leak = os.environ.get("SHOP_LEAK_POOL")
+        if leak == "unawaited":
+            pool.close()  # no await: the coroutine is made and dropped, the pool stays open
+        elif not leak:
             await pool.close()
 
 
