@@ -197,9 +197,20 @@ def test_an_init_in_exec_form_passes(replay_manifest):
     assert result.verdict("signal-reaches-app").status == "pass"
 
 
-def test_a_service_that_starts_its_own_server_passes(replay_manifest):
+@pytest.mark.parametrize(
+    "command",
+    [None, '[sh, -c, "echo migrating && exec python tests/apps/serve_itself.py"]'],
+    ids=["exec-form", "after-a-shell-step"],
+)
+def test_a_service_that_starts_its_own_server_passes(replay_manifest, tmp_path, command):
     """`command: [python, main.py]`, its uvicorn in the main thread: bound here, probed, drained as PID 1."""
-    result = replay_manifest("own-script.yaml", requests=1, request_seconds=0.3)
+    manifest = "own-script.yaml"
+    if command is not None:
+        text = (ROOT / "k8s" / manifest).read_text()
+        manifest = str(tmp_path / "in-a-shell.yaml")
+        Path(manifest).write_text(text.replace("command: [python, tests/apps/serve_itself.py]", f"command: {command}"))
+        assert Path(manifest).read_text() != text
+    result = replay_manifest(manifest, requests=1, request_seconds=0.3)
     assert result.failed == set(), result.explain()
     assert [e.get("app") for e in result.timeline.events if e.kind == "probe.loaded"] == ["__main__:app"]
     assert result.verdict("teardown-ran").status == "pass"

@@ -167,6 +167,32 @@ def test_localize_runs_the_apps_own_script_on_the_probe(argv, localized, app, tm
     assert localize(argv, port=4321, container_ports=[8000]) == (localized, app)
 
 
+@pytest.mark.parametrize(
+    ("script", "localized", "app"),
+    [
+        pytest.param("python main.py", "python -m chaos.probe.script main.py", "main.py", id="alone"),
+        pytest.param(
+            "python manage.py migrate && exec python3 -X dev main.py --port 8000",
+            "python manage.py migrate && exec python3 -X dev -m chaos.probe.script main.py --port 8000",
+            "main.py",
+            id="after-a-migration",
+        ),
+        pytest.param(
+            "cd /srv; python  -m   app.main",
+            "cd /srv; python  -m chaos.probe.script -m   app.main",
+            "app.main",
+            id="a-module",
+        ),
+    ],
+)
+def test_localize_runs_the_apps_own_script_inside_a_shell_script(script, localized, app, tmp_path, monkeypatch):
+    for name in ("main.py", "manage.py", "app/main.py"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_text("")
+    monkeypatch.chdir(tmp_path)
+    assert localize(["sh", "-c", script], port=4321, container_ports=[8000]) == (["sh", "-c", localized], app)
+
+
 def test_localize_inside_a_shell_script_keeps_the_script():
     argv, app = localize(["sh", "-c", "echo hi; uvicorn app.main:app --host 0.0.0.0 --port 8000"], port=4321)
     assert app == "app.main:app"

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from chaos.errors import ManifestError
-from chaos.servers import FACTORY_FLAG, HOST, PROBE_APP, SERVERS, ConfigFile, names_text, own_script
+from chaos.servers import FACTORY_FLAG, HOST, PROBE_APP, SCRIPT_LAUNCHER, SERVERS, ConfigFile, names_text, own_script
 from chaos.validate import MAX_MANIFEST_BYTES, load_yaml_documents, read_text
 
 if TYPE_CHECKING:
@@ -464,6 +464,8 @@ def _localize_script(script: str, port: int, container_ports: Sequence[int]) -> 
     words = shlex_words(script)
     app = next((w for w in words if IMPORT_STRING.match(w)), None)
     server = _server_in(words)
+    if server is None and (own := _own_script_in(script, words)) is not None:
+        return own
     if server is None or app is None:
         text = script
         for container_port in container_ports:
@@ -480,6 +482,26 @@ def _localize_script(script: str, port: int, container_ports: Sequence[int]) -> 
     bind = " ".join(SERVERS[server].bind_words(port))
     text = re.sub(rf"(?<!\S){re.escape(app)}(?!\S)", f"{PROBE_APP} {bind}", text, count=1)
     return text, app
+
+
+def _own_script_in(script: str, words: Sequence[str]) -> tuple[str, str] | None:
+    """
+    The shell script with the app's own script (`alembic upgrade head && exec python main.py`)
+    run through `chaos.probe.script`, as `_localize_words` runs it outside a shell, and its name.
+    The last one is the server: what comes before it prepares (`python manage.py migrate`).
+    """
+    for n in reversed(range(len(words))):
+        if (own := own_script(words[n:])) is None:
+            continue
+        launcher = own.argv.index(SCRIPT_LAUNCHER)
+        first = own.argv[launcher + 1]  # the script, or `-m` before the module
+        target = rf"-m\s+{re.escape(own.name)}" if first == "-m" else re.escape(first)
+        interpreter = re.escape(words[n])
+        pattern = rf"(?<!\S)({interpreter}(?:\s+\S+)*?\s+)({target})(?!\S)"
+        text, found = re.subn(pattern, rf"\1-m {SCRIPT_LAUNCHER} \2", script, count=1)
+        if found:
+            return text, own.name
+    return None
 
 
 def _map_port_word(word: str, port: int, container_ports: Sequence[int]) -> str:
