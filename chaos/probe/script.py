@@ -1,17 +1,19 @@
 """
 A server the app's own script starts: `python main.py` or `python -m app.main`, where the script
-calls `uvicorn.run(app, ...)`, or builds `uvicorn.Config` and `uvicorn.Server` itself.
+calls `uvicorn.run(app, ...)`, builds `uvicorn.Config` and `uvicorn.Server` itself, or awaits
+hypercorn's `serve(app, config)`.
 
 drainspec runs such a command as `python -m chaos.probe.script main.py ARGS...`: `uvicorn.Config`
-is patched so that the app the script hands over is wrapped in the probe and the server listens
-where drainspec says (127.0.0.1, `DRAINSPEC_PORT`), then the script runs as `__main__`, as the
-interpreter would have run it. Everything else the script decides (its drain timeout, its signal
-handlers, whether the server runs in the main thread, its workers) is left as it is: that is what
-is verified. The reloader is turned off: it watches files, it is not how a service runs.
+and `hypercorn.asyncio.serve` are patched so that the app the script hands over is wrapped in the
+probe and the server listens where drainspec says (127.0.0.1, `DRAINSPEC_PORT`), then the script
+runs as `__main__`, as the interpreter would have run it. Everything else the script decides (its
+drain timeout, its signal handlers or shutdown trigger, whether the server runs in the main
+thread, its workers) is left as it is: that is what is verified. uvicorn's reloader is turned
+off: it watches files, it is not how a service runs.
 
-An app handed over as an import string (what `workers` and `reload` need) is loaded by
+An app handed over as an import string (what uvicorn's `workers` and `reload` need) is loaded by
 `chaos.probe.asgi`, in every worker, like any server's; an app object is wrapped where the
-script made it. A script that returns without ever configuring uvicorn is one `probe.error`.
+script made it. A script that returns without ever starting either server is one `probe.error`.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import functools
 import os
 import runpy
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +41,7 @@ def main(argv: list[str]) -> None:
         raise fail(f"{PORT_ENV} is not set; drainspec sets it when it runs an app's own script")
     os.environ.pop(APP_ENV, None)  # set below when the script hands uvicorn an import string
     prepare()  # before the script's imports, as for any server
-    configured = _redirect_uvicorn(int(port))
+    started = [_redirect_uvicorn(int(port)), _redirect_hypercorn(int(port))]
     if argv[0] == "-m":
         sys.argv = [argv[1], *argv[2:]]  # runpy sets argv[0] to the module's file
         what = f"-m {argv[1]}"
@@ -51,15 +54,15 @@ def main(argv: list[str]) -> None:
         sys.path.insert(0, str(Path(script).resolve().parent))  # as `python main.py` puts it first
         what = script
         runpy.run_path(script, run_name="__main__")
-    if not configured():
+    if not any(did() for did in started):
         raise fail(
-            f"{what} returned without starting uvicorn; drainspec runs a script's own server when it "
-            "is uvicorn (uvicorn.run, or uvicorn.Config and uvicorn.Server); for another server use "
-            "--command with {app} and {port}"
+            f"{what} returned without starting uvicorn or hypercorn; drainspec runs a script's own server "
+            "when it is uvicorn (uvicorn.run, or uvicorn.Config and uvicorn.Server) or hypercorn's "
+            "serve(app, config); for another server use --command with {app} and {port}"
         )
 
 
-def _redirect_uvicorn(port: int) -> Any:
+def _redirect_uvicorn(port: int) -> Callable[[], bool]:
     """Patch `uvicorn.Config`; returns a function that tells whether the script made one."""
     import uvicorn
 
@@ -84,6 +87,33 @@ def _redirect_uvicorn(port: int) -> Any:
 
     uvicorn.Config.__init__ = __init__  # type: ignore[method-assign]
     return lambda: made_one
+
+
+def _redirect_hypercorn(port: int) -> Callable[[], bool]:
+    """
+    Patch `hypercorn.asyncio.serve` (when hypercorn is installed); returns a function that tells
+    whether the script called it. The app is wrapped and bound here; the shutdown trigger, and
+    with it what a signal does, stays the script's.
+    """
+    try:
+        import hypercorn.asyncio
+    except ImportError:
+        return lambda: False
+    served = False
+    original = hypercorn.asyncio.serve
+
+    @functools.wraps(original)
+    def serve(app: Any, config: Any, *args: Any, **kwargs: Any) -> Awaitable[None]:
+        nonlocal served
+        served = True
+        config.bind, config.insecure_bind, config.quic_bind = [f"{HOST}:{port}"], [], []
+        name = _name_of(app)
+        made_app, factory = made(app, name=name)
+        probe = wrap(made_app, name=name, module=name.partition(":")[0], factory=factory)
+        return original(probe, config, *args, **kwargs)  # type: ignore[arg-type]  # a coroutine, as awaited
+
+    hypercorn.asyncio.serve = serve  # type: ignore[assignment]
+    return lambda: served
 
 
 def _name_of(app: Any) -> str:

@@ -8,6 +8,11 @@ A service that starts its own server, as many do: `python serve_itself.py` (a Do
 - `--in-thread`: the server run in a thread next to other work (a bot, a scheduler). Signal
   handlers belong to the main thread, so uvicorn installs none, and SIGTERM's default action
   ends the process with requests in flight and no lifespan shutdown;
+- `--hypercorn`: `asyncio.run(serve(app, config))`, hypercorn's programmatic server, whose own
+  SIGTERM handler drains;
+- `--hypercorn --own-trigger`: `serve(app, config, shutdown_trigger=lambda: asyncio.Future())`,
+  as hypercorn's docs show to take signal handling over, and nothing then takes it: SIGTERM's
+  default action ends the process, as in a thread;
 - `--no-server`: a script that never starts a server (a migration script given by mistake).
 """
 
@@ -41,7 +46,9 @@ def main(argv: list[str]) -> None:
     if "--no-server" in argv:
         print("migrations applied")
         return
-    if "--workers" in argv:
+    if "--hypercorn" in argv:
+        serve_with_hypercorn(own_trigger="--own-trigger" in argv)
+    elif "--workers" in argv:
         uvicorn.run("tests.apps.serve_itself:app", host="0.0.0.0", port=8000, workers=2)
     elif "--in-thread" in argv:
         server = uvicorn.Server(uvicorn.Config(app, host="0.0.0.0", port=8000))
@@ -50,6 +57,19 @@ def main(argv: list[str]) -> None:
         thread.join()
     else:
         uvicorn.run(app, host="0.0.0.0", port=8000, timeout_graceful_shutdown=5)
+
+
+def serve_with_hypercorn(*, own_trigger: bool) -> None:
+    from hypercorn.asyncio import serve
+    from hypercorn.config import Config
+
+    config = Config()
+    config.bind = ["0.0.0.0:8000"]
+    config.graceful_timeout = 5
+    if own_trigger:
+        asyncio.run(serve(app, config, shutdown_trigger=lambda: asyncio.Future()))  # type: ignore[arg-type]
+    else:
+        asyncio.run(serve(app, config))  # type: ignore[arg-type]
 
 
 if __name__ == "__main__":
