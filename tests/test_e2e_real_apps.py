@@ -284,6 +284,7 @@ SERVE_ITSELF = "tests/apps/serve_itself.py"
             id="the-server-in-a-thread",
         ),
         pytest.param(f"python {SERVE_ITSELF} --hypercorn", 0, set(), ["__main__:app"], id="hypercorn-serve"),
+        pytest.param(f"python {SERVE_ITSELF} --granian", 0, set(), ["tests.apps.serve_itself:app"], id="granian-serve"),
         pytest.param(
             f"python {SERVE_ITSELF} --hypercorn --own-trigger",
             1,
@@ -295,13 +296,14 @@ SERVE_ITSELF = "tests/apps/serve_itself.py"
 )
 def test_a_service_that_starts_its_own_server(tmp_path, command, code, failed, loaded):
     """
-    `python main.py` calling `uvicorn.run(app, host="0.0.0.0", port=8000)` or hypercorn's
-    `serve(app, config)`: the app is judged in the probe, on drainspec's port; a server run in a
-    thread, or given a shutdown trigger nothing sets, has no signal handler, and SIGTERM ends
-    the process with its requests in flight.
+    `python main.py` calling `uvicorn.run(app, host="0.0.0.0", port=8000)`, hypercorn's
+    `serve(app, config)` or granian's `Granian(...).serve()`: the app is judged in the probe, on
+    drainspec's port; a server run in a thread, or given a shutdown trigger nothing sets, has no
+    signal handler, and SIGTERM ends the process with its requests in flight.
     """
-    if "--hypercorn" in command:
-        pytest.importorskip("hypercorn")
+    for server in ("hypercorn", "granian"):
+        if f"--{server}" in command:
+            pytest.importorskip(server)
     out = tmp_path / "out"
     result = drainspec(
         "run", "--command", command, "--request-path", "/work?seconds={seconds}", "--requests", "2",
@@ -320,5 +322,5 @@ def test_a_service_that_starts_its_own_server(tmp_path, command, code, failed, l
 def test_a_script_that_starts_no_server_is_one_line_and_exit_2(tmp_path):
     result = drainspec("run", "--command", f"python {SERVE_ITSELF} --no-server", "--out", str(tmp_path / "out"))
     assert result.returncode == 2, result.stdout + result.stderr
-    assert result.stderr.count("\n") == 1 and "returned without starting uvicorn or hypercorn" in result.stderr
+    assert result.stderr.count("\n") == 1 and "returned without starting uvicorn, hypercorn or granian" in result.stderr
     assert "Traceback" not in result.stdout + result.stderr

@@ -1,19 +1,20 @@
 """
 A server the app's own script starts: `python main.py` or `python -m app.main`, where the script
-calls `uvicorn.run(app, ...)`, builds `uvicorn.Config` and `uvicorn.Server` itself, or awaits
-hypercorn's `serve(app, config)`.
+calls `uvicorn.run(app, ...)`, builds `uvicorn.Config` and `uvicorn.Server` itself, awaits
+hypercorn's `serve(app, config)`, or runs `Granian("main:app", interface="asgi").serve()`.
 
-drainspec runs such a command as `python -m chaos.probe.script main.py ARGS...`: `uvicorn.Config`
-and `hypercorn.asyncio.serve` are patched so that the app the script hands over is wrapped in the
-probe and the server listens where drainspec says (127.0.0.1, `DRAINSPEC_PORT`), then the script
-runs as `__main__`, as the interpreter would have run it. Everything else the script decides (its
-drain timeout, its signal handlers or shutdown trigger, whether the server runs in the main
-thread, its workers) is left as it is: that is what is verified. uvicorn's reloader is turned
-off: it watches files, it is not how a service runs.
+drainspec runs such a command as `python -m chaos.probe.script main.py ARGS...`:
+`uvicorn.Config`, `hypercorn.asyncio.serve` and granian's server are patched so that the app the
+script hands over is wrapped in the probe and the server listens where drainspec says
+(127.0.0.1, `DRAINSPEC_PORT`), then the script runs as `__main__`, as the interpreter would have
+run it. Everything else the script decides (its drain timeout, its signal handlers or shutdown
+trigger, whether the server runs in the main thread, its workers) is left as it is: that is what
+is verified. The reloaders are turned off: they watch files, they are not how a service runs.
 
-An app handed over as an import string (what uvicorn's `workers` and `reload` need) is loaded by
-`chaos.probe.asgi`, in every worker, like any server's; an app object is wrapped where the
-script made it. A script that returns without ever starting either server is one `probe.error`.
+An app handed over as an import string (what uvicorn's `workers` and `reload` need, and all
+granian takes) is loaded by `chaos.probe.asgi`, in every worker, like any server's; an app
+object is wrapped where the script made it. A script that returns without ever starting one of
+them is one `probe.error`.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ def main(argv: list[str]) -> None:
         raise fail(f"{PORT_ENV} is not set; drainspec sets it when it runs an app's own script")
     os.environ.pop(APP_ENV, None)  # set below when the script hands uvicorn an import string
     prepare()  # before the script's imports, as for any server
-    started = [_redirect_uvicorn(int(port)), _redirect_hypercorn(int(port))]
+    started = [_redirect_uvicorn(int(port)), _redirect_hypercorn(int(port)), _redirect_granian(int(port))]
     if argv[0] == "-m":
         sys.argv = [argv[1], *argv[2:]]  # runpy sets argv[0] to the module's file
         what = f"-m {argv[1]}"
@@ -56,9 +57,10 @@ def main(argv: list[str]) -> None:
         runpy.run_path(script, run_name="__main__")
     if not any(did() for did in started):
         raise fail(
-            f"{what} returned without starting uvicorn or hypercorn; drainspec runs a script's own server "
-            "when it is uvicorn (uvicorn.run, or uvicorn.Config and uvicorn.Server) or hypercorn's "
-            "serve(app, config); for another server use --command with {app} and {port}"
+            f"{what} returned without starting uvicorn, hypercorn or granian; drainspec runs a script's own "
+            "server when it is uvicorn (uvicorn.run, or uvicorn.Config and uvicorn.Server), hypercorn's "
+            "serve(app, config) or granian's Granian(...).serve(); for another server use --command "
+            "with {app} and {port}"
         )
 
 
@@ -114,6 +116,34 @@ def _redirect_hypercorn(port: int) -> Callable[[], bool]:
 
     hypercorn.asyncio.serve = serve  # type: ignore[assignment]
     return lambda: served
+
+
+def _redirect_granian(port: int) -> Callable[[], bool]:
+    """
+    Patch granian's server (when granian is installed); returns a function that tells whether
+    the script made one. Its workers import the target, so the target becomes the probe's
+    import string, as for uvicorn's workers; its reloader is turned off.
+    """
+    try:
+        from granian.server.common import AbstractServer
+    except ImportError:
+        return lambda: False
+    made_one = False
+    original = AbstractServer.__init__
+
+    @functools.wraps(original)
+    def __init__(self: Any, target: str, *args: Any, **kwargs: Any) -> None:
+        nonlocal made_one
+        original(self, target, *args, **kwargs)
+        made_one = True
+        os.environ[APP_ENV] = f"{target}()" if self.factory else target
+        self.target, self.factory = PROBE_APP, False
+        self.bind_addr, self.bind_port, self.bind_uds = HOST, port, None
+        self.metrics_address = HOST
+        self.reload_on_changes = False
+
+    AbstractServer.__init__ = __init__  # type: ignore[method-assign]
+    return lambda: made_one
 
 
 def _name_of(app: Any) -> str:

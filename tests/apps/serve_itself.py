@@ -13,6 +13,8 @@ A service that starts its own server, as many do: `python serve_itself.py` (a Do
 - `--hypercorn --own-trigger`: `serve(app, config, shutdown_trigger=lambda: asyncio.Future())`,
   as hypercorn's docs show to take signal handling over, and nothing then takes it: SIGTERM's
   default action ends the process, as in a thread;
+- `--granian`: `Granian("tests.apps.serve_itself:app", interface="asgi").serve()`, granian's
+  programmatic server, whose workers import the app;
 - `--no-server`: a script that never starts a server (a migration script given by mistake).
 """
 
@@ -46,7 +48,11 @@ def main(argv: list[str]) -> None:
     if "--no-server" in argv:
         print("migrations applied")
         return
-    if "--hypercorn" in argv:
+    if "--granian" in argv:
+        from granian import Granian
+
+        Granian("tests.apps.serve_itself:app", address="0.0.0.0", port=8000, interface="asgi").serve()  # type: ignore[arg-type]
+    elif "--hypercorn" in argv:
         serve_with_hypercorn(own_trigger="--own-trigger" in argv)
     elif "--workers" in argv:
         uvicorn.run("tests.apps.serve_itself:app", host="0.0.0.0", port=8000, workers=2)
