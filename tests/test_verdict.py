@@ -335,6 +335,13 @@ CASES = [
     ),
     pytest.param(
         V.SIGNAL_REACHES_APP,
+        P,
+        Journal().startup().request("r1", start=-100, end=None).signal(0, handled=False).exit(5, returncode=-15),
+        "TERM killed the app outright: the app has no handler for it (see teardown-ran)",
+        id="signal-pass-killed-outright",
+    ),
+    pytest.param(
+        V.SIGNAL_REACHES_APP,
         NA,
         Journal().startup().request("r1", start=-100, end=200),
         "no stop signal",

@@ -931,7 +931,7 @@ def signal_reaches_app(timeline: Timeline) -> Verdict:
         else:
             detail = "the app has no handler for it"
         if not timeline.exit.get("killed") and is_app:
-            return _pass(name, f"{timeline.signal_name} killed the app outright: {detail}")
+            return _pass(name, f"{timeline.signal_name} killed the app outright: {detail} (see teardown-ran)")
         return _fail(name, f"{timeline.signal_name} to {who} never reached the app: {detail}")
     # A handled signal (a handler, or blocked and waited for as tini and dumb-init do) only
     # reached the app if the app acted on it: in a pod, an init that forwards it to a shell
