@@ -124,7 +124,7 @@ def test_a_reader_that_leaves_early_changes_no_exit_code(tmp_path, app, code):
         finally:
             process.kill()
         stderr = process.stderr.read().decode()
-    assert b"starting uvicorn" in first
+    assert first.startswith(f"starting {app} on uvicorn".encode())
     assert returncode == code, stderr
     assert "Traceback" not in stderr and "internal error" not in stderr
     for name in ("report.json", "junit.xml", "timeline.html"):
