@@ -7,6 +7,8 @@ runs a shutdown scenario against your app and hands back the verdicts.
         result = drainspec.run(app="myservice.main:app", request_path="GET /slow?seconds={seconds}")
         result.assert_passed()
 
+A service that starts its own server is run as it ships: `drainspec.run(command="python main.py")`.
+
 Options come from `Scenario`; the marker gives defaults, `run()` keyword arguments override
 them. Every server process is reaped before the fixture returns, whatever the test did.
 """
@@ -23,6 +25,7 @@ from chaos.errors import DrainspecError
 from chaos.outcome import RunResult
 from chaos.runner import execute
 from chaos.scenario import Scenario
+from chaos.servers import own_script_of
 
 MARKER = "drainspec"
 
@@ -49,8 +52,13 @@ class Drainspec:
 
     def run(self, **options: Any) -> DrainResult:
         values = {**self.defaults, **options}
+        if "app" not in values and (script := own_script_of(values.get("command"))) is not None:
+            values["app"] = script.name  # the app's own script decides which app its server runs
         if "app" not in values:
-            raise TypeError("drainspec.run() needs app='module:attribute' (or the marker's app=)")
+            raise TypeError(
+                "drainspec.run() needs app='module:attribute' (or the marker's app=), "
+                "or the app's own script: command='python main.py'"
+            )
         if "server_args" in values:
             values["server_args"] = tuple(values["server_args"])
         scenario = Scenario(**values)

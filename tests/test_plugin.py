@@ -33,6 +33,21 @@ def test_assert_passed_fails_with_the_evidence(drainspec, monkeypatch):
     result.assert_passed(allow={"teardown-ran", "resources-closed"})
 
 
+@pytest.mark.e2e
+@pytest.mark.drainspec(grace=5.0, requests=2)
+def test_fixture_runs_the_apps_own_script(drainspec, monkeypatch):
+    from tests.conftest import ROOT
+
+    monkeypatch.chdir(ROOT)
+    result = drainspec.run(command="python tests/apps/serve_itself.py", request_path="/work?seconds={seconds}",
+                           request_seconds=0.3, background=0)  # fmt: skip
+    result.assert_passed()
+    assert [e.get("app") for e in result.timeline.events if e.kind == "probe.loaded"] == ["__main__:app"]
+    with pytest.raises(pytest.fail.Exception, match="teardown-ran"):
+        drainspec.run(command="python tests/apps/serve_itself.py --in-thread", request_path="/work?seconds={seconds}",
+                      request_seconds=0.3, background=0).assert_passed()  # fmt: skip
+
+
 def test_marker_is_registered(pytester):
     pytester.makepyfile(
         """
@@ -55,4 +70,4 @@ def test_run_without_app_says_what_is_missing(pytester):
         """
     )
     result = pytester.runpytest()
-    result.stdout.fnmatch_lines(["*needs app='module:attribute'*"])
+    result.stdout.fnmatch_lines(["*needs app='module:attribute'*or the app's own script: command='python main.py'*"])
