@@ -467,7 +467,7 @@ def test_a_hook_that_fails_is_a_warning_and_the_app_runs_on(tmp_path: Path) -> N
 
     def incompatible(module):
         raise AttributeError("Pool has no _async__init__")
-    resources._finder = None
+    resources._installed = False
     resources.install([resources.Hook("email.utils", "asyncpg", incompatible)])
     import email.utils
     assert email.utils.formatdate()

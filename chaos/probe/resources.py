@@ -48,8 +48,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import importlib.abc
-import importlib.machinery
 import inspect
 import itertools
 import os
@@ -67,6 +65,7 @@ from urllib.parse import urlsplit
 
 from chaos.journal import Kind
 from chaos.probe import INSTRUMENT_ENV, _journal, current_request, current_task, record
+from chaos.probe.imports import when_imported
 from chaos.redact import redact_text
 
 """Set to `0` (or `false`, `no`, `off`) to run the probe without resource instrumentation."""
@@ -1049,78 +1048,17 @@ def _apply(hook: Hook, module: ModuleType) -> None:
         _warn(hook.library, f"cannot hook {hook.module}; its resources are not seen", exc)
 
 
-class _HookedLoader(importlib.abc.Loader):
-    """The module's own loader, with the hook run once the module has executed."""
-
-    def __init__(self, loader: Any, on_load: Callable[[ModuleType], None]) -> None:
-        self._loader = loader
-        self._on_load = on_load
-
-    def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType | None:
-        create = getattr(self._loader, "create_module", None)
-        return create(spec) if create is not None else None
-
-    def exec_module(self, module: ModuleType) -> None:
-        # The module never sees this wrapper: its spec and __loader__ name its real loader.
-        if module.__spec__ is not None:
-            module.__spec__.loader = self._loader
-        module.__loader__ = self._loader
-        self._loader.exec_module(module)
-        self._on_load(module)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._loader, name)
-
-
-class _PostImportFinder(importlib.abc.MetaPathFinder):
-    """Finds nothing itself: it lets the other finders find a hooked module and wraps its loader."""
-
-    def __init__(self, hooks: Sequence[Hook]) -> None:
-        self._pending: dict[str, list[Hook]] = {}
-        for hook in hooks:
-            self._pending.setdefault(hook.module, []).append(hook)
-
-    def find_spec(
-        self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None
-    ) -> importlib.machinery.ModuleSpec | None:
-        if fullname not in self._pending:
-            return None
-        for finder in sys.meta_path:
-            if finder is self:
-                continue
-            find = getattr(finder, "find_spec", None)
-            if find is None:
-                continue
-            spec = find(fullname, path, target)
-            if spec is not None:
-                break
-        else:
-            return None
-        if spec.loader is None or not hasattr(spec.loader, "exec_module"):
-            return None  # a namespace package or an old-style loader: let the import go its way
-        spec.loader = _HookedLoader(spec.loader, functools.partial(self.loaded, fullname))
-        return spec
-
-    def loaded(self, fullname: str, module: ModuleType) -> None:
-        for hook in self._pending.pop(fullname, ()):
-            _apply(hook, module)
-
-
-_finder: _PostImportFinder | None = None
+_installed = False
 
 
 def install(hooks: Sequence[Hook] = HOOKS) -> None:
     """
     Hook every library of `hooks`: at once when the app has already imported it, else the
-    moment it does. Idempotent.
+    moment it does (`chaos.probe.imports`). Idempotent.
     """
-    global _finder
-    if _finder is not None:
+    global _installed
+    if _installed:
         return
-    finder = _PostImportFinder(hooks)
-    for name in list(finder._pending):
-        module = sys.modules.get(name)
-        if module is not None:
-            finder.loaded(name, module)
-    _finder = finder
-    sys.meta_path.insert(0, finder)
+    _installed = True
+    for hook in hooks:
+        when_imported(hook.module, functools.partial(_apply, hook))

@@ -4,12 +4,13 @@ calls `uvicorn.run(app, ...)`, builds `uvicorn.Config` and `uvicorn.Server` itse
 hypercorn's `serve(app, config)`, or runs `Granian("main:app", interface="asgi").serve()`.
 
 drainspec runs such a command as `python -m chaos.probe.script main.py ARGS...`:
-`uvicorn.Config`, `hypercorn.asyncio.serve` and granian's server are patched so that the app the
-script hands over is wrapped in the probe and the server listens where drainspec says
-(127.0.0.1, `DRAINSPEC_PORT`), then the script runs as `__main__`, as the interpreter would have
-run it. Everything else the script decides (its drain timeout, its signal handlers or shutdown
-trigger, whether the server runs in the main thread, its workers) is left as it is: that is what
-is verified. The reloaders are turned off: they watch files, they are not how a service runs.
+`uvicorn.Config`, `hypercorn.asyncio.serve` and granian's server are patched the moment the
+script imports them (`REDIRECTS`, through `chaos.probe.imports`) so that the app the script
+hands over is wrapped in the probe and the server listens where drainspec says (127.0.0.1,
+`DRAINSPEC_PORT`), then the script runs as `__main__`, as the interpreter would have run it.
+Everything else the script decides (its drain timeout, its signal handlers or shutdown trigger,
+whether the server runs in the main thread, its workers) is left as it is: that is what is
+verified. The reloaders are turned off: they watch files, they are not how a service runs.
 
 An app handed over as an import string (what uvicorn's `workers` and `reload` need, and all
 granian takes) is loaded by `chaos.probe.asgi`, in every worker, like any server's; an app
@@ -25,9 +26,11 @@ import runpy
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from chaos.probe import APP_ENV, PORT_ENV
+from chaos.probe.imports import when_imported
 from chaos.probe.loader import fail, made, prepare, wrap
 from chaos.servers import HOST, PROBE_APP
 
@@ -42,7 +45,9 @@ def main(argv: list[str]) -> None:
         raise fail(f"{PORT_ENV} is not set; drainspec sets it when it runs an app's own script")
     os.environ.pop(APP_ENV, None)  # set below when the script hands uvicorn an import string
     prepare()  # before the script's imports, as for any server
-    started = [_redirect_uvicorn(int(port)), _redirect_hypercorn(int(port)), _redirect_granian(int(port))]
+    redirect = _Redirect(int(port))
+    for module, patch in REDIRECTS.items():
+        when_imported(module, functools.partial(patch, redirect))
     if argv[0] == "-m":
         sys.argv = [argv[1], *argv[2:]]  # runpy sets argv[0] to the module's file
         what = f"-m {argv[1]}"
@@ -55,7 +60,7 @@ def main(argv: list[str]) -> None:
         sys.path.insert(0, str(Path(script).resolve().parent))  # as `python main.py` puts it first
         what = script
         runpy.run_path(script, run_name="__main__")
-    if not any(did() for did in started):
+    if not redirect.started:
         raise fail(
             f"{what} returned without starting uvicorn, hypercorn or granian; drainspec runs a script's own "
             "server when it is uvicorn (uvicorn.run, or uvicorn.Config and uvicorn.Server), hypercorn's "
@@ -64,91 +69,84 @@ def main(argv: list[str]) -> None:
         )
 
 
-def _redirect_uvicorn(port: int) -> Callable[[], bool]:
-    """Patch `uvicorn.Config`; returns a function that tells whether the script made one."""
-    import uvicorn
+class _Redirect:
+    """Where the script's server must listen, and which servers it started."""
 
-    made_one = False
-    original = uvicorn.Config.__init__
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.started: list[str] = []
 
-    @functools.wraps(original)
-    def __init__(self: Any, app: Any, *args: Any, **kwargs: Any) -> None:
-        nonlocal made_one
-        original(self, app, *args, **kwargs)
-        made_one = True
-        self.host, self.port, self.uds, self.fd = HOST, port, None, None
-        self.reload = False
-        if isinstance(self.app, str):  # every worker imports it: the probe's import string does
-            os.environ[APP_ENV] = f"{self.app}()" if self.factory else self.app
-            self.app = PROBE_APP
-        else:
-            name = _name_of(self.app)
-            app, factory = made(self.app, name=name, factory=bool(self.factory))
-            self.app = wrap(app, name=name, module=name.partition(":")[0], factory=factory)
-        self.factory = False
+    def uvicorn(self, module: ModuleType) -> None:
+        """`uvicorn.Config`: the app it is given, wrapped or loaded by the probe, served here."""
+        original = module.Config.__init__
+        redirect = self
 
-    uvicorn.Config.__init__ = __init__  # type: ignore[method-assign]
-    return lambda: made_one
+        @functools.wraps(original)
+        def __init__(self: Any, app: Any, *args: Any, **kwargs: Any) -> None:
+            original(self, app, *args, **kwargs)
+            redirect.started.append("uvicorn")
+            self.host, self.port, self.uds, self.fd = HOST, redirect.port, None, None
+            self.reload = False
+            if isinstance(self.app, str):  # every worker imports it: the probe's import string does
+                os.environ[APP_ENV] = f"{self.app}()" if self.factory else self.app
+                self.app = PROBE_APP
+            else:
+                self.app = _probed(self.app, factory=bool(self.factory))
+            self.factory = False
+
+        module.Config.__init__ = __init__
+
+    def hypercorn(self, module: ModuleType) -> None:
+        """`hypercorn.asyncio.serve`: the app wrapped, bound here; the shutdown trigger the script's own."""
+        original = module.serve
+
+        @functools.wraps(original)
+        def serve(app: Any, config: Any, *args: Any, **kwargs: Any) -> Awaitable[None]:
+            self.started.append("hypercorn")
+            config.bind, config.insecure_bind, config.quic_bind = [f"{HOST}:{self.port}"], [], []
+            return original(_probed(app), config, *args, **kwargs)  # a coroutine, as the script awaits it
+
+        setattr(module, "serve", serve)  # noqa: B010 - a module attribute the type checker cannot see
+
+    def granian(self, module: ModuleType) -> None:
+        """granian's server: its workers import the target, so the target is the probe's import string."""
+        original = module.AbstractServer.__init__
+        redirect = self
+
+        @functools.wraps(original)
+        def __init__(self: Any, target: str, *args: Any, **kwargs: Any) -> None:
+            original(self, target, *args, **kwargs)
+            redirect.started.append("granian")
+            os.environ[APP_ENV] = f"{target}()" if self.factory else target
+            self.target, self.factory = PROBE_APP, False
+            self.bind_addr, self.bind_port, self.bind_uds = HOST, redirect.port, None
+            self.metrics_address = HOST
+            self.reload_on_changes = False
+
+        module.AbstractServer.__init__ = __init__
 
 
-def _redirect_hypercorn(port: int) -> Callable[[], bool]:
-    """
-    Patch `hypercorn.asyncio.serve` (when hypercorn is installed); returns a function that tells
-    whether the script called it. The app is wrapped and bound here; the shutdown trigger, and
-    with it what a signal does, stays the script's.
-    """
-    try:
-        import hypercorn.asyncio
-    except ImportError:
-        return lambda: False
-    served = False
-    original = hypercorn.asyncio.serve
-
-    @functools.wraps(original)
-    def serve(app: Any, config: Any, *args: Any, **kwargs: Any) -> Awaitable[None]:
-        nonlocal served
-        served = True
-        config.bind, config.insecure_bind, config.quic_bind = [f"{HOST}:{port}"], [], []
-        name = _name_of(app)
-        made_app, factory = made(app, name=name)
-        probe = wrap(made_app, name=name, module=name.partition(":")[0], factory=factory)
-        return original(probe, config, *args, **kwargs)  # type: ignore[arg-type]  # a coroutine, as awaited
-
-    hypercorn.asyncio.serve = serve  # type: ignore[assignment]
-    return lambda: served
+REDIRECTS: dict[str, Callable[[_Redirect, ModuleType], None]] = {
+    "uvicorn.config": _Redirect.uvicorn,
+    "hypercorn.asyncio": _Redirect.hypercorn,
+    "granian.server.common": _Redirect.granian,
+}
+"""Per server the launcher runs, the module patched when the script imports it, and how."""
 
 
-def _redirect_granian(port: int) -> Callable[[], bool]:
-    """
-    Patch granian's server (when granian is installed); returns a function that tells whether
-    the script made one. Its workers import the target, so the target becomes the probe's
-    import string, as for uvicorn's workers; its reloader is turned off.
-    """
-    try:
-        from granian.server.common import AbstractServer
-    except ImportError:
-        return lambda: False
-    made_one = False
-    original = AbstractServer.__init__
-
-    @functools.wraps(original)
-    def __init__(self: Any, target: str, *args: Any, **kwargs: Any) -> None:
-        nonlocal made_one
-        original(self, target, *args, **kwargs)
-        made_one = True
-        os.environ[APP_ENV] = f"{target}()" if self.factory else target
-        self.target, self.factory = PROBE_APP, False
-        self.bind_addr, self.bind_port, self.bind_uds = HOST, port, None
-        self.metrics_address = HOST
-        self.reload_on_changes = False
-
-    AbstractServer.__init__ = __init__  # type: ignore[method-assign]
-    return lambda: made_one
+def _probed(app: Any, *, factory: bool = False) -> Any:
+    """An app object the script hands its server, in the probe (its name read from the script's globals)."""
+    name = _name_of(app)
+    made_app, factory = made(app, name=name, factory=factory)
+    return wrap(made_app, name=name, module=name.partition(":")[0], factory=factory)
 
 
 def _name_of(app: Any) -> str:
-    """`module:name` of the global the script holds `app` in, as an import string reads."""
-    frame = sys._getframe(2)
+    """
+    `module:name` of the global the script holds `app` in, as an import string reads: looked
+    for from the patched call's caller (above this, `_probed` and the patch) outwards.
+    """
+    frame = sys._getframe(3)
     while frame is not None:
         for name, value in frame.f_globals.items():
             if value is app and not name.startswith("__"):
