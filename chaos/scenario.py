@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 from chaos.errors import SetupError
 from chaos.redact import redact_env, redact_headers, redact_text
+from chaos.servers import SCRIPT_LAUNCHER
 
 BackgroundPolicy = Literal["complete", "allow-cancel"]
 SignalAt = Literal["in-flight", "ready", "startup"]
@@ -102,7 +103,7 @@ class Scenario:
         is the app's own script (`python main.py`), whose name is then the app's.
         """
         if self.command is not None and self.app in self.command.split():
-            return self.command
+            return self.command.replace(f" -m {SCRIPT_LAUNCHER} ", " ")  # a replay runs it through the launcher
         return f"{self.app or '(no app)'} on {self.command or self.server}"
 
     @property

@@ -128,8 +128,9 @@ def test_a_duration_the_requests_cannot_carry_is_noted(changes, flags):
         ({"command": "mysrv --port {port} {app}"}, "app.main:app on mysrv --port {port} {app}"),
         ({"app": "main.py", "command": "python main.py --debug"}, "python main.py --debug"),
         ({"app": "app.main", "command": "python -X dev -m app.main"}, "python -X dev -m app.main"),
+        ({"app": "main.py", "command": "tini -- python -m chaos.probe.script main.py"}, "tini -- python main.py"),
     ],
-    ids=["server", "another-server", "command-template", "own-script", "own-module"],
+    ids=["server", "another-server", "command-template", "own-script", "own-module", "replayed-own-script"],
 )
 def test_a_report_names_what_ran_once(changes, subject):
     assert dataclasses.replace(Scenario(app="app.main:app"), **changes).subject == subject
