@@ -23,6 +23,7 @@ from chaos.k8s.manifest import (
     expand_references,
     load_manifest,
     localize,
+    own_script_in,
     parse_manifest,
     prestop_seconds,
     recommend_budget,
@@ -191,6 +192,29 @@ def test_localize_runs_the_apps_own_script_inside_a_shell_script(script, localiz
         (tmp_path / name).write_text("")
     monkeypatch.chdir(tmp_path)
     assert localize(["sh", "-c", script], port=4321, container_ports=[8000]) == (["sh", "-c", localized], app)
+
+
+@pytest.mark.parametrize(
+    ("command", "script"),
+    [
+        pytest.param("[python, main.py]", "main.py", id="exec-form"),
+        pytest.param("[tini, --, python3, -m, app.main]", "app.main", id="behind-an-init"),
+        pytest.param("[sh, -c, 'python manage.py migrate && exec python main.py']", "main.py", id="in-a-shell"),
+        pytest.param("[python, -m, uvicorn, app.main:app]", None, id="a-known-server"),
+        pytest.param("[python, missing.py]", None, id="not-here"),
+    ],
+)
+def test_a_container_that_runs_the_apps_own_script_has_its_drain_left_to_the_replay(
+    command, script, tmp_path, monkeypatch
+):
+    for name in ("main.py", "manage.py", "app/main.py"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_text("")
+    monkeypatch.chdir(tmp_path)
+    pod = parse_manifest(pod_yaml("{lifecycle: {preStop: {sleep: {seconds: 2}}}}", command=command))
+    assert own_script_in(pod.containers[0].argv) == script
+    found = {(f.code, f.number, f.severity) for f in static_findings(pod, pod.containers[0])}
+    assert (("drain-bound-in-script", 3, "info") in found) == (script is not None), found
 
 
 def test_localize_inside_a_shell_script_keeps_the_script():

@@ -32,6 +32,7 @@ from chaos.k8s.manifest import (
     command_words,
     number_or_none,
     option_value,
+    own_script_in,
     prestop_seconds,
     resolve_fenceposts,
     server_timeout,
@@ -70,6 +71,7 @@ class Facts:
     delay: float | None  # how long preStop delays the stop signal, when that can be read
     propagation: float | None  # how long routers may keep sending new connections, when known
     drain: DrainBound | None  # the server and its own bound on the drain
+    script: str | None  # the app's own script, when it starts its server itself
 
     @classmethod
     def of(cls, pod: PodSpec, container: ContainerSpec, propagation: float | None) -> Facts:
@@ -80,6 +82,7 @@ class Facts:
             delay=prestop_seconds(container.prestop),
             propagation=propagation,
             drain=server_timeout(container.argv, container.env),
+            script=own_script_in(container.argv),
         )
 
     @property
@@ -241,6 +244,19 @@ def drain_bound_unread(facts: Facts) -> Hit | None:
     )
 
 
+def drain_bound_in_script(facts: Facts) -> Hit | None:
+    """The app's own script starts its server: the bound is in its code, so only a replay can tell."""
+    if facts.script is None:
+        return None
+    return Hit(
+        "info",
+        f"the container runs the app's own script ({facts.script}), which sets its server's drain bound in "
+        "code: whether preStop and the drain fit in the grace was not checked",
+        "a replay (drainspec k8s without --static) measures the drain the script sets: within-grace judges it, "
+        "and the recommended budget is worked out from it",
+    )
+
+
 def unbounded_drain(facts: Facts) -> Hit | None:
     """A server that waits for every connection with no bound drains until SIGKILL."""
     if facts.drain is None or facts.drain.unread is not None:
@@ -360,6 +376,7 @@ RULES: tuple[Rule, ...] = (
     Rule("exec-sleep-prestop", 13, exec_sleep_prestop),
     Rule("prestop-shorter-than-propagation", 2, prestop_shorter_than_propagation),
     Rule("drain-bound-unread", 3, drain_bound_unread),
+    Rule("drain-bound-in-script", 3, drain_bound_in_script),
     Rule("unbounded-drain", 9, unbounded_drain),
     Rule("drain-exceeds-grace", 3, drain_exceeds_grace),
     Rule("wrong-stop-signal", 8, wrong_stop_signal),

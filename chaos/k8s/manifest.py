@@ -23,7 +23,17 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from chaos.errors import ManifestError
-from chaos.servers import FACTORY_FLAG, HOST, PROBE_APP, SCRIPT_LAUNCHER, SERVERS, ConfigFile, names_text, own_script
+from chaos.servers import (
+    FACTORY_FLAG,
+    HOST,
+    PROBE_APP,
+    SCRIPT_LAUNCHER,
+    SERVERS,
+    ConfigFile,
+    Script,
+    names_text,
+    own_script,
+)
 from chaos.validate import MAX_MANIFEST_BYTES, load_yaml_documents, read_text
 
 if TYPE_CHECKING:
@@ -422,10 +432,9 @@ def localize(argv: Sequence[str], *, port: int, container_ports: Sequence[int] =
 
 def _localize_words(words: list[str], port: int, container_ports: Sequence[int]) -> tuple[list[str], str | None]:
     start = next((n for n, w in enumerate(words) if Path(w).name in SERVER_NAMES or w in SERVER_NAMES), None)
-    if start is None:  # the app's own script, behind an init or not: its uvicorn is bound by `chaos.probe.script`
-        for n in range(len(words)):
-            if (script := own_script(words[n:])) is not None:
-                return [*words[:n], *script.argv], script.name
+    if start is None and (found := _own_script_at(words)) is not None:
+        n, script = found  # the app's own script, behind an init or not: its server is bound by `chaos.probe.script`
+        return [*words[:n], *script.argv], script.name
     if start is None:
         mapped = [_map_port_word(word, port, container_ports) for word in words]
         if mapped == words:
@@ -482,6 +491,29 @@ def _localize_script(script: str, port: int, container_ports: Sequence[int]) -> 
     bind = " ".join(SERVERS[server].bind_words(port))
     text = re.sub(rf"(?<!\S){re.escape(app)}(?!\S)", f"{PROBE_APP} {bind}", text, count=1)
     return text, app
+
+
+def own_script_in(argv: Sequence[str]) -> str | None:
+    """
+    The app's own script the container runs (`main.py`, `app.main`), behind an init or inside a
+    shell script; None when a known server runs, or nothing of the app's.
+    """
+    command = analyse(argv)
+    if command.server is not None:
+        return None
+    if command.script is not None:
+        own = _own_script_in(command.script, shlex_words(command.script))
+        return own[1] if own is not None else None
+    found = _own_script_at(list(argv))
+    return found[1].name if found is not None else None
+
+
+def _own_script_at(words: Sequence[str]) -> tuple[int, Script] | None:
+    """Where in `words` the app's own script starts (`chaos.servers.own_script`), and its launcher."""
+    for n in range(len(words)):
+        if (script := own_script(words[n:])) is not None:
+            return n, script
+    return None
 
 
 def _own_script_in(script: str, words: Sequence[str]) -> tuple[str, str] | None:
