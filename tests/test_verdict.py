@@ -817,3 +817,33 @@ def test_a_close_the_shutdown_never_awaited_is_named_beside_the_resource_it_left
 def test_a_coroutine_dropped_before_the_shutdown_is_not_blamed_for_what_it_left_open() -> None:
     verdict = _dropped_close(-500).verdict(V.RESOURCES_CLOSED)
     assert verdict.status == F and "dropped" not in str(verdict.evidence[0])
+
+
+SUPERVISOR = 4000  # the app's own script, supervising its workers: it imports the app, never loads it
+
+
+@pytest.mark.parametrize(
+    ("opened_by", "used", "status", "says"),
+    [
+        pytest.param({"pid": SUPERVISOR}, False, NA, "which never loaded the app", id="supervisor-idle"),
+        pytest.param({"pid": SUPERVISOR}, True, F, "1 of 1 resource(s) never closed", id="supervisor-used"),
+        pytest.param({"main_rerun": True}, False, NA, "re-ran the script's main module", id="rerun-idle"),
+        pytest.param({"main_rerun": True}, True, F, "1 of 1 resource(s) never closed", id="rerun-used"),
+        pytest.param({}, False, F, "1 of 1 resource(s) never closed", id="the-workers-own"),
+    ],
+)
+def test_an_engine_made_where_the_app_never_serves_and_never_used_is_not_judged(opened_by, used, status, says):
+    pid = opened_by.get("pid", WORKER)
+    fields = {"resource": "e1", "name": "sqlite (in memory)", "library": "sqlalchemy", "type": "SQLAlchemy engine"}
+    fields.update({key: value for key, value in opened_by.items() if key != "pid"})
+    journal = graceful().add(-950, Kind.PROBE_LOADED, app="main:app").add(-990, Kind.RESOURCE_OPEN, pid, **fields)
+    if used:
+        journal.add(-50, Kind.RESOURCE_USE, pid, resource="e1", op="SELECT 1", start=ns(-60))
+    verdict = journal.verdict(V.RESOURCES_CLOSED)
+    assert verdict.status == status, verdict
+    assert says in verdict.summary + " ".join(map(str, verdict.evidence)), verdict
+
+
+def test_a_journal_without_the_app_loaded_judges_every_resource():
+    verdict = graceful().resource("db", -800).verdict(V.RESOURCES_CLOSED)
+    assert verdict.status == F and "never closed" in verdict.summary

@@ -157,6 +157,7 @@ class ResourceView:
     request: str | None = None  # who opened it: a request, a task, or neither (import, startup)
     task: str | None = None
     recorded: bool = False
+    main_rerun: bool = False  # opened while a spawned child re-ran the script's main (`chaos.probe.spawned`)
     uses: list[UseView] = field(default_factory=list)
     refusals: list[Event] = field(default_factory=list)  # `pool.use_after_close`, as the app recorded it
     hosts: dict[str, None] = field(default_factory=dict)  # an HTTP client's targets, in order seen
@@ -207,6 +208,8 @@ class Timeline:
     service_tasks: dict[str, TaskView] = field(default_factory=dict)
     pool_events: list[Event] = field(default_factory=list)
     resources: dict[str, ResourceView] = field(default_factory=dict)
+    # Opened, never used, in a process that never loaded the app (`_set_aside_idle`): not judged.
+    idle_resources: list[ResourceView] = field(default_factory=list)
     warnings: list[Event] = field(default_factory=list)  # `probe.warning`: what the probe could not hook
     unawaited: list[Event] = field(default_factory=list)  # `app.unawaited`: coroutines the app dropped
     instrumented: bool | None = None  # False when a worker ran with DRAINSPEC_INSTRUMENT=0
@@ -362,7 +365,23 @@ def build(events: Sequence[Event]) -> Timeline:
     timeline = Timeline(events=events)
     for event in events:
         _fold(timeline, event)
+    _set_aside_idle(timeline)
     return timeline
+
+
+def _set_aside_idle(timeline: Timeline) -> None:
+    """
+    A resource opened outside the app and never used is not the app's to close: an app's own
+    script imports the app's modules (and creates the engines they create at import) in the
+    process that supervises its workers or its reloader, which never serves; and each spawned
+    child re-runs the script's main module, making again what it makes (`main_rerun`). Told by
+    the processes that load the app (`probe.loaded`); a journal without them is judged whole.
+    """
+    loaded = {event.pid for event in timeline.events if event.kind == Kind.PROBE_LOADED}
+    for key, resource in list(timeline.resources.items()):
+        outside = (loaded and resource.pid not in loaded) or resource.main_rerun
+        if outside and not resource.uses and not resource.recorded and resource.closed is None:
+            timeline.idle_resources.append(timeline.resources.pop(key))
 
 
 def _fold(timeline: Timeline, event: Event) -> None:
@@ -507,6 +526,7 @@ def _fold_resource(timeline: Timeline, worker: WorkerView, event: Event) -> None
         view.type = str(event.get("type", view.type))
         view.library = str(event.get("library", view.library))
         view.request, view.task = _text(event.get("request")), _text(event.get("task"))
+        view.main_rerun = event.get("main_rerun") is True
     elif kind == Kind.RESOURCE_CLOSED:
         if view.closed is not None:
             return

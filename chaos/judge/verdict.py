@@ -118,8 +118,8 @@ def _fail(name: VerdictName, summary: str, evidence: Iterable[Evidence] = ()) ->
     return Verdict(name.value, Status.FAIL, summary, tuple(evidence))
 
 
-def _not_applicable(name: VerdictName, reason: str) -> Verdict:
-    return Verdict(name.value, Status.NOT_APPLICABLE, reason)
+def _not_applicable(name: VerdictName, reason: str, evidence: Iterable[Evidence] = ()) -> Verdict:
+    return Verdict(name.value, Status.NOT_APPLICABLE, reason, tuple(evidence))
 
 
 # --- the checks ---------------------------------------------------------------------------------
@@ -402,17 +402,21 @@ def resources_closed(timeline: Timeline) -> Verdict:
     """
     name = VerdictName.RESOURCES_CLOSED
     opened = [r for r in timeline.resources.values() if r.opened is not None]
+    idle = [Evidence(f"{r.described}, opened {timeline.at(r.opened)} {_outside_the_app(r)}, and never used: not judged",
+                     worker=r.pid) for r in timeline.idle_resources]  # fmt: skip
     if not opened:
         off = " (resource instrumentation was off: DRAINSPEC_INSTRUMENT=0)" if timeline.instrumented is False else ""
         return _not_applicable(
-            name, f"no resource was seen opening{off}; record others with chaos.record('pool.open') and 'pool.closed'"
+            name,
+            f"no resource was seen opening{off}; record others with chaos.record('pool.open') and 'pool.closed'",
+            idle,
         )
     left_open = [r for r in opened if r.closed is None]
     if not left_open:
         return _pass(
             name,
             f"all {len(opened)} resource(s) closed: {_labels(timeline, opened)}",
-            [_resource_note(timeline, r) for r in opened],
+            [*(_resource_note(timeline, r) for r in opened), *idle],
         )
     evidence = []
     for resource in left_open[:MAX_LISTED]:
@@ -442,6 +446,12 @@ def _dropped_in_shutdown(timeline: Timeline, resource: ResourceView) -> str:
     if not dropped:
         return ""
     return f"; the shutdown dropped {', '.join(dropped[:3])} without awaiting it (a missing `await`?)"
+
+
+def _outside_the_app(resource: ResourceView) -> str:
+    if resource.main_rerun:
+        return f"in worker {resource.pid} while it re-ran the script's main module, as Python does in a spawned process"
+    return f"in pid {resource.pid}, which never loaded the app (the script's own process, supervising its workers)"
 
 
 def _why_still_open(timeline: Timeline, resource: ResourceView) -> str:
