@@ -89,7 +89,7 @@ CASES = [
     pytest.param(
         "server-in-a-thread.yaml",
         {},
-        {"signal-reaches-app", "teardown-ran", "within-grace"},
+        {"signal-reaches-app", "teardown-ran", "within-grace", "resources-closed"},
         id="6-server-in-a-thread",
         marks=needs_namespace,
     ),

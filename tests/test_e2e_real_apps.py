@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from chaos.journal import Kind, read_journal
+from chaos.judge.timeline import build
 from chaos.lifecycle import DATA_DIR
 from tests.conftest import ROOT
 
@@ -265,41 +266,54 @@ def test_a_queue_worker_the_lifespan_started_must_be_stopped_by_its_teardown(tmp
 SERVE_ITSELF = "tests/apps/serve_itself.py"
 
 
+KILLED_IN_FLIGHT = {"inflight-completed", "teardown-ran", "resources-closed"}
+
+
 @pytest.mark.parametrize(
-    ("command", "code", "failed", "loaded"),
+    ("command", "code", "failed", "loaded", "idle"),
     [
-        pytest.param(f"python {SERVE_ITSELF}", 0, set(), ["__main__:app"], id="uvicorn-run-in-the-main-thread"),
+        pytest.param(f"python {SERVE_ITSELF}", 0, set(), ["__main__:app"], 0, id="uvicorn-run-in-the-main-thread"),
         pytest.param(
             "python -m tests.apps.serve_itself --workers",
             0,
             set(),
             ["tests.apps.serve_itself:app"] * 2,
+            3,  # the supervisor's engine, and each worker's re-run of the script
             id="an-import-string-and-two-workers",
         ),
         pytest.param(
-            f"python {SERVE_ITSELF} --in-thread",
-            1,
-            {"inflight-completed", "teardown-ran"},
-            ["__main__:app"],
-            id="the-server-in-a-thread",
+            f"python {SERVE_ITSELF} --reload",
+            0,
+            set(),
+            ["tests.apps.serve_itself:app"],
+            2,  # the reloader's engine, and its server's re-run of the script
+            id="uvicorn-run-with-its-reloader",
         ),
-        pytest.param(f"python {SERVE_ITSELF} --hypercorn", 0, set(), ["__main__:app"], id="hypercorn-serve"),
-        pytest.param(f"python {SERVE_ITSELF} --granian", 0, set(), ["tests.apps.serve_itself:app"], id="granian-serve"),
+        pytest.param(
+            f"python {SERVE_ITSELF} --in-thread", 1, KILLED_IN_FLIGHT, ["__main__:app"], 0, id="the-server-in-a-thread"
+        ),
+        pytest.param(f"python {SERVE_ITSELF} --hypercorn", 0, set(), ["__main__:app"], 0, id="hypercorn-serve"),
+        pytest.param(
+            f"python {SERVE_ITSELF} --granian", 0, set(), ["tests.apps.serve_itself:app"], 1, id="granian-serve"
+        ),
         pytest.param(
             f"python {SERVE_ITSELF} --hypercorn --own-trigger",
             1,
-            {"inflight-completed", "teardown-ran"},
+            KILLED_IN_FLIGHT,
             ["__main__:app"],
+            0,
             id="hypercorn-serve-with-a-trigger-nothing-sets",
         ),
     ],
 )
-def test_a_service_that_starts_its_own_server(tmp_path, command, code, failed, loaded):
+def test_a_service_that_starts_its_own_server(tmp_path, command, code, failed, loaded, idle):
     """
     `python main.py` calling `uvicorn.run(app, host="0.0.0.0", port=8000)`, hypercorn's
     `serve(app, config)` or granian's `Granian(...).serve()`: the app is judged in the probe, on
     drainspec's port; a server run in a thread, or given a shutdown trigger nothing sets, has no
-    signal handler, and SIGTERM ends the process with its requests in flight.
+    signal handler, and SIGTERM ends the process with its requests in flight and its engine open.
+    The engines the script's module makes where the app is not served (a supervisor, a spawned
+    worker's re-run of the script) and never uses are named and not judged; every worker's own is.
     """
     for server in ("hypercorn", "granian"):
         if f"--{server}" in command:
@@ -317,6 +331,13 @@ def test_a_service_that_starts_its_own_server(tmp_path, command, code, failed, l
     ready = next(e for e in events if e.kind == Kind.SERVER_READY)
     started = [e for e in events if e.kind == Kind.REQUEST_START and e.get("path") == "/work"]
     assert len(started) >= 2 and ready.get("port") != 8000  # the script's own port was not the one served
+    timeline = build(events)
+    assert len(timeline.idle_resources) == idle, timeline.idle_resources
+    serving = {e.pid for e in events if e.kind == Kind.PROBE_LOADED}
+    assert {r.pid for r in timeline.resources.values()} == serving  # one engine judged in each worker
+    if not failed:
+        assert all(r.closed is not None for r in timeline.resources.values())
+        assert any(r.uses for r in timeline.resources.values())
 
 
 def test_a_script_that_starts_no_server_is_one_line_and_exit_2(tmp_path):

@@ -43,6 +43,7 @@ from chaos.journal import JournalWriter, Kind, SegmentWriter
 JOURNAL_ENV = "DRAINSPEC_JOURNAL"
 APP_ENV = "DRAINSPEC_APP"  # the import string of the app `chaos.probe.asgi` wraps
 PORT_ENV = "DRAINSPEC_PORT"  # where an app's own script must listen (`chaos.probe.script`)
+SCRIPT_MAIN_ENV = "DRAINSPEC_SCRIPT_MAIN"  # the script a spawned child re-runs (`chaos.probe.spawned`)
 STALL_ENV = "DRAINSPEC_STALL_MS"
 TEARDOWN_DELAY_ENV = "DRAINSPEC_TEARDOWN_DELAY"
 INSTRUMENT_ENV = "DRAINSPEC_INSTRUMENT"  # "0": no resource instrumentation (`chaos.probe.resources`)

@@ -145,8 +145,14 @@ def _open(obj: Any, *, library: str, what: str, name: str) -> _Resource | None:
     resource = _Resource(f"{os.getpid()}.{_token}.{next(_resource_ids)}")
     if not _attach(obj, resource):
         return None
-    record(Kind.RESOURCE_OPEN, resource=resource.id, name=redact_text(name), library=library, type=what)
+    fields = {"main_rerun": True} if rerunning_main else {}
+    record(Kind.RESOURCE_OPEN, resource=resource.id, name=redact_text(name), library=library, type=what, **fields)
     return resource
+
+
+# True while a spawned child re-runs the app's own script as `__mp_main__` (`chaos.probe.spawned`):
+# what it opens then and never uses is that re-run's, not the app's.
+rerunning_main = False
 
 
 def _close(obj: Any, how: str) -> None:

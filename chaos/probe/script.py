@@ -9,8 +9,10 @@ script imports them (`REDIRECTS`, through `chaos.probe.imports`) so that the app
 hands over is wrapped in the probe and the server listens where drainspec says (127.0.0.1,
 `DRAINSPEC_PORT`), then the script runs as `__main__`, as the interpreter would have run it.
 Everything else the script decides (its drain timeout, its signal handlers or shutdown trigger,
-whether the server runs in the main thread, its workers) is left as it is: that is what is
-verified. The reloaders are turned off: they watch files, they are not how a service runs.
+whether the server runs in the main thread, its workers, its reloader) is left as it is: that is
+what is verified, a reloader too, since a script that ships with `reload=True` runs one in
+production. The processes the script spawns (uvicorn's workers and reloader) load the probe
+before they re-run the script (`chaos.probe.spawned`).
 
 An app handed over as an import string (what uvicorn's `workers` and `reload` need, and all
 granian takes) is loaded by `chaos.probe.asgi`, in every worker, like any server's; an app
@@ -29,12 +31,13 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from chaos.probe import APP_ENV, PORT_ENV
+from chaos.probe import APP_ENV, PORT_ENV, SCRIPT_MAIN_ENV
 from chaos.probe.imports import when_imported
 from chaos.probe.loader import fail, made, prepare, wrap
 from chaos.servers import HOST, PROBE_APP
 
 USAGE = "usage: python -m chaos.probe.script (SCRIPT | -m MODULE) [ARGS...]"
+SPAWNED_MAIN = "chaos.probe.spawned"  # the main module of the processes the script spawns
 
 
 def main(argv: list[str]) -> None:
@@ -48,6 +51,7 @@ def main(argv: list[str]) -> None:
     redirect = _Redirect(int(port))
     for module, patch in REDIRECTS.items():
         when_imported(module, functools.partial(patch, redirect))
+    when_imported("multiprocessing.spawn", _spawn_through_the_probe)
     if argv[0] == "-m":
         sys.argv = [argv[1], *argv[2:]]  # runpy sets argv[0] to the module's file
         what = f"-m {argv[1]}"
@@ -86,7 +90,6 @@ class _Redirect:
             original(self, app, *args, **kwargs)
             redirect.started.append("uvicorn")
             self.host, self.port, self.uds, self.fd = HOST, redirect.port, None, None
-            self.reload = False
             if isinstance(self.app, str):  # every worker imports it: the probe's import string does
                 os.environ[APP_ENV] = f"{self.app}()" if self.factory else self.app
                 self.app = PROBE_APP
@@ -121,7 +124,6 @@ class _Redirect:
             self.target, self.factory = PROBE_APP, False
             self.bind_addr, self.bind_port, self.bind_uds = HOST, redirect.port, None
             self.metrics_address = HOST
-            self.reload_on_changes = False
 
         module.AbstractServer.__init__ = __init__
 
@@ -132,6 +134,25 @@ REDIRECTS: dict[str, Callable[[_Redirect, ModuleType], None]] = {
     "granian.server.common": _Redirect.granian,
 }
 """Per server the launcher runs, the module patched when the script imports it, and how."""
+
+
+def _spawn_through_the_probe(module: ModuleType) -> None:
+    """The children the script spawns run `chaos.probe.spawned` as their main, which re-runs the script."""
+    original = module.get_preparation_data
+
+    @functools.wraps(original)
+    def get_preparation_data(name: str) -> dict[str, Any]:
+        data: dict[str, Any] = original(name)
+        if "init_main_from_path" in data:
+            os.environ[SCRIPT_MAIN_ENV] = f"path:{data.pop('init_main_from_path')}"
+        elif data.get("init_main_from_name", "__main__").rpartition(".")[2] != "__main__":
+            os.environ[SCRIPT_MAIN_ENV] = f"name:{data['init_main_from_name']}"
+        else:  # a package's __main__: Python does not re-run it, nor does the probe
+            return data
+        data["init_main_from_name"] = SPAWNED_MAIN
+        return data
+
+    setattr(module, "get_preparation_data", get_preparation_data)  # noqa: B010 - unseen by the type checker
 
 
 def _probed(app: Any, *, factory: bool = False) -> Any:

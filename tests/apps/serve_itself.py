@@ -1,10 +1,14 @@
 """
 A service that starts its own server, as many do: `python serve_itself.py` (a Dockerfile's
-`CMD ["python", "main.py"]`), with the address of the container (0.0.0.0:8000) written in.
+`CMD ["python", "main.py"]`), with the address of the container (0.0.0.0:8000) written in. Its
+engine (SQLAlchemy on SQLite) is created at import, as most such services do, so that every
+process that imports the module has one, and disposed at the end of the lifespan.
 
 - no option: `uvicorn.run(app, ...)` in the main thread; uvicorn's own signal handling drains;
 - `--workers 2`: `uvicorn.run("tests.apps.serve_itself:app", workers=2)`, the import string
   uvicorn's workers need;
+- `--reload`: `uvicorn.run("tests.apps.serve_itself:app", reload=True)`, shipped as written:
+  uvicorn's reloader supervises a server process of its own;
 - `--in-thread`: the server run in a thread next to other work (a bot, a scheduler). Signal
   handlers belong to the main thread, so uvicorn installs none, and SIGTERM's default action
   ends the process with requests in flight and no lifespan shutdown;
@@ -28,11 +32,16 @@ from contextlib import asynccontextmanager
 
 import uvicorn
 from fastapi import FastAPI
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+engine = create_async_engine("sqlite+aiosqlite:///:memory:")
 
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     yield
+    await engine.dispose()
 
 
 app = FastAPI(lifespan=lifespan)
@@ -40,6 +49,8 @@ app = FastAPI(lifespan=lifespan)
 
 @app.get("/work")
 async def work(seconds: float = 0.3) -> dict[str, bool]:
+    async with engine.connect() as connection:
+        await connection.execute(text("SELECT 1"))
     await asyncio.sleep(seconds)
     return {"ok": True}
 
@@ -54,6 +65,8 @@ def main(argv: list[str]) -> None:
         Granian("tests.apps.serve_itself:app", address="0.0.0.0", port=8000, interface="asgi").serve()  # type: ignore[arg-type]
     elif "--hypercorn" in argv:
         serve_with_hypercorn(own_trigger="--own-trigger" in argv)
+    elif "--reload" in argv:
+        uvicorn.run("tests.apps.serve_itself:app", host="0.0.0.0", port=8000, reload=True)
     elif "--workers" in argv:
         uvicorn.run("tests.apps.serve_itself:app", host="0.0.0.0", port=8000, workers=2)
     elif "--in-thread" in argv:
