@@ -82,22 +82,17 @@ class _Redirect:
 
     def uvicorn(self, module: ModuleType) -> None:
         """`uvicorn.Config`: the app it is given, wrapped or loaded by the probe, served here."""
-        original = module.Config.__init__
-        redirect = self
 
-        @functools.wraps(original)
-        def __init__(self: Any, app: Any, *args: Any, **kwargs: Any) -> None:
-            original(self, app, *args, **kwargs)
-            redirect.started.append("uvicorn")
-            self.host, self.port, self.uds, self.fd = HOST, redirect.port, None, None
-            if isinstance(self.app, str):  # every worker imports it: the probe's import string does
-                os.environ[APP_ENV] = f"{self.app}()" if self.factory else self.app
-                self.app = PROBE_APP
+        def redirect(config: Any) -> None:
+            self.started.append("uvicorn")
+            config.host, config.port, config.uds, config.fd = HOST, self.port, None, None
+            if isinstance(config.app, str):  # every worker imports it: the probe's import string does
+                config.app = _import_string(config.app, factory=bool(config.factory))
             else:
-                self.app = _probed(self.app, factory=bool(self.factory))
-            self.factory = False
+                config.app = _probed(config.app, factory=bool(config.factory))
+            config.factory = False
 
-        module.Config.__init__ = __init__
+        _after_init(module.Config, redirect)
 
     def hypercorn(self, module: ModuleType) -> None:
         """`hypercorn.asyncio.serve`: the app wrapped, bound here; the shutdown trigger the script's own."""
@@ -113,19 +108,32 @@ class _Redirect:
 
     def granian(self, module: ModuleType) -> None:
         """granian's server: its workers import the target, so the target is the probe's import string."""
-        original = module.AbstractServer.__init__
-        redirect = self
 
-        @functools.wraps(original)
-        def __init__(self: Any, target: str, *args: Any, **kwargs: Any) -> None:
-            original(self, target, *args, **kwargs)
-            redirect.started.append("granian")
-            os.environ[APP_ENV] = f"{target}()" if self.factory else target
-            self.target, self.factory = PROBE_APP, False
-            self.bind_addr, self.bind_port, self.bind_uds = HOST, redirect.port, None
-            self.metrics_address = HOST
+        def redirect(server: Any) -> None:
+            self.started.append("granian")
+            server.target, server.factory = _import_string(server.target, factory=server.factory), False
+            server.bind_addr, server.bind_port, server.bind_uds = HOST, self.port, None
+            server.metrics_address = HOST
 
-        module.AbstractServer.__init__ = __init__
+        _after_init(module.AbstractServer, redirect)
+
+
+def _after_init(cls: Any, then: Callable[[Any], None]) -> None:
+    """`cls.__init__` patched to call `then` on each instance once it is made."""
+    original = cls.__init__
+
+    @functools.wraps(original)
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        then(self)
+
+    cls.__init__ = __init__
+
+
+def _import_string(target: str, *, factory: bool) -> str:
+    """The probe's import string, to serve in place of `target`, which it loads in every worker."""
+    os.environ[APP_ENV] = f"{target}()" if factory else target
+    return PROBE_APP
 
 
 REDIRECTS: dict[str, Callable[[_Redirect, ModuleType], None]] = {
