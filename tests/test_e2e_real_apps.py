@@ -297,6 +297,14 @@ KILLED_IN_FLIGHT = {"inflight-completed", "teardown-ran", "resources-closed"}
             f"python {SERVE_ITSELF} --granian", 0, set(), ["tests.apps.serve_itself:app"], 1, id="granian-serve"
         ),
         pytest.param(
+            f"python {SERVE_ITSELF} --gunicorn",
+            0,
+            set(),
+            ["__main__:app"] * 2,
+            1,  # the arbiter's engine, made at import before it forked its workers, each with a copy
+            id="gunicorn-base-application",
+        ),
+        pytest.param(
             f"python {SERVE_ITSELF} --hypercorn --own-trigger",
             1,
             KILLED_IN_FLIGHT,
@@ -309,11 +317,12 @@ KILLED_IN_FLIGHT = {"inflight-completed", "teardown-ran", "resources-closed"}
 def test_a_service_that_starts_its_own_server(tmp_path, command, code, failed, loaded, idle):
     """
     `python main.py` calling `uvicorn.run(app, host="0.0.0.0", port=8000)`, hypercorn's
-    `serve(app, config)` or granian's `Granian(...).serve()`: the app is judged in the probe, on
-    drainspec's port; a server run in a thread, or given a shutdown trigger nothing sets, has no
-    signal handler, and SIGTERM ends the process with its requests in flight and its engine open.
-    The engines the script's module makes where the app is not served (a supervisor, a spawned
-    worker's re-run of the script) and never uses are named and not judged; every worker's own is.
+    `serve(app, config)`, granian's `Granian(...).serve()` or gunicorn's `BaseApplication`: the
+    app is judged in the probe, on drainspec's port; a server run in a thread, or given a shutdown
+    trigger nothing sets, has no signal handler, and SIGTERM ends the process with its requests in
+    flight and its engine open. The engines the script's module makes where the app is not served
+    (a supervisor, an arbiter before it forks, a spawned worker's re-run of the script) and never
+    uses are named and not judged; every worker's own, a forked copy too, is.
     """
     for server in ("hypercorn", "granian"):
         if f"--{server}" in command:
@@ -340,8 +349,34 @@ def test_a_service_that_starts_its_own_server(tmp_path, command, code, failed, l
         assert any(r.uses for r in timeline.resources.values())
 
 
+def test_an_engine_a_preloading_arbiter_made_at_import_is_judged_in_each_worker_it_forked(tmp_path):
+    """
+    `gunicorn --preload`: the arbiter imports the app, and its engine, before it forks; each
+    worker then has a copy of its own, disposed by its own lifespan, whatever the other did
+    first. Each copy is judged in its worker; the arbiter's original, never used, is set aside.
+    """
+    out = tmp_path / "out"
+    result = drainspec(
+        "run", "--app", "tests.apps.serve_itself:app", "--server", "gunicorn", "--workers", "2",
+        "--server-arg=--preload", "--request-path", "/work?seconds={seconds}", "--requests", "2",
+        "--request-seconds", "0.3", "--background", "0", "--grace", "5", "--out", str(out),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    events = read_journal(out / "journal.jsonl")
+    workers = {e.pid for e in events if e.kind == Kind.STARTUP_RECEIVED}
+    (arbiter,) = {e.pid for e in events if e.kind == Kind.PROBE_LOADED}
+    timeline = build(events)
+    assert len(workers) == 2 and arbiter not in workers
+    assert {r.pid for r in timeline.resources.values()} == workers
+    assert all(r.closed is not None and r.forked_from == arbiter for r in timeline.resources.values())
+    assert [(r.pid, sorted(r.forked_into)) for r in timeline.idle_resources] == [(arbiter, sorted(workers))]
+
+
 def test_a_script_that_starts_no_server_is_one_line_and_exit_2(tmp_path):
     result = drainspec("run", "--command", f"python {SERVE_ITSELF} --no-server", "--out", str(tmp_path / "out"))
     assert result.returncode == 2, result.stdout + result.stderr
-    assert result.stderr.count("\n") == 1 and "returned without starting uvicorn, hypercorn or granian" in result.stderr
+    assert (
+        result.stderr.count("\n") == 1
+        and "returned without starting uvicorn, hypercorn, granian or gunicorn" in result.stderr
+    )
     assert "Traceback" not in result.stdout + result.stderr

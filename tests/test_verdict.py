@@ -847,3 +847,46 @@ def test_an_engine_made_where_the_app_never_serves_and_never_used_is_not_judged(
 def test_a_journal_without_the_app_loaded_judges_every_resource():
     verdict = graceful().resource("db", -800).verdict(V.RESOURCES_CLOSED)
     assert verdict.status == F and "never closed" in verdict.summary
+
+
+FIRST, SECOND = 4301, 4302  # two workers forked from SUPERVISOR after it made its engine at import
+
+
+def _forked_engine(*, second_closes: bool = True, preloaded: bool = False) -> Journal:
+    """
+    An engine made at import in an arbiter (gunicorn's `--preload`, a script's own
+    `BaseApplication`), each worker forked with a copy of its own: SECOND has no request and
+    disposes its copy at once (+100); FIRST's request queries its copy after that (+200), then
+    its shutdown disposes it (+260). A worker that never touched its copy has no event of it:
+    what its copy holds is what the arbiter's held, set aside as never used.
+    """
+    fields = {"name": "sqlite (in memory)", "library": "sqlalchemy", "type": "SQLAlchemy engine"}
+    journal = Journal().run_start().add(-990, Kind.RESOURCE_OPEN, SUPERVISOR, resource="e1", **fields)
+    for pid in (SUPERVISOR, FIRST, SECOND) if preloaded else (FIRST, SECOND):
+        journal.add(-950, Kind.PROBE_LOADED, pid, app="__main__:app").startup(pid=pid)
+    journal.request("r1", start=-100, end=210, pid=FIRST).use("e1", 190, 200, request="r1", pid=FIRST)
+    journal.signal(0, target=SUPERVISOR).shutdown(90, complete=110, pid=SECOND).shutdown(250, complete=270, pid=FIRST)
+    if second_closes:
+        journal.add(100, Kind.RESOURCE_CLOSED, SECOND, resource="e1", how="dispose")
+    else:  # it served a request and left its copy open
+        journal.request("r2", start=-100, end=50, pid=SECOND).use("e1", -90, -80, request="r2", pid=SECOND)
+    return journal.add(260, Kind.RESOURCE_CLOSED, FIRST, resource="e1", how="dispose").exit(300)
+
+
+@pytest.mark.parametrize("preloaded", [False, True], ids=["script-arbiter", "preloading-arbiter"])
+def test_an_engine_made_before_a_fork_is_a_copy_of_its_own_in_each_worker(preloaded):
+    """
+    One worker's dispose is not the other's close: each copy is judged in its own worker; the
+    arbiter's original, never used, is set aside, whether or not the arbiter loaded the app.
+    """
+    journal = _forked_engine(preloaded=preloaded)
+    assert journal.verdict(V.NO_USE_AFTER_CLOSE).status == P
+    closed = journal.verdict(V.RESOURCES_CLOSED)
+    assert closed.status == P and "all 2 resource(s) closed" in closed.summary, closed
+    assert [(r.pid, r.closed is not None) for r in journal.timeline().idle_resources] == [(SUPERVISOR, False)]
+
+
+def test_a_worker_that_used_its_forked_copy_and_never_disposed_it_is_named():
+    closed = _forked_engine(second_closes=False).verdict(V.RESOURCES_CLOSED)
+    assert closed.status == F and closed.summary.endswith(f"of worker {SECOND}"), closed
+    assert f"opened -0.990s at import in pid {SUPERVISOR}, before the fork, never closed" in str(closed.evidence[0])

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from chaos.journal import Event, Kind
@@ -158,6 +158,8 @@ class ResourceView:
     task: str | None = None
     recorded: bool = False
     main_rerun: bool = False  # opened while a spawned child re-ran the script's main (`chaos.probe.spawned`)
+    forked_from: int | None = None  # a copy, inherited by fork: the pid that opened the original
+    forked_into: list[int] = field(default_factory=list)  # the original: the pids that have a copy
     uses: list[UseView] = field(default_factory=list)
     refusals: list[Event] = field(default_factory=list)  # `pool.use_after_close`, as the app recorded it
     hosts: dict[str, None] = field(default_factory=dict)  # an HTTP client's targets, in order seen
@@ -304,9 +306,35 @@ class Timeline:
         return self.requests[request_id]
 
     def resource(self, resource_id: str, pid: int) -> ResourceView:
-        if resource_id not in self.resources:
-            self.resources[resource_id] = ResourceView(resource_id, pid)
-        return self.resources[resource_id]
+        """
+        The resource `resource_id` as process `pid` has it. One made before a fork (at import in
+        gunicorn's preloading arbiter, or in a script's own) is a copy of its own in each process
+        forked after: its own connections, its own close. Each copy is a resource of its own,
+        opened when the original was, so that one worker's dispose is never another's close.
+        """
+        view = self.resources.get(resource_id)
+        if view is None:
+            view = self.resources[resource_id] = ResourceView(resource_id, pid)
+        elif view.pid != pid:
+            key = f"{resource_id}@{pid}"
+            if key not in self.resources:
+                view.forked_into.append(pid)
+                self.resources[key] = replace(
+                    view,
+                    id=key,
+                    pid=pid,
+                    forked_from=view.pid,
+                    closed=None,
+                    closed_how=None,
+                    reset=None,
+                    closed_while_starting=False,
+                    uses=[],
+                    refusals=[],
+                    forked_into=[],
+                    hosts=dict(view.hosts),
+                )
+            view = self.resources[key]
+        return view
 
     def opened_by(self, resource: ResourceView) -> str:
         """
@@ -318,11 +346,13 @@ class Timeline:
             return f"by task {resource.task}" + (f" of request {resource.request}" if resource.request else "")
         if resource.request:
             return f"by request {resource.request}"
-        worker = self.workers.get(resource.pid)
+        opener = resource.pid if resource.forked_from is None else resource.forked_from
+        inherited = "" if resource.forked_from is None else f" in pid {opener}, before the fork"
+        worker = self.workers.get(opener)
         began = worker.startup_received if worker else None
         if resource.opened is not None and (began is None or resource.opened < began):
-            return "at import"
-        return "at startup"
+            return f"at import{inherited}"
+        return f"at startup{inherited}"
 
     def label(self, resource: ResourceView) -> str:
         """
@@ -376,10 +406,12 @@ def _set_aside_idle(timeline: Timeline) -> None:
     process that supervises its workers or its reloader, which never serves; and each spawned
     child re-runs the script's main module, making again what it makes (`main_rerun`). Told by
     the processes that load the app (`probe.loaded`); a journal without them is judged whole.
+    An arbiter that loads the app before it forks its workers (gunicorn's `--preload`) leaves
+    each worker a copy, judged in the worker: the original, never used, holds nothing to close.
     """
     loaded = {event.pid for event in timeline.events if event.kind == Kind.PROBE_LOADED}
     for key, resource in list(timeline.resources.items()):
-        outside = (loaded and resource.pid not in loaded) or resource.main_rerun
+        outside = (loaded and resource.pid not in loaded) or resource.main_rerun or bool(resource.forked_into)
         if outside and not resource.uses and not resource.recorded and resource.closed is None:
             timeline.idle_resources.append(timeline.resources.pop(key))
 

@@ -451,6 +451,9 @@ def _dropped_in_shutdown(timeline: Timeline, resource: ResourceView) -> str:
 def _outside_the_app(resource: ResourceView) -> str:
     if resource.main_rerun:
         return f"in worker {resource.pid} while it re-ran the script's main module, as Python does in a spawned process"
+    if resource.forked_into:
+        workers = ", ".join(map(str, resource.forked_into))
+        return f"in pid {resource.pid}, before it forked the workers that each have a copy of their own ({workers})"
     return f"in pid {resource.pid}, which never loaded the app (the script's own process, supervising its workers)"
 
 

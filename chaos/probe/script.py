@@ -1,10 +1,11 @@
 """
 A server the app's own script starts: `python main.py` or `python -m app.main`, where the script
 calls `uvicorn.run(app, ...)`, builds `uvicorn.Config` and `uvicorn.Server` itself, awaits
-hypercorn's `serve(app, config)`, or runs `Granian("main:app", interface="asgi").serve()`.
+hypercorn's `serve(app, config)`, runs `Granian("main:app", interface="asgi").serve()`, or
+runs gunicorn's `BaseApplication` with uvicorn's workers (`StandaloneApplication(app, options).run()`).
 
 drainspec runs such a command as `python -m chaos.probe.script main.py ARGS...`:
-`uvicorn.Config`, `hypercorn.asyncio.serve` and granian's server are patched the moment the
+`uvicorn.Config`, `hypercorn.asyncio.serve`, granian's server and gunicorn's application are patched the moment the
 script imports them (`REDIRECTS`, through `chaos.probe.imports`) so that the app the script
 hands over is wrapped in the probe and the server listens where drainspec says (127.0.0.1,
 `DRAINSPEC_PORT`), then the script runs as `__main__`, as the interpreter would have run it.
@@ -66,10 +67,10 @@ def main(argv: list[str]) -> None:
         runpy.run_path(script, run_name="__main__")
     if not redirect.started:
         raise fail(
-            f"{what} returned without starting uvicorn, hypercorn or granian; drainspec runs a script's own "
-            "server when it is uvicorn (uvicorn.run, or uvicorn.Config and uvicorn.Server), hypercorn's "
-            "serve(app, config) or granian's Granian(...).serve(); for another server use --command "
-            "with {app} and {port}"
+            f"{what} returned without starting uvicorn, hypercorn, granian or gunicorn; drainspec runs a "
+            "script's own server when it is uvicorn (uvicorn.run, or uvicorn.Config and uvicorn.Server), "
+            "hypercorn's serve(app, config), granian's Granian(...).serve() or a gunicorn BaseApplication's "
+            "run(); for another server use --command with {app} and {port}"
         )
 
 
@@ -84,6 +85,8 @@ class _Redirect:
         """`uvicorn.Config`: the app it is given, wrapped or loaded by the probe, served here."""
 
         def redirect(config: Any) -> None:
+            if config.app is None:  # a gunicorn worker's, given its app once made: wrapped by `gunicorn`
+                return
             self.started.append("uvicorn")
             config.host, config.port, config.uds, config.fd = HOST, self.port, None, None
             if isinstance(config.app, str):  # every worker imports it: the probe's import string does
@@ -117,6 +120,29 @@ class _Redirect:
 
         _after_init(module.AbstractServer, redirect)
 
+    def gunicorn(self, module: ModuleType) -> None:
+        """
+        gunicorn's `BaseApplication` (a script's `StandaloneApplication(app, options).run()`):
+        bound here whatever its options say, each time it loads them (a SIGHUP reloads them);
+        the app its workers load, wrapped where they load it.
+        """
+        application = module.BaseApplication
+        load_config, load_app = application.do_load_config, application.wsgi
+
+        @functools.wraps(load_config)
+        def do_load_config(app: Any) -> None:
+            load_config(app)
+            self.started.append("gunicorn")
+            app.cfg.set("bind", [f"{HOST}:{self.port}"])
+
+        @functools.wraps(load_app)
+        def wsgi(app: Any) -> Any:
+            if app.callable is None:
+                app.callable = _probed(load_app(app))
+            return app.callable
+
+        application.do_load_config, application.wsgi = do_load_config, wsgi
+
 
 def _after_init(cls: Any, then: Callable[[Any], None]) -> None:
     """`cls.__init__` patched to call `then` on each instance once it is made."""
@@ -140,6 +166,7 @@ REDIRECTS: dict[str, Callable[[_Redirect, ModuleType], None]] = {
     "uvicorn.config": _Redirect.uvicorn,
     "hypercorn.asyncio": _Redirect.hypercorn,
     "granian.server.common": _Redirect.granian,
+    "gunicorn.app.base": _Redirect.gunicorn,
 }
 """Per server the launcher runs, the module patched when the script imports it, and how."""
 

@@ -19,6 +19,9 @@ process that imports the module has one, and disposed at the end of the lifespan
   default action ends the process, as in a thread;
 - `--granian`: `Granian("tests.apps.serve_itself:app", interface="asgi").serve()`, granian's
   programmatic server, whose workers import the app;
+- `--gunicorn`: gunicorn's `BaseApplication` subclassed, as gunicorn's docs show for a custom
+  application (`StandaloneApplication(app, options).run()`), two uvicorn workers forked from
+  its arbiter, each serving the app object the script made;
 - `--no-server`: a script that never starts a server (a migration script given by mistake).
 """
 
@@ -52,6 +55,8 @@ async def work(seconds: float = 0.3) -> dict[str, bool]:
     async with engine.connect() as connection:
         await connection.execute(text("SELECT 1"))
     await asyncio.sleep(seconds)
+    async with engine.connect() as connection:  # the engine used to the end of the request
+        await connection.execute(text("SELECT 1"))
     return {"ok": True}
 
 
@@ -65,6 +70,8 @@ def main(argv: list[str]) -> None:
         Granian("tests.apps.serve_itself:app", address="0.0.0.0", port=8000, interface="asgi").serve()  # type: ignore[arg-type]
     elif "--hypercorn" in argv:
         serve_with_hypercorn(own_trigger="--own-trigger" in argv)
+    elif "--gunicorn" in argv:
+        serve_with_gunicorn()
     elif "--reload" in argv:
         uvicorn.run("tests.apps.serve_itself:app", host="0.0.0.0", port=8000, reload=True)
     elif "--workers" in argv:
@@ -89,6 +96,31 @@ def serve_with_hypercorn(*, own_trigger: bool) -> None:
         asyncio.run(serve(app, config, shutdown_trigger=lambda: asyncio.Future()))  # type: ignore[arg-type]
     else:
         asyncio.run(serve(app, config))  # type: ignore[arg-type]
+
+
+def serve_with_gunicorn() -> None:
+    from gunicorn.app.base import BaseApplication
+
+    class StandaloneApplication(BaseApplication):  # type: ignore[misc]
+        def __init__(self, application: FastAPI, options: dict[str, object]) -> None:
+            self.options = options
+            self.application = application
+            super().__init__()
+
+        def load_config(self) -> None:
+            for key, value in self.options.items():
+                self.cfg.set(key, value)
+
+        def load(self) -> FastAPI:
+            return self.application
+
+    options = {
+        "bind": "0.0.0.0:8000",
+        "workers": 2,
+        "worker_class": "uvicorn_worker.UvicornWorker",
+        "graceful_timeout": 5,
+    }
+    StandaloneApplication(app, options).run()
 
 
 if __name__ == "__main__":
