@@ -26,6 +26,7 @@ from chaos.judge.verdict import (
     service_fate,
 )
 from chaos.reports.console import print_console
+from chaos.reports.html import build_markers
 from chaos.reports.json import REPORT_SCHEMA, to_dict, write_json
 from chaos.reports.junit import write_junit
 from chaos.scenario import Scenario
@@ -890,3 +891,16 @@ def test_a_worker_that_used_its_forked_copy_and_never_disposed_it_is_named():
     closed = _forked_engine(second_closes=False).verdict(V.RESOURCES_CLOSED)
     assert closed.status == F and closed.summary.endswith(f"of worker {SECOND}"), closed
     assert f"opened -0.990s at import in pid {SUPERVISOR}, before the fork, never closed" in str(closed.evidence[0])
+
+
+def test_each_workers_close_of_its_forked_copy_is_on_the_timeline():
+    console = Console(record=True, width=200)
+    journal = _forked_engine()
+    print_console(console, journal.timeline(), journal.verdicts())
+    text = console.export_text()
+    for pid, at in ((SECOND, "+0.100s"), (FIRST, "+0.260s")):
+        assert f"{at}  app  [{pid}] sqlite (in memory) (SQLAlchemy engine) of worker {pid} closed (dispose)" in text, (
+            text
+        )
+    markers = {(marker.label, marker.t) for marker in build_markers(journal.timeline())}
+    assert {("sqlite (in memory) closed [4302]", ns(100)), ("sqlite (in memory) closed [4301]", ns(260))} <= markers

@@ -336,6 +336,11 @@ class Timeline:
             view = self.resources[key]
         return view
 
+    def resource_of(self, event: Event) -> ResourceView | None:
+        """The resource a `resource.*` event is about, as the process that wrote it has it (`resource`)."""
+        resource_id = str(event.get("resource"))
+        return self.resources.get(f"{resource_id}@{event.pid}") or self.resources.get(resource_id)
+
     def opened_by(self, resource: ResourceView) -> str:
         """
         Who opened a resource, as reports say it: a task (of a request), a request, or the app

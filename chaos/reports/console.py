@@ -97,7 +97,7 @@ def _resource_line(timeline: Timeline, event: Event, who: str) -> str | None:
     """The close of a resource the app opened at startup, and any use after a close."""
     if event.kind == Kind.PROBE_WARNING:
         return f"app{who:>8} probe.warning ({event.get('library')}): {event.get('error')}"
-    resource = timeline.resources.get(str(event.get("resource")))
+    resource = timeline.resource_of(event)
     if resource is None:
         return None
     if event.kind == Kind.RESOURCE_CLOSED and resource.long_lived and resource.closed == event.t:

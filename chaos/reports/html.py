@@ -446,7 +446,7 @@ def build_markers(timeline: Timeline) -> list[Marker]:
 
 def _resource_marker(timeline: Timeline, event: Event, several_workers: bool) -> Marker | None:
     """The close of an engine, pool or client the app opened at startup: its teardown, as a pool's."""
-    resource = timeline.resources.get(str(event.get("resource")))
+    resource = timeline.resource_of(event)
     if resource is None or not resource.long_lived or resource.closed != event.t:
         return None
     pid = f" [{event.pid}]" if several_workers else ""
