@@ -349,6 +349,36 @@ def test_a_service_that_starts_its_own_server(tmp_path, command, code, failed, l
         assert any(r.uses for r in timeline.resources.values())
 
 
+@pytest.mark.parametrize("server", ["uvicorn", "hypercorn", "granian", "gunicorn"])
+def test_a_script_that_serves_https_itself_is_verified_in_plain_http_and_says_so(tmp_path, server):
+    """
+    The TLS a script configures (uvicorn's `ssl_certfile`, hypercorn's and gunicorn's `certfile`,
+    granian's `ssl_cert`) is left out, as its address is: drainspec's requests are plain HTTP on loopback,
+    and would otherwise meet a server that closes every one of them. A warning says so.
+    """
+    if server in ("hypercorn", "granian"):
+        pytest.importorskip(server)
+    trustme = pytest.importorskip("trustme")
+    tls = tmp_path / "tls"
+    tls.mkdir()
+    issued = trustme.CA().issue_cert("127.0.0.1")
+    issued.cert_chain_pems[0].write_to_path(tls / "cert.pem")
+    issued.private_key_pem.write_to_path(tls / "key.pem")
+    choice = "" if server == "uvicorn" else f" --{server}"
+    out = tmp_path / "out"
+    result = drainspec(
+        "run", "--command", f"python {SERVE_ITSELF} --tls {tls}{choice}", "--request-path", "/work?seconds={seconds}",
+        "--requests", "2", "--request-seconds", "0.3", "--background", "0", "--grace", "5", "--out", str(out),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    events = read_journal(out / "journal.jsonl")
+    (warning,) = {e.get("error"): e for e in events if e.kind == Kind.PROBE_WARNING}.values()  # gunicorn: once per load
+    assert warning.get("library") == server and "verified without TLS" in str(warning.get("error"))
+    assert f"probe.warning ({server}): the script's" in result.stdout
+    answered = [e for e in events if e.kind == Kind.CLIENT_REQUEST and e.get("outcome") == "ok"]
+    assert len(answered) >= 3  # the preflight and both requests in flight
+
+
 def test_an_engine_a_preloading_arbiter_made_at_import_is_judged_in_each_worker_it_forked(tmp_path):
     """
     `gunicorn --preload`: the arbiter imports the app, and its engine, before it forks; each

@@ -32,7 +32,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from chaos.probe import APP_ENV, PORT_ENV, SCRIPT_MAIN_ENV
+from chaos.journal import Kind
+from chaos.probe import APP_ENV, PORT_ENV, SCRIPT_MAIN_ENV, record
 from chaos.probe.imports import when_imported
 from chaos.probe.loader import fail, made, prepare, wrap
 from chaos.servers import HOST, PROBE_APP
@@ -89,6 +90,9 @@ class _Redirect:
                 return
             self.started.append("uvicorn")
             config.host, config.port, config.uds, config.fd = HOST, self.port, None, None
+            if config.ssl_certfile or config.ssl_keyfile:
+                config.ssl_certfile = config.ssl_keyfile = None
+                _served_plain("uvicorn", "ssl_certfile")
             if isinstance(config.app, str):  # every worker imports it: the probe's import string does
                 config.app = _import_string(config.app, factory=bool(config.factory))
             else:
@@ -105,6 +109,9 @@ class _Redirect:
         def serve(app: Any, config: Any, *args: Any, **kwargs: Any) -> Awaitable[None]:
             self.started.append("hypercorn")
             config.bind, config.insecure_bind, config.quic_bind = [f"{HOST}:{self.port}"], [], []
+            if config.ssl_enabled:
+                config.certfile = config.keyfile = None
+                _served_plain("hypercorn", "certfile")
             return original(_probed(app), config, *args, **kwargs)  # a coroutine, as the script awaits it
 
         setattr(module, "serve", serve)  # noqa: B010 - a module attribute the type checker cannot see
@@ -117,6 +124,10 @@ class _Redirect:
             server.target, server.factory = _import_string(server.target, factory=server.factory), False
             server.bind_addr, server.bind_port, server.bind_uds = HOST, self.port, None
             server.metrics_address = HOST
+            tls = getattr(server, "ssl_ctx", None)  # (enabled, cert, key, password, ...) since granian 2.0
+            if tls and tls[0]:
+                server.ssl_ctx = (False, None, None, None, *tls[4:])
+                _served_plain("granian", "ssl_cert")
 
         _after_init(module.AbstractServer, redirect)
 
@@ -134,6 +145,10 @@ class _Redirect:
             load_config(app)
             self.started.append("gunicorn")
             app.cfg.set("bind", [f"{HOST}:{self.port}"])
+            if app.cfg.is_ssl:
+                app.cfg.set("certfile", None)
+                app.cfg.set("keyfile", None)
+                _served_plain("gunicorn", "certfile")
 
         @functools.wraps(load_app)
         def wsgi(app: Any) -> Any:
@@ -142,6 +157,16 @@ class _Redirect:
             return app.callable
 
         application.do_load_config, application.wsgi = do_load_config, wsgi
+
+
+def _served_plain(server: str, setting: str) -> None:
+    """TLS the script configured, left out: drainspec's requests are plain HTTP on loopback."""
+    record(
+        Kind.PROBE_WARNING,
+        library=server,
+        error=f"the script's {setting} is left out: drainspec drives plain HTTP on {HOST}, so this server is "
+        "verified without TLS",
+    )
 
 
 def _after_init(cls: Any, then: Callable[[Any], None]) -> None:

@@ -22,6 +22,8 @@ process that imports the module has one, and disposed at the end of the lifespan
 - `--gunicorn`: gunicorn's `BaseApplication` subclassed, as gunicorn's docs show for a custom
   application (`StandaloneApplication(app, options).run()`), two uvicorn workers forked from
   its arbiter, each serving the app object the script made;
+- `--tls DIR` with any of the above: the server given `DIR/cert.pem` and
+  `DIR/key.pem`, as a script that serves HTTPS itself does;
 - `--no-server`: a script that never starts a server (a migration script given by mistake).
 """
 
@@ -32,6 +34,7 @@ import sys
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import uvicorn
 from fastapi import FastAPI
@@ -64,14 +67,17 @@ def main(argv: list[str]) -> None:
     if "--no-server" in argv:
         print("migrations applied")
         return
+    tls = Path(argv[argv.index("--tls") + 1]) if "--tls" in argv else None
+    cert, key = (str(tls / "cert.pem"), str(tls / "key.pem")) if tls else (None, None)
     if "--granian" in argv:
         from granian import Granian
 
-        Granian("tests.apps.serve_itself:app", address="0.0.0.0", port=8000, interface="asgi").serve()  # type: ignore[arg-type]
+        paths = {"ssl_cert": Path(cert), "ssl_key": Path(key)} if cert and key else {}
+        Granian("tests.apps.serve_itself:app", address="0.0.0.0", port=8000, interface="asgi", **paths).serve()  # type: ignore[arg-type]
     elif "--hypercorn" in argv:
-        serve_with_hypercorn(own_trigger="--own-trigger" in argv)
+        serve_with_hypercorn(own_trigger="--own-trigger" in argv, cert=cert, key=key)
     elif "--gunicorn" in argv:
-        serve_with_gunicorn()
+        serve_with_gunicorn(cert=cert, key=key)
     elif "--reload" in argv:
         uvicorn.run("tests.apps.serve_itself:app", host="0.0.0.0", port=8000, reload=True)
     elif "--workers" in argv:
@@ -82,23 +88,24 @@ def main(argv: list[str]) -> None:
         thread.start()
         thread.join()
     else:
-        uvicorn.run(app, host="0.0.0.0", port=8000, timeout_graceful_shutdown=5)
+        uvicorn.run(app, host="0.0.0.0", port=8000, timeout_graceful_shutdown=5, ssl_certfile=cert, ssl_keyfile=key)
 
 
-def serve_with_hypercorn(*, own_trigger: bool) -> None:
+def serve_with_hypercorn(*, own_trigger: bool, cert: str | None = None, key: str | None = None) -> None:
     from hypercorn.asyncio import serve
     from hypercorn.config import Config
 
     config = Config()
     config.bind = ["0.0.0.0:8000"]
     config.graceful_timeout = 5
+    config.certfile, config.keyfile = cert, key
     if own_trigger:
         asyncio.run(serve(app, config, shutdown_trigger=lambda: asyncio.Future()))  # type: ignore[arg-type]
     else:
         asyncio.run(serve(app, config))  # type: ignore[arg-type]
 
 
-def serve_with_gunicorn() -> None:
+def serve_with_gunicorn(*, cert: str | None = None, key: str | None = None) -> None:
     from gunicorn.app.base import BaseApplication
 
     class StandaloneApplication(BaseApplication):  # type: ignore[misc]
@@ -120,6 +127,8 @@ def serve_with_gunicorn() -> None:
         "worker_class": "uvicorn_worker.UvicornWorker",
         "graceful_timeout": 5,
     }
+    if cert and key:
+        options.update(certfile=cert, keyfile=key)
     StandaloneApplication(app, options).run()
 
 
