@@ -1,14 +1,15 @@
 """
 A server the app's own script starts: `python main.py` or `python -m app.main`, where the script
 calls `uvicorn.run(app, ...)`, builds `uvicorn.Config` and `uvicorn.Server` itself, awaits
-hypercorn's `serve(app, config)`, runs `Granian("main:app", interface="asgi").serve()`, or
-runs gunicorn's `BaseApplication` with uvicorn's workers (`StandaloneApplication(app, options).run()`).
+hypercorn's `serve(app, config)`, runs `Granian("main:app", interface="asgi").serve()`, or runs
+gunicorn's `BaseApplication` with uvicorn's workers (`StandaloneApplication(app, options).run()`).
 
 drainspec runs such a command as `python -m chaos.probe.script main.py ARGS...`:
-`uvicorn.Config`, `hypercorn.asyncio.serve`, granian's server and gunicorn's application are patched the moment the
-script imports them (`REDIRECTS`, through `chaos.probe.imports`) so that the app the script
-hands over is wrapped in the probe and the server listens where drainspec says (127.0.0.1,
-`DRAINSPEC_PORT`), then the script runs as `__main__`, as the interpreter would have run it.
+`uvicorn.Config`, `hypercorn.asyncio.serve`, granian's server and gunicorn's application are
+patched the moment the script imports them (`REDIRECTS`, through `chaos.probe.imports`) so that
+the app the script hands over is wrapped in the probe and the server listens where drainspec
+says (127.0.0.1, `DRAINSPEC_PORT`, plain HTTP: TLS it configures is left out, with a warning),
+then the script runs as `__main__`, as the interpreter would have run it.
 Everything else the script decides (its drain timeout, its signal handlers or shutdown trigger,
 whether the server runs in the main thread, its workers, its reloader) is left as it is: that is
 what is verified, a reloader too, since a script that ships with `reload=True` runs one in
