@@ -92,6 +92,9 @@ class Kind(StrEnum):
     RESOURCE_CLOSED = "resource.closed"
     RESOURCE_USE = "resource.use"
     RESOURCE_USE_END = "resource.use_end"
+    # The launcher of an app's own script (`chaos.probe.script`), in the script's process: the
+    # server the script starts and how many workers it runs (`workers`), each waited for.
+    SCRIPT_SERVER = "script.server"
     # The harness.
     RUN_START = "run.start"
     SERVER_SPAWNED = "server.spawned"

@@ -274,7 +274,8 @@ async def wait_ready(
     """
     Wait for evidence that the server is ready: every worker's lifespan startup completed (or
     the app turned out not to speak lifespan) in the journal, and the port accepting
-    connections. Any sign it never will is a `SetupError`.
+    connections. An app's own script says how many workers its server runs (`script.server`):
+    that many are waited for. Any sign it never will is a `SetupError`.
     """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
@@ -288,6 +289,8 @@ async def wait_ready(
                 raise SetupError(f"the app failed at startup: {exception_line(message)}")
             if event.kind in (Kind.STARTUP_COMPLETE, Kind.LIFESPAN_UNSUPPORTED):
                 started += 1
+            elif event.kind == Kind.SCRIPT_SERVER:
+                workers = max(workers, int(event.get("workers") or 1))
         if started >= workers:
             break
         if process.poll() is not None:

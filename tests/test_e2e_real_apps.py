@@ -305,6 +305,14 @@ KILLED_IN_FLIGHT = {"inflight-completed", "teardown-ran", "resources-closed"}
             id="gunicorn-base-application",
         ),
         pytest.param(
+            f"python {SERVE_ITSELF} --gunicorn --import-app",
+            0,
+            set(),
+            ["tests.apps.serve_itself:app"] * 2,
+            1,  # the arbiter's engine (the script's module); each worker imports the app's own module
+            id="gunicorn-base-application-importing-the-app",
+        ),
+        pytest.param(
             f"python {SERVE_ITSELF} --hypercorn --own-trigger",
             1,
             KILLED_IN_FLIGHT,

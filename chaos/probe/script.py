@@ -90,6 +90,7 @@ class _Redirect:
             if config.app is None:  # a gunicorn worker's, given its app once made: wrapped by `gunicorn`
                 return
             self.started.append("uvicorn")
+            _starts("uvicorn", workers=1 if getattr(config, "should_reload", False) else config.workers)
             config.host, config.port, config.uds, config.fd = HOST, self.port, None, None
             if config.ssl_certfile or config.ssl_keyfile:
                 config.ssl_certfile = config.ssl_keyfile = None
@@ -109,6 +110,7 @@ class _Redirect:
         @functools.wraps(original)
         def serve(app: Any, config: Any, *args: Any, **kwargs: Any) -> Awaitable[None]:
             self.started.append("hypercorn")
+            _starts("hypercorn", workers=1)  # `serve` is the one process that serves
             config.bind, config.insecure_bind, config.quic_bind = [f"{HOST}:{self.port}"], [], []
             if config.ssl_enabled:
                 config.certfile = config.keyfile = None
@@ -122,6 +124,7 @@ class _Redirect:
 
         def redirect(server: Any) -> None:
             self.started.append("granian")
+            _starts("granian", workers=getattr(server, "workers", 1))
             server.target, server.factory = _import_string(server.target, factory=server.factory), False
             server.bind_addr, server.bind_port, server.bind_uds = HOST, self.port, None
             server.metrics_address = HOST
@@ -145,6 +148,7 @@ class _Redirect:
         def do_load_config(app: Any) -> None:
             load_config(app)
             self.started.append("gunicorn")
+            _starts("gunicorn", workers=app.cfg.workers)
             app.cfg.set("bind", [f"{HOST}:{self.port}"])
             if app.cfg.is_ssl:
                 app.cfg.set("certfile", None)
@@ -158,6 +162,11 @@ class _Redirect:
             return app.callable
 
         application.do_load_config, application.wsgi = do_load_config, wsgi
+
+
+def _starts(server: str, *, workers: Any) -> None:
+    """The server the script starts, and its workers: the run waits for each one's startup."""
+    record(Kind.SCRIPT_SERVER, server=server, workers=workers if isinstance(workers, int) and workers > 0 else 1)
 
 
 def _served_plain(server: str, setting: str) -> None:
@@ -226,7 +235,8 @@ def _probed(app: Any, *, factory: bool = False) -> Any:
 def _name_of(app: Any) -> str:
     """
     `module:name` of the global the script holds `app` in, as an import string reads: looked
-    for from the patched call's caller (above this, `_probed` and the patch) outwards.
+    for from the patched call's caller (above this, `_probed` and the patch) outwards; then in
+    every module imported, for an app the script had imported by name (gunicorn's `import_app`).
     """
     frame = sys._getframe(3)
     while frame is not None:
@@ -234,6 +244,10 @@ def _name_of(app: Any) -> str:
             if value is app and not name.startswith("__"):
                 return f"{frame.f_globals.get('__name__', '?')}:{name}"
         frame = frame.f_back  # type: ignore[assignment]
+    for module_name, module in list(sys.modules.items()):
+        for name, value in list(getattr(module, "__dict__", {}).items()):
+            if value is app and not name.startswith("__"):
+                return f"{module_name}:{name}"
     return f"__main__:{type(app).__name__}"
 
 

@@ -22,6 +22,8 @@ process that imports the module has one, and disposed at the end of the lifespan
 - `--gunicorn`: gunicorn's `BaseApplication` subclassed, as gunicorn's docs show for a custom
   application (`StandaloneApplication(app, options).run()`), two uvicorn workers forked from
   its arbiter, each serving the app object the script made;
+- `--gunicorn --import-app`: the same application loading the app by its import string in each
+  worker (`gunicorn.util.import_app`), as many such scripts do;
 - `--tls DIR` with any of the above: the server given `DIR/cert.pem` and
   `DIR/key.pem`, as a script that serves HTTPS itself does;
 - `--no-server`: a script that never starts a server (a migration script given by mistake).
@@ -77,7 +79,7 @@ def main(argv: list[str]) -> None:
     elif "--hypercorn" in argv:
         serve_with_hypercorn(own_trigger="--own-trigger" in argv, cert=cert, key=key)
     elif "--gunicorn" in argv:
-        serve_with_gunicorn(cert=cert, key=key)
+        serve_with_gunicorn(cert=cert, key=key, by_name="--import-app" in argv)
     elif "--reload" in argv:
         uvicorn.run("tests.apps.serve_itself:app", host="0.0.0.0", port=8000, reload=True)
     elif "--workers" in argv:
@@ -105,8 +107,9 @@ def serve_with_hypercorn(*, own_trigger: bool, cert: str | None = None, key: str
         asyncio.run(serve(app, config))  # type: ignore[arg-type]
 
 
-def serve_with_gunicorn(*, cert: str | None = None, key: str | None = None) -> None:
+def serve_with_gunicorn(*, cert: str | None = None, key: str | None = None, by_name: bool = False) -> None:
     from gunicorn.app.base import BaseApplication
+    from gunicorn.util import import_app
 
     class StandaloneApplication(BaseApplication):  # type: ignore[misc]
         def __init__(self, application: FastAPI, options: dict[str, object]) -> None:
@@ -119,7 +122,7 @@ def serve_with_gunicorn(*, cert: str | None = None, key: str | None = None) -> N
                 self.cfg.set(key, value)
 
         def load(self) -> FastAPI:
-            return self.application
+            return import_app("tests.apps.serve_itself:app") if by_name else self.application  # type: ignore[no-any-return]
 
     options = {
         "bind": "0.0.0.0:8000",
