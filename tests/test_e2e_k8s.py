@@ -198,12 +198,19 @@ def test_an_init_in_exec_form_passes(replay_manifest):
 
 
 @pytest.mark.parametrize(
-    "command",
-    [None, '[sh, -c, "echo migrating && exec python tests/apps/serve_itself.py"]'],
-    ids=["exec-form", "after-a-shell-step"],
+    ("command", "loaded"),
+    [
+        (None, ["__main__:app"]),
+        ('[sh, -c, "echo migrating && exec python tests/apps/serve_itself.py"]', ["__main__:app"]),
+        ("[python, tests/apps/serve_itself.py, --gunicorn]", ["__main__:app"] * 2),
+    ],
+    ids=["exec-form", "after-a-shell-step", "gunicorn-base-application"],
 )
-def test_a_service_that_starts_its_own_server_passes(replay_manifest, tmp_path, command):
-    """`command: [python, main.py]`, its uvicorn in the main thread: bound here, probed, drained as PID 1."""
+def test_a_service_that_starts_its_own_server_passes(replay_manifest, tmp_path, command, loaded):
+    """
+    `command: [python, main.py]`, its uvicorn in the main thread, or its gunicorn arbiter with
+    two workers: bound here, probed, drained as PID 1.
+    """
     manifest = "own-script.yaml"
     if command is not None:
         text = (ROOT / "k8s" / manifest).read_text()
@@ -212,7 +219,7 @@ def test_a_service_that_starts_its_own_server_passes(replay_manifest, tmp_path, 
         assert Path(manifest).read_text() != text
     result = replay_manifest(manifest, requests=1, request_seconds=0.3)
     assert result.failed == set(), result.explain()
-    assert [e.get("app") for e in result.timeline.events if e.kind == "probe.loaded"] == ["__main__:app"]
+    assert [e.get("app") for e in result.timeline.events if e.kind == "probe.loaded"] == loaded
     assert result.verdict("teardown-ran").status == "pass"
 
 
