@@ -289,8 +289,8 @@ async def wait_ready(
                 raise SetupError(f"the app failed at startup: {exception_line(message)}")
             if event.kind in (Kind.STARTUP_COMPLETE, Kind.LIFESPAN_UNSUPPORTED):
                 started += 1
-            elif event.kind == Kind.SCRIPT_SERVER:
-                workers = max(workers, int(event.get("workers") or 1))
+            elif event.kind == Kind.SCRIPT_SERVER and isinstance(count := event.get("workers"), int):
+                workers = max(workers, count)
         if started >= workers:
             break
         if process.poll() is not None:
