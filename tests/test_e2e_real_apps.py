@@ -387,6 +387,31 @@ def test_a_script_that_serves_https_itself_is_verified_in_plain_http_and_says_so
     assert len(answered) >= 3  # the preflight and both requests in flight
 
 
+@pytest.mark.parametrize(
+    ("option", "code"),
+    [pytest.param("", 1, id="disposed-after-serve"), pytest.param(" --in-lifespan", 0, id="in-the-lifespan")],
+)
+def test_an_engine_disposed_after_the_server_returns_is_never_disposed(tmp_path, option, code):
+    """
+    `try: await server.serve() finally: await engine.dispose()`: uvicorn re-raises SIGTERM once it
+    has shut down, the process dies of it inside `serve()`, and the engine stays open; the
+    evidence says why. Disposed by the lifespan, it is closed.
+    """
+    out = tmp_path / "out"
+    result = drainspec(
+        "run", "--command", f"python tests/apps/closes_after_serve.py{option}", "--request-path",
+        "/work?seconds={seconds}", "--requests", "1", "--request-seconds", "0.3", "--background", "0",
+        "--grace", "5", "--out", str(out),
+    )  # fmt: skip
+    assert result.returncode == code, result.stdout + result.stderr
+    report = json.loads((out / "report.json").read_text())
+    closed = next(v for v in report["verdicts"] if v["name"] == "resources-closed")
+    assert [v["name"] for v in report["verdicts"] if v["status"] == "fail"] == (["resources-closed"] if code else [])
+    if code:
+        evidence = closed["evidence"][0]["text"]
+        assert "the process then died of SIGTERM" in evidence and "`server.serve()`" in evidence, evidence
+
+
 def test_an_engine_a_preloading_arbiter_made_at_import_is_judged_in_each_worker_it_forked(tmp_path):
     """
     `gunicorn --preload`: the arbiter imports the app, and its engine, before it forks; each

@@ -904,3 +904,34 @@ def test_each_workers_close_of_its_forked_copy_is_on_the_timeline():
         )
     markers = {(marker.label, marker.t) for marker in build_markers(journal.timeline())}
     assert {("sqlite (in memory) closed [4302]", ns(100)), ("sqlite (in memory) closed [4301]", ns(260))} <= markers
+
+
+def _left_open_then(returncode: int, *, script: bool = False) -> Journal:
+    """An engine the lifespan shutdown (250..260) leaves open; the process then exits with `returncode`."""
+    journal = Journal().run_start().startup().request("r1", start=-100, end=200).signal(0)
+    if script:
+        journal.add(-950, Kind.SCRIPT_SERVER, server="uvicorn", workers=1)
+    return journal.resource("db", -800).shutdown(250, complete=260).exit(300, returncode=returncode)
+
+
+@pytest.mark.parametrize(
+    ("returncode", "script", "says"),
+    [
+        pytest.param(0, False, None, id="exited"),
+        pytest.param(-15, False, "an `atexit` handler never closes it", id="died-of-the-signal"),
+        pytest.param(-15, True, "a `finally` around `server.serve()`, code after it or an `atexit`", id="own-script"),
+        pytest.param(-9, False, None, id="died-of-another-signal"),
+    ],
+)
+def test_a_resource_left_to_code_after_the_server_returned_is_named_as_never_run(returncode, script, says):
+    """
+    uvicorn re-raises SIGTERM once it has shut down, and Python's default action ends the
+    process: a close after `server.serve()` (a `finally`, an `atexit` handler) never runs.
+    """
+    verdict = _left_open_then(returncode, script=script).verdict(V.RESOURCES_CLOSED)
+    evidence = str(verdict.evidence[0])
+    assert verdict.status == F and "lifespan shutdown completed at +0.260s without closing it" in evidence
+    if says is None:
+        assert "died of" not in evidence, evidence
+    else:
+        assert "and the process then died of SIGTERM" in evidence and says in evidence, evidence

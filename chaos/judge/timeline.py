@@ -9,6 +9,7 @@ Times stay in journal nanoseconds; `Timeline.at` renders them relative to the st
 
 from __future__ import annotations
 
+import signal
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -266,6 +267,29 @@ class Timeline:
             (e for e in self.events if e.kind == Kind.WORKER_EXITED and e.get("target") == pid and e.get("signal")),
             None,
         )
+
+    def signal_that_ended(self, pid: int) -> str | None:
+        """
+        The signal a serving process died of, if it did: as its parent saw it (`death_of`), or,
+        for the server's own process (or a run's only worker), as drainspec saw the server exit.
+        """
+        death = self.death_of(pid)
+        if death is not None:
+            return str(death.get("signal"))
+        if self.exit is None or self.exit.get("killed"):
+            return None
+        spawned = next((e.get("target") for e in self.events if e.kind == Kind.SERVER_SPAWNED), None)
+        serving = [view for view in self.workers.values() if view.startup_received is not None]
+        if pid != spawned and [view.pid for view in serving] != [pid]:
+            return None
+        returncode, exit_code = self.exit.get("returncode"), self.exit.get("exit_code")
+        number = -returncode if isinstance(returncode, int) and returncode < 0 else None
+        if number is None and isinstance(exit_code, int) and 128 < exit_code < 160:
+            number = exit_code - 128  # a shell's, or a container runtime's, way of saying it
+        try:
+            return signal.Signals(number).name if number is not None else None
+        except ValueError:
+            return None
 
     @property
     def died_by_signal(self) -> bool:

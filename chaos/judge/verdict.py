@@ -460,7 +460,21 @@ def _outside_the_app(resource: ResourceView) -> str:
 def _why_still_open(timeline: Timeline, resource: ResourceView) -> str:
     at, worker = timeline.at, timeline.workers.get(resource.pid)
     if worker is not None and worker.shutdown_complete is not None:
-        return f"lifespan shutdown completed at {at(worker.shutdown_complete)} without closing it"
+        completed = f"lifespan shutdown completed at {at(worker.shutdown_complete)} without closing it"
+        ended = timeline.signal_that_ended(resource.pid)
+        if ended is None or ended != timeline.signal_name:
+            return completed
+        own_script = any(event.kind == Kind.SCRIPT_SERVER for event in timeline.events)
+        after = (
+            "a `finally` around `server.serve()`, code after it or an `atexit` handler"
+            if own_script
+            else "an `atexit` handler"
+        )
+        return (
+            f"{completed}, and the process then died of {ended} (uvicorn re-raises the stop signal once "
+            f"it has shut down), so nothing after its server returned ran: {after} never closes it; "
+            "close it in the lifespan"
+        )
     if timeline.sigkill is not None:
         return f"worker {resource.pid} was SIGKILLed with it open at {at(timeline.sigkill)}"
     death = timeline.death_of(resource.pid)
