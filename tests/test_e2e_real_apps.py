@@ -399,7 +399,7 @@ def test_an_engine_disposed_after_the_server_returns_is_never_disposed(tmp_path,
     """
     out = tmp_path / "out"
     result = drainspec(
-        "run", "--command", f"python tests/apps/closes_after_serve.py{option}", "--request-path",
+        "run", "--command", f"python {SERVE_ITSELF} --dispose-after-serve{option}", "--request-path",
         "/work?seconds={seconds}", "--requests", "1", "--request-seconds", "0.3", "--background", "0",
         "--grace", "5", "--out", str(out),
     )  # fmt: skip

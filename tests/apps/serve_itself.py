@@ -24,6 +24,11 @@ process that imports the module has one, and disposed at the end of the lifespan
   its arbiter, each serving the app object the script made;
 - `--gunicorn --import-app`: the same application loading the app by its import string in each
   worker (`gunicorn.util.import_app`), as many such scripts do;
+- `--dispose-after-serve`: `uvicorn.Server(...).serve()` awaited with the engine disposed in a
+  `finally` after it, where the author expects shutdown code to run, and not by the lifespan.
+  uvicorn re-raises the stop signal once it has shut down (since 0.29), with Python's default
+  action back: the process dies of SIGTERM inside `serve()`, and the `finally` never runs;
+  `--in-lifespan` disposes of it in the lifespan too, which runs first;
 - `--tls DIR` with any of the above: the server given `DIR/cert.pem` and
   `DIR/key.pem`, as a script that serves HTTPS itself does;
 - `--no-server`: a script that never starts a server (a migration script given by mistake).
@@ -44,12 +49,14 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 engine = create_async_engine("sqlite+aiosqlite:///:memory:")
+DISPOSED_IN_LIFESPAN = "--dispose-after-serve" not in sys.argv or "--in-lifespan" in sys.argv
 
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     yield
-    await engine.dispose()
+    if DISPOSED_IN_LIFESPAN:
+        await engine.dispose()
 
 
 app = FastAPI(lifespan=lifespan)
@@ -78,6 +85,8 @@ def main(argv: list[str]) -> None:
         Granian("tests.apps.serve_itself:app", address="0.0.0.0", port=8000, interface="asgi", **paths).serve()  # type: ignore[arg-type]
     elif "--hypercorn" in argv:
         serve_with_hypercorn(own_trigger="--own-trigger" in argv, cert=cert, key=key)
+    elif "--dispose-after-serve" in argv:
+        asyncio.run(serve_then_dispose())
     elif "--gunicorn" in argv:
         serve_with_gunicorn(cert=cert, key=key, by_name="--import-app" in argv)
     elif "--reload" in argv:
@@ -91,6 +100,14 @@ def main(argv: list[str]) -> None:
         thread.join()
     else:
         uvicorn.run(app, host="0.0.0.0", port=8000, timeout_graceful_shutdown=5, ssl_certfile=cert, ssl_keyfile=key)
+
+
+async def serve_then_dispose() -> None:
+    server = uvicorn.Server(uvicorn.Config(app, host="0.0.0.0", port=8000))
+    try:
+        await server.serve()
+    finally:
+        await engine.dispose()
 
 
 def serve_with_hypercorn(*, own_trigger: bool, cert: str | None = None, key: str | None = None) -> None:
