@@ -332,9 +332,9 @@ def test_a_service_that_starts_its_own_server(tmp_path, command, code, failed, l
     (a supervisor, an arbiter before it forks, a spawned worker's re-run of the script) and never
     uses are named and not judged; every worker's own, a forked copy too, is.
     """
-    for server in ("hypercorn", "granian"):
-        if f"--{server}" in command:
-            pytest.importorskip(server)
+    server = next((name for name in ("hypercorn", "granian", "gunicorn") if f"--{name}" in command), "uvicorn")
+    if server in ("hypercorn", "granian"):
+        pytest.importorskip(server)
     out = tmp_path / "out"
     result = drainspec(
         "run", "--command", command, "--request-path", "/work?seconds={seconds}", "--requests", "2",
@@ -345,6 +345,8 @@ def test_a_service_that_starts_its_own_server(tmp_path, command, code, failed, l
     assert {v["name"] for v in report["verdicts"] if v["status"] == "fail"} == failed
     events = read_journal(out / "journal.jsonl")
     assert [e.get("app") for e in events if e.kind == Kind.PROBE_LOADED] == loaded
+    assert f"the script starts {server} with {len(loaded)} worker(s)" in result.stdout, result.stdout
+    assert f"The script starts {server} with {len(loaded)} worker(s)." in (out / "timeline.html").read_text()
     ready = next(e for e in events if e.kind == Kind.SERVER_READY)
     started = [e for e in events if e.kind == Kind.REQUEST_START and e.get("path") == "/work"]
     assert len(started) >= 2 and ready.get("port") != 8000  # the script's own port was not the one served

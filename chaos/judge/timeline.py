@@ -268,6 +268,11 @@ class Timeline:
             None,
         )
 
+    @property
+    def script_server(self) -> Event | None:
+        """What an app's own script starts (`script.server`: the server, its workers), if it ran one."""
+        return next((e for e in self.events if e.kind == Kind.SCRIPT_SERVER), None)
+
     def signal_that_ended(self, pid: int) -> str | None:
         """
         The signal a serving process died of, if it did: as its parent saw it (`death_of`), or,

@@ -464,12 +464,9 @@ def _why_still_open(timeline: Timeline, resource: ResourceView) -> str:
         ended = timeline.signal_that_ended(resource.pid)
         if ended is None or ended != timeline.signal_name:
             return completed
-        own_script = any(event.kind == Kind.SCRIPT_SERVER for event in timeline.events)
-        after = (
-            "a `finally` around `server.serve()`, code after it or an `atexit` handler"
-            if own_script
-            else "an `atexit` handler"
-        )
+        after = "an `atexit` handler"
+        if timeline.script_server is not None:
+            after = "a `finally` around `server.serve()`, code after it or an `atexit` handler"
         return (
             f"{completed}, and the process then died of {ended} (uvicorn re-raises the stop signal once "
             f"it has shut down), so nothing after its server returned ran: {after} never closes it; "

@@ -191,6 +191,9 @@ def print_console(
             made = " (an app factory: called, its app judged)" if loaded.get("factory") else ""
             app, source = escape(str(loaded.get("app"))), escape(str(loaded.get("source")))
             console.print(f"  [dim]{app} loaded from {source}{made}[/]")
+        if (started := timeline.script_server) is not None:
+            server, workers = escape(str(started.get("server"))), escape(str(started.get("workers")))
+            console.print(f"  [dim]the script starts {server} with {workers} worker(s)[/]")
     console.print()
     zero = "the pod's deletion" if timeline.deleted is not None else "the stop signal"
     if timeline.rollout and timeline.deleted is not None:

@@ -711,6 +711,9 @@ def _heading(timeline: Timeline, verdicts: Sequence[Verdict]) -> list[str]:
             f"{_e(scenario.requests)} request(s) and {_e(scenario.background)} background request(s) in flight, "
             f"SIG{_e(signal)} with a {_e(_seconds(scenario.grace))}s grace</p>"
         )
+    if (started := timeline.script_server) is not None:
+        server, workers = _e(started.get("server")), _e(started.get("workers"))
+        out.append(f'<p class="meta">The script starts {server} with {workers} worker(s).</p>')
     if timeline.replay:
         facts = ", ".join(f"{_e(k)} {_e(v)}" for k, v in timeline.replay.items() if v is not None)
         out.append(f'<p class="meta">Kubernetes replay: {facts}</p>')
