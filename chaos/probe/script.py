@@ -25,6 +25,7 @@ them is one `probe.error`.
 from __future__ import annotations
 
 import functools
+import itertools
 import os
 import runpy
 import sys
@@ -83,14 +84,18 @@ class _Redirect:
         self.port = port
         self.started: list[str] = []
 
+    def starts(self, server: str, *, workers: Any) -> None:
+        """The script starts `server` with `workers`: journaled, and the run waits for each one's startup."""
+        self.started.append(server)
+        record(Kind.SCRIPT_SERVER, server=server, workers=workers if isinstance(workers, int) and workers > 0 else 1)
+
     def uvicorn(self, module: ModuleType) -> None:
         """`uvicorn.Config`: the app it is given, wrapped or loaded by the probe, served here."""
 
         def redirect(config: Any) -> None:
             if config.app is None:  # a gunicorn worker's, given its app once made: wrapped by `gunicorn`
                 return
-            self.started.append("uvicorn")
-            _starts("uvicorn", workers=1 if getattr(config, "should_reload", False) else config.workers)
+            self.starts("uvicorn", workers=1 if getattr(config, "should_reload", False) else config.workers)
             config.host, config.port, config.uds, config.fd = HOST, self.port, None, None
             if config.ssl_certfile or config.ssl_keyfile:
                 config.ssl_certfile = config.ssl_keyfile = None
@@ -109,8 +114,7 @@ class _Redirect:
 
         @functools.wraps(original)
         def serve(app: Any, config: Any, *args: Any, **kwargs: Any) -> Awaitable[None]:
-            self.started.append("hypercorn")
-            _starts("hypercorn", workers=1)  # `serve` is the one process that serves
+            self.starts("hypercorn", workers=1)  # `serve` is the one process that serves
             config.bind, config.insecure_bind, config.quic_bind = [f"{HOST}:{self.port}"], [], []
             if config.ssl_enabled:
                 config.certfile = config.keyfile = None
@@ -123,8 +127,7 @@ class _Redirect:
         """granian's server: its workers import the target, so the target is the probe's import string."""
 
         def redirect(server: Any) -> None:
-            self.started.append("granian")
-            _starts("granian", workers=getattr(server, "workers", 1))
+            self.starts("granian", workers=getattr(server, "workers", 1))
             server.target, server.factory = _import_string(server.target, factory=server.factory), False
             server.bind_addr, server.bind_port, server.bind_uds = HOST, self.port, None
             server.metrics_address = HOST
@@ -147,8 +150,7 @@ class _Redirect:
         @functools.wraps(load_config)
         def do_load_config(app: Any) -> None:
             load_config(app)
-            self.started.append("gunicorn")
-            _starts("gunicorn", workers=app.cfg.workers)
+            self.starts("gunicorn", workers=app.cfg.workers)
             app.cfg.set("bind", [f"{HOST}:{self.port}"])
             if app.cfg.is_ssl:
                 app.cfg.set("certfile", None)
@@ -162,11 +164,6 @@ class _Redirect:
             return app.callable
 
         application.do_load_config, application.wsgi = do_load_config, wsgi
-
-
-def _starts(server: str, *, workers: Any) -> None:
-    """The server the script starts, and its workers: the run waits for each one's startup."""
-    record(Kind.SCRIPT_SERVER, server=server, workers=workers if isinstance(workers, int) and workers > 0 else 1)
 
 
 def _served_plain(server: str, setting: str) -> None:
@@ -238,16 +235,16 @@ def _name_of(app: Any) -> str:
     for from the patched call's caller (above this, `_probed` and the patch) outwards; then in
     every module imported, for an app the script had imported by name (gunicorn's `import_app`).
     """
+    frames = []
     frame = sys._getframe(3)
     while frame is not None:
-        for name, value in frame.f_globals.items():
-            if value is app and not name.startswith("__"):
-                return f"{frame.f_globals.get('__name__', '?')}:{name}"
+        frames.append(frame.f_globals)
         frame = frame.f_back  # type: ignore[assignment]
-    for module_name, module in list(sys.modules.items()):
-        for name, value in list(getattr(module, "__dict__", {}).items()):
+    modules = (vars(module) for module in list(sys.modules.values()) if hasattr(module, "__dict__"))
+    for namespace in itertools.chain(frames, modules):
+        for name, value in list(namespace.items()):
             if value is app and not name.startswith("__"):
-                return f"{module_name}:{name}"
+                return f"{namespace.get('__name__', '?')}:{name}"
     return f"__main__:{type(app).__name__}"
 
 
