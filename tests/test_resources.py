@@ -74,6 +74,25 @@ def test_who_opened_a_resource_is_told_by_the_timeline(opened, owner, says) -> N
     assert says in line
 
 
+def test_a_service_task_is_named_where_it_opens_a_resource_and_where_it_ends() -> None:
+    """A task the lifespan started (a queue listener) is a service, not a request's work: named all the same."""
+    from chaos.reports.console import resource_lines, timeline_lines
+
+    timeline = (
+        Journal()
+        .startup(-900)
+        .service("a1", -880, cancelled=260, name="app.events.consumer.event_listener")
+        .resource("p1", -870, task="a1")
+        .signal(0)
+        .shutdown(250, complete=270)
+        .exit(300)
+        .timeline()
+    )
+    (line,) = resource_lines(timeline)
+    assert "opened -0.870s by task event_listener [a1]" in line
+    assert any(line.endswith("task event_listener [a1] cancelled") for line in timeline_lines(timeline))
+
+
 def test_a_use_after_close_names_the_resource_the_use_who_and_when() -> None:
     journal = (
         served()

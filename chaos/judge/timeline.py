@@ -370,6 +370,19 @@ class Timeline:
         resource_id = str(event.get("resource"))
         return self.resources.get(f"{resource_id}@{event.pid}") or self.resources.get(resource_id)
 
+    def task(self, task_id: str | None) -> TaskView | None:
+        """A task by id, whether work a request caused (`tasks`) or a service its lifespan started."""
+        if not task_id:
+            return None
+        return self.tasks.get(task_id) or self.service_tasks.get(task_id)
+
+    def task_label(self, task_id: str) -> str:
+        """A task as reports name it: `deliver [t3]`, or its id alone when nothing names it."""
+        task = self.task(task_id)
+        if task is None or task.name == "?":
+            return task_id
+        return f"{task.name.rsplit('.', 1)[-1]} [{task_id}]"
+
     def opened_by(self, resource: ResourceView) -> str:
         """
         Who opened a resource, as reports say it: a task (of a request), a request, or the app
@@ -377,7 +390,9 @@ class Timeline:
         startup. The one place that tells them apart.
         """
         if resource.task:
-            return f"by task {resource.task}" + (f" of request {resource.request}" if resource.request else "")
+            return f"by task {self.task_label(resource.task)}" + (
+                f" of request {resource.request}" if resource.request else ""
+            )
         if resource.request:
             return f"by request {resource.request}"
         opener = resource.pid if resource.forked_from is None else resource.forked_from

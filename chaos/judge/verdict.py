@@ -359,9 +359,7 @@ def _who(timeline: Timeline, use: UseView) -> str:
     """`request r1`, `task deliver [t3] of request b1`, `thread worker-2`, or the app's own code."""
     parts = []
     if use.task:
-        task = timeline.tasks.get(use.task)
-        named = f"{task.name.rsplit('.', 1)[-1]} [{use.task}]" if task is not None else use.task
-        parts.append(f"task {named}" + (f" of request {use.request}" if use.request else ""))
+        parts.append(f"task {timeline.task_label(use.task)}" + (f" of request {use.request}" if use.request else ""))
     elif use.request:
         parts.append(f"request {use.request}")
     else:

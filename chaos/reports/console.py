@@ -86,10 +86,8 @@ def _line_for(timeline: Timeline, event: Event) -> str | None:
     if kind == Kind.REQUEST_END and event.t >= timeline.origin:
         return f"app{who:>8} request {fields.get('request')} {fields.get('outcome')}"
     if kind in (Kind.TASK_FINISHED, Kind.TASK_CANCELLED, Kind.TASK_FAILED) and event.t >= timeline.origin:
-        task = timeline.tasks.get(str(fields.get("task")))
-        label = task.name.rsplit(".", 1)[-1] if task else "?"
         raised = f": {fields.get('error')}" if kind == Kind.TASK_FAILED else ""
-        return f"app{who:>8} task {label} [{fields.get('task')}] {kind.split('.')[1]}{raised}"
+        return f"app{who:>8} task {timeline.task_label(str(fields.get('task')))} {kind.split('.')[1]}{raised}"
     return None
 
 
