@@ -50,6 +50,10 @@ _claims: list[Any] = []
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
+        if message == "argument --server-arg: expected one argument":  # its value is itself a flag
+            message += (
+                ": join a flag to it (--server-arg=--timeout-graceful-shutdown) or put the server's arguments after --"
+            )
         raise UsageError(f"{message} (see {_help_of(self.prog.split()[1:])})")
 
 

@@ -228,9 +228,10 @@ async def send(
         ):
             fields["status"] = response.status_code
             fields["connection_close"] = response.headers.get("connection", "").lower() == "close"
-            if role == "preflight" and _is_event_stream(response) and response.status_code in spec.expect:
-                # An event stream ends when the server ends it; its status and first bytes are the
-                # answer a preflight looks for (the run's own requests read theirs to the end).
+            if role == "preflight" and _is_streamed(response) and response.status_code in spec.expect:
+                # A stream (server-sent events, a feed) ends when the server ends it, if ever; its
+                # status is the answer a preflight looks for (the run's own requests read theirs to
+                # the end, and one that never ends holds the drain, which is then what is judged).
                 fields["stream"] = True
                 return journal.write(Kind.CLIENT_REQUEST, outcome=Outcome.OK.value, **fields)
             try:
@@ -267,8 +268,15 @@ async def send(
     return journal.write(Kind.CLIENT_REQUEST, outcome=outcome.value, **fields)
 
 
-def _is_event_stream(response: httpx.Response) -> bool:
-    return response.headers.get("content-type", "").partition(";")[0].strip().lower() == "text/event-stream"
+def _is_streamed(response: httpx.Response) -> bool:
+    """
+    A body sent as it is made: server-sent events, or chunks with no length announced (a
+    `StreamingResponse`), where a whole answer would carry its `Content-Length`.
+    """
+    if response.headers.get("content-type", "").partition(";")[0].strip().lower() == "text/event-stream":
+        return True
+    chunked = "chunked" in response.headers.get("transfer-encoding", "").lower()
+    return chunked and "content-length" not in response.headers
 
 
 def _judge_status(status: int, expect: StatusSet) -> Outcome:
@@ -382,8 +390,9 @@ async def preflight(client: httpx.AsyncClient, base_url: str, scenario: Scenario
         status = event.get("status")
         if status is not None and event.get("outcome") == Outcome.TIMEOUT:
             raise SetupError(
-                f"preflight: {what} answered {status} but its body had not ended after {within:g}s; a run "
-                "needs requests that end (an event stream, text/event-stream, is read until the server ends it)"
+                f"preflight: {what} answered {status} with a Content-Length but its body had not ended after "
+                f"{within:g}s; check the endpoint (a stream, sent in chunks or as text/event-stream, is taken "
+                "on its status)"
             )
         if status is None:
             raise SetupError(f"preflight: {what} got no answer ({event.get('error') or event.get('outcome')})")

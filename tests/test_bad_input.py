@@ -54,9 +54,10 @@ CASES = [
         id="never-ready",
     ),
     pytest.param(
-        ["--app", "tests.apps.events:app", "--request-path", "GET /feed"],
-        "preflight: GET /feed answered 200 but its body had not ended after 8s",  # BASE's grace 2 s + 1 + slack
-        id="endless-body",
+        ["--app", "tests.apps.events:app", "--request-path", "GET /stalled"],
+        # BASE's grace 2 s + 1 + slack; a stream (chunked, no length) is taken on its status instead
+        "preflight: GET /stalled answered 200 with a Content-Length but its body had not ended after 8s",
+        id="body-short-of-its-length",
     ),
     pytest.param(
         ["--app", "app.main:app", "--server", "nginx"],
@@ -289,3 +290,11 @@ def test_a_usage_error_names_the_help_to_read(args: list[str], help_to_read: str
     result, _ = drainspec(*args)
     assert result.returncode == 2
     assert result.stderr.strip().endswith(help_to_read), result.stderr
+
+
+def test_a_server_flag_given_to_server_arg_apart_says_how_to_pass_it() -> None:
+    """`--server-arg --timeout-graceful-shutdown 1` reads as two flags of drainspec's: say how to join them."""
+    result, _ = drainspec("run", "--app", "app.main:app", "--server-arg", "--timeout-graceful-shutdown", "1")
+    assert result.returncode == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert "join a flag to it (--server-arg=--timeout-graceful-shutdown)" in line

@@ -241,6 +241,37 @@ def test_an_event_stream_is_in_flight_until_the_server_ends_it(tmp_path):
 
 
 @pytest.mark.parametrize(
+    ("bound", "within_grace"),
+    [
+        pytest.param((), "fail", id="unbounded-drain-killed-at-the-deadline"),
+        pytest.param(("--server-arg=--timeout-graceful-shutdown", "--server-arg=1"), "pass", id="drain-bounded"),
+    ],
+)
+def test_a_feed_nobody_ends_holds_the_drain_until_the_server_bounds_it(tmp_path, bound, within_grace):
+    """
+    A streamed answer (chunks, no length) is taken by the preflight on its status, so an endless
+    feed can be judged: uvicorn waits for it until SIGKILL, and within-grace names it and says
+    how to bound the drain; bounded, the server cuts it itself and exits in time.
+    """
+    out = tmp_path / "out"
+    result = drainspec(
+        "run", "--app", "tests.apps.events:app", "--request-path", "GET /feed", "--requests", "1",
+        "--background", "0", "--grace", "3", *bound, "--out", str(out), timeout=40,
+    )  # fmt: skip
+    assert result.returncode == 1, result.stdout + result.stderr
+    report = json.loads((out / "report.json").read_text())
+    verdicts = {v["name"]: v for v in report["verdicts"]}
+    assert verdicts["inflight-completed"]["status"] == "fail"  # a stream cut by the drain's end either way
+    assert verdicts["within-grace"]["status"] == within_grace
+    if within_grace == "fail":
+        texts = [item["text"] for item in verdicts["within-grace"]["evidence"]]
+        assert texts[0].startswith("r1 /feed, in flight since ") and texts[0].endswith("a stream nobody ended")
+        assert "bound it: uvicorn --timeout-graceful-shutdown 1" in texts[-1]
+    clients = {e.get("id"): e for e in read_journal(out / "journal.jsonl") if e.kind == Kind.CLIENT_REQUEST}
+    assert clients["preflight-r"].get("stream") is True
+
+
+@pytest.mark.parametrize(
     ("app", "code", "summary"),
     [
         pytest.param("app", 1, "1 of 1 task(s) the app started at startup outlived its teardown", id="never-stopped"),

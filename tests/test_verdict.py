@@ -935,3 +935,56 @@ def test_a_resource_left_to_code_after_the_server_returned_is_named_as_never_run
         assert "died of" not in evidence, evidence
     else:
         assert "and the process then died of SIGTERM" in evidence and says in evidence, evidence
+
+
+def test_a_service_killed_with_its_worker_is_named_as_the_lifespans_not_a_requests() -> None:
+    """A queue listener the lifespan started has no request: its evidence says where it came from."""
+    journal = Journal().startup().service("a1", -850, name="app.consumer.listen").signal(0).killed(3000)
+    verdict = journal.verdict(V.BACKGROUND_FATE)
+    assert verdict.status == Status.FAIL
+    (evidence,) = verdict.evidence
+    assert str(evidence).startswith("app.consumer.listen [a1], started at startup: killed (started -0.850s")
+    assert "of request" not in str(evidence)
+
+
+@pytest.mark.parametrize(
+    ("server_args", "advised"),
+    [
+        pytest.param((), True, id="unbounded-drain-advised"),
+        pytest.param(("--timeout-graceful-shutdown", "1"), False, id="bounded-drain-not-advised"),
+    ],
+)
+def test_a_drain_killed_at_the_deadline_names_the_stream_that_held_it(server_args, advised) -> None:
+    """An endless stream holds uvicorn's drain until SIGKILL: within-grace says which, and how to bound it."""
+    journal = (
+        Journal()
+        .run_start(scenario=Scenario(app="app.main:app", grace=3, server_args=server_args))
+        .startup()
+        .request("r1", start=-50, end=None, path="/subscribe", client="truncated")
+        .add(-40, Kind.RESPONSE_START, request="r1", status=200)
+        .signal(0)
+        .killed(3000)
+    )
+    verdict = journal.verdict(V.WITHIN_GRACE)
+    assert verdict.status == Status.FAIL
+    texts = [str(item) for item in verdict.evidence]
+    assert texts[0] == (
+        "r1 /subscribe, in flight since -0.050s: its response begun (HTTP 200) and its body never ended: "
+        "a stream nobody ended"
+    )
+    advice = "bound it: uvicorn --timeout-graceful-shutdown 1 (the grace less a 2 s margin)"
+    assert any(advice in text for text in texts) is advised
+
+
+def test_a_stream_that_sent_its_headers_and_no_chunk_is_a_stream_as_its_client_saw_it() -> None:
+    """The probe writes a streamed response's start with its first chunk; the client saw the headers."""
+    journal = (
+        Journal()
+        .run_start(scenario=Scenario(app="app.main:app", grace=3))
+        .startup()
+        .request("r1", start=-50, end=None, path="/subscribe", client="truncated", status=200)
+        .signal(0)
+        .killed(3000)
+    )
+    (first, *_) = journal.verdict(V.WITHIN_GRACE).evidence
+    assert str(first).endswith("its response begun (HTTP 200) and its body never ended: a stream nobody ended")

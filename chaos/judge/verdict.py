@@ -517,8 +517,10 @@ def _account(death: Event) -> str:
     return str(death.get("account") or "its parent's account")
 
 
-def _describe_fate(timeline: Timeline, task: TaskView, fate: Fate) -> Evidence:
-    text = f"{task.name} [{task.id}] of request {task.request or '?'}: {fate.value}"
+def _describe_fate(timeline: Timeline, task: TaskView, fate: Fate, *, whose: str | None = None) -> Evidence:
+    """One task's fate and how it came to it; `whose` says whose work it was (its request's by default)."""
+    whose = f" of request {task.request or '?'}" if whose is None else whose
+    text = f"{task.name} [{task.id}]{whose}: {fate.value}"
     if fate == Fate.RAN_AFTER_TEARDOWN:
         text += f" (its work ended at {timeline.at(task.finished)})"
     elif fate == Fate.FAILED:
@@ -613,7 +615,7 @@ def _describe_service(timeline: Timeline, task: TaskView, fate: Fate) -> Evidenc
         text += f"; {ended})"
         text += "; stop it in the lifespan's teardown: cancel it and await it, or tell it to finish"
         return Evidence(text, task=task.id, worker=task.pid, t=worker.shutdown_complete)
-    return _describe_fate(timeline, task, fate)
+    return _describe_fate(timeline, task, fate, whose=", started at startup")
 
 
 def teardown_ran(timeline: Timeline) -> Verdict:
@@ -921,10 +923,63 @@ def within_grace(timeline: Timeline) -> Verdict:
         return _fail(
             name,
             f"still running at the deadline; SIGKILLed at {timeline.at(timeline.sigkill)}{budget}",
+            _held_at_the_deadline(timeline),
         )
     took = timeline.seconds(timeline.signal, timeline.exit.t)
     code = timeline.exit.get("exit_code")
     return _pass(name, f"exited on its own {took:.3f}s after {timeline.signal_name} with code {code}{budget}")
+
+
+def _held_at_the_deadline(timeline: Timeline) -> list[Evidence]:
+    """
+    What the server was still waiting for when SIGKILL came: each request whose call never
+    ended (a stream whose body never ended, or one with no answer yet), and, for a server that
+    drains with no time limit unless told, how to bound it.
+    """
+    killed = timeline.sigkill
+    if killed is None:
+        return []
+    held = [
+        request
+        for request in timeline.requests.values()
+        if request.start is not None and request.start < killed and request.end is None
+    ]
+    evidence = []
+    for request in held[:MAX_LISTED]:
+        # The headers of a stream that has sent no chunk yet are seen by its client alone: the
+        # probe writes a streamed response's start with its first chunk.
+        status = request.status or (request.client.get("status") if request.client is not None else None)
+        if status is not None and request.response_end is None:
+            state = f"its response begun (HTTP {status}) and its body never ended: a stream nobody ended"
+        elif request.response_end is not None:
+            state = "answered, its call still running (its background work)"
+        else:
+            state = "no answer yet"
+        text = f"{request.id} {request.path}, in flight since {timeline.at(request.start)}: {state}"
+        evidence.append(Evidence(text, request=request.id, worker=request.pid, t=request.start))
+    if len(held) > MAX_LISTED:
+        evidence.append(Evidence(f"and {len(held) - MAX_LISTED} more request(s) in flight"))
+    advice = _drain_advice(timeline) if held else None
+    if advice is not None:
+        evidence.append(Evidence(advice))
+    return evidence
+
+
+def _drain_advice(timeline: Timeline) -> str | None:
+    """How to bound a drain the server leaves unbounded (uvicorn's, unless told), when the run's command left it so."""
+    from chaos.k8s.manifest import MARGIN  # here: the budget's margin, read only when a drain ran into SIGKILL
+    from chaos.servers import SERVERS
+
+    scenario = timeline.scenario
+    spec = SERVERS.get(scenario.server) if scenario is not None and scenario.command is None else None
+    if scenario is None or spec is None or spec.drain_bound is not None:
+        return None
+    if any(arg == spec.drain_flag or arg.startswith(f"{spec.drain_flag}=") for arg in scenario.server_args):
+        return None
+    return (
+        f"{spec.name} waits for every request in flight with no time limit unless told: end long-lived streams "
+        f"when shutdown begins, or {spec.timeout_advice(scenario.grace - MARGIN)} (the grace less a {MARGIN} s margin)"
+    )
 
 
 def signal_reaches_app(timeline: Timeline) -> Verdict:

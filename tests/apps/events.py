@@ -4,7 +4,8 @@ Streams that do not end on their own.
 `/events` is an endless event stream (text/event-stream) that ends when the server begins to
 shut down, the way sse-starlette's `EventSourceResponse` does it: uvicorn's exit handler is
 wrapped, and the stream, told, sends a farewell and ends. `/feed` is an endless plain-text feed
-that never ends at all.
+that never ends at all. `/stalled` announces a length and stops short of it: not a stream, an
+answer that never arrives whole.
 """
 
 from __future__ import annotations
@@ -58,3 +59,13 @@ async def events() -> Any:
 @app.get("/feed")
 async def feed() -> Any:
     return StreamingResponse(_forever(), media_type="text/plain")
+
+
+async def _short_of_its_length() -> AsyncIterator[str]:
+    yield "the first ten"
+    await asyncio.Event().wait()
+
+
+@app.get("/stalled")
+async def stalled() -> Any:
+    return StreamingResponse(_short_of_its_length(), media_type="text/plain", headers={"content-length": "100"})
