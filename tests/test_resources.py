@@ -10,6 +10,7 @@ PostgreSQL and Redis), and the journal it wrote is read back.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -20,7 +21,8 @@ from typing import Any
 import pytest
 
 from chaos.journal import Event, Kind, read_journal, segments_of
-from chaos.judge.verdict import PER_POD_REASON, Status, VerdictName
+from chaos.judge.timeline import build
+from chaos.judge.verdict import PER_POD_REASON, Status, VerdictName, no_use_after_close
 from chaos.probe import resources
 from tests.conftest import ROOT
 from tests.journals import WORKER, Journal, graceful, ns
@@ -592,6 +594,52 @@ def test_redis_pools_commands_pipelines_and_a_silent_use_after_close(tmp_path: P
     assert closed.get("how") == "aclose" and of(events, Kind.RESOURCE_USE, op="GET")[0].t > closed.t
 
 
+def test_a_redis_pubsub_reading_across_the_close_of_its_pool_is_a_use_of_it(
+    tmp_path: Path, redis_server: Service
+) -> None:
+    """A listener that reads while the pool closes, then unsubscribes after: both uses of the pool."""
+    pytest.importorskip("redis")
+    code = f"""
+    import asyncio
+    import redis.asyncio as redis
+
+    async def main():
+        client = redis.from_url({redis_server.url!r})
+        pubsub = client.pubsub()
+        await pubsub.subscribe("news")
+        await pubsub.get_message(timeout=0.2)  # the subscription's confirmation
+        reading = asyncio.ensure_future(pubsub.get_message(ignore_subscribe_messages=True, timeout=0.5))
+        await asyncio.sleep(0.1)
+        await client.aclose()
+        try:
+            await reading
+        except redis.ConnectionError:  # the pool closed the connection under the read
+            pass
+        await pubsub.unsubscribe("news")  # redis-py reconnects to the closed pool to send it
+        await pubsub.aclose()
+    asyncio.run(main())
+    """
+    events = instrumented(tmp_path, code)
+    used = ops(events)  # redis-py subscribes again on the connection it reopens, before the UNSUBSCRIBE
+    assert used[:3] == ["SUBSCRIBE", "pub/sub read", "pub/sub read"] and used[-1] == "UNSUBSCRIBE", used
+    (closed,) = of(events, Kind.RESOURCE_CLOSED)
+    across, after = (
+        of(events, Kind.RESOURCE_USE, op="pub/sub read")[1],
+        of(events, Kind.RESOURCE_USE, op="UNSUBSCRIBE")[0],
+    )
+    assert across.get("start") < closed.t < across.t and (after.get("start") or after.t) > closed.t
+    first = events[0]  # judged as in a server that was serving: a close before that is a reset
+    serving = [
+        Event(first.t - 2, first.pid, Kind.STARTUP_RECEIVED),
+        Event(first.t - 1, first.pid, Kind.STARTUP_COMPLETE),
+    ]
+    verdict = no_use_after_close(build(serving + sorted(events, key=lambda event: event.t)))
+    assert verdict.status == Status.FAIL, verdict.summary
+    misuses = [str(item) for item in verdict.evidence]
+    assert any("pub/sub read" in text and "still running when it closed" in text for text in misuses), misuses
+    assert any("UNSUBSCRIBE" in text and "after it closed" in text for text in misuses), misuses
+
+
 def test_an_app_already_instrumented_by_opentelemetry_is_seen_by_both(
     tmp_path: Path, postgres: Service, redis_server: Service
 ) -> None:
@@ -687,3 +735,21 @@ def test_instrumented_constructors_keep_their_keyword_arguments(tmp_path: Path) 
     events = instrumented(tmp_path, code)
     assert ops(events) == ["SELECT 1", "SELECT 2"]
     assert len([e for e in events if e.kind == Kind.RESOURCE_CLOSED]) == 2
+
+
+@pytest.mark.parametrize(
+    ("exc", "text"),
+    [
+        pytest.param(
+            asyncio.CancelledError("Cancelled via cancel scope 7f20 by <Task ...>"), "CancelledError", id="cancelled"
+        ),
+        pytest.param(
+            ConnectionError("Connection closed by server.\nmore"),
+            "ConnectionError: Connection closed by server.",
+            id="first-line",
+        ),
+    ],
+)
+def test_a_use_that_raised_says_what_in_one_line(exc: BaseException, text: str) -> None:
+    """A cancelled use is `CancelledError`: anyio's message only names its cancel scope and task."""
+    assert resources._error_text(exc) == text

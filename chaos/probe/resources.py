@@ -19,7 +19,8 @@ with who made it.
 - psycopg_pool pools: opened, `close()`; each query on a pooled connection, or a refused
   `getconn()`;
 - redis.asyncio connection pools (a client's own, or one the app made): created, `aclose()` /
-  `disconnect()` (a client's `aclose()` closes the pool it owns); each command and pipeline;
+  `disconnect()` (a client's `aclose()` closes the pool it owns); each command and pipeline, and
+  each pub/sub command and read on one of its connections;
 - httpx `Client` / `AsyncClient`: created, `close()` / `aclose()` or the end of its `with`;
   each `send`;
 - aiohttp `ClientSession`: created, `close()`; each request.
@@ -46,6 +47,7 @@ Off with `DRAINSPEC_INSTRUMENT=0` (the probe then sees only what the app records
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import inspect
@@ -228,6 +230,9 @@ def _write_use(resource_id: str, op: str, start: int, host: str | None, error: s
 
 
 def _error_text(exc: BaseException) -> str:
+    """The exception's type and first line; a cancellation's type alone (anyio's says which scope, no more)."""
+    if isinstance(exc, asyncio.CancelledError):
+        return type(exc).__name__
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     described = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
     return redact_text(described[:_MAX_ERROR])
@@ -941,11 +946,23 @@ def _hook_redis_connection(module: ModuleType) -> None:
             _closing(cls, method, "redis", when=_disconnects_all if method == "disconnect" else None)
 
 
+def _pubsub_read(pubsub: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[str, str | None]:
+    return "pub/sub read", None
+
+
 def _hook_redis_client(module: ModuleType) -> None:
     _using(module.Redis, "execute_command", "redis", _pool_of_client, _redis_command)
     pipeline = getattr(module, "Pipeline", None)
     if pipeline is not None and "execute" in pipeline.__dict__:
         _using(pipeline, "execute", "redis", _pool_of_client, _redis_pipeline)
+    # A pub/sub holds a connection of the client's pool: its (un)subscribes are commands of their
+    # own, and each read (`get_message`, `listen`) waits on that connection, so a listener still
+    # reading when the pool closes, or a stream that unsubscribes after it, is seen.
+    pubsub = getattr(module, "PubSub", None)
+    if pubsub is not None:
+        for method in _own_methods(pubsub, "execute_command", "parse_response"):
+            describe = _redis_command if method == "execute_command" else _pubsub_read
+            _using(pubsub, method, "redis", _pool_of_client, describe)
 
 
 # --- httpx and aiohttp --------------------------------------------------------------------------
