@@ -988,3 +988,27 @@ def test_a_stream_that_sent_its_headers_and_no_chunk_is_a_stream_as_its_client_s
     )
     (first, *_) = journal.verdict(V.WITHIN_GRACE).evidence
     assert str(first).endswith("its response begun (HTTP 200) and its body never ended: a stream nobody ended")
+
+
+@pytest.mark.parametrize(
+    ("outcome", "explained"),
+    [
+        pytest.param("cancelled", True, id="cancelled-by-the-drain-bound"),
+        pytest.param("returned", False, id="still-running"),
+    ],
+)
+def test_a_teardown_begun_under_a_request_the_server_cancelled_says_why(outcome, explained) -> None:
+    """uvicorn's drain bound cancels what runs and starts the lifespan shutdown without waiting."""
+    journal = (
+        Journal()
+        .startup()
+        .request("r1", start=-50, end=1160, status=None, outcome=outcome, client="server_error")
+        .signal(0)
+        .shutdown(1150, complete=1170)
+        .exit(1200)
+    )
+    verdict = journal.verdict(V.TEARDOWN_AFTER_DRAIN)
+    assert verdict.status == Status.FAIL
+    texts = [str(item) for item in verdict.evidence]
+    assert ("request r1 /slow (cancelled, its call ended +1.160s)" in texts) is explained
+    assert any("began the teardown without waiting for them to end" in text for text in texts) is explained

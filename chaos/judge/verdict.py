@@ -206,6 +206,8 @@ def _live_at(timeline: Timeline, worker: WorkerView, moment: int, drained: froze
             continue
         if end is None or end > moment:
             detail = f"ended {timeline.at(view.end)}"
+            if view.end_outcome == "cancelled" and view.end is not None:
+                detail = f"cancelled, its call ended {timeline.at(view.end)}"
             if end is not None and end != view.end:
                 detail = f"its call ended {timeline.at(view.end)}, its work went on until {timeline.at(end)}"
             text = f"request {view.id} {view.path} ({detail})"
@@ -223,6 +225,20 @@ def _live_at(timeline: Timeline, worker: WorkerView, moment: int, drained: froze
             text = f"task {task.name} [{task.id}] (work ended {timeline.at(end)})"
             live.append(Evidence(text, request=task.request, task=task.id, worker=worker.pid, t=end))
     return live
+
+
+CANCELLED_NOT_AWAITED = (
+    "the server cancelled the requests still running and began the teardown without waiting for them to end "
+    "(uvicorn's --timeout-graceful-shutdown and hypercorn's --graceful-timeout do so when they run out): what a "
+    "cancellation runs (a stream's `finally`, a `def` endpoint's thread) races the teardown; end long-lived work "
+    "when shutdown begins, before the bound runs out"
+)
+
+
+def _cancelled_after(timeline: Timeline, request: str, moment: int) -> bool:
+    """A request whose call the server cancelled, still ending when its worker's teardown began at `moment`."""
+    view = timeline.requests.get(request)
+    return view is not None and view.end_outcome == "cancelled" and view.end is not None and view.end > moment
 
 
 def _left_only(timeline: Timeline, request: str, drained: frozenset[str], moment: int) -> bool:
@@ -252,6 +268,8 @@ def teardown_after_drain(timeline: Timeline) -> Verdict:
         if live:
             problems.append(Evidence(f"{head} while still running:", worker=worker.pid, t=moment))
             problems.extend(live)
+            if any(item.request and _cancelled_after(timeline, item.request, moment) for item in live):
+                problems.append(Evidence(CANCELLED_NOT_AWAITED, worker=worker.pid, t=moment))
         else:
             awaited = sum(1 for task in drained if timeline.tasks[task].pid == worker.pid)
             rest = f" but {awaited} job(s) it cancelled and awaited before closing the pool" if awaited else ""
