@@ -61,6 +61,20 @@ def exception_line(text: str) -> str:
     return one_line(line)
 
 
+def raised_at(text: str) -> str | None:
+    """
+    Where a traceback's exception was raised, from its last frame: `app/db.py:41 in close`; None
+    for text that is no traceback.
+    """
+    import re  # here: only a failed lifespan's message is read for it
+
+    frames = re.findall(r'^\s*File "([^"]+)", line (\d+), in (.+)$', str(text), flags=re.MULTILINE)
+    if not frames:
+        return None
+    path, line, name = frames[-1]
+    return one_line(f"{path}:{line} in {name.strip()}")
+
+
 def message_line(text: str) -> str:
     """
     A message written for a terminal, as one line: its line breaks and indents become single

@@ -45,7 +45,7 @@ CASES = [
     ),
     pytest.param(
         ["--app", "tests.apps.broken:crashes_at_startup"],
-        "cannot reach the database",
+        "cannot reach the database (raised at ",
         id="crash-at-startup",
     ),
     pytest.param(

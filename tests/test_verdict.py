@@ -1012,3 +1012,31 @@ def test_a_teardown_begun_under_a_request_the_server_cancelled_says_why(outcome,
     texts = [str(item) for item in verdict.evidence]
     assert ("request r1 /slow (cancelled, its call ended +1.160s)" in texts) is explained
     assert any("began the teardown without waiting for them to end" in text for text in texts) is explained
+
+
+TRACEBACK = """Traceback (most recent call last):
+  File "/venv/lib/python3.11/site-packages/starlette/routing.py", line 664, in shutdown
+    await handler()
+  File "/srv/app/server_utils.py", line 10, in emulate
+    raise RuntimeError("the pool would not close")
+RuntimeError: the pool would not close
+"""
+
+
+@pytest.mark.parametrize(
+    ("message", "said"),
+    [
+        pytest.param(
+            TRACEBACK,
+            "lifespan shutdown failed: RuntimeError: the pool would not close "
+            "(raised at /srv/app/server_utils.py:10 in emulate)",
+            id="a-traceback-in-one-line",
+        ),
+        pytest.param("pool.close() raised", "lifespan shutdown failed: pool.close() raised", id="a-plain-message"),
+    ],
+)
+def test_a_failed_shutdown_says_what_raised_and_where_in_one_line(message, said) -> None:
+    """uvicorn sends the whole traceback as the lifespan's failure message: the evidence reads one line of it."""
+    journal = Journal().startup().signal(0).shutdown(10, failed=message).exit(300)
+    (evidence,) = journal.verdict(V.TEARDOWN_RAN).evidence
+    assert str(evidence) == f"worker {WORKER}: {said}"

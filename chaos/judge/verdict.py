@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from chaos.errors import exception_line
+from chaos.errors import exception_line, raised_at
 from chaos.journal import Event, Kind
 from chaos.judge.timeline import ResourceView, TaskView, Timeline, UseView, WorkerView, build
 
@@ -661,7 +661,9 @@ def teardown_ran(timeline: Timeline) -> Verdict:
                 f"completed, so no shutdown ran (last sign of life at {timeline.at(worker.last_event)})"
             )
         elif worker.shutdown_failed is not None:
-            text = f"worker {worker.pid}: lifespan shutdown failed: {worker.shutdown_failed}"
+            where = raised_at(worker.shutdown_failed)
+            failed = exception_line(worker.shutdown_failed) + (f" (raised at {where})" if where else "")
+            text = f"worker {worker.pid}: lifespan shutdown failed: {failed}"
         elif worker.shutdown_received is not None:
             text = (
                 f"worker {worker.pid}: lifespan shutdown began at "
