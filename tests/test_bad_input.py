@@ -45,7 +45,7 @@ CASES = [
     ),
     pytest.param(
         ["--app", "tests.apps.broken:crashes_at_startup"],
-        "cannot reach the database (raised at ",
+        "cannot reach the database at startup (raised at ",
         id="crash-at-startup",
     ),
     pytest.param(
@@ -105,6 +105,8 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
     assert len(lines) == 1 and lines[0].startswith("drainspec: error: "), result.stderr
     assert message in lines[0]
     assert "Traceback" not in result.stdout + result.stderr
+    if "(raised at " in message:  # where: the app's own line
+        assert lines[0].endswith("tests/apps/broken.py:14 in crashing_lifespan)"), lines[0]
 
 
 def test_busy_port(tmp_path):
