@@ -223,6 +223,38 @@ def test_a_service_that_starts_its_own_server_passes(replay_manifest, tmp_path, 
     assert result.verdict("teardown-ran").status == "pass"
 
 
+@pytest.mark.parametrize(
+    ("run_line", "fails"),
+    [
+        pytest.param("exec uvicorn", set(), id="the-script-execs-the-server"),
+        pytest.param(
+            "uvicorn",
+            {"signal-reaches-app", "teardown-ran", "within-grace", "resources-closed"},
+            id="sh-stays-pid-1",
+            marks=needs_namespace,
+        ),
+    ],
+)
+def test_an_entrypoint_script_file_is_replayed_as_written(replay_manifest, tmp_path, run_line, fails):
+    """
+    `command: [sh, boot.sh]`: the file is read and run with its app on the probe. Ending with
+    `exec`, the server becomes PID 1 and drains; without, `sh` stays PID 1 and drops SIGTERM.
+    """
+    script = tmp_path / "boot.sh"
+    script.write_text(
+        '#!/bin/sh\nset -e\necho "booting $0"\n'
+        f"{run_line} app.main:app \\\n  --host 0.0.0.0 --port 8000 \\\n  --timeout-graceful-shutdown 1\n"
+    )
+    text = (K8S / "bad" / "shell-wrapper.yaml").read_text()
+    old = 'command: [/bin/sh, -c, "uvicorn app.main:app --host 0.0.0.0 --port 8000 --timeout-graceful-shutdown 1"]'
+    assert old in text
+    manifest = tmp_path / "boot.yaml"
+    manifest.write_text(text.replace(old, f"command: [sh, {script}]"))
+    result = replay_manifest(str(manifest), requests=1, request_seconds=0.3)
+    assert result.failed == fails, result.explain()
+    assert [e.get("app") for e in result.timeline.events if e.kind == "probe.loaded"] == ["app.main:app"]
+
+
 @needs_namespace
 def test_steady_load_runs_until_the_router_stops_routing_to_a_dead_pod(replay_manifest):
     """

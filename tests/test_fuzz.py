@@ -81,7 +81,7 @@ def _stand_in_replay(plan: Any, run_dir: str | os.PathLike[str]) -> list[Event]:
     argv, _ = localize(plan.container.argv, port=8000, container_ports=plan.container.ports)
     keep_loopback(argv)
     checked_paths(plan)
-    runner.stop_signal_of(plan.scenario(argv, None).signal, where="lifecycle.stopSignal")
+    runner.stop_signal_of(plan.scenario(None).signal, where="lifecycle.stopSignal")
     prepare_run_dir(run_dir)
     return list(RECORDED)
 

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from chaos.k8s.findings import server_keepalive
 from chaos.k8s.manifest import (
+    MAX_SCRIPT_BYTES,
     ExecHook,
     HttpGetHook,
     ManifestError,
@@ -554,3 +555,77 @@ def test_any_text_is_a_pod_or_a_manifest_error(text):
 )
 def test_server_keepalive(argv, expected):
     assert server_keepalive(argv) == expected
+
+
+BOOT_SH = """#!/bin/sh
+set -o errexit
+INFO="INFO: [$(basename "$0")] "
+echo "$INFO" "Booting in ${SC_BOOT_MODE} mode ..."
+if [ "${SC_BOOT_MODE}" = "debug" ]; then
+  exec sh -c "
+    uvicorn server:app \\
+      --host 0.0.0.0 \\
+      --reload
+  "
+else
+  exec uvicorn server:app \\
+    --host 0.0.0.0 \\
+    --log-level info
+fi
+"""
+
+
+@pytest.mark.parametrize(
+    ("argv", "localized_head"),
+    [
+        pytest.param(["sh", "./boot.sh"], ["sh", "-c"], id="a-shell-runs-the-file"),
+        pytest.param(["sh", "-e", "boot.sh", "extra"], ["sh", "-e", "-c"], id="with-flags-and-arguments"),
+        pytest.param(["./boot.sh"], ["/bin/sh", "-c"], id="the-file-by-its-shebang"),
+        pytest.param(["tini", "--", "./boot.sh"], ["tini", "--", "/bin/sh", "-c"], id="behind-an-init"),
+    ],
+)
+def test_an_entrypoint_script_file_is_read_and_run_with_its_app_on_the_probe(
+    argv, localized_head, tmp_path, monkeypatch
+):
+    """`sh ./boot.sh` is what many images run: every branch that names the app runs it on the probe."""
+    (tmp_path / "boot.sh").write_text(BOOT_SH)
+    monkeypatch.chdir(tmp_path)
+    command = analyse(argv)
+    assert (command.shell, command.server, command.app_execs) == ("sh", "uvicorn", True)
+    assert command.script_file == argv[-1] if argv[-1] != "extra" else command.script_file == "boot.sh"
+    localized, app = localize(argv, port=4321, container_ports=[8000])
+    assert app == "server:app"
+    n = len(localized_head)
+    assert localized[:n] == localized_head
+    text = localized[n]
+    assert text.count("uvicorn chaos.probe.asgi:app --host 127.0.0.1 --port 4321") == 2  # both branches
+    assert "0.0.0.0" not in text and "server:app" not in text
+    assert localized[n + 1 :] == argv[argv.index(command.script_file) :]  # `$0` and the arguments stay the script's
+
+
+@pytest.mark.parametrize(
+    ("text", "execs"),
+    [
+        pytest.param("#!/bin/sh\nalembic upgrade head\nexec uvicorn app.main:app\n", True, id="exec-last"),
+        pytest.param("#!/bin/sh\nalembic upgrade head\nuvicorn app.main:app\n", False, id="no-exec"),
+    ],
+)
+def test_whether_an_entrypoint_script_execs_the_app_is_read_from_the_file(text, execs, tmp_path, monkeypatch):
+    """A shell that runs the server as its child stays PID 1, and a shell as PID 1 ignores SIGTERM."""
+    (tmp_path / "entrypoint.sh").write_text(text)
+    monkeypatch.chdir(tmp_path)
+    assert analyse(["sh", "entrypoint.sh"]).app_execs is execs
+    pod = parse_manifest(pod_yaml("{lifecycle: {preStop: {sleep: {seconds: 2}}}}", command="[sh, entrypoint.sh]"))
+    found = {(f.code, f.severity) for f in static_findings(pod, pod.containers[0])}
+    assert (("shell-wrapper", "error") in found) is not execs, found
+
+
+def test_a_script_file_that_is_not_here_is_left_unread_and_said_so(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "huge.sh").write_text("#" * (MAX_SCRIPT_BYTES + 1))
+    assert analyse(["sh", "huge.sh"]).script is None
+    command = analyse(["sh", "/entrypoint.sh"])
+    assert (command.script, command.script_file) == (None, "/entrypoint.sh")
+    pod = parse_manifest(pod_yaml("{lifecycle: {preStop: {sleep: {seconds: 2}}}}", command="[sh, /entrypoint.sh]"))
+    (finding,) = [f for f in static_findings(pod, pod.containers[0]) if f.code == "shell-wrapper"]
+    assert finding.severity == "warning" and "/entrypoint.sh, which is not here to read" in finding.message

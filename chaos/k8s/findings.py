@@ -148,6 +148,16 @@ def init_before_shell(facts: Facts) -> Hit | None:
 def shell_wrapper(facts: Facts) -> Hit | None:
     if not _shell_without_exec(facts) or facts.command.init is not None:
         return None  # with an init in front, init-before-shell says it
+    command = facts.command
+    if command.script is None and command.script_file is not None:
+        return Hit(
+            "warning",
+            f"PID 1 is `{command.shell}` running {command.script_file}, which is not here to read: unless it "
+            "ends by exec-ing the app, the stop signal never reaches the app and every termination waits the full "
+            "grace period",
+            f"end {command.script_file} with `exec` (exec uvicorn ...), or run drainspec where the image's files "
+            "are, so that the replay reads and runs it",
+        )
     return Hit(
         "error",
         f"PID 1 is `{facts.command.shell}`, which has no SIGTERM handler and does not exec the app: "

@@ -348,9 +348,16 @@ class Command:
 
     init: str | None
     shell: str | None
-    script: str | None
+    script: str | None  # what the shell runs: its `-c` text, or the text of the script file it runs
     server: str | None
     app_execs: bool  # the app replaces the shell (exec, or bash running one simple command)
+    # The script file the shell runs (`sh ./boot.sh`, or `./boot.sh` with a shell's `#!`), read
+    # from the directory the replay runs in, as the image's working directory would hold it.
+    script_file: str | None = None
+    shebang: tuple[str, ...] = ()  # the interpreter line of a script file run by itself
+
+
+MAX_SCRIPT_BYTES = 64 * 1024  # an entrypoint script; anything larger is not read
 
 
 def analyse(argv: Sequence[str]) -> Command:
@@ -363,15 +370,46 @@ def analyse(argv: Sequence[str]) -> Command:
             flag = words.pop(0)
             if flag == "--":
                 break
-    shell = script = None
+    shell = script = script_file = None
+    shebang: tuple[str, ...] = ()
     if words and Path(words[0]).name in SHELLS:
         shell = Path(words[0]).name
         flags = [w for w in words[1:] if w.startswith("-")]
         rest = [w for w in words[1:] if not w.startswith("-")]
         if any("c" in flag.lstrip("-") for flag in flags) and rest:
             script = rest[0]
+        elif rest:  # a script file: its text when it can be read here
+            script, script_file = read_script(rest[0]), rest[0]
+    elif words and (text := read_script(words[0])) is not None and (line := _shell_line(text)):
+        shell, script, script_file, shebang = Path(line[0]).name, text, words[0], line
     server = _server_in(shlex_words(script) if script is not None else words)
-    return Command(init, shell, script, server, _app_execs(shell, script))
+    return Command(init, shell, script, server, _app_execs(shell, script), script_file, shebang)
+
+
+def read_script(path: str) -> str | None:
+    """
+    The text of a shell script file at `path` (relative to where the replay runs), or None when
+    there is no such readable text file of a sensible size.
+    """
+    file = Path(path)
+    try:
+        if not file.is_file() or file.stat().st_size > MAX_SCRIPT_BYTES:
+            return None
+        text = file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+    return text if "\0" not in text else None
+
+
+def _shell_line(text: str) -> tuple[str, ...]:
+    """A script's `#!` line when it names a shell (`#!/bin/sh -e`, `#!/usr/bin/env bash`), as words."""
+    first = text.split("\n", 1)[0]
+    if not first.startswith("#!"):
+        return ()
+    words = tuple(first[2:].split())
+    if len(words) >= 2 and Path(words[0]).name == "env":
+        words = words[1:]
+    return words if words and Path(words[0]).name in SHELLS else ()
 
 
 def shlex_words(script: str) -> list[str]:
@@ -397,7 +435,9 @@ def _app_execs(shell: str | None, script: str | None) -> bool:
     if shell is None:
         return True
     if script is None:
-        return False  # a shell running a script file: only the file knows
+        return False  # a shell running a script file it could not read: only the file knows
+    if "\n" in script.strip():  # a script of many lines: the app replaces the shell if a line execs
+        return any(line.lstrip().startswith("exec ") for line in script.splitlines())
     words = shlex_words(script)
     commands: list[list[str]] = [[]]
     for word in words:
@@ -422,6 +462,12 @@ def localize(argv: Sequence[str], *, port: int, container_ports: Sequence[int] =
     """
     command = analyse(argv)
     words = list(argv)
+    if command.script is not None and command.script_file is not None:
+        # The file's text, localized, run as `sh -c TEXT FILE ARGS...`: its `$0` and arguments stay its own.
+        script, app = _localize_script(command.script, port, container_ports)
+        index = words.index(command.script_file)
+        interpreter = list(command.shebang) if command.shebang else []
+        return [*words[:index], *interpreter, "-c", script, *words[index:]], app
     if command.script is not None:
         index = words.index(command.script)
         script, app = _localize_script(command.script, port, container_ports)
@@ -489,7 +535,8 @@ def _localize_script(script: str, port: int, container_ports: Sequence[int]) -> 
     text = re.sub(r"(?<!\S)(--host|--port|--bind|-b)(=|\s+)\S+", "", script)
     text = re.sub(rf"(?<!\S){FACTORY_FLAG}(?!\S)", "", text)
     bind = " ".join(SERVERS[server].bind_words(port))
-    text = re.sub(rf"(?<!\S){re.escape(app)}(?!\S)", f"{PROBE_APP} {bind}", text, count=1)
+    # Every command that names the app (an entrypoint's branches: debug, production) runs it on the probe.
+    text = re.sub(rf"(?<!\S){re.escape(app)}(?!\S)", f"{PROBE_APP} {bind}", text)
     return text, app
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import shlex
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from chaos.k8s.manifest import ContainerSpec, PodSpec
@@ -30,17 +29,18 @@ class Replay:
     traffic: Scenario = REPLAY_TRAFFIC
     options: K8sOptions = field(default_factory=K8sOptions)
 
-    def scenario(self, argv: Sequence[str], app: str | None) -> Scenario:
+    def scenario(self, app: str | None) -> Scenario:
         """
         The scenario of one pod: the user's traffic, and what the manifest says about the rest
-        (command, stop signal, grace, environment). Without an app import string in the
-        command, nothing can be put in flight inside the app.
+        (its command as written, stop signal, grace, environment; the replay runs the command made
+        local, `chaos.k8s.manifest.localize`). Without an app import string in the command,
+        nothing can be put in flight inside the app.
         """
         return dataclasses.replace(
             self.traffic,
             app=app or "",
             server="k8s",
-            command=shlex.join(argv),
+            command=shlex.join(self.container.argv),  # what the manifest says; the replay runs `argv`
             server_args=(),
             workers=1,
             requests=self.traffic.requests if app else 0,

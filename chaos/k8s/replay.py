@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
+import shlex
 import signal
 from collections.abc import Coroutine, Sequence
 from typing import Any
@@ -35,6 +36,7 @@ from chaos.k8s.prestop import describe, prestop_runner
 from chaos.k8s.router import Router
 from chaos.lifecycle import Run, open_run
 from chaos.probe import PORT_ENV
+from chaos.redact import redact_text
 from chaos.runner import stop_signal_of
 from chaos.scenario import K8sOptions
 
@@ -53,7 +55,7 @@ async def _replay(plan: Replay, run_dir: str | os.PathLike[str]) -> list[Event]:
     argv, app = localize(container.argv, port=port, container_ports=container.ports)
     argv = keep_loopback(argv)
     steady_path = checked_paths(plan)
-    scenario = plan.scenario(argv, app)
+    scenario = plan.scenario(app)
     stop_signal = stop_signal_of(scenario.signal, where="lifecycle.stopSignal")
     propagation = options.pick_propagation()
     async with open_run(scenario, run_dir) as run:
@@ -65,6 +67,7 @@ async def _replay(plan: Replay, run_dir: str | os.PathLike[str]) -> list[Event]:
             "propagation": propagation,
             "seed": options.seed,
             "prestop": describe(container.prestop),
+            "ran": redact_text(shlex.join(argv)),  # the command made local: 127.0.0.1, the probe
         }
         ingress_options = parse_options(options.ingress, options.ingress_options)
         if options.ingress != "builtin":

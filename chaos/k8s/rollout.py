@@ -153,9 +153,9 @@ async def _rollout(plan: Replay, run_dir: str | os.PathLike[str]) -> list[Event]
     pod, container, options = plan.pod, plan.container, plan.options
     strategy = Strategy.of(pod)
     steady_path = checked_paths(plan)
-    argv, app = localize(container.argv, port=0, container_ports=container.ports)
+    _, app = localize(container.argv, port=0, container_ports=container.ports)
     # The steady load is the rollout's traffic: no slow requests held inside one pod.
-    scenario = plan.scenario(argv, app)
+    scenario = plan.scenario(app)
     scenario = dataclasses.replace(scenario, requests=0, background=0)
     stop_signal = stop_signal_of(scenario.signal, where="lifecycle.stopSignal")
     propagation = options.pick_propagation()
