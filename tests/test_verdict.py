@@ -1040,3 +1040,13 @@ def test_a_failed_shutdown_says_what_raised_and_where_in_one_line(message, said)
     journal = Journal().startup().signal(0).shutdown(10, failed=message).exit(300)
     (evidence,) = journal.verdict(V.TEARDOWN_RAN).evidence
     assert str(evidence) == f"worker {WORKER}: {said}"
+
+
+def test_a_teardown_still_running_at_the_deadline_is_named_by_within_grace() -> None:
+    """A slow lifespan shutdown, not a request, held the process: within-grace says so."""
+    journal = Journal().startup().signal(0).shutdown(1050).killed(2000)
+    (evidence,) = journal.verdict(V.WITHIN_GRACE).evidence
+    assert str(evidence) == (
+        f"worker {WORKER}: its lifespan shutdown, begun at +1.050s, had not completed: "
+        "the teardown itself ran into the deadline"
+    )

@@ -953,8 +953,8 @@ def within_grace(timeline: Timeline) -> Verdict:
 def _held_at_the_deadline(timeline: Timeline) -> list[Evidence]:
     """
     What the server was still waiting for when SIGKILL came: each request whose call never
-    ended (a stream whose body never ended, or one with no answer yet), and, for a server that
-    drains with no time limit unless told, how to bound it.
+    ended (a stream whose body never ended, or one with no answer yet), each lifespan shutdown
+    still running, and, for a server that drains with no time limit unless told, how to bound it.
     """
     killed = timeline.sigkill
     if killed is None:
@@ -979,6 +979,14 @@ def _held_at_the_deadline(timeline: Timeline) -> list[Evidence]:
         evidence.append(Evidence(text, request=request.id, worker=request.pid, t=request.start))
     if len(held) > MAX_LISTED:
         evidence.append(Evidence(f"and {len(held) - MAX_LISTED} more request(s) in flight"))
+    for worker in timeline.workers.values():
+        began = worker.shutdown_received
+        if began is not None and began < killed and worker.shutdown_complete is None and worker.shutdown_failed is None:
+            text = (
+                f"worker {worker.pid}: its lifespan shutdown, begun at {timeline.at(began)}, had not completed: "
+                "the teardown itself ran into the deadline"
+            )
+            evidence.append(Evidence(text, worker=worker.pid, t=began))
     advice = _drain_advice(timeline) if held else None
     if advice is not None:
         evidence.append(Evidence(advice))
