@@ -253,6 +253,8 @@ def test_an_entrypoint_script_file_is_replayed_as_written(replay_manifest, tmp_p
     result = replay_manifest(str(manifest), requests=1, request_seconds=0.3)
     assert result.failed == fails, result.explain()
     assert [e.get("app") for e in result.timeline.events if e.kind == "probe.loaded"] == ["app.main:app"]
+    (started,) = [e for e in result.timeline.events if e.kind == "pod.started"]
+    assert started.get("argv") == ["sh", "-c", f"<{script}, run with the app on the probe>", str(script)]
 
 
 @needs_namespace

@@ -22,6 +22,7 @@ from chaos.k8s.manifest import (
     SleepHook,
     analyse,
     expand_references,
+    journaled_argv,
     load_manifest,
     localize,
     own_script_in,
@@ -629,3 +630,19 @@ def test_a_script_file_that_is_not_here_is_left_unread_and_said_so(tmp_path, mon
     pod = parse_manifest(pod_yaml("{lifecycle: {preStop: {sleep: {seconds: 2}}}}", command="[sh, /entrypoint.sh]"))
     (finding,) = [f for f in static_findings(pod, pod.containers[0]) if f.code == "shell-wrapper"]
     assert finding.severity == "warning" and "/entrypoint.sh, which is not here to read" in finding.message
+
+
+def test_the_journal_names_a_script_file_rather_than_copying_its_text(tmp_path, monkeypatch):
+    """A script file may set secrets the manifest never shows: `pod.started` names it."""
+    (tmp_path / "boot.sh").write_text("export API_KEY=hunter2\nexec uvicorn app.main:app --port 8000\n")
+    monkeypatch.chdir(tmp_path)
+    localized, _ = localize(["sh", "boot.sh"], port=4321)
+    assert any("hunter2" in word for word in localized)  # what runs is the whole script
+    assert journaled_argv(localized, ["sh", "boot.sh"]) == [
+        "sh",
+        "-c",
+        "<boot.sh, run with the app on the probe>",
+        "boot.sh",
+    ]
+    inline = ["sh", "-c", "uvicorn app.main:app --port 8000"]
+    assert journaled_argv(localize(inline, port=4321)[0], inline) == localize(inline, port=4321)[0]

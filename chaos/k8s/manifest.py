@@ -476,6 +476,20 @@ def localize(argv: Sequence[str], *, port: int, container_ports: Sequence[int] =
     return _localize_words(words, port, container_ports)
 
 
+def journaled_argv(localized: Sequence[str], original: Sequence[str]) -> list[str]:
+    """
+    The localized argv as the journal keeps it: a script file's text, which the manifest does not
+    show and which may set secrets of its own, is named, not copied.
+    """
+    script_file = analyse(original).script_file
+    if script_file is None:
+        return list(localized)
+    return [
+        f"<{script_file}, run with the app on the probe>" if word not in original and "\n" in word else word
+        for word in localized
+    ]
+
+
 def _localize_words(words: list[str], port: int, container_ports: Sequence[int]) -> tuple[list[str], str | None]:
     start = next((n for n, w in enumerate(words) if Path(w).name in SERVER_NAMES or w in SERVER_NAMES), None)
     if start is None and (found := _own_script_at(words)) is not None:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
-import shlex
 import signal
 from collections.abc import Coroutine, Sequence
 from typing import Any
@@ -29,14 +28,13 @@ from chaos.k8s import kubelet
 from chaos.k8s.findings import keepalive_below_proxy, server_keepalive, static_findings
 from chaos.k8s.ingress import Ingress, open_ingress, parse_options, upstream_idle_timeout
 from chaos.k8s.loopback import checked_paths, keep_loopback
-from chaos.k8s.manifest import localize
+from chaos.k8s.manifest import journaled_argv, localize
 from chaos.k8s.plan import Replay
 from chaos.k8s.pod import Pod, handles_signal
 from chaos.k8s.prestop import describe, prestop_runner
 from chaos.k8s.router import Router
 from chaos.lifecycle import Run, open_run
 from chaos.probe import PORT_ENV
-from chaos.redact import redact_text
 from chaos.runner import stop_signal_of
 from chaos.scenario import K8sOptions
 
@@ -67,7 +65,6 @@ async def _replay(plan: Replay, run_dir: str | os.PathLike[str]) -> list[Event]:
             "propagation": propagation,
             "seed": options.seed,
             "prestop": describe(container.prestop),
-            "ran": redact_text(shlex.join(argv)),  # the command made local: 127.0.0.1, the probe
         }
         ingress_options = parse_options(options.ingress, options.ingress_options)
         if options.ingress != "builtin":
@@ -86,7 +83,8 @@ async def _replay(plan: Replay, run_dir: str | os.PathLike[str]) -> list[Event]:
             journal.write(Kind.STATIC_FINDING, **dataclasses.asdict(finding))
         run.require_command(argv[0])
         started = await run.start_pod(argv, namespace=options.namespace)
-        journal.write(Kind.POD_STARTED, target=started.pid1, namespaced=started.namespaced, argv=argv)
+        journaled = journaled_argv(argv, container.argv)
+        journal.write(Kind.POD_STARTED, target=started.pid1, namespaced=started.namespaced, argv=journaled)
         tail = run.tail()
         if app:
             await target.wait_ready(

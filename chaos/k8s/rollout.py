@@ -30,7 +30,7 @@ from chaos.journal import Event, Kind
 from chaos.k8s import kubelet
 from chaos.k8s.ingress import Ingress, open_ingress, parse_options
 from chaos.k8s.loopback import checked_paths, keep_loopback, pod_path, pod_url
-from chaos.k8s.manifest import ContainerSpec, PodSpec, ProbeSpec, localize, resolve_fenceposts
+from chaos.k8s.manifest import ContainerSpec, PodSpec, ProbeSpec, journaled_argv, localize, resolve_fenceposts
 from chaos.k8s.plan import Replay
 from chaos.k8s.pod import Pod
 from chaos.k8s.prestop import prestop_runner
@@ -102,7 +102,11 @@ class _Rollout:
         started = await self.run.start_pod(argv, log=log, namespace=self.options.namespace)
         replica = Replica(name, started, port)
         self.run.journal.write(
-            Kind.POD_STARTED, target=started.pid1, namespaced=started.namespaced, argv=argv, pod=name
+            Kind.POD_STARTED,
+            target=started.pid1,
+            namespaced=started.namespaced,
+            argv=journaled_argv(argv, self.container.argv),
+            pod=name,
         )
         await _wait_ready(replica, self.container.readiness, self.run.scenario.ready_timeout, log)
         self.run.journal.write(Kind.SERVER_READY, target=started.pid1, port=port, pod=name)
