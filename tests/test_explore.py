@@ -226,3 +226,14 @@ def test_a_moment_that_judged_nothing_is_neither_a_pass_nor_the_smallest_margin(
     exploration = Exploration(learning, [judged_nothing, broke])
     assert exploration.unverified == [judged_nothing]  # a failure is a failure, evidence or not
     assert exploration.smallest_margin is learning
+
+
+def test_a_resource_left_open_is_not_a_failure_before_the_signal() -> None:
+    """ "Never closed" is a fact of the end: explore must not call it independent of the signal's moment."""
+    from chaos.explore import failed_before_signal
+    from tests.journals import Journal
+
+    journal = Journal().startup(-900).resource("p1", -850).signal(0).shutdown(250, complete=270).exit(300)
+    verdicts = journal.verdicts()
+    assert any(v.name == "resources-closed" and v.failed for v in verdicts)
+    assert "resources-closed" not in failed_before_signal(verdicts, journal.timeline())

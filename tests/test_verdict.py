@@ -572,7 +572,7 @@ def test_use_after_close_names_the_worker_the_request_and_the_time() -> None:
 def test_background_fate_names_the_task_its_request_and_worker() -> None:
     journal = Journal().startup().task("t1", -90, -80, request="b2").signal(0).killed(1000)
     (item,) = journal.verdict(VerdictName.BACKGROUND_FATE).evidence
-    assert (item.task, item.request, item.worker, item.t) == ("t1", "b2", WORKER, ns(-80))
+    assert (item.task, item.request, item.worker, item.t) == ("t1", "b2", WORKER, ns(1000))  # dated at its kill
     assert str(item) == "app.deliver [t1] of request b2: killed (started -0.080s, never ended)"
 
 

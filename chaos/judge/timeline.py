@@ -268,6 +268,22 @@ class Timeline:
             None,
         )
 
+    def end_of(self, pid: int) -> int | None:
+        """
+        When a worker's life was over, as the journal dates it: its lifespan shutdown completed,
+        the fault that SIGKILLed it, the deadline's SIGKILL, or the server's exit. What it left
+        undone (a resource never closed, a task never ended) became final then.
+        """
+        worker = self.workers.get(pid)
+        if worker is not None and worker.shutdown_complete is not None:
+            return worker.shutdown_complete
+        fault = next((e.t for e in self.events if e.kind == Kind.FAULT_INJECTED and e.get("target") == pid), None)
+        if fault is not None:
+            return fault
+        if self.sigkill is not None:
+            return self.sigkill
+        return self.exit.t if self.exit is not None else None
+
     @property
     def script_server(self) -> Event | None:
         """What an app's own script starts (`script.server`: the server, its workers), if it ran one."""

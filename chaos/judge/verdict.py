@@ -440,9 +440,8 @@ def resources_closed(timeline: Timeline) -> Verdict:
             f"{resource.described}, opened {timeline.at(resource.opened)} {timeline.opened_by(resource)}, "
             f"never closed: {_why_still_open(timeline, resource)}{_dropped_in_shutdown(timeline, resource)}"
         )
-        evidence.append(
-            Evidence(text, request=resource.request, task=resource.task, worker=resource.pid, t=resource.opened)
-        )
+        left = timeline.end_of(resource.pid) or resource.opened  # "never closed" is a fact of the end
+        evidence.append(Evidence(text, request=resource.request, task=resource.task, worker=resource.pid, t=left))
     if len(left_open) > MAX_LISTED:
         evidence.append(Evidence(f"... and {len(left_open) - MAX_LISTED} more"))
     summary = f"{len(left_open)} of {len(opened)} resource(s) never closed: {_labels(timeline, left_open)}"
@@ -566,8 +565,12 @@ def _describe_fate(timeline: Timeline, task: TaskView, fate: Fate, *, whose: str
         text += " (queued, never started)"
     if task.failed and fate != Fate.FAILED:
         text += f"; it raised {task.failed}"
+    # Each fate dated when it became final: a task killed, lost or abandoned with its worker's end.
     ended = {Fate.COMPLETED: task.finished, Fate.FAILED: task.finished, Fate.RAN_AFTER_TEARDOWN: task.finished}
-    when = {**ended, Fate.CANCELLED: task.cancelled, Fate.DROPPED: task.queued}.get(fate, task.started)
+    owner = timeline.requests.get(task.request or "")
+    dropped = (owner.end if owner is not None else None) or timeline.end_of(task.pid)
+    when = {**ended, Fate.CANCELLED: task.cancelled, Fate.DROPPED: dropped}.get(fate, timeline.end_of(task.pid))
+    when = when or task.started or task.queued
     return Evidence(text, request=task.request, task=task.id, worker=task.pid, t=when)
 
 
