@@ -462,10 +462,14 @@ def _explore(args: argparse.Namespace, server_args: Sequence[str], console: Cons
     if failure is not None:
         attempt = failure.attempt
         if failure.signal_irrelevant:
+            reasons = []
+            if failure.before_signal:
+                reasons.append(f"{', '.join(failure.before_signal)} failed before the stop signal was sent")
+            if left_open := [name for name in failure.left_open if name not in failure.before_signal]:
+                reasons.append(f"{', '.join(left_open)} failed on what a teardown that ran to its end left open")
             console.print(
-                f"[bold red]FAIL[/] {', '.join(failure.failed)} failed before the stop signal was sent, "
-                f"at seed {attempt.seed} ({escape(attempt.why)}): not a race with the signal, "
-                "the scenario breaks it whenever the signal comes"
+                f"[bold red]FAIL[/] {'; '.join(reasons)}, at seed {attempt.seed} ({escape(attempt.why)}): "
+                "not a race with the signal, the scenario breaks it whenever the signal comes"
             )
         else:
             console.print(

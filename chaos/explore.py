@@ -36,7 +36,7 @@ from typing import Any
 
 from chaos.journal import Kind
 from chaos.judge.timeline import TaskView, Timeline
-from chaos.judge.verdict import Verdict
+from chaos.judge.verdict import Verdict, VerdictName
 from chaos.outcome import RunResult
 from chaos.parallel import run_all
 from chaos.runner import execute
@@ -91,6 +91,7 @@ class Tried:
     missing_evidence: tuple[str, ...] = ()
     evidence: tuple[str, ...] = ()
     before_signal: tuple[str, ...] = ()  # failed on facts all older than the signal
+    left_open: tuple[str, ...] = ()  # failed on a resource a completed teardown did not close
 
     @property
     def broke(self) -> bool:
@@ -98,8 +99,11 @@ class Tried:
 
     @property
     def signal_irrelevant(self) -> bool:
-        """Every failure came before the signal was sent: its moment did not cause any of them."""
-        return self.broke and set(self.failed) <= set(self.before_signal)
+        """
+        Every failure is one the signal's moment did not cause: it came before the signal was
+        sent, or it is a resource the app's own teardown ran to its end without closing.
+        """
+        return self.broke and set(self.failed) <= {*self.before_signal, *self.left_open}
 
 
 @dataclass(frozen=True)
@@ -256,7 +260,8 @@ def judged(attempt: Attempt, run_dir: str, result: RunResult) -> Tried:
     )
     margin = None if failed else margin_of(result.timeline)
     before = failed_before_signal(result.verdicts, result.timeline)
-    return Tried(attempt, run_dir, failed, margin, tuple(result.missing_evidence), evidence, before)
+    left_open = left_open_by_teardown(result.verdicts, result.timeline)
+    return Tried(attempt, run_dir, failed, margin, tuple(result.missing_evidence), evidence, before, left_open)
 
 
 def failed_before_signal(verdicts: Sequence[Verdict], timeline: Timeline) -> tuple[str, ...]:
@@ -277,6 +282,21 @@ def failed_before_signal(verdicts: Sequence[Verdict], timeline: Timeline) -> tup
             and all(item.t is not None and item.t < signal for item in verdict.evidence)
         )
     )
+
+
+def left_open_by_teardown(verdicts: Sequence[Verdict], timeline: Timeline) -> tuple[str, ...]:
+    """
+    `resources-closed`, when every resource it found open belongs to a worker whose lifespan
+    shutdown completed: a teardown that ran to its end without closing it never will, whatever
+    the signal's moment (one killed mid-teardown, or before it, is the moment's doing).
+    """
+    if not any(verdict.name == VerdictName.RESOURCES_CLOSED and verdict.failed for verdict in verdicts):
+        return ()
+    left = [r for r in timeline.resources.values() if r.opened is not None and r.closed is None]
+    finished = all(
+        (worker := timeline.workers.get(r.pid)) is not None and worker.shutdown_complete is not None for r in left
+    )
+    return (VerdictName.RESOURCES_CLOSED.value,) if left and finished else ()
 
 
 def explore(
@@ -320,6 +340,7 @@ def to_dict(exploration: Exploration) -> dict[str, Any]:
             "why": attempt.why,
             "failed": list(tried.failed),
             "failed_before_signal": list(tried.before_signal),
+            "failed_left_open": list(tried.left_open),
             "margin": tried.margin,
             "missing_evidence": list(tried.missing_evidence),
             "evidence": list(tried.evidence),

@@ -237,3 +237,23 @@ def test_a_resource_left_open_is_not_a_failure_before_the_signal() -> None:
     verdicts = journal.verdicts()
     assert any(v.name == "resources-closed" and v.failed for v in verdicts)
     assert "resources-closed" not in failed_before_signal(verdicts, journal.timeline())
+
+
+@pytest.mark.parametrize(
+    ("ending", "left_open"),
+    [
+        pytest.param("complete", ("resources-closed",), id="a-teardown-that-ran-to-its-end"),
+        pytest.param("killed", (), id="killed-before-its-teardown"),
+    ],
+)
+def test_a_resource_a_finished_teardown_left_open_is_not_the_signals_doing(ending, left_open) -> None:
+    """A teardown that completes without closing a resource never closes it; a kill is the moment's doing."""
+    from chaos.explore import left_open_by_teardown
+    from tests.journals import Journal
+
+    journal = Journal().startup(-900).resource("p1", -850).signal(0)
+    journal = journal.shutdown(250, complete=270).exit(300) if ending == "complete" else journal.killed(1000)
+    verdicts = journal.verdicts()
+    assert left_open_by_teardown(verdicts, journal.timeline()) == left_open
+    tried = Tried(Attempt(0.2), "dir", ("resources-closed",), None, left_open=left_open)
+    assert tried.signal_irrelevant is bool(left_open)
