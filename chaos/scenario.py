@@ -107,6 +107,15 @@ class Scenario:
         return f"{self.app or '(no app)'} on {self.command or self.server}"
 
     @property
+    def workload(self) -> str:
+        """What the stop signal meets, for a report's first line."""
+        if self.signal_at == "startup":
+            return "the stop signal during the lifespan startup, nothing sent"
+        if self.signal_at == "ready":
+            return "the stop signal once ready, nothing in flight"
+        return f"{self.requests} request(s) and {self.background} background request(s) in flight"
+
+    @property
     def client_timeout(self) -> float:
         """
         How long a client waits for its answer: the whole grace (a drain may use all of it),

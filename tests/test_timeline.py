@@ -276,3 +276,13 @@ def test_resources_of_the_same_name_and_kind_are_told_apart_by_their_worker() ->
     }
     alone = graceful().resource("a", -800, closed=255).timeline()
     assert alone.label(alone.resources["a"]) == "postgresql://db:5432/shop"  # no clash, no suffix
+
+
+@pytest.mark.parametrize(("completed", "shown"), [(-100, False), (2000, True)], ids=["before-the-signal", "after"])
+def test_a_startup_the_stop_signal_came_during_is_on_the_console_timeline(completed, shown) -> None:
+    """`--signal-at startup`: when the startup completed, after the signal, is part of the story."""
+    from chaos.reports.console import timeline_lines
+
+    journal = Journal().add(-300, Kind.STARTUP_RECEIVED).signal(0).add(completed, Kind.STARTUP_COMPLETE)
+    lines = timeline_lines(journal.shutdown(2050, complete=2060).exit(2100).timeline())
+    assert any("lifespan.startup.complete" in line and "+2.000s" in line for line in lines) is shown, lines

@@ -134,3 +134,16 @@ def test_a_duration_the_requests_cannot_carry_is_noted(changes, flags):
 )
 def test_a_report_names_what_ran_once(changes, subject):
     assert dataclasses.replace(Scenario(app="app.main:app"), **changes).subject == subject
+
+
+@pytest.mark.parametrize(
+    ("signal_at", "workload"),
+    [
+        pytest.param("in-flight", "3 request(s) and 1 background request(s) in flight", id="in-flight"),
+        pytest.param("ready", "the stop signal once ready, nothing in flight", id="ready"),
+        pytest.param("startup", "the stop signal during the lifespan startup, nothing sent", id="startup"),
+    ],
+)
+def test_a_report_says_what_the_stop_signal_meets(signal_at, workload):
+    """A run that signals during startup sends no request: its first line must not claim any in flight."""
+    assert Scenario(app="app.main:app", requests=3, background=1, signal_at=signal_at).workload == workload

@@ -83,6 +83,8 @@ def _line_for(timeline: Timeline, event: Event) -> str | None:
         elif kind == Kind.LOOP_STALL:
             extra = f" in {fields.get('frame')}"
         return f"app{who:>8} {kind}{extra}"
+    if kind in (Kind.STARTUP_COMPLETE, Kind.STARTUP_FAILED) and event.t >= timeline.origin:
+        return f"app{who:>8} {kind}"  # a startup the stop signal came during
     if kind == Kind.REQUEST_END and event.t >= timeline.origin:
         return f"app{who:>8} request {fields.get('request')} {fields.get('outcome')}"
     if kind in (Kind.TASK_FINISHED, Kind.TASK_CANCELLED, Kind.TASK_FAILED) and event.t >= timeline.origin:
@@ -180,9 +182,8 @@ def print_console(
         console.print(f"[bold]drainspec[/] rolling update: {escape(facts)}")
     elif scenario is not None:
         console.print(
-            f"[bold]drainspec[/] {escape(scenario.subject)}: "
-            f"{scenario.requests} request(s) and {scenario.background} background request(s) in "
-            f"flight, {escape(scenario.signal)} with a {scenario.grace:g}s grace"
+            f"[bold]drainspec[/] {escape(scenario.subject)}: {escape(scenario.workload)}, "
+            f"{escape(scenario.signal)} with a {scenario.grace:g}s grace"
         )
         loaded = next((e for e in timeline.events if e.kind == Kind.PROBE_LOADED and e.get("source")), None)
         if loaded is not None:

@@ -707,8 +707,7 @@ def _heading(timeline: Timeline, verdicts: Sequence[Verdict]) -> list[str]:
     if scenario is not None and not timeline.rollout:
         signal = str(scenario.signal).removeprefix("SIG")
         out.append(
-            f'<p class="meta">{_e(scenario.subject)}: '
-            f"{_e(scenario.requests)} request(s) and {_e(scenario.background)} background request(s) in flight, "
+            f'<p class="meta">{_e(scenario.subject)}: {_e(scenario.workload)}, '
             f"SIG{_e(signal)} with a {_e(_seconds(scenario.grace))}s grace</p>"
         )
     if (started := timeline.script_server) is not None:
