@@ -164,6 +164,7 @@ class ServerSpec:
     args_env: str | None = None
     drain_env: str | None = None
     config: ConfigFile | None = None
+    tls_flags: tuple[str, ...] = ()  # the options that make the server speak HTTPS
 
     @property
     def pip_command(self) -> str:
@@ -250,6 +251,7 @@ UVICORN = ServerSpec(
     drain_flag="--timeout-graceful-shutdown",
     drain_default=None,
     drain_env="UVICORN_TIMEOUT_GRACEFUL_SHUTDOWN",  # click's auto_envvar_prefix="UVICORN"
+    tls_flags=("--ssl-certfile", "--ssl-keyfile"),
 )
 
 GUNICORN = ServerSpec(
@@ -270,6 +272,7 @@ GUNICORN = ServerSpec(
     drain_default=30.0,  # then the arbiter SIGKILLs the workers, skipping lifespan shutdown
     args_env="GUNICORN_CMD_ARGS",
     config=ConfigFile(flags=("-c", "--config"), default="gunicorn.conf.py", drain_setting="graceful_timeout"),
+    tls_flags=("--certfile", "--keyfile"),
 )
 
 HYPERCORN = ServerSpec(
@@ -284,6 +287,7 @@ HYPERCORN = ServerSpec(
     # which Python the image runs.
     drain_default=3.0,
     default_enforced=False,
+    tls_flags=("--certfile", "--keyfile"),
 )
 
 GRANIAN = ServerSpec(
@@ -294,6 +298,7 @@ GRANIAN = ServerSpec(
     bind=HOST_PORT,
     drain_flag="--workers-kill-timeout",
     drain_default=None,  # disabled by default: the main process waits for its workers forever
+    tls_flags=("--ssl-certificate", "--ssl-keyfile"),
 )
 
 SERVERS: Mapping[str, ServerSpec] = MappingProxyType(
@@ -362,6 +367,21 @@ def own_script_of(command: str | None) -> Script | None:
         return own_script(shlex.split(command))
     except ValueError:
         return None
+
+
+def tls_option_in(words: Sequence[str]) -> str | None:
+    """The first option among `words` that makes a known server speak HTTPS (`--ssl-certfile`), if any."""
+    flags = {flag for spec in SERVERS.values() for flag in spec.tls_flags}
+    return next((word.partition("=")[0] for word in words if word.partition("=")[0] in flags), None)
+
+
+def refuse_tls(words: Sequence[str]) -> None:
+    """A server told to serve HTTPS would meet drainspec's plain-HTTP requests with closed connections."""
+    if (option := tls_option_in(words)) is not None:
+        raise SetupError(
+            f"{option} makes the server speak HTTPS, and drainspec's requests are plain HTTP on 127.0.0.1: "
+            "leave the TLS options out of the run"
+        )
 
 
 def names_text() -> str:

@@ -33,7 +33,7 @@ from chaos.guardian import REAPED
 from chaos.journal import Event, JournalTail, Kind
 
 # HOST, PROBE_APP and SERVERS live in chaos.servers; other modules import them from here too.
-from chaos.servers import FACTORY_FLAG, HOST, PROBE_APP, SERVERS, own_script_of
+from chaos.servers import FACTORY_FLAG, HOST, PROBE_APP, SERVERS, own_script_of, refuse_tls
 
 
 def server_argv(
@@ -51,6 +51,7 @@ def server_argv(
     `--factory` is dropped wherever it is: the probe calls the app's factory (`chaos.probe.loader`).
     """
     extra = [word for word in extra if word != FACTORY_FLAG]
+    refuse_tls(extra)
     if command is not None:
         try:
             words = [word for word in shlex.split(command) if word != FACTORY_FLAG]
@@ -68,8 +69,9 @@ def server_argv(
         if not _on_path(argv[0]):
             raise SetupError(f"{argv[0]!r} was not found; check the --command or your PATH")
         script = own_script_of(command)
-        if script is not None:
+        if script is not None:  # TLS the script sets up is left out by its launcher (`chaos.probe.script`)
             return script.argv + list(extra)
+        refuse_tls(words)
         return argv + list(extra)
     try:
         spec = SERVERS[server]

@@ -69,6 +69,16 @@ CASES = [
         "'no-such-server-binary' was not found",
         id="missing-binary",
     ),
+    pytest.param(
+        ["--app", "app.main:app", "--server-arg=--ssl-certfile=/etc/tls/cert.pem"],
+        "--ssl-certfile makes the server speak HTTPS, and drainspec's requests are plain HTTP on 127.0.0.1",
+        id="tls-server-arg",
+    ),
+    pytest.param(
+        ["--app", "app.main:app", "--command", "python -m hypercorn {app} --bind {host}:{port} --certfile c.pem"],
+        "--certfile makes the server speak HTTPS",
+        id="tls-in-a-command",
+    ),
     pytest.param(["--app", "app.main:app", "--signal", "BOGUS"], "unknown signal 'BOGUS'", id="bad-signal"),
     pytest.param(["--app", "app.main:app", "--grace", "soon"], "'soon' is not a number", id="bad-number"),
     pytest.param(["--app", "app.main:app", "--env", "NOEQUALS"], "KEY=VALUE", id="bad-env"),

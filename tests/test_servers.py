@@ -14,7 +14,7 @@ import pytest
 from chaos import matrix, target
 from chaos.errors import SetupError
 from chaos.k8s import manifest
-from chaos.servers import HOST, PROBE_APP, SERVERS, installed_version, own_script, own_script_of, release
+from chaos.servers import HOST, PROBE_APP, SERVERS, installed_version, own_script, own_script_of, release, tls_option_in
 
 PY = [sys.executable, "-m"]
 
@@ -261,3 +261,19 @@ def test_a_command_is_an_own_script_only_without_placeholders(command, script, i
 def test_a_script_command_runs_through_the_launcher(in_a_project):
     argv = target.server_argv("uvicorn", 8123, command="python main.py", extra=["--verbose"])
     assert argv == ["python", *LAUNCH, "main.py", "--verbose"]
+
+
+@pytest.mark.parametrize(
+    ("server", "words"),
+    [
+        pytest.param("uvicorn", ["--ssl-certfile", "c.pem"], id="uvicorn"),
+        pytest.param("gunicorn", ["--keyfile=k.pem"], id="gunicorn"),
+        pytest.param("hypercorn", ["--certfile", "c.pem"], id="hypercorn"),
+        pytest.param("granian", ["--ssl-certificate", "c.pem"], id="granian"),
+    ],
+)
+def test_each_servers_tls_option_is_known(server, words):
+    """A server told to speak HTTPS is refused before it starts: drainspec's requests are plain HTTP."""
+    assert tls_option_in(["--workers", "2", *words]) == words[0].partition("=")[0]
+    assert words[0].partition("=")[0] in SERVERS[server].tls_flags
+    assert tls_option_in(["--workers", "2", "--timeout-keep-alive", "5"]) is None
