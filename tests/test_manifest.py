@@ -646,3 +646,23 @@ def test_the_journal_names_a_script_file_rather_than_copying_its_text(tmp_path, 
     ]
     inline = ["sh", "-c", "uvicorn app.main:app --port 8000"]
     assert journaled_argv(localize(inline, port=4321)[0], inline) == localize(inline, port=4321)[0]
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        pytest.param(
+            ["uvicorn", "app.main:app", "--ssl-certfile", "/tls/tls.crt", "--ssl-keyfile=/tls/tls.key"], id="words"
+        ),
+        pytest.param(
+            ["sh", "-c", "exec uvicorn app.main:app --ssl-certfile /tls/tls.crt --ssl-keyfile=/tls/tls.key"],
+            id="in-a-shell",
+        ),
+    ],
+)
+def test_a_replay_leaves_the_servers_tls_out(argv):
+    """The certificate is a mounted Secret, not here; drainspec's requests are plain HTTP on 127.0.0.1."""
+    localized, app = localize(argv, port=4321)
+    assert app == "app.main:app"
+    text = " ".join(localized)
+    assert "ssl" not in text and "/tls/" not in text and "127.0.0.1" in text

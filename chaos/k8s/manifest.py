@@ -476,6 +476,11 @@ def localize(argv: Sequence[str], *, port: int, container_ports: Sequence[int] =
     return _localize_words(words, port, container_ports)
 
 
+# What a replay leaves out of the server's own words besides its address: TLS (a certificate
+# mounted from a Secret is not here, and drainspec's requests are plain HTTP on 127.0.0.1).
+TLS_OPTIONS = tuple(sorted({option for spec in SERVERS.values() for option in spec.tls_flags}))
+
+
 def journaled_argv(localized: Sequence[str], original: Sequence[str]) -> list[str]:
     """
     The localized argv as the journal keeps it: a script file's text, which the manifest does not
@@ -514,7 +519,7 @@ def _localize_words(words: list[str], port: int, container_ports: Sequence[int])
             skip = False
             continue
         option, eq, value = word.partition("=")
-        if option in ("--host", "--port", "--bind", "-b", "--uds", "--fd"):
+        if option in ("--host", "--port", "--bind", "-b", "--uds", "--fd", *TLS_OPTIONS):
             skip = not eq and n + 1 < len(tail)
             continue
         if app is None and IMPORT_STRING.match(word) and not (n and tail[n - 1] in ("-k", "--worker-class")):
@@ -546,7 +551,8 @@ def _localize_script(script: str, port: int, container_ports: Sequence[int]) -> 
                 "declare the port it listens on under ports: containerPort"
             )
         return text, None
-    text = re.sub(r"(?<!\S)(--host|--port|--bind|-b)(=|\s+)\S+", "", script)
+    replaced = "|".join(re.escape(option) for option in ("--host", "--port", "--bind", "-b", *TLS_OPTIONS))
+    text = re.sub(rf"(?<!\S)({replaced})(=|\s+)\S+", "", script)
     text = re.sub(rf"(?<!\S){FACTORY_FLAG}(?!\S)", "", text)
     bind = " ".join(SERVERS[server].bind_words(port))
     # Every command that names the app (an entrypoint's branches: debug, production) runs it on the probe.
