@@ -102,6 +102,9 @@ def test_env_references_are_expanded_like_the_kubelet_does():
         pytest.param(["/bin/sh", "-c", "migrate && exec uvicorn a:b"], "sh", None, True, id="exec-in-script"),
         pytest.param(["tini", "--", "uvicorn", "a:b"], None, "tini", True, id="tini-exec"),
         pytest.param(["dumb-init", "sh", "-c", "uvicorn a:b"], "sh", "dumb-init", False, id="init-shell"),
+        pytest.param(["bash", "-o", "pipefail", "-c", "exec uvicorn a:b"], "bash", None, True, id="an-option-value"),
+        pytest.param(["bash", "-euo", "pipefail", "-c", "exec uvicorn a:b"], "bash", None, True, id="joined-flags"),
+        pytest.param(["bash", "-ec", "exec uvicorn a:b"], "bash", None, True, id="c-among-flags"),
     ],
 )
 def test_how_pid_1_reaches_the_app(argv, shell, init, execs):

@@ -374,9 +374,8 @@ def analyse(argv: Sequence[str]) -> Command:
     shebang: tuple[str, ...] = ()
     if words and Path(words[0]).name in SHELLS:
         shell = Path(words[0]).name
-        flags = [w for w in words[1:] if w.startswith("-")]
-        rest = [w for w in words[1:] if not w.startswith("-")]
-        if any("c" in flag.lstrip("-") for flag in flags) and rest:
+        flags, rest = _shell_options(words[1:])
+        if any("c" in flag.lstrip("-+") for flag in flags if not flag.startswith("--")) and rest:
             script = rest[0]
         elif rest:  # a script file: its text when it can be read here
             script, script_file = read_script(rest[0]), rest[0]
@@ -384,6 +383,27 @@ def analyse(argv: Sequence[str]) -> Command:
         shell, script, script_file, shebang = Path(line[0]).name, text, words[0], line
     server = _server_in(shlex_words(script) if script is not None else words)
     return Command(init, shell, script, server, _app_execs(shell, script), script_file, shebang)
+
+
+def _shell_options(words: Sequence[str]) -> tuple[list[str], list[str]]:
+    """
+    A shell's options and what follows them (the `-c` string or the script file, then its
+    arguments): `-o NAME` takes a value (`bash -euo pipefail -c ...`), `--` ends the options.
+    """
+    flags: list[str] = []
+    index = 0
+    while index < len(words):
+        word = words[index]
+        if word == "--":
+            index += 1
+            break
+        if not word.startswith(("-", "+")) or word in ("-", "+"):
+            break
+        flags.append(word)
+        if re.fullmatch(r"[-+][A-Za-z]*[oO]", word) and index + 1 < len(words):
+            index += 1  # `-o`, or a cluster ending in it (`-euo`): its value names an option, not the script
+        index += 1
+    return flags, list(words[index:])
 
 
 def read_script(path: str) -> str | None:
