@@ -669,3 +669,18 @@ def test_a_replay_leaves_the_servers_tls_out(argv):
     assert app == "app.main:app"
     text = " ".join(localized)
     assert "ssl" not in text and "/tls/" not in text and "127.0.0.1" in text
+
+
+def test_an_entrypoint_at_its_path_in_the_image_is_found_below_here(tmp_path, monkeypatch):
+    """`/app/docker-entrypoint.sh` is the image's copy of the checkout drainspec runs in."""
+    entrypoint = "/app/docker-entrypoint.sh"
+    script = "#!/bin/bash\nalembic upgrade heads\ngranian --interface asgi app.main:app --port 8000\n"
+    (tmp_path / "docker-entrypoint.sh").write_text(script)
+    monkeypatch.chdir(tmp_path)
+    command = analyse([entrypoint])
+    assert (command.shell, command.server, command.app_execs) == ("bash", "granian", False)
+    localized, app = localize([entrypoint], port=4321)
+    assert app == "app.main:app" and localized[:2] == ["/bin/bash", "-c"] and localized[-1] == entrypoint
+    pod = parse_manifest(pod_yaml("{lifecycle: {preStop: {sleep: {seconds: 2}}}}", command=f"[{entrypoint}]"))
+    (finding,) = [f for f in static_findings(pod, pod.containers[0]) if f.code == "shell-wrapper"]
+    assert finding.severity == "error" and "command: [granian, ...]" in finding.recommendation

@@ -162,7 +162,7 @@ def shell_wrapper(facts: Facts) -> Hit | None:
         "error",
         f"PID 1 is `{facts.command.shell}`, which has no SIGTERM handler and does not exec the app: "
         "the stop signal never reaches it and every termination waits the full grace period",
-        "use the exec form (command: [uvicorn, ...]) or end the script with `exec`",
+        f"use the exec form (command: [{facts.command.server or 'uvicorn'}, ...]) or end the script with `exec`",
     )
 
 

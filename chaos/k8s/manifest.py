@@ -406,14 +406,32 @@ def _shell_options(words: Sequence[str]) -> tuple[list[str], list[str]]:
     return flags, list(words[index:])
 
 
-def read_script(path: str) -> str | None:
+def locate_script(path: str) -> Path | None:
     """
-    The text of a shell script file at `path` (relative to where the replay runs), or None when
-    there is no such readable text file of a sensible size.
+    Where the script file an image runs is here: `path` itself, or, for an absolute path in the
+    image (`/app/entrypoint.sh`, its WORKDIR's copy of the checkout), the same file below the
+    directory drainspec runs in, its leading directories dropped one by one (`app/entrypoint.sh`,
+    then `entrypoint.sh`).
     """
     file = Path(path)
+    if file.is_file():
+        return file
+    parts = file.parts[1:] if file.is_absolute() else ()
+    for start in range(len(parts)):
+        candidate = Path(*parts[start:])
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def read_script(path: str) -> str | None:
+    """
+    The text of a shell script file at `path` (`locate_script`), or None when there is no such
+    readable text file of a sensible size.
+    """
+    file = locate_script(path)
     try:
-        if not file.is_file() or file.stat().st_size > MAX_SCRIPT_BYTES:
+        if file is None or file.stat().st_size > MAX_SCRIPT_BYTES:
             return None
         text = file.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError):
