@@ -223,38 +223,53 @@ def test_a_service_that_starts_its_own_server_passes(replay_manifest, tmp_path, 
     assert result.verdict("teardown-ran").status == "pass"
 
 
+SHELL_WRAPPED = {"signal-reaches-app", "teardown-ran", "within-grace", "resources-closed"}
+
+
 @pytest.mark.parametrize(
-    ("run_line", "fails"),
+    ("shebang", "run_line", "by_its_shebang", "fails"),
     [
-        pytest.param("exec uvicorn", set(), id="the-script-execs-the-server"),
+        pytest.param("/bin/sh", "exec uvicorn app.main:app", False, set(), id="the-script-execs-the-server"),
         pytest.param(
-            "uvicorn",
-            {"signal-reaches-app", "teardown-ran", "within-grace", "resources-closed"},
-            id="sh-stays-pid-1",
+            "/bin/sh", "uvicorn app.main:app", False, SHELL_WRAPPED, id="sh-stays-pid-1", marks=needs_namespace
+        ),
+        pytest.param(
+            "/usr/bin/env bash",
+            "granian --interface asgi app.main:app --workers-kill-timeout 1",
+            True,
+            SHELL_WRAPPED,
+            id="bash-by-its-shebang-stays-pid-1",
             marks=needs_namespace,
         ),
     ],
 )
-def test_an_entrypoint_script_file_is_replayed_as_written(replay_manifest, tmp_path, run_line, fails):
+def test_an_entrypoint_script_file_is_replayed_as_written(
+    replay_manifest, tmp_path, shebang, run_line, by_its_shebang, fails
+):
     """
-    `command: [sh, boot.sh]`: the file is read and run with its app on the probe. Ending with
-    `exec`, the server becomes PID 1 and drains; without, `sh` stays PID 1 and drops SIGTERM.
+    `command: [sh, boot.sh]`, or `command: [boot.sh]` run by its `#!` line: the file is read and
+    run with its app on the probe. Ending with `exec`, the server becomes PID 1 and drains;
+    without, the shell stays PID 1 and drops SIGTERM (bash too: it execs only a lone command).
     """
     script = tmp_path / "boot.sh"
     script.write_text(
-        '#!/bin/sh\nset -e\necho "booting $0"\n'
-        f"{run_line} app.main:app \\\n  --host 0.0.0.0 --port 8000 \\\n  --timeout-graceful-shutdown 1\n"
+        f'#!{shebang}\nset -e\necho "booting $0"\n'
+        f"{run_line} \\\n  --host 0.0.0.0 --port 8000 \\\n  --timeout-graceful-shutdown 1\n".replace(
+            " --timeout-graceful-shutdown 1", "" if "granian" in run_line else " --timeout-graceful-shutdown 1"
+        )
     )
+    script.chmod(0o755)
     text = (K8S / "bad" / "shell-wrapper.yaml").read_text()
     old = 'command: [/bin/sh, -c, "uvicorn app.main:app --host 0.0.0.0 --port 8000 --timeout-graceful-shutdown 1"]'
     assert old in text
     manifest = tmp_path / "boot.yaml"
-    manifest.write_text(text.replace(old, f"command: [sh, {script}]"))
+    manifest.write_text(text.replace(old, f"command: [{script}]" if by_its_shebang else f"command: [sh, {script}]"))
     result = replay_manifest(str(manifest), requests=1, request_seconds=0.3)
     assert result.failed == fails, result.explain()
     assert [e.get("app") for e in result.timeline.events if e.kind == "probe.loaded"] == ["app.main:app"]
     (started,) = [e for e in result.timeline.events if e.kind == "pod.started"]
-    assert started.get("argv") == ["sh", "-c", f"<{script}, run with the app on the probe>", str(script)]
+    interpreter = shebang.split()[1:] if by_its_shebang else ["sh"]
+    assert started.get("argv") == [*interpreter, "-c", f"<{script}, run with the app on the probe>", str(script)]
 
 
 @needs_namespace

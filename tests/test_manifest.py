@@ -605,6 +605,7 @@ def test_an_entrypoint_script_file_is_read_and_run_with_its_app_on_the_probe(
     assert text.count("uvicorn chaos.probe.asgi:app --host 127.0.0.1 --port 4321") == 2  # both branches
     assert "0.0.0.0" not in text and "server:app" not in text
     assert localized[n + 1 :] == argv[argv.index(command.script_file) :]  # `$0` and the arguments stay the script's
+    assert text.endswith("\nexit $?")  # bash would exec a -c text's last command, never a file's
 
 
 @pytest.mark.parametrize(

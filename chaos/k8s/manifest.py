@@ -501,17 +501,22 @@ def localize(argv: Sequence[str], *, port: int, container_ports: Sequence[int] =
     command = analyse(argv)
     words = list(argv)
     if command.script is not None and command.script_file is not None:
-        # The file's text, localized, run as `sh -c TEXT FILE ARGS...`: its `$0` and arguments stay its own.
+        # The file's text, localized, run as `sh -c TEXT FILE ARGS...`: its `$0` and arguments stay
+        # its own. A shell given `-c` may exec the text's last command itself (bash does), which it
+        # never does for a file: an `exit` of its status after it keeps that command a child.
         script, app = _localize_script(command.script, port, container_ports)
         index = words.index(command.script_file)
         interpreter = list(command.shebang) if command.shebang else []
-        return [*words[:index], *interpreter, "-c", script, *words[index:]], app
+        return [*words[:index], *interpreter, "-c", f"{script}\n{AS_A_FILE}", *words[index:]], app
     if command.script is not None:
         index = words.index(command.script)
         script, app = _localize_script(command.script, port, container_ports)
         words[index] = script
         return words, app
     return _localize_words(words, port, container_ports)
+
+
+AS_A_FILE = "exit $?"  # the last line of a script file run with -c: its last command is not the text's
 
 
 # What a replay leaves out of the server's own words besides its address: TLS (a certificate
