@@ -61,6 +61,12 @@ def exception_line(text: str) -> str:
     return one_line(line)
 
 
+def failure_line(text: str) -> str:
+    """A failure's message as one line: its exception, and where it was raised when it is a traceback."""
+    where = raised_at(text)
+    return exception_line(text) + (f" (raised at {where})" if where else "")
+
+
 def raised_at(text: str) -> str | None:
     """
     Where a traceback's exception was raised, from its last frame: `app/db.py:41 in close`; None

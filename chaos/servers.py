@@ -369,10 +369,13 @@ def own_script_of(command: str | None) -> Script | None:
         return None
 
 
+TLS_OPTIONS: tuple[str, ...] = tuple(sorted({option for spec in SERVERS.values() for option in spec.tls_flags}))
+"""Every known server's options that make it speak HTTPS."""
+
+
 def tls_option_in(words: Sequence[str]) -> str | None:
     """The first option among `words` that makes a known server speak HTTPS (`--ssl-certfile`), if any."""
-    flags = {flag for spec in SERVERS.values() for flag in spec.tls_flags}
-    return next((word.partition("=")[0] for word in words if word.partition("=")[0] in flags), None)
+    return next((word.partition("=")[0] for word in words if word.partition("=")[0] in TLS_OPTIONS), None)
 
 
 def refuse_tls(words: Sequence[str]) -> None:

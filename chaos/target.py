@@ -28,7 +28,7 @@ from typing import Any
 
 import psutil
 
-from chaos.errors import SetupError, exception_line, message_line, raised_at
+from chaos.errors import SetupError, failure_line, message_line
 from chaos.guardian import REAPED
 from chaos.journal import Event, JournalTail, Kind
 
@@ -288,10 +288,7 @@ async def wait_ready(
                 raise _cannot_load(event)
             if event.kind == Kind.STARTUP_FAILED:
                 message = event.get("message") or "see the server log"
-                where = raised_at(message)
-                raise SetupError(
-                    f"the app failed at startup: {exception_line(message)}" + (f" (raised at {where})" if where else "")
-                )
+                raise SetupError(f"the app failed at startup: {failure_line(message)}")
             if event.kind in (Kind.STARTUP_COMPLETE, Kind.LIFESPAN_UNSUPPORTED):
                 started += 1
             elif event.kind == Kind.SCRIPT_SERVER and isinstance(count := event.get("workers"), int):

@@ -948,17 +948,18 @@ def test_a_service_killed_with_its_worker_is_named_as_the_lifespans_not_a_reques
 
 
 @pytest.mark.parametrize(
-    ("server_args", "advised"),
+    ("server_args", "env", "advised"),
     [
-        pytest.param((), True, id="unbounded-drain-advised"),
-        pytest.param(("--timeout-graceful-shutdown", "1"), False, id="bounded-drain-not-advised"),
+        pytest.param((), {}, True, id="unbounded-drain-advised"),
+        pytest.param(("--timeout-graceful-shutdown", "1"), {}, False, id="bounded-drain-not-advised"),
+        pytest.param((), {"UVICORN_TIMEOUT_GRACEFUL_SHUTDOWN": "1"}, False, id="bounded-by-its-variable"),
     ],
 )
-def test_a_drain_killed_at_the_deadline_names_the_stream_that_held_it(server_args, advised) -> None:
+def test_a_drain_killed_at_the_deadline_names_the_stream_that_held_it(server_args, env, advised) -> None:
     """An endless stream holds uvicorn's drain until SIGKILL: within-grace says which, and how to bound it."""
     journal = (
         Journal()
-        .run_start(scenario=Scenario(app="app.main:app", grace=3, server_args=server_args))
+        .run_start(scenario=Scenario(app="app.main:app", grace=3, server_args=server_args, env=env))
         .startup()
         .request("r1", start=-50, end=None, path="/subscribe", client="truncated")
         .add(-40, Kind.RESPONSE_START, request="r1", status=200)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from chaos.errors import exception_line, raised_at
+from chaos.errors import exception_line, failure_line
 from chaos.journal import Event, Kind
 from chaos.judge.timeline import ResourceView, TaskView, Timeline, UseView, WorkerView, build
 
@@ -567,9 +567,9 @@ def _describe_fate(timeline: Timeline, task: TaskView, fate: Fate, *, whose: str
         text += f"; it raised {task.failed}"
     # Each fate dated when it became final: a task killed, lost or abandoned with its worker's end.
     ended = {Fate.COMPLETED: task.finished, Fate.FAILED: task.finished, Fate.RAN_AFTER_TEARDOWN: task.finished}
-    owner = timeline.requests.get(task.request or "")
-    dropped = (owner.end if owner is not None else None) or timeline.end_of(task.pid)
-    when = {**ended, Fate.CANCELLED: task.cancelled, Fate.DROPPED: dropped}.get(fate, timeline.end_of(task.pid))
+    owner, end = timeline.requests.get(task.request or ""), timeline.end_of(task.pid)
+    dropped = (owner.end if owner is not None else None) or end
+    when = {**ended, Fate.CANCELLED: task.cancelled, Fate.DROPPED: dropped}.get(fate, end)
     when = when or task.started or task.queued
     return Evidence(text, request=task.request, task=task.id, worker=task.pid, t=when)
 
@@ -664,9 +664,7 @@ def teardown_ran(timeline: Timeline) -> Verdict:
                 f"completed, so no shutdown ran (last sign of life at {timeline.at(worker.last_event)})"
             )
         elif worker.shutdown_failed is not None:
-            where = raised_at(worker.shutdown_failed)
-            failed = exception_line(worker.shutdown_failed) + (f" (raised at {where})" if where else "")
-            text = f"worker {worker.pid}: lifespan shutdown failed: {failed}"
+            text = f"worker {worker.pid}: lifespan shutdown failed: {failure_line(worker.shutdown_failed)}"
         elif worker.shutdown_received is not None:
             text = (
                 f"worker {worker.pid}: lifespan shutdown began at "
@@ -997,16 +995,18 @@ def _held_at_the_deadline(timeline: Timeline) -> list[Evidence]:
 
 
 def _drain_advice(timeline: Timeline) -> str | None:
-    """How to bound a drain the server leaves unbounded (uvicorn's, unless told), when the run's command left it so."""
-    from chaos.k8s.manifest import MARGIN  # here: the budget's margin, read only when a drain ran into SIGKILL
+    """How to bound a drain the server leaves unbounded (uvicorn's, unless told), when the run left it so."""
+    # Here: the drain bound's reader and the budget's margin, read only when a drain ran into SIGKILL.
+    from chaos.k8s.manifest import MARGIN, server_timeout
     from chaos.servers import SERVERS
 
     scenario = timeline.scenario
-    spec = SERVERS.get(scenario.server) if scenario is not None and scenario.command is None else None
-    if scenario is None or spec is None or spec.drain_bound is not None:
+    if scenario is None or scenario.command is not None or scenario.server not in SERVERS:
         return None
-    if any(arg == spec.drain_flag or arg.startswith(f"{spec.drain_flag}=") for arg in scenario.server_args):
+    bound = server_timeout([scenario.server, *scenario.server_args], scenario.env)
+    if bound is None or bound.seconds is not None or bound.unread is not None:
         return None
+    spec = SERVERS[bound.server]
     return (
         f"{spec.name} waits for every request in flight with no time limit unless told: end long-lived streams "
         f"when shutdown begins, or {spec.timeout_advice(scenario.grace - MARGIN)} (the grace less a {MARGIN} s margin)"

@@ -29,6 +29,7 @@ from chaos.servers import (
     PROBE_APP,
     SCRIPT_LAUNCHER,
     SERVERS,
+    TLS_OPTIONS,
     ConfigFile,
     Script,
     names_text,
@@ -519,9 +520,9 @@ def localize(argv: Sequence[str], *, port: int, container_ports: Sequence[int] =
 AS_A_FILE = "exit $?"  # the last line of a script file run with -c: its last command is not the text's
 
 
-# What a replay leaves out of the server's own words besides its address: TLS (a certificate
+# What a replay leaves out of the server's own words: its address, and its TLS (a certificate
 # mounted from a Secret is not here, and drainspec's requests are plain HTTP on 127.0.0.1).
-TLS_OPTIONS = tuple(sorted({option for spec in SERVERS.values() for option in spec.tls_flags}))
+BIND_OPTIONS = ("--host", "--port", "--bind", "-b")
 
 
 def journaled_argv(localized: Sequence[str], original: Sequence[str]) -> list[str]:
@@ -562,7 +563,7 @@ def _localize_words(words: list[str], port: int, container_ports: Sequence[int])
             skip = False
             continue
         option, eq, value = word.partition("=")
-        if option in ("--host", "--port", "--bind", "-b", "--uds", "--fd", *TLS_OPTIONS):
+        if option in (*BIND_OPTIONS, "--uds", "--fd", *TLS_OPTIONS):
             skip = not eq and n + 1 < len(tail)
             continue
         if app is None and IMPORT_STRING.match(word) and not (n and tail[n - 1] in ("-k", "--worker-class")):
@@ -594,7 +595,7 @@ def _localize_script(script: str, port: int, container_ports: Sequence[int]) -> 
                 "declare the port it listens on under ports: containerPort"
             )
         return text, None
-    replaced = "|".join(re.escape(option) for option in ("--host", "--port", "--bind", "-b", *TLS_OPTIONS))
+    replaced = "|".join(re.escape(option) for option in (*BIND_OPTIONS, *TLS_OPTIONS))
     text = re.sub(rf"(?<!\S)({replaced})(=|\s+)\S+", "", script)
     text = re.sub(rf"(?<!\S){FACTORY_FLAG}(?!\S)", "", text)
     bind = " ".join(SERVERS[server].bind_words(port))
