@@ -631,6 +631,8 @@ def test_a_script_file_that_is_not_here_is_left_unread_and_said_so(tmp_path, mon
     assert analyse(["sh", "huge.sh"]).script is None
     command = analyse(["sh", "/entrypoint.sh"])
     assert (command.script, command.script_file) == (None, "/entrypoint.sh")
+    for word in ("a" * 5000, "/app/" + "b" * 5000, "nul\0in.sh"):  # no file can be named so: unread, no error
+        assert analyse(["sh", word]).script is None and analyse([word]).shell is None
     pod = parse_manifest(pod_yaml("{lifecycle: {preStop: {sleep: {seconds: 2}}}}", command="[sh, /entrypoint.sh]"))
     (finding,) = [f for f in static_findings(pod, pod.containers[0]) if f.code == "shell-wrapper"]
     assert finding.severity == "warning" and "/entrypoint.sh, which is not here to read" in finding.message

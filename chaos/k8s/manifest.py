@@ -415,13 +415,13 @@ def locate_script(path: str) -> Path | None:
     then `entrypoint.sh`).
     """
     file = Path(path)
-    if file.is_file():
-        return file
     parts = file.parts[1:] if file.is_absolute() else ()
-    for start in range(len(parts)):
-        candidate = Path(*parts[start:])
-        if candidate.is_file():
-            return candidate
+    for candidate in (file, *(Path(*parts[start:]) for start in range(len(parts)))):
+        try:
+            if candidate.is_file():
+                return candidate
+        except OSError:  # a word no file could be named (too long): a manifest's, not drainspec's, to say
+            continue
     return None
 
 
