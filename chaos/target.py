@@ -333,18 +333,34 @@ async def wait_startup_begun(process: subprocess.Popen[bytes], tail: JournalTail
 
 
 async def wait_port(process: subprocess.Popen[bytes], *, port: int, timeout: float, log: Path) -> None:
-    """Wait until the port accepts a TCP connection (evidence the server listens)."""
+    """
+    Wait until the port accepts a TCP connection on a socket the server itself (`process` or a
+    descendant) listens on: evidence the server listens. A port that another process took
+    between its choice and the server's bind answers too, and would have the run drive, and
+    judge, that other process.
+    """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
-    while not await _accepts(port):
+    accepts = False
+    while not ((accepts := await _accepts(port)) and _listens_on(process.pid, port)):
         if process.poll() is not None:
             raise SetupError(
                 f"the server exited with code {process.returncode} before it listened: {last_log_line(log)}"
             )
         if loop.time() > deadline:
+            if accepts:
+                raise SetupError(
+                    f"{HOST}:{port} is answered by another process than the server, which never listened there; "
+                    f"run again (a port picked for the run was taken meanwhile), or see {log}"
+                )
             raise SetupError(f"the server never accepted connections on {HOST}:{port}; see {log}")
         await asyncio.sleep(0.02)
     check_loopback_only(process.pid)
+
+
+def _listens_on(pid: int, port: int) -> bool:
+    """`pid` or a descendant holds the listening socket on `port`."""
+    return any(address.port == port for _, address in _listening(pid))
 
 
 def check_loopback_only(pid: int) -> None:

@@ -147,6 +147,25 @@ def test_a_server_on_every_interface_is_stopped():
         process.wait()
 
 
+def test_a_port_answered_by_another_process_is_not_the_servers(tmp_path):
+    """A port taken by another process after it was picked answers too: the run must not drive that process."""
+    import asyncio
+
+    from chaos.target import wait_port
+
+    other = _listener(LOCAL)  # holds the port, as another test's server would
+    port = int(other.args[-1])
+    server = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])  # never listens there
+    try:
+        with pytest.raises(SetupError, match=rf"{LOCAL}:{port} is answered by another process than the server"):
+            asyncio.run(wait_port(server, port=port, timeout=0.5, log=tmp_path / "server.log"))
+        asyncio.run(wait_port(other, port=port, timeout=5, log=tmp_path / "server.log"))  # its own: ready
+    finally:
+        for process in (other, server):
+            process.kill()
+            process.wait()
+
+
 @pytest.mark.e2e
 def test_a_replay_of_a_command_listening_everywhere_is_refused(tmp_path):
     """The command binds 0.0.0.0 itself (nothing to rewrite): the replay stops once it listens."""
