@@ -19,7 +19,7 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from chaos import target  # noqa: E402
+from chaos import target, waits  # noqa: E402
 from chaos.lifecycle import server_environment  # noqa: E402
 from chaos.scenario import Scenario  # noqa: E402
 
@@ -57,7 +57,7 @@ def uvicorn(app: str, *, probe: bool, workdir: Path) -> Iterator[Server]:
     (workdir / "data").mkdir(exist_ok=True)
     process = target.spawn(pinned(argv, SERVER_CPU), env=env, cwd=ROOT, log=workdir / "server.log")
     try:
-        asyncio.run(target.wait_port(process, port=port, timeout=20, log=workdir / "server.log"))
+        asyncio.run(waits.wait_port(process, port=port, timeout=20, log=workdir / "server.log"))
         yield Server(process, f"http://{target.HOST}:{port}")
     finally:
         target.reap(process)

@@ -13,14 +13,14 @@ import time
 
 from common import uvicorn, workdir, wrk
 
-from chaos import traffic
+from chaos import traffic, workload
 from chaos.journal import JournalWriter
 
 CONNECTIONS = 50
 
 
 async def drive(url: str, seconds: float, journal: JournalWriter) -> int:
-    spec = traffic.RequestSpec("GET", "/healthz")
+    spec = workload.RequestSpec("GET", "/healthz")
     done = 0
     deadline = time.monotonic() + seconds
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from common import ROOT, uvicorn, workdir, wrk  # also puts the repository on sys.path
 
-from chaos import target, traffic
+from chaos import target, traffic, waits
 from chaos.journal import JournalWriter, read_journal
 from chaos.k8s.ingress import NGINX_DEFAULTS, nginx_config
 
@@ -60,7 +60,7 @@ def main() -> None:
             log=proxy / "nginx.out",
         )
         try:
-            asyncio.run(target.wait_port(process, port=port, timeout=10, log=proxy / "nginx.out"))
+            asyncio.run(waits.wait_port(process, port=port, timeout=10, log=proxy / "nginx.out"))
             url = f"http://{target.HOST}:{port}"
             seconds = max(1, round(args.seconds))
             ours, sent, journaled = paced(url, work / "j1.jsonl", seconds=seconds, rate=0, connections=args.connections)

@@ -29,9 +29,9 @@ sys.path.insert(0, str(ROOT))
 
 from common import Measure, measure  # noqa: E402
 
-from chaos import target  # noqa: E402
+from chaos import target, waits  # noqa: E402
+from chaos.environment import INSTRUMENT_ENV  # noqa: E402
 from chaos.lifecycle import server_environment  # noqa: E402
-from chaos.probe import INSTRUMENT_ENV  # noqa: E402
 from chaos.scenario import Scenario  # noqa: E402
 
 APP = "bench.one_query:app"
@@ -50,7 +50,7 @@ def probed_server(*, instrument: bool, database_url: str) -> Iterator[tuple[str,
         log = directory / "server.log"
         process = target.spawn(target.server_argv("uvicorn", port), env=environ, cwd=ROOT, log=log)
         try:
-            asyncio.run(target.wait_port(process, port=port, timeout=20, log=log))
+            asyncio.run(waits.wait_port(process, port=port, timeout=20, log=log))
             yield f"http://{target.HOST}:{port}{PATH}", psutil.Process(process.pid)
         finally:
             target.reap(process)

@@ -23,7 +23,6 @@ import contextlib
 import math
 import os
 import sys
-import traceback
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TextIO, cast
@@ -362,7 +361,7 @@ def _scenario(args: argparse.Namespace, server_args: Sequence[str] = ()) -> Scen
 
 def _noted(console: Console, scenario: Scenario) -> Scenario:
     """The scenario, after a note on the console for what in it will not do what it says."""
-    from chaos.traffic import durations_not_carried
+    from chaos.workload import durations_not_carried
 
     for note in durations_not_carried(scenario):
         console.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
@@ -914,6 +913,8 @@ def _scenario_file(argv: Sequence[str]) -> tuple[dict[str, Any], Path | None]:
 
 def _save_crash() -> str:
     """The traceback of a crash, in the run's output directory when there is one, else a temp file."""
+    import traceback  # a crash only: a run spawns its server before anything it does not need loads
+
     text = traceback.format_exc()
     if _claims:
         try:

@@ -24,11 +24,12 @@ import subprocess
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
-from chaos import traffic
+from chaos import traffic, workload
+from chaos.environment import TEARDOWN_DELAY_ENV
 from chaos.errors import SetupError
 from chaos.journal import JournalTail, JournalWriter, Kind, read_journal
 from chaos.k8s import kubelet
-from chaos.probe import TEARDOWN_DELAY_ENV
+from chaos.scenario import parse_signal
 
 TIMED = ("second-signal", "sigkill", "stall", "crash-worker", "keepalive")
 OPEN_AT_SHUTDOWN = ("stream", "websocket")
@@ -66,7 +67,7 @@ def parse_fault(text: str) -> Fault:
     try:
         at = _seconds(when, "the time after the stop signal") if when else 0.0
         if name == "second-signal":
-            kubelet.parse_signal(arg or "INT")
+            parse_signal(arg or "INT")
             arg = arg or "INT"
         elif name in ("stall", "teardown-delay"):
             arg = str(_seconds(arg or "0.5", "the duration"))
@@ -141,7 +142,7 @@ async def open_at_shutdown(context: FaultContext, faults: Sequence[Fault]) -> li
     tasks = []
     for fault in faults:
         if fault.name == "stream":
-            spec = traffic.RequestSpec("GET", f"/__drainspec/stream?seconds={fault.arg}")
+            spec = workload.RequestSpec("GET", f"/__drainspec/stream?seconds={fault.arg}")
             tasks.append(asyncio.create_task(_stream(context, fault, spec)))
         elif fault.name == "websocket":
             tasks.append(asyncio.create_task(_websocket(context, fault)))
@@ -173,7 +174,7 @@ async def _after(delay: float, action: Awaitable[None]) -> None:
 async def _second_signal(context: FaultContext, fault: Fault) -> None:
     if context.process.poll() is None:
         _injected(context, fault)
-        kubelet.send_signal(context.process.pid, kubelet.parse_signal(fault.arg or "INT"), context.journal)
+        kubelet.send_signal(context.process.pid, parse_signal(fault.arg or "INT"), context.journal)
 
 
 async def _sigkill(context: FaultContext, fault: Fault) -> None:
@@ -206,7 +207,7 @@ async def _crash_worker(context: FaultContext, fault: Fault) -> None:
         os.kill(victims[0], signal.SIGKILL)
 
 
-async def _stream(context: FaultContext, fault: Fault, spec: traffic.RequestSpec) -> None:
+async def _stream(context: FaultContext, fault: Fault, spec: workload.RequestSpec) -> None:
     async with traffic.new_client(context.client_timeout) as client:
         await traffic.perform(client, context.base_url, spec, "stream", context.journal, role="stream")
 
@@ -216,7 +217,7 @@ async def _keepalive(context: FaultContext, fault: Fault) -> None:
     import httpx  # where it is used, as in `chaos.traffic`
 
     limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
-    spec = traffic.RequestSpec("GET", "/__drainspec/hold?seconds=0")
+    spec = workload.RequestSpec("GET", "/__drainspec/hold?seconds=0")
     async with httpx.AsyncClient(timeout=context.client_timeout, limits=limits, trust_env=False) as client:
         await traffic.perform(client, context.base_url, spec, "ka1", context.journal, role="keepalive")
         signal_seen = await _wait_for_signal(context)

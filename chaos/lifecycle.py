@@ -9,11 +9,14 @@ One run's lifetime, whatever the mode (`run`, a Kubernetes replay, a rolling upd
 
 A play (`chaos.runner`, `chaos.k8s.replay`, `chaos.k8s.rollout`) only says what happens in
 between. Whatever it raises, nothing it started outlives the `async with`.
+
+A run opens without an event loop (`Run.open`), and this module loads no asyncio: `drainspec run`
+spawns its server before the rest of drainspec loads (`chaos.runner`). The coroutines below run
+inside a loop, so asyncio is there by then; they import it where they use it.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import shutil
@@ -26,12 +29,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from chaos import arbiter, outdir, target
+from chaos.environment import APP_ENV, INSTRUMENT_ENV, JOURNAL_ENV, STALL_ENV
 from chaos.errors import JournalError, SetupError
 from chaos.journal import Event, JournalTail, JournalWriter, Kind, fold_segments, read_journal, segments_of
-from chaos.probe import APP_ENV, INSTRUMENT_ENV, JOURNAL_ENV, STALL_ENV
 from chaos.scenario import K8sOptions, Scenario
 
 if TYPE_CHECKING:  # loaded by the replays that use them, not by every run before its spawn
+    import asyncio
+
     from chaos.k8s.pod import Pod
     from chaos.k8s.router import Router
 
@@ -115,6 +120,55 @@ class Run:
     _subreaper: bool = False
     _logs: list[Path] = field(default_factory=list)  # each server's log, read for its arbiter's account
     _started: float = field(default_factory=time.time)
+    _directory: outdir.OutputDir | None = None  # claimed by `open`, released by `close`
+
+    @classmethod
+    def open(cls, scenario: Scenario, run_dir: str | os.PathLike[str]) -> Run:
+        """
+        Open a run in `run_dir`: the directory claimed and emptied, the journal created. No event
+        loop is needed, so a run can spawn its server before asyncio loads; whoever opens a run
+        closes it (`close`), as `open_run` does.
+        """
+        directory = outdir.claim(run_dir)
+        try:
+            _empty(directory)
+            journal_path = directory.path / JOURNAL_FILE
+            try:
+                journal = JournalWriter(journal_path, fd=directory.create(JOURNAL_FILE))
+            except OSError as exc:
+                raise SetupError(f"cannot create the journal {journal_path}: {exc.strerror}") from None
+        except BaseException:
+            outdir.release(directory)
+            raise
+        env = server_environment(scenario, directory.path, journal_path)
+        return cls(scenario, directory.path, journal, env, _directory=directory)
+
+    async def close(self, *, strict: bool) -> None:
+        """
+        Reap everything, close the journal and read it back, release the directory. A journal
+        that cannot be read (the app wrote a malformed event into it) is an error of its own when
+        the play went well (`strict`); after a failed play, what can be read is kept and the
+        play's error is the one reported.
+        """
+        try:
+            await self.finish()
+        finally:
+            try:
+                try:
+                    fold_segments(self.journal)  # the servers are gone: the journal becomes one file
+                except JournalError:
+                    if strict:
+                        raise
+                self.journal.close()
+                try:
+                    self.events = read_journal(self.journal_path)
+                except JournalError:
+                    if strict:
+                        raise
+            finally:
+                if self._directory is not None:
+                    outdir.release(self._directory)
+                    self._directory = None
 
     @property
     def journal_path(self) -> Path:
@@ -178,12 +232,16 @@ class Run:
 
     async def settle(self, tasks: Sequence[asyncio.Task[Any]]) -> None:
         """Let the clients finish, bounded by the client timeout; cancel whatever has not."""
+        import asyncio
+
         if tasks:
             await asyncio.wait(tasks, timeout=self.client_timeout)
         await self.cancel(tasks)
 
     async def cancel(self, tasks: Sequence[asyncio.Task[Any]]) -> None:
         """Cancel the clients at once (the play failed or is done with them)."""
+        import asyncio
+
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -196,6 +254,8 @@ class Run:
         for router in self._routers:
             await router.close()
         for helper in self._helpers:
+            import asyncio
+
             with contextlib.suppress(ProcessLookupError):
                 helper.kill()
             with contextlib.suppress(Exception):
@@ -265,42 +325,16 @@ async def open_run(scenario: Scenario, run_dir: str | os.PathLike[str]) -> Async
     Open a run in `run_dir`; on leaving, reap everything it started and read its journal back
     into `Run.events` (also when the play raised, so a caller can still show what happened).
     """
-    directory = outdir.claim(run_dir)
-    try:
-        _empty(directory)
-        journal_path = directory.path / JOURNAL_FILE
-        try:
-            journal = JournalWriter(journal_path, fd=directory.create(JOURNAL_FILE))
-        except OSError as exc:
-            raise SetupError(f"cannot create the journal {journal_path}: {exc.strerror}") from None
-        run = Run(scenario, directory.path, journal, server_environment(scenario, directory.path, journal_path))
-        try:
-            yield run
-        except BaseException:
-            await _close(run, strict=False)
-            raise
-        await _close(run, strict=True)
-    finally:
-        outdir.release(directory)
+    async with closing(Run.open(scenario, run_dir)) as run:
+        yield run
 
 
-async def _close(run: Run, *, strict: bool) -> None:
-    """
-    Reap everything, close the journal and read it back. A journal that cannot be read (the app
-    wrote a malformed event into it) is an error of its own when the play went well; after a
-    failed play, what can be read is kept and the play's error is the one reported.
-    """
+@contextlib.asynccontextmanager
+async def closing(run: Run) -> AsyncIterator[Run]:
+    """Close an open run on leaving: strictly when the play went well, keeping its error when not."""
     try:
-        await run.finish()
-    finally:
-        try:
-            fold_segments(run.journal)  # the servers are gone: the journal becomes one file
-        except JournalError:
-            if strict:
-                raise
-        run.journal.close()
-        try:
-            run.events = read_journal(run.journal_path)
-        except JournalError:
-            if strict:
-                raise
+        yield run
+    except BaseException:
+        await run.close(strict=False)
+        raise
+    await run.close(strict=True)

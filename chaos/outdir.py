@@ -27,7 +27,6 @@ import contextlib
 import errno
 import fcntl
 import os
-import secrets
 import shutil
 import stat
 import threading
@@ -249,7 +248,7 @@ def _replace_in(dir_fd: int, name: str, data: bytes, *, where: Path) -> None:
         raise SetupError(_is_link(where))
     if mode is not None and not stat.S_ISREG(mode):
         raise SetupError(f"{where} exists and is not a regular file; give the path of a file to write")
-    temporary = f".{name}.{secrets.token_hex(4)}.tmp"
+    temporary = f".{name}.{os.urandom(4).hex()}.tmp"
     try:
         fd = os.open(temporary, _CREATE_FLAGS, 0o600, dir_fd=dir_fd)
         try:
@@ -370,7 +369,7 @@ def _point_latest(root_fd: int, name: str) -> None:
             return
     except FileNotFoundError:
         pass
-    temporary = f".{LATEST}.{secrets.token_hex(4)}"
+    temporary = f".{LATEST}.{os.urandom(4).hex()}"
     try:
         os.symlink(name, temporary, dir_fd=root_fd)
         os.rename(temporary, LATEST, src_dir_fd=root_fd, dst_dir_fd=root_fd)

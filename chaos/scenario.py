@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import random
+import signal
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -28,6 +29,31 @@ SIGNAL_AT: tuple[SignalAt, ...] = ("in-flight", "ready", "startup")
 HOLD_PATH = "GET /__drainspec/hold?seconds={seconds}"
 BACKGROUND_PATH = "GET /__drainspec/background?seconds={seconds}"
 CLIENT_SLACK_SECONDS = 5.0  # beyond the grace and the longest work, before a client gives up
+
+
+SIGNALS = {  # the stop signals a scenario or a manifest may name, by their names without SIG
+    "TERM": signal.SIGTERM,
+    "INT": signal.SIGINT,
+    "QUIT": signal.SIGQUIT,
+    "HUP": signal.SIGHUP,
+    "USR1": signal.SIGUSR1,
+    "USR2": signal.SIGUSR2,
+    "WINCH": signal.SIGWINCH,
+    "KILL": signal.SIGKILL,
+}
+
+
+def parse_signal(name: str) -> signal.Signals:
+    """`TERM`, `SIGTERM`, `sigterm` or `15` to a signal; ValueError names the valid choices."""
+    text = name.strip().upper().removeprefix("SIG")
+    if text.isdigit():
+        try:
+            return signal.Signals(int(text))
+        except ValueError:
+            pass
+    elif text in SIGNALS:
+        return SIGNALS[text]
+    raise ValueError(f"unknown signal {name!r}; use one of {', '.join(SIGNALS)}")
 
 
 @dataclass(frozen=True)

@@ -1,15 +1,16 @@
 """
-How a server is launched, made ready, and reaped.
+How a server is launched and reaped (waiting on it is `chaos.waits`).
 
 Every server runs the probe's import string (`chaos.probe.asgi:app`), or the app's own script
 through `chaos.probe.script`, on a loopback port, in its own session, so that the whole tree it
 forks can be found and killed afterwards. Signals that judge the shutdown are not sent here: that
 is the kubelet's job (`chaos.k8s.kubelet`). This module only cleans up.
+
+It loads no asyncio: a run spawns its server before the rest of drainspec loads (`chaos.runner`).
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import ctypes
 import ipaddress
@@ -28,9 +29,8 @@ from typing import Any
 
 import psutil
 
-from chaos.errors import SetupError, failure_line, message_line
+from chaos.errors import SetupError
 from chaos.guardian import REAPED
-from chaos.journal import Event, JournalTail, Kind
 
 # HOST, PROBE_APP and SERVERS live in chaos.servers; other modules import them from here too.
 from chaos.servers import FACTORY_FLAG, HOST, PROBE_APP, SERVERS, own_script_of, refuse_tls
@@ -237,139 +237,13 @@ def spawn(
     return process
 
 
-async def wait_exit(process: subprocess.Popen[bytes], timeout: float) -> int | None:
-    """Wait until the process exits (reaping it); None if it still runs after `timeout`."""
-    loop = asyncio.get_running_loop()
-    exited = asyncio.Event()
-    try:
-        pidfd = os.pidfd_open(process.pid)
-    except (OSError, AttributeError):
-        pidfd = -1
-    if pidfd >= 0:
-        loop.add_reader(pidfd, exited.set)
-    try:
-        deadline = loop.time() + timeout
-        while process.poll() is None:
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                return None
-            # The pidfd wakes us the moment the process exits; the bound covers platforms
-            # without pidfds, where this degrades to polling.
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(exited.wait(), min(remaining, 0.05 if pidfd < 0 else 1.0))
-        return process.returncode
-    finally:
-        if pidfd >= 0:
-            loop.remove_reader(pidfd)
-            os.close(pidfd)
-
-
-async def wait_ready(
-    process: subprocess.Popen[bytes],
-    tail: JournalTail,
-    *,
-    port: int,
-    workers: int,
-    timeout: float,
-    log: Path,
-) -> None:
-    """
-    Wait for evidence that the server is ready: every worker's lifespan startup completed (or
-    the app turned out not to speak lifespan) in the journal, and the port accepting
-    connections. An app's own script says how many workers its server runs (`script.server`):
-    that many are waited for. Any sign it never will is a `SetupError`.
-    """
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    started = 0
-    while started < workers:
-        for event in tail.poll():
-            if event.kind == Kind.PROBE_ERROR:
-                raise _cannot_load(event)
-            if event.kind == Kind.STARTUP_FAILED:
-                message = event.get("message") or "see the server log"
-                raise SetupError(f"the app failed at startup: {failure_line(message)}")
-            if event.kind in (Kind.STARTUP_COMPLETE, Kind.LIFESPAN_UNSUPPORTED):
-                started += 1
-            elif event.kind == Kind.SCRIPT_SERVER and isinstance(count := event.get("workers"), int):
-                workers = max(workers, count)
-        if started >= workers:
-            break
-        if process.poll() is not None:
-            raise SetupError(
-                f"the server exited with code {process.returncode} before it was ready: {last_log_line(log)}"
-            )
-        if loop.time() > deadline:
-            raise SetupError(
-                f"the server was not ready within {timeout:g}s (no lifespan startup in the "
-                f"journal); raise --ready-timeout or check the log {log}"
-            )
-        await asyncio.sleep(0.02)
-    await wait_port(process, port=port, timeout=max(0.0, deadline - loop.time()), log=log)
-
-
-def _cannot_load(event: Event) -> SetupError:
-    """The probe could not import the app: its error, joined into one line."""
-    return SetupError(f"the app cannot be loaded: {message_line(str(event.get('error')))}")
-
-
-async def wait_startup_begun(process: subprocess.Popen[bytes], tail: JournalTail, *, timeout: float, log: Path) -> None:
-    """Wait until a worker's lifespan startup has begun (and not yet completed) in the journal."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        for event in tail.poll():
-            if event.kind == Kind.PROBE_ERROR:
-                raise _cannot_load(event)
-            if event.kind == Kind.STARTUP_RECEIVED:
-                return
-            if event.kind == Kind.LIFESPAN_UNSUPPORTED:
-                raise SetupError("--signal-at startup needs an app with a lifespan; this one has none")
-        if process.poll() is not None:
-            raise SetupError(f"the server exited with code {process.returncode} before startup: {last_log_line(log)}")
-        if loop.time() > deadline:
-            raise SetupError(f"the app's lifespan startup did not begin within {timeout:g}s; see the log {log}")
-        await asyncio.sleep(0.005)
-
-
-async def wait_port(process: subprocess.Popen[bytes], *, port: int, timeout: float, log: Path) -> None:
-    """
-    Wait until the port accepts a TCP connection on a socket the server itself (`process` or a
-    descendant) listens on: evidence the server listens. A port that another process took
-    between its choice and the server's bind answers too, and would have the run drive, and
-    judge, that other process.
-    """
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    accepts = False
-    while not ((accepts := await _accepts(port)) and _listens_on(process.pid, port)):
-        if process.poll() is not None:
-            raise SetupError(
-                f"the server exited with code {process.returncode} before it listened: {last_log_line(log)}"
-            )
-        if loop.time() > deadline:
-            if accepts:
-                raise SetupError(
-                    f"{HOST}:{port} is answered by another process than the server, which never listened there; "
-                    f"run again (a port picked for the run was taken meanwhile), or see {log}"
-                )
-            raise SetupError(f"the server never accepted connections on {HOST}:{port}; see {log}")
-        await asyncio.sleep(0.02)
-    check_loopback_only(process.pid)
-
-
-def _listens_on(pid: int, port: int) -> bool:
-    """`pid` or a descendant holds the listening socket on `port`."""
-    return any(address.port == port for _, address in _listening(pid))
-
-
 def check_loopback_only(pid: int) -> None:
     """
     The server (`pid` and every descendant) listens on loopback addresses only: drainspec runs
     untrusted manifests' commands and apps on this machine, and none of them may become
     reachable from the network. Anything else is a `SetupError` (the run stops, exit 2).
     """
-    for process, address in _listening(pid):
+    for process, address in listening(pid):
         if not _is_loopback(address.ip):
             name = "?"
             with contextlib.suppress(psutil.Error):
@@ -381,7 +255,7 @@ def check_loopback_only(pid: int) -> None:
             )
 
 
-def _listening(pid: int) -> list[tuple[psutil.Process, Any]]:
+def listening(pid: int) -> list[tuple[psutil.Process, Any]]:
     """Every TCP socket in LISTEN state held by `pid` or a descendant."""
     found = []
     try:
@@ -404,17 +278,6 @@ def _is_loopback(ip: str) -> bool:
         return False
     mapped = getattr(address, "ipv4_mapped", None)
     return bool((mapped or address).is_loopback)
-
-
-async def _accepts(port: int) -> bool:
-    try:
-        _, writer = await asyncio.wait_for(asyncio.open_connection(HOST, port), 1.0)
-    except (OSError, TimeoutError):
-        return False
-    writer.close()
-    with contextlib.suppress(OSError):
-        await writer.wait_closed()
-    return True
 
 
 def _one_line(text: str) -> str:

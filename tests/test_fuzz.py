@@ -30,7 +30,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import chaos.cli
-from chaos import faults, runner, traffic
+from chaos import faults, runner, workload
 from chaos.journal import Event, Kind
 from chaos.lifecycle import prepare_run_dir
 from chaos.scenario import Scenario
@@ -64,7 +64,7 @@ def _stand_in_execute(scenario: Scenario, run_dir: str | os.PathLike[str]) -> li
     """What `chaos.runner.execute` checks before it starts a server, then a recorded journal."""
     runner.stop_signal_of(scenario.signal)
     faults.parse_faults(scenario.faults)
-    traffic.plan_traffic(scenario)
+    workload.plan_traffic(scenario)
     from chaos import target
 
     target.server_argv(

@@ -151,7 +151,7 @@ def test_a_port_answered_by_another_process_is_not_the_servers(tmp_path):
     """A port taken by another process after it was picked answers too: the run must not drive that process."""
     import asyncio
 
-    from chaos.target import wait_port
+    from chaos.waits import wait_port
 
     other = _listener(LOCAL)  # holds the port, as another test's server would
     port = int(other.args[-1])

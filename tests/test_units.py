@@ -8,10 +8,10 @@ import signal
 import pytest
 
 from chaos.errors import SetupError, exception_line
-from chaos.k8s.kubelet import Termination, parse_signal
-from chaos.scenario import Scenario
+from chaos.k8s.kubelet import Termination
+from chaos.scenario import Scenario, parse_signal
 from chaos.target import PROBE_APP, server_argv
-from chaos.traffic import RequestSpec, durations_not_carried
+from chaos.workload import RequestSpec, durations_not_carried
 
 
 @pytest.mark.parametrize("text", ["TERM", "SIGTERM", "sigterm", "15"])

@@ -24,33 +24,11 @@ from dataclasses import dataclass
 
 from chaos.journal import JournalWriter, Kind
 from chaos.k8s.pod import handles_signal
-from chaos.target import reap, wait_exit
+from chaos.target import reap
+from chaos.waits import wait_exit
 
-SIGNALS = {
-    "TERM": signal.SIGTERM,
-    "INT": signal.SIGINT,
-    "QUIT": signal.SIGQUIT,
-    "HUP": signal.SIGHUP,
-    "USR1": signal.SIGUSR1,
-    "USR2": signal.SIGUSR2,
-    "WINCH": signal.SIGWINCH,
-    "KILL": signal.SIGKILL,
-}
 KILLED_EXIT_CODE = 128 + signal.SIGKILL
 MINIMUM_GRACE_SECONDS = 2.0  # kubelet's minimumGracePeriodInSeconds
-
-
-def parse_signal(name: str) -> signal.Signals:
-    """`TERM`, `SIGTERM`, `sigterm` or `15` to a signal; ValueError names the valid choices."""
-    text = name.strip().upper().removeprefix("SIG")
-    if text.isdigit():
-        try:
-            return signal.Signals(int(text))
-        except ValueError:
-            pass
-    elif text in SIGNALS:
-        return SIGNALS[text]
-    raise ValueError(f"unknown signal {name!r}; use one of {', '.join(SIGNALS)}")
 
 
 @dataclass(frozen=True)

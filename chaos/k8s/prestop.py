@@ -10,7 +10,7 @@ import asyncio
 import shlex
 from collections.abc import Callable, Sequence
 
-from chaos import target, traffic
+from chaos import target, traffic, workload
 from chaos.journal import JournalWriter
 from chaos.k8s.kubelet import PreStop
 from chaos.k8s.loopback import pod_path
@@ -55,7 +55,7 @@ async def _http_get(hook: HttpGetHook, port: int, journal: JournalWriter, limit:
     # The kubelet's own request, straight to the pod: journaled as a client of its own role,
     # so the verdicts know who sent it.
     async with traffic.new_client(limit) as client:
-        spec = traffic.RequestSpec("GET", pod_path(hook.path, where="lifecycle.preStop.httpGet.path"))
+        spec = workload.RequestSpec("GET", pod_path(hook.path, where="lifecycle.preStop.httpGet.path"))
         url = f"http://{target.HOST}:{port}"
         outcome = await traffic.perform(client, url, spec, "prestop", journal, role="kubelet")
     if outcome != traffic.Outcome.OK:

@@ -21,7 +21,8 @@ from typing import Any
 
 import httpx
 
-from chaos import target, traffic
+from chaos import target, traffic, waits
+from chaos.environment import PORT_ENV
 from chaos.journal import Event, JournalTail, JournalWriter, Kind
 from chaos.judge.timeline import Timeline, build
 from chaos.k8s import kubelet
@@ -34,7 +35,6 @@ from chaos.k8s.pod import Pod, handles_signal
 from chaos.k8s.prestop import describe, prestop_runner
 from chaos.k8s.router import Router
 from chaos.lifecycle import Run, open_run
-from chaos.probe import PORT_ENV
 from chaos.runner import stop_signal_of
 from chaos.scenario import K8sOptions
 
@@ -87,11 +87,11 @@ async def _replay(plan: Replay, run_dir: str | os.PathLike[str]) -> list[Event]:
         journal.write(Kind.POD_STARTED, target=started.pid1, namespaced=started.namespaced, argv=journaled)
         tail = run.tail()
         if app:
-            await target.wait_ready(
+            await waits.wait_ready(
                 started.process, tail, port=port, workers=1, timeout=scenario.ready_timeout, log=run.log
             )
         else:
-            await target.wait_port(started.process, port=port, timeout=scenario.ready_timeout, log=run.log)
+            await waits.wait_port(started.process, port=port, timeout=scenario.ready_timeout, log=run.log)
         journal.write(
             Kind.SERVER_READY,
             target=started.pid1,

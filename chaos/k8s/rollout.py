@@ -24,7 +24,7 @@ from pathlib import Path
 
 import httpx
 
-from chaos import target, traffic
+from chaos import target, traffic, waits
 from chaos.errors import SetupError
 from chaos.journal import Event, Kind
 from chaos.k8s import kubelet
@@ -208,7 +208,7 @@ async def _wait_ready(replica: Replica, probe: ProbeSpec | None, timeout: float,
     The port, then the manifest's readiness probe until it answers 2xx/3xx. (Not the journal:
     every pod's probe runs as PID 1 of its own namespace, so journal pids do not tell pods apart.)
     """
-    await target.wait_port(replica.pod.process, port=replica.port, timeout=timeout, log=log)
+    await waits.wait_port(replica.pod.process, port=replica.port, timeout=timeout, log=log)
     if probe is None or probe.path is None:
         return
     url = pod_url(replica.port, pod_path(probe.path, where="readinessProbe.httpGet.path"))

@@ -38,15 +38,9 @@ from threading import get_ident
 from time import monotonic_ns
 from typing import Any
 
+from chaos.environment import JOURNAL_ENV, STALL_ENV, TEARDOWN_DELAY_ENV
 from chaos.journal import JournalWriter, Kind, SegmentWriter
 
-JOURNAL_ENV = "DRAINSPEC_JOURNAL"
-APP_ENV = "DRAINSPEC_APP"  # the import string of the app `chaos.probe.asgi` wraps
-PORT_ENV = "DRAINSPEC_PORT"  # where an app's own script must listen (`chaos.probe.script`)
-SCRIPT_MAIN_ENV = "DRAINSPEC_SCRIPT_MAIN"  # the script a spawned child re-runs (`chaos.probe.spawned`)
-STALL_ENV = "DRAINSPEC_STALL_MS"
-TEARDOWN_DELAY_ENV = "DRAINSPEC_TEARDOWN_DELAY"
-INSTRUMENT_ENV = "DRAINSPEC_INSTRUMENT"  # "0": no resource instrumentation (`chaos.probe.resources`)
 REQUEST_ID_HEADER = b"x-drainspec-id"
 DEFAULT_STALL_MS = 250.0
 HEARTBEAT_SECONDS = 0.02

@@ -18,8 +18,9 @@ import os
 import sys
 from typing import Any
 
+from chaos.environment import APP_ENV
 from chaos.journal import Kind
-from chaos.probe import APP_ENV, ASGIApp, Probe, patch_starlette_background, record, resources, unawaited
+from chaos.probe import ASGIApp, Probe, patch_starlette_background, record, resources, unawaited
 from chaos.probe.shapes import is_factory, not_asgi
 
 

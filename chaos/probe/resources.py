@@ -65,8 +65,9 @@ from types import FrameType, ModuleType
 from typing import Any, cast
 from urllib.parse import urlsplit
 
+from chaos.environment import INSTRUMENT_ENV
 from chaos.journal import Kind
-from chaos.probe import INSTRUMENT_ENV, _journal, current_request, current_task, record
+from chaos.probe import _journal, current_request, current_task, record
 from chaos.probe.imports import when_imported
 from chaos.redact import redact_text
 

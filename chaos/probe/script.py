@@ -34,8 +34,9 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from chaos.environment import APP_ENV, PORT_ENV, SCRIPT_MAIN_ENV
 from chaos.journal import Kind
-from chaos.probe import APP_ENV, PORT_ENV, SCRIPT_MAIN_ENV, record
+from chaos.probe import record
 from chaos.probe.imports import when_imported
 from chaos.probe.loader import fail, made, prepare, wrap
 from chaos.servers import HOST, PROBE_APP

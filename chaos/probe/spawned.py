@@ -18,7 +18,8 @@ from __future__ import annotations
 import os
 import runpy
 
-from chaos.probe import SCRIPT_MAIN_ENV, resources
+from chaos.environment import SCRIPT_MAIN_ENV
+from chaos.probe import resources
 from chaos.probe.loader import prepare
 
 prepare()
