@@ -15,13 +15,19 @@ import contextlib
 import os
 import signal
 import sys
+from typing import TYPE_CHECKING
 
-import psutil
+if TYPE_CHECKING:
+    import psutil
 
 REAPED = b"reaped"
+# psutil loads only when there is a session to kill: the guardian starts beside a booting server,
+# and drainspec (which imports REAPED) spawns that server before loading psutil.
 
 
 def session_members(session: int) -> list[psutil.Process]:
+    import psutil
+
     members = []
     for process in psutil.process_iter():
         with contextlib.suppress(OSError, psutil.Error):
@@ -34,6 +40,8 @@ def session_members(session: int) -> list[psutil.Process]:
 
 
 def kill_session(session: int) -> None:
+    import psutil
+
     for _ in range(3):  # a dying master may fork once more; look again
         members = session_members(session)
         if not members:

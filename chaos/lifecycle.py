@@ -37,6 +37,7 @@ from chaos.scenario import K8sOptions, Scenario
 if TYPE_CHECKING:  # loaded by the replays that use them, not by every run before its spawn
     import asyncio
 
+    from chaos.descendants import Descendants
     from chaos.k8s.pod import Pod
     from chaos.k8s.router import Router
 
@@ -115,8 +116,10 @@ class Run:
     _routers: list[Router] = field(default_factory=list)
     _helpers: list[asyncio.subprocess.Process] = field(default_factory=list)
     _finished: bool = False
+    # What ran before the run began: none of its own (`Descendants`).
+    _before: frozenset[int] = field(default_factory=target.running_pids)
     # Every process below a server, ever: what left the tree is still found and killed at the end.
-    _descendants: target.Descendants = field(default_factory=target.Descendants)
+    _tracked: Descendants | None = None
     _subreaper: bool = False
     _logs: list[Path] = field(default_factory=list)  # each server's log, read for its arbiter's account
     _started: float = field(default_factory=time.time)
@@ -171,6 +174,15 @@ class Run:
                     self._directory = None
 
     @property
+    def _descendants(self) -> Descendants:
+        """The tracker of every process below the run's servers, made (and psutil loaded) at the first spawn."""
+        if self._tracked is None:
+            from chaos.descendants import Descendants
+
+            self._tracked = Descendants(self._before)
+        return self._tracked
+
+    @property
     def journal_path(self) -> Path:
         return self.run_dir / JOURNAL_FILE
 
@@ -190,12 +202,20 @@ class Run:
         if shutil.which(program, path=self.env.get("PATH")) is None:
             raise SetupError(f"{program!r}, {what}, was not found here; install it or put it on PATH")
 
-    def spawn(self, argv: Sequence[str], *, log: Path | None = None) -> subprocess.Popen[bytes]:
-        """Start a server (`chaos.target.spawn`); it is reaped when the run closes."""
+    def spawn(
+        self, argv: Sequence[str], *, log: Path | None = None, journal_as: Kind | None = None
+    ) -> subprocess.Popen[bytes]:
+        """
+        Start a server (`chaos.target.spawn`); it is reaped when the run closes. `journal_as` is
+        the event that says so (its pid and argv), written the moment the process exists: the
+        tracking of its descendants that follows loads psutil while the server boots.
+        """
         if not self._subreaper:
             target.become_subreaper()
             self._subreaper = True
         process = target.spawn(argv, env=self.env, cwd=os.getcwd(), log=log or self.log)
+        if journal_as is not None:
+            self.journal.write(journal_as, target=process.pid, argv=list(argv))
         self._processes.append(process)
         self._logs.append(log or self.log)
         self._descendants.add_root(process.pid)
@@ -307,13 +327,15 @@ class Run:
         or any process carrying this run's journal in its environment (it came from a server).
         Nothing the app started may outlive the run, and a verifier must say when it tried to.
         """
+        from chaos import descendants  # loaded since the first spawn (`_descendants`)
+
         self._descendants.stop()
-        escaped = target.kill_escaped(self._descendants.survivors(), "descendant")
+        escaped = descendants.kill_escaped(self._descendants.survivors(), "descendant")
         known = {item.pid for item in escaped}
-        carrying = target.carrying_environment(
+        carrying = descendants.carrying_environment(
             JOURNAL_ENV, str(self.journal_path), since=self._started, among=self._descendants.newcomers()
         )
-        escaped += target.kill_escaped([p for p in carrying if p.pid not in known], "environment")
+        escaped += descendants.kill_escaped([p for p in carrying if p.pid not in known], "environment")
         for item in escaped:
             self.journal.write(Kind.PROCESS_ESCAPED, target=item.pid, command=item.command, found=item.found)
         self.journal.write(Kind.PROCESSES_SWEPT, escaped=len(escaped))

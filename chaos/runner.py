@@ -112,8 +112,7 @@ def _spawn(
         run.env.update(server_environment(injected))
     run.env[PORT_ENV] = str(port)  # where an app's own script listens (`chaos.probe.script`)
     run.journal.write(Kind.RUN_START, scenario=run.scenario.to_dict(), port=port)
-    process = run.spawn(argv)
-    run.journal.write(Kind.SERVER_SPAWNED, target=process.pid, argv=argv)
+    process = run.spawn(argv, journal_as=Kind.SERVER_SPAWNED)
     _load_while_the_server_boots()
     from chaos.play import Spawned
 

@@ -6,7 +6,8 @@ through `chaos.probe.script`, on a loopback port, in its own session, so that th
 forks can be found and killed afterwards. Signals that judge the shutdown are not sent here: that
 is the kubelet's job (`chaos.k8s.kubelet`). This module only cleans up.
 
-It loads no asyncio: a run spawns its server before the rest of drainspec loads (`chaos.runner`).
+It loads no asyncio, and psutil only where a server's tree is read (after its spawn): a run spawns
+its server before the rest of drainspec loads (`chaos.runner`).
 """
 
 from __future__ import annotations
@@ -22,18 +23,19 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import psutil
+from typing import TYPE_CHECKING, Any
 
 from chaos.errors import SetupError
 from chaos.guardian import REAPED
 
 # HOST, PROBE_APP and SERVERS live in chaos.servers; other modules import them from here too.
 from chaos.servers import FACTORY_FLAG, HOST, PROBE_APP, SERVERS, own_script_of, refuse_tls
+
+if TYPE_CHECKING:
+    import psutil
 
 
 def server_argv(
@@ -201,6 +203,20 @@ def collect_orphans(pids: Sequence[int], timeout: float = 0.5) -> list[Orphan]:
     return found
 
 
+def running_pids() -> frozenset[int]:
+    """
+    The pids running now, read from /proc where there is one (as psutil does on Linux, without
+    loading it before the spawn), else by psutil: what ran before a run began is none of its own
+    (`chaos.descendants.Descendants`).
+    """
+    try:
+        return frozenset(int(name) for name in os.listdir("/proc") if name.isdigit())
+    except OSError:
+        import psutil
+
+        return frozenset(psutil.pids())
+
+
 def spawn(
     argv: Sequence[str], *, env: Mapping[str, str], cwd: str | os.PathLike[str], log: Path
 ) -> subprocess.Popen[bytes]:
@@ -243,6 +259,8 @@ def check_loopback_only(pid: int) -> None:
     untrusted manifests' commands and apps on this machine, and none of them may become
     reachable from the network. Anything else is a `SetupError` (the run stops, exit 2).
     """
+    import psutil
+
     for process, address in listening(pid):
         if not _is_loopback(address.ip):
             name = "?"
@@ -257,6 +275,8 @@ def check_loopback_only(pid: int) -> None:
 
 def listening(pid: int) -> list[tuple[psutil.Process, Any]]:
     """Every TCP socket in LISTEN state held by `pid` or a descendant."""
+    import psutil
+
     found = []
     try:
         root = psutil.Process(pid)
@@ -298,6 +318,8 @@ def wait_gone(processes: list[psutil.Process], timeout: float) -> bool:
     Wait until every process has died (True), or `timeout` (False). A zombie counts as dead:
     when its parent is gone it waits for an init that, in a container, may never reap it.
     """
+    import psutil
+
     deadline = time.monotonic() + timeout
     pending = list(processes)
     while pending and time.monotonic() < deadline:
@@ -317,6 +339,8 @@ def reap(process: subprocess.Popen[bytes], timeout: float = 5.0) -> None:
     Kill and reap whatever is left of the server's tree: the leader, its process group, and
     any descendant that moved to a group of its own. Safe to call more than once.
     """
+    import psutil
+
     descendants: list[psutil.Process] = []
     with contextlib.suppress(psutil.Error):
         descendants = psutil.Process(process.pid).children(recursive=True)
@@ -336,131 +360,3 @@ def reap(process: subprocess.Popen[bytes], timeout: float = 5.0) -> None:
         if guardian.poll() is None:
             guardian.kill()
             guardian.wait()
-
-
-# --- everything the server started --------------------------------------------------------------
-
-TRACK_INTERVAL_SECONDS = 0.05
-
-
-@dataclass(frozen=True)
-class Escaped:
-    """A process the server started that outlived it: how it was found, and what it ran."""
-
-    pid: int
-    command: str
-    found: str  # "descendant" (seen in the server's tree) or "environment" (carries the run's journal)
-
-
-class Descendants:
-    """
-    Every process the servers of a run ever had below them, remembered by pid and start time,
-    so that one that left the tree (`setsid`, a double fork, its parent gone) is still known
-    at the end. A thread looks at the new pids every `TRACK_INTERVAL_SECONDS`: a look costs one
-    `listdir(/proc)` and one read per new process, not a walk of every process's tree.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._roots: set[int] = set()
-        self._members: dict[int, float] = {}  # pid -> create time, roots included
-        self._before = frozenset(psutil.pids())  # what already ran is none of ours
-        self._checked: set[int] = set(self._before)
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def add_root(self, pid: int) -> None:
-        """A process the run started; from now on its descendants are tracked."""
-        with self._lock:
-            self._roots.add(pid)
-            with contextlib.suppress(psutil.Error):
-                self._members[pid] = psutil.Process(pid).create_time()
-        self.poll()
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._watch, name="drainspec-descendants", daemon=True)
-            self._thread.start()
-
-    def _watch(self) -> None:
-        while not self._stop.wait(TRACK_INTERVAL_SECONDS):
-            self.poll()
-
-    def poll(self) -> None:
-        """Add every new process whose parent is already a member (parents before children)."""
-        with self._lock:
-            new: dict[int, tuple[int, float]] = {}
-            for pid in psutil.pids():
-                if pid in self._checked:
-                    continue
-                self._checked.add(pid)
-                with contextlib.suppress(psutil.Error):
-                    process = psutil.Process(pid)
-                    new[pid] = (process.ppid(), process.create_time())
-            grew = True
-            while grew:
-                grew = False
-                for pid, (parent, created) in list(new.items()):
-                    if parent in self._members:
-                        self._members[pid] = created
-                        del new[pid]
-                        grew = True
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=1)
-
-    def members(self) -> list[int]:
-        """Every pid ever seen below the roots, the roots left out."""
-        self.poll()
-        with self._lock:
-            return [pid for pid in self._members if pid not in self._roots]
-
-    def newcomers(self) -> list[int]:
-        """Every running pid that did not run when tracking began: ours or not, below a server or not."""
-        return [pid for pid in psutil.pids() if pid not in self._before]
-
-    def survivors(self) -> list[psutil.Process]:
-        """Members still running (the same process: same start time), the roots left out."""
-        self.poll()
-        alive = []
-        with self._lock:
-            members = {pid: created for pid, created in self._members.items() if pid not in self._roots}
-        for pid, created in members.items():
-            with contextlib.suppress(psutil.Error):
-                process = psutil.Process(pid)
-                if process.create_time() == created and process.status() != psutil.STATUS_ZOMBIE:
-                    alive.append(process)
-        return alive
-
-
-def carrying_environment(name: str, value: str, *, since: float, among: Iterable[int]) -> list[psutil.Process]:
-    """
-    Running processes of this user, of the pids `among` (those new since the run began:
-    `Descendants.newcomers`), started after `since`, whose environment has `name=value`:
-    whatever a server started inherits the run's journal path, even after leaving its tree.
-    """
-    found = []
-    me = os.getpid()
-    uid = os.getuid()
-    for pid in among:
-        with contextlib.suppress(psutil.Error, OSError):
-            process = psutil.Process(pid)
-            if pid == me or process.uids().real != uid or process.create_time() < since - 1:
-                continue
-            if process.environ().get(name) == value and process.status() != psutil.STATUS_ZOMBIE:
-                found.append(process)
-    return found
-
-
-def kill_escaped(processes: Sequence[psutil.Process], found: str) -> list[Escaped]:
-    """SIGKILL each process and wait for it; what each one was, for the journal."""
-    escaped = []
-    for process in processes:
-        command = "?"
-        with contextlib.suppress(psutil.Error):
-            command = " ".join(" ".join(process.cmdline()).split())[:200] or process.name()
-        with contextlib.suppress(psutil.Error):
-            process.kill()
-        escaped.append(Escaped(process.pid, command, found))
-    wait_gone(list(processes), timeout=5)
-    return escaped

@@ -16,7 +16,16 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
-LOADED_AFTER_THE_SPAWN = ("asyncio", "httpx", "rich", "chaos.play", "chaos.traffic", "chaos.probe", "chaos.outcome")
+LOADED_AFTER_THE_SPAWN = (
+    "asyncio",
+    "psutil",
+    "httpx",
+    "rich",
+    "chaos.play",
+    "chaos.traffic",
+    "chaos.probe",
+    "chaos.outcome",
+)
 
 COMMAND_WITH_AN_AUDIT_HOOK = """
 import json, sys
