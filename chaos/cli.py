@@ -93,84 +93,107 @@ def _port(text: str) -> int:
 CONFIGURABLE = ("run", "chaos", "matrix", "explore")  # the commands a scenario file gives options to
 
 
-def build_parser(defaults: Mapping[str, Any] | None = None, source: Path | None = None) -> argparse.ArgumentParser:
-    """The command line; `defaults` (from a scenario file, `chaos.config`) go under the flags."""
+def build_parser(
+    defaults: Mapping[str, Any] | None = None, source: Path | None = None, *, only: str | None = None
+) -> argparse.ArgumentParser:
+    """
+    The command line; `defaults` (from a scenario file, `chaos.config`) go under the flags. With
+    `only`, the subcommand about to run is the only one given its arguments (the others are
+    named, for the help and the choices): building all of them costs more than the rest of the
+    command line does before a run spawns its server.
+    """
     parser = _Parser(prog="drainspec", description="Verify that an ASGI service shuts down gracefully.")
     parser.add_argument("--version", action="version", version=f"drainspec {__version__}")
     commands = parser.add_subparsers(dest="subcommand", required=True, parser_class=_Parser)
+    for name, (help_text, add_arguments) in SUBCOMMANDS.items():
+        command = commands.add_parser(name, help=help_text)
+        if only is not None and name != only:
+            continue
+        add_arguments(command)
+        if defaults and name in CONFIGURABLE:
+            known = {action.dest for action in command._actions}
+            command.set_defaults(**config.apply(defaults, known, source))
+    return parser
 
-    run = commands.add_parser("run", help="start a server, put work in flight, stop it, judge it")
-    _add_server_arguments(run)
-    _add_traffic_arguments(run)
-    run.add_argument("--quiet", action="store_true", help="print only the result line")
-    run.add_argument(
+
+def _run_arguments(parser: argparse.ArgumentParser) -> None:
+    _add_server_arguments(parser)
+    _add_traffic_arguments(parser)
+    parser.add_argument("--quiet", action="store_true", help="print only the result line")
+    parser.add_argument(
         "--seed",
         type=_non_negative(int),
         help="replay an attempt of drainspec explore (its signal offset and traffic), with the same flags",
     )
 
-    explore = commands.add_parser("explore", help="place the stop signal at every moment that matters")
-    _add_server_arguments(explore)
-    _add_traffic_arguments(explore)
-    explore.add_argument("--jobs", type=_jobs, default=None, help="attempts side by side (default: the CPUs)")
 
-    chaos = commands.add_parser("chaos", help="repeat a scenario with seeded signal offsets and faults")
-    _add_server_arguments(chaos)
-    _add_traffic_arguments(chaos)
-    chaos.add_argument("--runs", type=_non_negative(int), default=10)
-    chaos.add_argument("--seed", type=int, default=0, help="the experiment's seed; each run derives its own")
-    chaos.add_argument("--offset", type=_non_negative(float), default=0.5, help="signal 0..OFFSET s after in-flight")
-    chaos.add_argument(
+def _explore_arguments(parser: argparse.ArgumentParser) -> None:
+    _add_server_arguments(parser)
+    _add_traffic_arguments(parser)
+    parser.add_argument("--jobs", type=_jobs, default=None, help="attempts side by side (default: the CPUs)")
+
+
+def _chaos_arguments(parser: argparse.ArgumentParser) -> None:
+    _add_server_arguments(parser)
+    _add_traffic_arguments(parser)
+    parser.add_argument("--runs", type=_non_negative(int), default=10)
+    parser.add_argument("--seed", type=int, default=0, help="the experiment's seed; each run derives its own")
+    parser.add_argument("--offset", type=_non_negative(float), default=0.5, help="signal 0..OFFSET s after in-flight")
+    parser.add_argument(
         "--choose-fault", action="append", default=[], metavar="FAULT", help="one drawn per run (repeat)"
     )
-    chaos.add_argument("--replay-seed", type=int, help="rerun exactly the run with this seed")
-    chaos.add_argument("--jobs", type=_jobs, default=1, help="runs side by side (same results as one by one)")
+    parser.add_argument("--replay-seed", type=int, help="rerun exactly the run with this seed")
+    parser.add_argument("--jobs", type=_jobs, default=1, help="runs side by side (same results as one by one)")
 
-    experiment = commands.add_parser("experiment", help="run experiment files and check their expectations")
-    experiment.add_argument("files", type=Path, nargs="+")
-    experiment.add_argument("--out", default=None, help=OUT_HELP)
 
-    k8s = commands.add_parser("k8s", help="replay a Deployment's termination locally and judge it")
-    k8s.add_argument("manifest", type=Path, help="Deployment or Pod YAML (multi-document is fine)")
-    k8s.add_argument("--container", help="which container, when the pod has several")
-    _add_traffic_arguments(k8s, requests=2, background=0)
-    k8s.add_argument("--propagation", default="1", help="seconds routers keep sending new connections: 1.5 or 0.5..3")
-    k8s.add_argument("--seed", type=int, help="picks the propagation inside a range, reproducibly")
-    k8s.add_argument("--steady-path", help="path of the steady new requests (default: readiness path)")
-    k8s.add_argument("--static", action="store_true", help="only check the manifest; run nothing")
-    k8s.add_argument(
+def _experiment_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("files", type=Path, nargs="+")
+    parser.add_argument("--out", default=None, help=OUT_HELP)
+
+
+def _k8s_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("manifest", type=Path, help="Deployment or Pod YAML (multi-document is fine)")
+    parser.add_argument("--container", help="which container, when the pod has several")
+    _add_traffic_arguments(parser, requests=2, background=0)
+    parser.add_argument(
+        "--propagation", default="1", help="seconds routers keep sending new connections: 1.5 or 0.5..3"
+    )
+    parser.add_argument("--seed", type=int, help="picks the propagation inside a range, reproducibly")
+    parser.add_argument("--steady-path", help="path of the steady new requests (default: readiness path)")
+    parser.add_argument("--static", action="store_true", help="only check the manifest; run nothing")
+    parser.add_argument(
         "--rollout", action="store_true", help="replay a rolling update of all replicas under steady load instead"
     )
-    k8s.add_argument("--no-namespace", action="store_true", help="run as a plain process, not PID 1")
-    k8s.add_argument(
+    parser.add_argument("--no-namespace", action="store_true", help="run as a plain process, not PID 1")
+    parser.add_argument(
         "--ingress",
         choices=("builtin", "nginx", "haproxy"),
         default="builtin",
         help="the proxy in front of the pods: drainspec's router, or a real nginx (ingress-nginx's defaults) "
         "or haproxy (HAProxy Ingress's defaults) started on 127.0.0.1",
     )
-    k8s.add_argument(
+    parser.add_argument(
         "--ingress-option",
         action="append",
         default=[],
         metavar="KEY=VALUE",
         help="override one of the ingress's defaults (repeat), e.g. upstream-keepalive-timeout=5",
     )
-    k8s.add_argument(
+    parser.add_argument(
         "--load-rate",
         type=_non_negative(float),
         default=0.0,
         metavar="R",
         help="paced keep-alive load at R requests/s through the router or ingress (default: one request per 50 ms)",
     )
-    k8s.add_argument(
+    parser.add_argument(
         "--load-connections",
         type=int,
         default=8,
         metavar="N",
         help="keep-alive connections of the paced load (--load-rate), or POSTs per burst (--load-bursts)",
     )
-    k8s.add_argument(
+    parser.add_argument(
         "--load-bursts",
         type=int,
         default=0,
@@ -178,27 +201,30 @@ def build_parser(defaults: Mapping[str, Any] | None = None, source: Path | None 
         help="N bursts of POSTs (one per --load-connections) spaced at the server's keep-alive timeout, "
         "before the deletion: load that finds the keep-alive race",
     )
-    k8s.add_argument(
+    parser.add_argument(
         "--link-delay",
         type=_non_negative(float),
         default=0.0,
         metavar="SECONDS",
         help="one-way network delay between the ingress proxy and each pod, e.g. 0.001 (with --ingress)",
     )
-    k8s.add_argument("--latency", type=_non_negative(float), default=0.0, help="seconds the router adds to a connect")
-    k8s.add_argument(
+    parser.add_argument(
+        "--latency", type=_non_negative(float), default=0.0, help="seconds the router adds to a connect"
+    )
+    parser.add_argument(
         "--reset-rate",
         type=_non_negative(float),
         default=0.0,
         help="fraction of new connections reset once terminating",
     )
 
-    matrix = commands.add_parser("matrix", help="one scenario across servers, signals and knobs: a table")
-    _add_server_arguments(matrix)
-    _add_traffic_arguments(matrix)
-    matrix.add_argument("--servers", default=",".join(SERVERS), help="comma-separated")
-    matrix.add_argument("--signals", default="TERM", help="comma-separated stop signals, e.g. TERM,INT,QUIT")
-    matrix.add_argument(
+
+def _matrix_arguments(parser: argparse.ArgumentParser) -> None:
+    _add_server_arguments(parser)
+    _add_traffic_arguments(parser)
+    parser.add_argument("--servers", default=",".join(SERVERS), help="comma-separated")
+    parser.add_argument("--signals", default="TERM", help="comma-separated stop signals, e.g. TERM,INT,QUIT")
+    parser.add_argument(
         "--knob",
         action="append",
         default=[],
@@ -207,18 +233,12 @@ def build_parser(defaults: Mapping[str, Any] | None = None, source: Path | None 
         "Replaces that server's default rows (as shipped, and with its drain bounded at 1 s)",
     )
 
-    if defaults:
-        for name in CONFIGURABLE:
-            command = commands.choices[name]
-            known = {action.dest for action in command._actions}
-            command.set_defaults(**config.apply(defaults, known, source))
 
-    report = commands.add_parser("report", help="rebuild the reports of a run from its journal")
-    report.add_argument("journal", type=Path)
-    report.add_argument("--json", type=Path, help="write report.json here")
-    report.add_argument("--junit", type=Path, help="write JUnit XML here")
-    report.add_argument("--html", type=Path, help="write the HTML timeline (timeline.html) here")
-    return parser
+def _report_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("journal", type=Path)
+    parser.add_argument("--json", type=Path, help="write parser.json here")
+    parser.add_argument("--junit", type=Path, help="write JUnit XML here")
+    parser.add_argument("--html", type=Path, help="write the HTML timeline (timeline.html) here")
 
 
 def _add_server_arguments(parser: argparse.ArgumentParser) -> None:
@@ -781,6 +801,18 @@ def _report(args: argparse.Namespace, console: Console) -> int:
     return result.exit_code
 
 
+SUBCOMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {
+    "run": ("start a server, put work in flight, stop it, judge it", _run_arguments),
+    "explore": ("place the stop signal at every moment that matters", _explore_arguments),
+    "chaos": ("repeat a scenario with seeded signal offsets and faults", _chaos_arguments),
+    "experiment": ("run experiment files and check their expectations", _experiment_arguments),
+    "k8s": ("replay a Deployment's termination locally and judge it", _k8s_arguments),
+    "matrix": ("one scenario across servers, signals and knobs: a table", _matrix_arguments),
+    "report": ("rebuild the reports of a run from its journal", _report_arguments),
+}
+"""Each subcommand, in the order the help lists them: its one-line help, and what adds its arguments."""
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace, Sequence[str], Console], int]] = {
     "run": _run,
     "chaos": _chaos,
@@ -874,7 +906,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args: argparse.Namespace | None = None
     try:
         defaults, source = _scenario_file(argv)
-        args, unknown = build_parser(defaults, source).parse_known_args(argv)
+        only = argv[0] if argv and argv[0] in SUBCOMMANDS else None
+        args, unknown = build_parser(defaults, source, only=only).parse_known_args(argv)
         if unknown:  # the subcommand's own parser left them: its help is the one to read
             raise UsageError(f"unrecognized arguments: {' '.join(unknown)} (see {_help_of([args.subcommand])})")
         return COMMANDS[args.subcommand](args, server_args, console)

@@ -5,6 +5,7 @@ running: never a traceback, never a hang.
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -310,3 +311,25 @@ def test_a_server_flag_given_to_server_arg_apart_says_how_to_pass_it() -> None:
     assert result.returncode == 2
     (line,) = result.stderr.strip().splitlines()
     assert "join a flag to it (--server-arg=--timeout-graceful-shutdown)" in line
+
+
+@pytest.mark.parametrize(
+    ("command", "accepted"),
+    [("run", True), ("chaos", False)],
+    ids=["run-takes-quiet", "chaos-does-not"],
+)
+def test_a_scenario_files_options_are_checked_against_the_command_run(tmp_path, command, accepted):
+    (tmp_path / "drainspec.toml").write_text('app = "app.main:app"\nquiet = true\n')
+    result = subprocess.run(
+        [sys.executable, "-m", "chaos.cli", command, "--request-path", "GET no-slash", "--out", str(tmp_path / "out")],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2, result.stdout + result.stderr
+    if accepted:  # the file is taken; the bad request path is what stops the run, before any spawn
+        assert "must start with '/'" in result.stderr, result.stderr
+    else:
+        assert "unknown option(s) quiet" in result.stderr, result.stderr
