@@ -25,9 +25,10 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-from chaos.errors import SetupError
+from chaos.errors import SetupError, message_line, one_line
 from chaos.journal import Event, JournalTail, JournalWriter, Kind
 from chaos.probe import REQUEST_ID_HEADER
+from chaos.redact import redact_text
 from chaos.scenario import Scenario
 from chaos.workload import SUCCESS, RequestSpec, StatusSet, plan_traffic
 
@@ -221,11 +222,43 @@ async def preflight(client: httpx.AsyncClient, base_url: str, scenario: Scenario
         if status is None:
             raise SetupError(f"preflight: {what} got no answer ({event.get('error') or event.get('outcome')})")
         body = " ".join(str(event.get("body_start") or "").split())
-        raise SetupError(
-            f"preflight: {what} answered {status}, expected {plan.spec.expect.text}"
-            + (f": {body!r}" if body else "")
-            + "; fix the path, --header, --json/--data, or --expect-status"
+        answered = f"preflight: {what} answered {status}, expected {plan.spec.expect.text}" + (
+            f": {body!r}" if body else ""
         )
+        raised = await _raised_by_app(journal, request_id)
+        if raised:
+            raise SetupError(
+                f"{answered}; the app raised {raised}; fix the endpoint, or send the run's requests elsewhere "
+                "(--request-path, --background-path)"
+            )
+        raise SetupError(f"{answered}; fix the path, --header, --json/--data, or --expect-status")
+
+
+PREFLIGHT_END_WAIT_SECONDS = 1.0
+RAISED_CHARS = 300  # of the app's exception: a driver's message may quote a whole statement
+
+
+async def _raised_by_app(journal: JournalWriter, request_id: str) -> str | None:
+    """
+    What the app raised while answering the preflight request `request_id`, with where, from the
+    probe's `request.end` (written once the exception has left the app, just after the answer
+    was sent, so it is waited for, briefly); None when the app returned, or no end was seen.
+    """
+    tail = JournalTail(journal.path)
+    deadline = time.monotonic() + PREFLIGHT_END_WAIT_SECONDS
+    while True:
+        for event in tail.poll():
+            if event.kind == Kind.REQUEST_END and event.get("request") == request_id:
+                if event.get("outcome") != "error":
+                    return None
+                error = redact_text(message_line(str(event.get("error"))))
+                if len(error) > RAISED_CHARS:
+                    error = error[: RAISED_CHARS - 3] + "..."
+                where = event.get("raised_at")
+                return error + (f" (at {one_line(str(where))})" if where else "")
+        if time.monotonic() >= deadline:
+            return None
+        await asyncio.sleep(0.01)
 
 
 def start_traffic(

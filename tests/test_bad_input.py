@@ -61,6 +61,12 @@ CASES = [
         id="body-short-of-its-length",
     ),
     pytest.param(
+        ["--app", "tests.apps.broken:fails_its_requests", "--request-path", "POST /orders"],
+        "the app raised LookupError: no stock for order-1 in postgresql://shop:***@127.0.0.1/stock "
+        "(at tests/apps/broken.py:",
+        id="endpoint-raises",
+    ),
+    pytest.param(
         ["--app", "app.main:app", "--server", "nginx"],
         "unknown server 'nginx'",
         id="unknown-server",

@@ -233,6 +233,32 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
+def _raised_in_app(exc: BaseException) -> dict[str, str]:
+    """
+    Where the app raised `exc`, as `raised_at`: its innermost frame outside the libraries and
+    drainspec (`crud/users.py:44 in create_user`, the path relative to the working directory
+    when below it), else the innermost frame of all (`fastapi/routing.py:176 in
+    serialize_response`: the app's own code returned and its framework failed). An error's
+    path only: a request's journal says where it failed, so no report sends the user to the
+    server's log for it.
+    """
+    frames = []
+    traceback_ = exc.__traceback__
+    while traceback_ is not None:
+        code = traceback_.tb_frame.f_code
+        frames.append((code.co_filename, traceback_.tb_lineno, code.co_name))
+        traceback_ = traceback_.tb_next
+    if not frames:
+        return {}
+    own = [frame for frame in frames if not frame[0].startswith((*_LIBRARY_DIRS, _OWN_DIR, "<"))]
+    path, line, name = (own or frames)[-1]
+    for prefix in (os.getcwd(), *_LIBRARY_DIRS):  # a library frame as its package names it
+        if path.startswith(prefix + os.sep):
+            path = path[len(prefix) + 1 :]
+            break
+    return {"raised_at": f"{path}:{line} in {name}"}
+
+
 # --- bare asyncio tasks -------------------------------------------------------------------------
 
 
@@ -455,7 +481,7 @@ class Probe:
             if isinstance(exc, asyncio.CancelledError):
                 record(Kind.REQUEST_END, outcome="cancelled")
             else:
-                record(Kind.REQUEST_END, outcome="error", error=_describe(exc))
+                record(Kind.REQUEST_END, outcome="error", error=_describe(exc), **_raised_in_app(exc))
             raise
         else:
             if status:

@@ -38,3 +38,17 @@ def factory_returns_none() -> None:
 def wsgi_app(environ: dict[str, object], start_response: object) -> list[bytes]:
     """A WSGI app (Flask's shape), handed to an ASGI server."""
     return [b"hello"]
+
+
+def _reserve(order: str) -> None:
+    """The app's own code, a few frames below its endpoint: where the preflight says it raised."""
+    raise LookupError(f"no stock for {order} in postgresql://shop:hunter2@127.0.0.1/stock")
+
+
+fails_its_requests = FastAPI()
+
+
+@fails_its_requests.post("/orders")
+async def place_order() -> dict[str, str]:
+    _reserve("order-1")
+    return {"placed": "order-1"}  # pragma: no cover
