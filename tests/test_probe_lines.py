@@ -96,3 +96,33 @@ def test_a_forked_worker_journals_its_own_pid() -> None:
         os._exit(0 if probe._pid == os.getpid() and probe._new_id("s").startswith(f"s{os.getpid()}.") else 1)
     _, status = os.waitpid(child, 0)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_a_failed_request_journals_what_the_app_raised_where_and_no_password(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    journal = tmp_path / "journal.jsonl"
+    monkeypatch.setenv(probe.JOURNAL_ENV, str(journal))
+    monkeypatch.setattr(probe, "_writer", None)
+
+    def connect(dsn: str) -> None:
+        raise ConnectionError(f"cannot reach {dsn}")
+
+    async def app(scope: dict, receive: object, send: object) -> None:
+        connect("postgresql://shop:hunter2@127.0.0.1/stock")
+
+    async def scenario() -> None:
+        wrapped = probe.Probe(app)
+        with contextlib.suppress(ConnectionError):
+            await wrapped(
+                {"type": "http", "method": "GET", "path": "/", "headers": [(probe.REQUEST_ID_HEADER, b"r1")]},
+                None,
+                None,
+            )
+        wrapped.watchdog.stop()
+
+    asyncio.run(scenario())
+    end = next(e for e in read_journal(journal) if e.kind == Kind.REQUEST_END)
+    assert end.get("error") == "ConnectionError: cannot reach postgresql://shop:***@127.0.0.1/stock"
+    assert end.get("raised_at") == f"tests/test_probe_lines.py:{connect.__code__.co_firstlineno + 1} in connect"
+    assert not any("hunter2" in path.read_text(errors="replace") for path in tmp_path.rglob("*") if path.is_file())

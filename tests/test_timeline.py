@@ -231,6 +231,19 @@ def test_every_injected_fault_is_on_the_console_timeline() -> None:
     assert any("fault crash-worker@0.3 injected at pid 7" in line and "+0.300s" in line for line in lines), lines
 
 
+def test_what_a_request_and_a_task_raised_and_where_is_on_the_console_timeline() -> None:
+    from chaos.reports.console import timeline_lines
+
+    journal = Journal().startup().signal(0)
+    journal.add(
+        50, Kind.REQUEST_END, request="r1", outcome="error", error="KeyError: 'sku'", raised_at="shop.py:9 in buy"
+    )
+    journal.add(60, Kind.TASK_FAILED, task="a1", error="ValueError: bad\n  detail", raised_at="jobs.py:3 in send")
+    lines = "\n".join(timeline_lines(journal.exit(400).timeline()))
+    assert "request r1 error: KeyError: 'sku' (at shop.py:9 in buy)" in lines, lines
+    assert "failed: ValueError: bad detail (at jobs.py:3 in send)" in lines, lines
+
+
 @pytest.mark.parametrize(
     ("probed", "how", "says"),
     [

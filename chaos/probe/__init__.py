@@ -40,6 +40,7 @@ from typing import Any
 
 from chaos.environment import JOURNAL_ENV, STALL_ENV, TEARDOWN_DELAY_ENV
 from chaos.journal import JournalWriter, Kind, SegmentWriter
+from chaos.redact import redact_text
 
 REQUEST_ID_HEADER = b"x-drainspec-id"
 DEFAULT_STALL_MS = 250.0
@@ -88,16 +89,24 @@ def _open_writer(path: str) -> SegmentWriter | JournalWriter:
         return JournalWriter(path)
 
 
+_QUOTED_TEXT = ("error", "message")
+
+
 def record(kind: str, **fields: Any) -> None:
     """
     Write one event to the run's journal; a no-op outside a drainspec run.
 
     The current request id (if any) and the thread name are added, so the report can say
-    which request or thread did it: `record("pool.use_after_close", pool="main")`.
+    which request or thread did it: `record("pool.use_after_close", pool="main")`. The text an
+    app's exception carries (`error`, `message`) is written with URL passwords masked: the
+    reports quote it, and a driver's error may quote its DSN.
     """
     writer = _writer or _journal()
     if writer is None:
         return
+    for name in _QUOTED_TEXT:
+        if isinstance(text := fields.get(name), str):
+            fields[name] = redact_text(text)
     request = current_request.get()
     if request is not None:
         fields.setdefault("request", request)
@@ -198,7 +207,7 @@ def patch_starlette_background() -> bool:
             raise
         except BaseException as exc:
             if self.is_async:
-                record(Kind.TASK_FAILED, task=task_id, error=_describe(exc))
+                record(Kind.TASK_FAILED, task=task_id, error=_describe(exc), **_raised_in_app(exc))
             raise
         else:
             if self.is_async:
@@ -220,7 +229,7 @@ def _sync_task_body(task_id: str, func: Callable[..., Any]) -> Callable[..., Any
         try:
             result = func(*args, **kwargs)
         except BaseException as exc:
-            record(Kind.TASK_FAILED, task=task_id, error=_describe(exc))
+            record(Kind.TASK_FAILED, task=task_id, error=_describe(exc), **_raised_in_app(exc))
             raise
         record(Kind.TASK_FINISHED, task=task_id)
         return result
@@ -311,7 +320,7 @@ def _record_task_end(task_id: str, task: asyncio.Future[Any]) -> None:
     if task.cancelled():
         record(Kind.TASK_CANCELLED, task=task_id)
     elif (exc := _exception_of(task)) is not None:
-        record(Kind.TASK_FAILED, task=task_id, error=_describe(exc))
+        record(Kind.TASK_FAILED, task=task_id, error=_describe(exc), **_raised_in_app(exc))
     else:
         record(Kind.TASK_FINISHED, task=task_id)
 
