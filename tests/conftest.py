@@ -84,6 +84,17 @@ def _running(process: psutil.Process) -> bool:
 
 
 @pytest.fixture
+def probe_journal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The journal the probe imported in this test's own process writes to, its writer opened anew."""
+    from chaos import probe
+
+    journal = tmp_path / "journal.jsonl"
+    monkeypatch.setenv(probe.JOURNAL_ENV, str(journal))
+    monkeypatch.setattr(probe, "_writer", None)
+    return journal
+
+
+@pytest.fixture
 def run_scenario(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., DrainResult]:
     """Run the reference scenario with overrides; returns the judged timeline."""
     monkeypatch.chdir(ROOT)

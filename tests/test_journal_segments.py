@@ -146,13 +146,9 @@ def test_only_regular_segment_files_are_read(tmp_path: Path) -> None:
     assert [e.kind for e in read_journal(journal)] == ["harness"]
 
 
-def test_a_worker_forked_from_a_preloaded_arbiter_writes_its_own_segment(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_worker_forked_from_a_preloaded_arbiter_writes_its_own_segment(probe_journal: Path) -> None:
     """The map is shared with the arbiter after a fork: a worker writing there would mix lines."""
-    journal = tmp_path / "journal.jsonl"
-    monkeypatch.setenv(probe.JOURNAL_ENV, str(journal))
-    monkeypatch.setattr(probe, "_writer", None)
+    journal = probe_journal
     probe.record("arbiter.line")
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child

@@ -56,11 +56,9 @@ async def _fails_after_the_start(scope, receive, send) -> None:
     ],
 )
 def test_a_request_through_the_probe_journals_what_the_timeline_reads(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, app, kinds: list[Kind], status: int
+    probe_journal: Path, app, kinds: list[Kind], status: int
 ) -> None:
-    journal = tmp_path / "journal.jsonl"
-    monkeypatch.setenv(probe.JOURNAL_ENV, str(journal))
-    monkeypatch.setattr(probe, "_writer", None)
+    journal = probe_journal
 
     async def scenario() -> None:
         async def receive() -> dict:
@@ -98,12 +96,8 @@ def test_a_forked_worker_journals_its_own_pid() -> None:
     assert os.waitstatus_to_exitcode(status) == 0
 
 
-def test_a_failed_request_journals_what_the_app_raised_where_and_no_password(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    journal = tmp_path / "journal.jsonl"
-    monkeypatch.setenv(probe.JOURNAL_ENV, str(journal))
-    monkeypatch.setattr(probe, "_writer", None)
+def test_a_failed_request_journals_what_the_app_raised_where_and_no_password(probe_journal: Path) -> None:
+    journal = probe_journal
 
     def connect(dsn: str) -> None:
         raise ConnectionError(f"cannot reach {dsn}")
@@ -111,18 +105,24 @@ def test_a_failed_request_journals_what_the_app_raised_where_and_no_password(
     async def app(scope: dict, receive: object, send: object) -> None:
         connect("postgresql://shop:hunter2@127.0.0.1/stock")
 
+    async def receive() -> dict:
+        return {"type": "http.request"}
+
+    async def send(message: dict) -> None:
+        pass
+
     async def scenario() -> None:
         wrapped = probe.Probe(app)
+        scope = {"type": "http", "method": "GET", "path": "/", "headers": [(probe.REQUEST_ID_HEADER, b"r1")]}
         with contextlib.suppress(ConnectionError):
-            await wrapped(
-                {"type": "http", "method": "GET", "path": "/", "headers": [(probe.REQUEST_ID_HEADER, b"r1")]},
-                None,
-                None,
-            )
+            await wrapped(scope, receive, send)
         wrapped.watchdog.stop()
 
     asyncio.run(scenario())
     end = next(e for e in read_journal(journal) if e.kind == Kind.REQUEST_END)
     assert end.get("error") == "ConnectionError: cannot reach postgresql://shop:***@127.0.0.1/stock"
-    assert end.get("raised_at") == f"tests/test_probe_lines.py:{connect.__code__.co_firstlineno + 1} in connect"
-    assert not any("hunter2" in path.read_text(errors="replace") for path in tmp_path.rglob("*") if path.is_file())
+    line = connect.__code__.co_firstlineno + 1
+    assert end.get("raised_at") == f"tests/test_probe_lines.py:{line} in connect"
+    assert not any(
+        "hunter2" in path.read_text(errors="replace") for path in journal.parent.rglob("*") if path.is_file()
+    )
