@@ -459,3 +459,15 @@ def test_a_coroutine_the_app_never_awaited_is_marked_and_escaped() -> None:
     text = html.render(journal.timeline(), journal.verdicts())
     assert Page(text).markers.count("unawaited") == 1
     assert "&lt;close&gt;() never awaited" in text and "<close>" not in text
+
+
+def test_a_request_that_raised_says_what_and_where_escaped():
+    journal = Journal().startup().signal(0)
+    journal.request("r1", -100, 50, status=500, outcome="error")
+    journal.events[-2].fields.update(error="KeyError: '<sku>'", raised_at="shop.py:9 in buy")  # its request.end
+    result = RunResult.of(journal.exit(400).timeline().events)
+    text = html.render(result.timeline, result.verdicts)
+    page = Page(text)
+    titles = page.lanes[("request", "r1")].titles
+    assert any("raised KeyError: '<sku>' (at shop.py:9 in buy)" in title for title in titles), titles
+    assert "<sku>" not in text  # escaped: the app's text is data, never markup

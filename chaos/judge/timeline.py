@@ -68,6 +68,7 @@ class RequestView:
     response_end: int | None = None
     end: int | None = None
     end_outcome: str | None = None
+    raised: str | None = None  # what the app raised, and where, when its call ended in an error
     last_seen: int | None = None  # the app's last event naming this request (threads included)
     # The client's view: its `client.request` event (outcome, status, send time).
     client: Event | None = None
@@ -97,7 +98,7 @@ class TaskView:
     request: str | None = None
     sync: bool = False
     spawned: bool = False
-    # Journal times of each step of its life; `failed` holds the exception's text.
+    # Journal times of each step of its life; `failed` holds the exception's text, and where.
     queued: int | None = None
     started: int | None = None
     finished: int | None = None
@@ -583,6 +584,8 @@ def _fold_request(timeline: Timeline, event: Event) -> None:
     elif event.kind == Kind.REQUEST_END:
         view.end = event.t
         view.end_outcome = event.get("outcome")
+        if view.end_outcome == "error":
+            view.raised = raised_text(event)
 
 
 def _fold_task(timeline: Timeline, event: Event) -> None:
@@ -604,9 +607,15 @@ def _fold_task(timeline: Timeline, event: Event) -> None:
         view.finished = event.t
     elif kind == Kind.TASK_FAILED:
         view.finished = event.t
-        view.failed = str(event.get("error", "error"))
+        view.failed = raised_text(event)
     elif kind == Kind.TASK_CANCELLED:
         view.cancelled = event.t
+
+
+def raised_text(event: Event) -> str:
+    """An exception's text as the probe journaled it, and where it was raised (`raised_at`)."""
+    where = event.get("raised_at")
+    return str(event.get("error", "error")) + (f" (at {where})" if where else "")
 
 
 def _text(value: Any) -> str | None:

@@ -6,15 +6,14 @@ opened with what became of them (`resource_lines`).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 from rich.console import Console
 from rich.markup import escape
 
 from chaos.errors import message_line
 from chaos.journal import Event, Kind
-from chaos.judge.timeline import Timeline
+from chaos.judge.timeline import Timeline, raised_text
 from chaos.judge.verdict import Status, Verdict
 
 STATUS_STYLE = {Status.PASS: "green", Status.FAIL: "bold red", Status.NOT_APPLICABLE: "dim"}
@@ -88,24 +87,21 @@ def _line_for(timeline: Timeline, event: Event) -> str | None:
     if kind in (Kind.STARTUP_COMPLETE, Kind.STARTUP_FAILED) and event.t >= timeline.origin:
         return f"app{who:>8} {kind}"  # a startup the stop signal came during
     if kind == Kind.REQUEST_END and event.t >= timeline.origin:
-        raised = _raised(fields) if fields.get("outcome") == "error" else ""
+        raised = _raised(event) if fields.get("outcome") == "error" else ""
         return f"app{who:>8} request {fields.get('request')} {fields.get('outcome')}{raised}"
     if kind in (Kind.TASK_FINISHED, Kind.TASK_CANCELLED, Kind.TASK_FAILED) and event.t >= timeline.origin:
-        raised = _raised(fields) if kind == Kind.TASK_FAILED else ""
+        raised = _raised(event) if kind == Kind.TASK_FAILED else ""
         return f"app{who:>8} task {timeline.task_label(str(fields.get('task')))} {kind.split('.')[1]}{raised}"
     return None
 
 
-RAISED_CHARS = 200  # of an exception's text on a timeline line
+RAISED_CHARS = 240  # of an exception's text, and where, on a timeline line
 
 
-def _raised(fields: Mapping[str, Any]) -> str:
-    """What a request or task raised, and where (the probe's `raised_at`), on one line."""
-    error = message_line(str(fields.get("error") or "?"))
-    if len(error) > RAISED_CHARS:
-        error = error[: RAISED_CHARS - 3] + "..."
-    where = f" (at {fields['raised_at']})" if fields.get("raised_at") else ""
-    return f": {error}{where}"
+def _raised(event: Event) -> str:
+    """What a request or task raised, and where, on one line."""
+    text = message_line(raised_text(event))
+    return ": " + (text if len(text) <= RAISED_CHARS else text[: RAISED_CHARS - 3] + "...")
 
 
 def _resource_line(timeline: Timeline, event: Event, who: str) -> str | None:

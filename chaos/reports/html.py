@@ -272,6 +272,8 @@ def _request_lane(timeline: Timeline, view: RequestView, named: Named) -> Lane:
         end = view.end if view.end is not None else _end_of_run(timeline)
         open_end = "" if view.end is not None else " open"
         ended = f"{view.end_outcome} at {at(view.end)}" if view.end is not None else "never ended"
+        if view.raised:
+            ended += f", raised {view.raised}"
         text = f"{view.id} in the app (pid {view.pid}): from {at(view.start)}, {ended}"
         lane.bars.append(Bar(view.start, end, css + open_end, text, thin=True))
         work_end = view.work_end
