@@ -139,7 +139,7 @@ class Scenario:
             return "the stop signal during the lifespan startup, nothing sent"
         if self.signal_at == "ready":
             return "the stop signal once ready, nothing in flight"
-        return f"{self.requests} request(s) and {self.background} background request(s) in flight"
+        return f"{self.requests} request(s) and {self.background} background request(s) put in flight"
 
     @property
     def client_timeout(self) -> float:
