@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # drainspec with every server, the reference app (`app/`) and the test tools. A user installs
 # `drainspec` or `drainspec[gunicorn]` alone; this repository needs everything.
-EXTRAS := all,reference,dev
+EXTRAS := all,reference,dev,fastapi-cli
 
 REFERENCE := --app app.main:app \
 	--requests 3 --request-seconds 1 --request-path 'GET /slow?seconds={seconds}' \

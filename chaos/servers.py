@@ -323,15 +323,22 @@ def own_script(words: Sequence[str]) -> Script | None:
     """
     `words` run through `chaos.probe.script` when they start the app's own script: a Python
     interpreter on a script (`python main.py`) or a module (`python -m app.main`) found here, in
-    the directory drainspec runs in. None for anything else: a known server (`python -m
-    uvicorn`), and what is not the app's own code (`python -m http.server`).
+    the directory drainspec runs in, or the FastAPI CLI (`fastapi run app/main.py`, `python -m
+    fastapi run`), which hands uvicorn the app it finds in-process, as a script does. None for
+    anything else: a known server (`python -m uvicorn`), and what is not the app's own code
+    (`python -m http.server`).
     """
+    if _is_fastapi_cli([os.path.basename(words[0]), *words[1:2]] if words else []):
+        return Script([sys.executable, "-m", SCRIPT_LAUNCHER, "-m", FASTAPI_CLI, *words[1:]], _fastapi_app(words[1:]))
     if len(words) < 2 or not _PYTHON.match(os.path.basename(words[0])):
         return None
     index = 1
     while index < len(words):
         word = words[index]
         if word == "-m":
+            if _is_fastapi_cli(words[index + 1 : index + 3]):
+                launcher = [*words[:index], "-m", SCRIPT_LAUNCHER, *words[index:]]
+                return Script(launcher, _fastapi_app(words[index + 2 :]))
             if index + 1 == len(words) or not _module_here(words[index + 1]):
                 return None
             launcher = [*words[:index], "-m", SCRIPT_LAUNCHER, *words[index:]]
@@ -348,6 +355,47 @@ def own_script(words: Sequence[str]) -> Script | None:
             return None
         return Script([*words[:index], "-m", SCRIPT_LAUNCHER, *words[index:]], word)
     return None
+
+
+FASTAPI_CLI = "fastapi"  # the FastAPI CLI (fastapi-cli): `fastapi run` serves with uvicorn.run
+FASTAPI_COMMANDS = ("run", "dev")
+_FASTAPI_OPTIONS_WITH_VALUE = frozenset(
+    {"--host", "--port", "--reload-dir", "--workers", "--root-path", "--app", "--forwarded-allow-ips", "--public-url"}
+)
+
+
+def runs_fastapi_cli(words: Sequence[str]) -> bool:
+    """Whether a command's words (or a shell script's) start the FastAPI CLI's server anywhere."""
+    return any(
+        _is_fastapi_cli([os.path.basename(word), *words[n + 1 : n + 2]])
+        or (word == "-m" and _is_fastapi_cli(words[n + 1 : n + 3]))
+        for n, word in enumerate(words)
+    )
+
+
+def _is_fastapi_cli(words: Sequence[str]) -> bool:
+    """`fastapi run` or `fastapi dev`: the CLI and one of its serving commands."""
+    return len(words) >= 2 and words[0] == FASTAPI_CLI and words[1] in FASTAPI_COMMANDS
+
+
+def _fastapi_app(args: Sequence[str]) -> str:
+    """
+    What the FastAPI CLI serves, for the report (`args` from `run` or `dev` on): its
+    `--entrypoint`, else the path it is given (`app/main.py`), else `fastapi run` (the CLI finds
+    the app itself: main.py, app/main.py, ...).
+    """
+    index = 1
+    while index < len(args):
+        option, eq, value = args[index].partition("=")
+        if option in ("--entrypoint", "-e"):
+            return value if eq else (args[index + 1] if index + 1 < len(args) else f"{FASTAPI_CLI} {args[0]}")
+        if option in _FASTAPI_OPTIONS_WITH_VALUE:
+            index += 1 if eq else 2
+            continue
+        if not args[index].startswith("-"):
+            return args[index]
+        index += 1
+    return f"{FASTAPI_CLI} {args[0]}"
 
 
 def _module_here(module: str) -> bool:

@@ -68,11 +68,11 @@ def server_argv(
                 f"--command {command!r} has a placeholder drainspec cannot fill ({exc}); "
                 "use {port}, {host} and {app} (double a brace to keep it: {{ }})"
             ) from None
-        if not _on_path(argv[0]):
-            raise SetupError(f"{argv[0]!r} was not found; check the --command or your PATH")
         script = own_script_of(command)
         if script is not None:  # TLS the script sets up is left out by its launcher (`chaos.probe.script`)
-            return script.argv + list(extra)
+            return script.argv + list(extra)  # the FastAPI CLI too, as this Python's `-m fastapi`
+        if not _on_path(argv[0]):
+            raise SetupError(f"{argv[0]!r} was not found; check the --command or your PATH")
         refuse_tls(words)
         return argv + list(extra)
     try:

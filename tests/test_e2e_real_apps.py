@@ -476,3 +476,39 @@ def test_a_script_that_starts_no_server_is_one_line_and_exit_2(tmp_path):
         and "returned without starting uvicorn, hypercorn, granian or gunicorn" in result.stderr
     )
     assert "Traceback" not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("cli", "code", "failed", "loaded"),
+    [
+        pytest.param("fastapi run app/main.py --port 8000", 0, set(), "app.main:app", id="the-reference-app"),
+        pytest.param(
+            "fastapi run app/variants/pool_closed_on_sigterm.py",
+            1,
+            {"no-use-after-close", "teardown-after-drain", "background-fate"},  # the variant's own FAILS
+            "app.variants.pool_closed_on_sigterm:app",
+            id="a-variant-closing-its-pool-on-sigterm",
+        ),
+    ],
+)
+def test_an_app_the_fastapi_cli_serves_is_judged_in_the_probe(tmp_path, cli, code, failed, loaded):
+    """
+    `fastapi run PATH` finds the app and hands uvicorn its import string in-process, as a script
+    calling `uvicorn.run` does: the CLI runs through drainspec's script launcher, the app it found
+    is loaded by the probe, on drainspec's port, and judged like any other.
+    """
+    pytest.importorskip("fastapi_cli")
+    out = tmp_path / "out"
+    result = drainspec(
+        "run", "--command", cli, "--request-path", "GET /slow?seconds={seconds}", "--requests", "2",
+        "--request-seconds", "0.5", "--background-path", "POST /register/{id}?deliver_seconds={seconds}",
+        "--background", "2", "--background-seconds", "0.6", "--grace", "5", "--out", str(out),
+    )  # fmt: skip
+    assert result.returncode == code, result.stdout + result.stderr
+    report = json.loads((out / "report.json").read_text())
+    assert {v["name"] for v in report["verdicts"] if v["status"] == "fail"} == failed
+    events = read_journal(out / "journal.jsonl")
+    assert [e.get("app") for e in events if e.kind == Kind.PROBE_LOADED] == [loaded]
+    assert "the script starts uvicorn with 1 worker(s)" in result.stdout, result.stdout
+    ready = next(e for e in events if e.kind == Kind.SERVER_READY)
+    assert ready.get("port") != 8000  # the CLI's own port was not the one served

@@ -5,6 +5,8 @@ misconfiguration in `k8s/bad/`, the budget arithmetic, and a clear error for any
 
 from __future__ import annotations
 
+import shlex
+import sys
 from pathlib import Path
 
 import pytest
@@ -35,6 +37,8 @@ from chaos.k8s.manifest import (
     static_findings,
 )
 from tests.conftest import ROOT
+
+PYTHON = shlex.quote(sys.executable)
 
 K8S = ROOT / "k8s"
 
@@ -162,6 +166,12 @@ def test_localize_leaves_an_app_factory_to_the_probe(argv, app):
             "app.main",
             id="under-an-init",
         ),
+        pytest.param(
+            ["fastapi", "run", "app/main.py", "--port", "8000"],
+            [sys.executable, "-m", "chaos.probe.script", "-m", "fastapi", "run", "app/main.py", "--port", "8000"],
+            "app/main.py",
+            id="the-fastapi-cli",
+        ),
     ],
 )
 def test_localize_runs_the_apps_own_script_on_the_probe(argv, localized, app, tmp_path, monkeypatch):
@@ -188,6 +198,19 @@ def test_localize_runs_the_apps_own_script_on_the_probe(argv, localized, app, tm
             "cd /srv; python  -m chaos.probe.script -m   app.main",
             "app.main",
             id="a-module",
+        ),
+        pytest.param(
+            'migrate && if [ -n "$DEBUG" ]; then fastapi dev app/main.py; else exec fastapi run app/main.py; fi',
+            f'migrate && if [ -n "$DEBUG" ]; then {PYTHON} -m chaos.probe.script -m fastapi dev app/main.py; '
+            f"else exec {PYTHON} -m chaos.probe.script -m fastapi run app/main.py; fi",
+            "app/main.py",
+            id="the-fastapi-cli-in-each-branch",
+        ),
+        pytest.param(
+            "exec python -m fastapi run app/main.py",
+            "exec python -m chaos.probe.script -m fastapi run app/main.py",
+            "app/main.py",
+            id="the-fastapi-cli-as-a-module",
         ),
     ],
 )
@@ -220,6 +243,25 @@ def test_a_container_that_runs_the_apps_own_script_has_its_drain_left_to_the_rep
     assert own_script_in(pod.containers[0].argv) == script
     found = {(f.code, f.number, f.severity) for f in static_findings(pod, pod.containers[0])}
     assert (("drain-bound-in-script", 3, "info") in found) == (script is not None), found
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        pytest.param("[fastapi, run, app/main.py, --port, '8000']", id="exec-form"),
+        pytest.param("[sh, -c, 'alembic upgrade head && exec uv run fastapi run app/main.py']", id="in-a-shell"),
+    ],
+)
+def test_the_fastapi_cli_is_said_to_leave_uvicorns_drain_unbounded(command, tmp_path, monkeypatch):
+    """`fastapi run` passes uvicorn no drain bound and takes no option for one: only uvicorn itself can bound it."""
+    (tmp_path / "app").mkdir()
+    (tmp_path / "app" / "main.py").write_text("")
+    monkeypatch.chdir(tmp_path)
+    pod = parse_manifest(pod_yaml("{lifecycle: {preStop: {sleep: {seconds: 5}}}}", command=command))
+    found = {f.code: f for f in static_findings(pod, pod.containers[0])}
+    finding = found["drain-bound-in-script"]
+    assert finding.severity == "warning" and "the FastAPI CLI (app/main.py)" in finding.message, finding
+    assert "--timeout-graceful-shutdown 23" in finding.recommendation, finding  # grace 30 - preStop 5 - margin 2
 
 
 def test_localize_inside_a_shell_script_keeps_the_script():

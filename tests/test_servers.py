@@ -237,6 +237,36 @@ def in_a_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         pytest.param(["python", "-m"], None, None, id="no-module"),
         pytest.param(["pythonista", "main.py"], None, None, id="not-an-interpreter"),
         pytest.param(["uvicorn", "main:app"], None, None, id="a-server"),
+        # The FastAPI CLI hands uvicorn the app it finds, in-process: a script of the CLI's own.
+        pytest.param(
+            ["fastapi", "run", "app/main.py", "--port", "80"],
+            [sys.executable, *LAUNCH, "-m", "fastapi", "run", "app/main.py", "--port", "80"],
+            "app/main.py",
+            id="fastapi-run",
+        ),
+        pytest.param(
+            ["/usr/local/bin/fastapi", "dev", "--host", "0.0.0.0", "main.py"],
+            [sys.executable, *LAUNCH, "-m", "fastapi", "dev", "--host", "0.0.0.0", "main.py"],
+            "main.py",
+            id="fastapi-dev-options-first",
+        ),
+        pytest.param(
+            ["fastapi", "run", "--entrypoint", "app.main:api"],
+            [sys.executable, *LAUNCH, "-m", "fastapi", "run", "--entrypoint", "app.main:api"],
+            "app.main:api",
+            id="fastapi-entrypoint",
+        ),
+        pytest.param(
+            ["fastapi", "run"], [sys.executable, *LAUNCH, "-m", "fastapi", "run"], "fastapi run", id="fastapi-finds-it"
+        ),
+        pytest.param(
+            ["python3", "-m", "fastapi", "run", "app/main.py"],
+            ["python3", *LAUNCH, "-m", "fastapi", "run", "app/main.py"],
+            "app/main.py",
+            id="fastapi-as-a-module",
+        ),
+        pytest.param(["fastapi", "deploy"], None, None, id="fastapi-not-serving"),
+        pytest.param(["python", "-m", "fastapi", "--version"], None, None, id="fastapi-module-not-serving"),
     ],
 )
 def test_a_command_that_starts_the_apps_own_script(words, argv, name, in_a_project):

@@ -38,7 +38,7 @@ from chaos.k8s.manifest import (
     server_timeout,
     shlex_words,
 )
-from chaos.servers import SERVERS
+from chaos.servers import SERVERS, runs_fastapi_cli
 
 Severity = Literal["error", "warning", "info"]
 SEVERITY_ORDER: dict[Severity, int] = {"error": 0, "warning": 1, "info": 2}
@@ -72,17 +72,21 @@ class Facts:
     propagation: float | None  # how long routers may keep sending new connections, when known
     drain: DrainBound | None  # the server and its own bound on the drain
     script: str | None  # the app's own script, when it starts its server itself
+    fastapi_cli: bool  # that script is the FastAPI CLI's (`fastapi run`)
 
     @classmethod
     def of(cls, pod: PodSpec, container: ContainerSpec, propagation: float | None) -> Facts:
+        command = analyse(container.argv)
+        words = shlex_words(command.script) if command.script is not None else container.argv
         return cls(
             pod=pod,
             container=container,
-            command=analyse(container.argv),
+            command=command,
             delay=prestop_seconds(container.prestop),
             propagation=propagation,
             drain=server_timeout(container.argv, container.env),
             script=own_script_in(container.argv),
+            fastapi_cli=runs_fastapi_cli(words),
         )
 
     @property
@@ -258,6 +262,16 @@ def drain_bound_in_script(facts: Facts) -> Hit | None:
     """The app's own script starts its server: the bound is in its code, so only a replay can tell."""
     if facts.script is None:
         return None
+    if facts.fastapi_cli:  # no bound to set: `fastapi run` hands uvicorn none, and takes no option for one
+        room = facts.grace - facts.whole_delay - MARGIN
+        return Hit(
+            "warning",
+            f"the container runs the FastAPI CLI ({facts.script}), which starts uvicorn with no bound on its drain "
+            "and takes no option for one: open connections (streams, websockets, keep-alive) hold the drain "
+            "until SIGKILL",
+            f"run uvicorn itself on the app's import string, with {SERVERS['uvicorn'].drain_flag} "
+            f"{max(1, math.floor(room))} (grace - preStop - {MARGIN} s margin)",
+        )
     return Hit(
         "info",
         f"the container runs the app's own script ({facts.script}), which sets its server's drain bound in "

@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import re
 import shlex
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,8 @@ import yaml
 from chaos.errors import ManifestError
 from chaos.servers import (
     FACTORY_FLAG,
+    FASTAPI_CLI,
+    FASTAPI_COMMANDS,
     HOST,
     PROBE_APP,
     SCRIPT_LAUNCHER,
@@ -636,9 +639,19 @@ def _own_script_in(script: str, words: Sequence[str]) -> tuple[str, str] | None:
     for n in reversed(range(len(words))):
         if (own := own_script(words[n:])) is None:
             continue
+        if Path(words[n]).name == FASTAPI_CLI:  # the CLI's own executable: its module, on the launcher
+            if n and words[n - 1] == "-m":
+                continue  # `python -m fastapi run`: the interpreter's own, found further on
+            # Every command that runs it (an entrypoint's branches: dev, production) runs on the probe.
+            pattern = rf"(?<!\S)(?<!-m\s){re.escape(words[n])}(?=\s+(?:{'|'.join(FASTAPI_COMMANDS)})(?!\S))"
+            launched = f"{shlex.quote(sys.executable)} -m {SCRIPT_LAUNCHER} -m {FASTAPI_CLI}"
+            text, found = re.subn(pattern, launched.replace("\\", r"\\"), script)
+            if found:
+                return text, own.name
+            continue
         launcher = own.argv.index(SCRIPT_LAUNCHER)
         first = own.argv[launcher + 1]  # the script, or `-m` before the module
-        target = rf"-m\s+{re.escape(own.name)}" if first == "-m" else re.escape(first)
+        target = rf"-m\s+{re.escape(own.argv[launcher + 2])}" if first == "-m" else re.escape(first)
         interpreter = re.escape(words[n])
         pattern = rf"(?<!\S)({interpreter}(?:\s+\S+)*?\s+)({target})(?!\S)"
         text, found = re.subn(pattern, rf"\1-m {SCRIPT_LAUNCHER} \2", script, count=1)
