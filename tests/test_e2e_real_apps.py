@@ -48,6 +48,12 @@ def drainspec(*args: str, cwd: Path = ROOT, timeout: float = 60) -> subprocess.C
     )
 
 
+def failed_in(out: Path) -> set[str]:
+    """The verdicts a run's report.json says failed."""
+    report = json.loads((out / "report.json").read_text())
+    return {verdict["name"] for verdict in report["verdicts"] if verdict["status"] == "fail"}
+
+
 def with_option(args: list[str], option: str, value: str | None) -> list[str]:
     """`args` with `option`'s value replaced (or the option dropped when `value` is None)."""
     out, skip = [], False
@@ -372,8 +378,7 @@ def test_a_service_that_starts_its_own_server(tmp_path, command, code, failed, l
         "--request-seconds", "0.3", "--background", "0", "--grace", "5", "--out", str(out),
     )  # fmt: skip
     assert result.returncode == code, result.stdout + result.stderr
-    report = json.loads((out / "report.json").read_text())
-    assert {v["name"] for v in report["verdicts"] if v["status"] == "fail"} == failed
+    assert failed_in(out) == failed
     events = read_journal(out / "journal.jsonl")
     assert [e.get("app") for e in events if e.kind == Kind.PROBE_LOADED] == loaded
     assert f"the script starts {server} with {len(loaded)} worker(s)" in result.stdout, result.stdout
@@ -505,8 +510,7 @@ def test_an_app_the_fastapi_cli_serves_is_judged_in_the_probe(tmp_path, cli, cod
         "--background", "2", "--background-seconds", "0.6", "--grace", "5", "--out", str(out),
     )  # fmt: skip
     assert result.returncode == code, result.stdout + result.stderr
-    report = json.loads((out / "report.json").read_text())
-    assert {v["name"] for v in report["verdicts"] if v["status"] == "fail"} == failed
+    assert failed_in(out) == failed
     events = read_journal(out / "journal.jsonl")
     assert [e.get("app") for e in events if e.kind == Kind.PROBE_LOADED] == [loaded]
     assert "the script starts uvicorn with 1 worker(s)" in result.stdout, result.stdout
