@@ -236,7 +236,7 @@ def _matrix_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _report_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("journal", type=Path)
-    parser.add_argument("--json", type=Path, help="write parser.json here")
+    parser.add_argument("--json", type=Path, help="write report.json here")
     parser.add_argument("--junit", type=Path, help="write JUnit XML here")
     parser.add_argument("--html", type=Path, help="write the HTML timeline (timeline.html) here")
 

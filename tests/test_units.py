@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import signal
 
 import pytest
 
+from chaos.cli import SUBCOMMANDS, build_parser
 from chaos.errors import SetupError, exception_line
 from chaos.k8s.kubelet import Termination
 from chaos.scenario import Scenario, parse_signal
@@ -147,3 +149,19 @@ def test_a_report_names_what_ran_once(changes, subject):
 def test_a_report_says_what_the_stop_signal_meets(signal_at, workload):
     """A run that signals during startup sends no request: its first line must not claim any in flight."""
     assert Scenario(app="app.main:app", requests=3, background=1, signal_at=signal_at).workload == workload
+
+
+def _subcommand_help(parser: argparse.ArgumentParser, name: str) -> str:
+    (commands,) = (action for action in parser._actions if isinstance(action, argparse._SubParsersAction))
+    return commands.choices[name].format_help()
+
+
+@pytest.mark.parametrize("name", list(SUBCOMMANDS))
+def test_a_subcommand_built_alone_reads_as_it_does_among_all(name):
+    """Only the subcommand about to run gets its arguments built: its help must not differ for it."""
+    assert _subcommand_help(build_parser(only=name), name) == _subcommand_help(build_parser(), name)
+
+
+def test_the_report_subcommand_says_where_each_report_goes():
+    text = " ".join(_subcommand_help(build_parser(only="report"), "report").split())
+    assert "write report.json here" in text and "write JUnit XML here" in text, text
