@@ -90,6 +90,11 @@ def message_line(text: str) -> str:
     return one_line(" ".join(str(text).split()))
 
 
+def capped(text: str, limit: int) -> str:
+    """`text` at most `limit` characters long, an ellipsis saying where it was cut."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def one_line(text: str) -> str:
     """Text as one line: a value quoted from a file may hold line breaks or controls, shown escaped."""
     return "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-from chaos.errors import SetupError, message_line, one_line
+from chaos.errors import SetupError, capped, message_line, one_line
 from chaos.journal import Event, JournalTail, JournalWriter, Kind
 from chaos.probe import REQUEST_ID_HEADER
 from chaos.scenario import Scenario
@@ -250,9 +250,7 @@ async def _raised_by_app(journal: JournalWriter, request_id: str) -> str | None:
             if event.kind == Kind.REQUEST_END and event.get("request") == request_id:
                 if event.get("outcome") != "error":
                     return None
-                error = message_line(str(event.get("error")))  # masked by the probe (`chaos.probe.record`)
-                if len(error) > RAISED_CHARS:
-                    error = error[: RAISED_CHARS - 3] + "..."
+                error = capped(message_line(str(event.get("error"))), RAISED_CHARS)  # masked by the probe's `record`
                 where = event.get("raised_at")
                 return error + (f" (at {one_line(str(where))})" if where else "")
         if time.monotonic() >= deadline:

@@ -26,7 +26,7 @@ import typing
 from collections.abc import Iterator, Mapping
 from typing import IO, Any
 
-from chaos.errors import DrainspecError
+from chaos.errors import DrainspecError, capped
 
 # --- input files ---------------------------------------------------------------------------------
 
@@ -403,5 +403,4 @@ def _depth(value: Any) -> int:
 
 
 def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
+    return capped(repr(value), 40)

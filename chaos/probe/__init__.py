@@ -259,7 +259,7 @@ def _raised_in_app(exc: BaseException) -> dict[str, str]:
         traceback_ = traceback_.tb_next
     if not frames:
         return {}
-    own = [frame for frame in frames if not frame[0].startswith((*_LIBRARY_DIRS, _OWN_DIR, "<"))]
+    own = [frame for frame in frames if not _is_library(frame[0])]
     path, line, name = (own or frames)[-1]
     for prefix in (os.getcwd(), *_LIBRARY_DIRS):  # a library frame as its package names it
         if path.startswith(prefix + os.sep):

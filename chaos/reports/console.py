@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from rich.console import Console
 from rich.markup import escape
 
-from chaos.errors import message_line
+from chaos.errors import capped, message_line
 from chaos.journal import Event, Kind
 from chaos.judge.timeline import Timeline, raised_text
 from chaos.judge.verdict import Status, Verdict
@@ -100,8 +100,7 @@ RAISED_CHARS = 240  # of an exception's text, and where, on a timeline line
 
 def _raised(event: Event) -> str:
     """What a request or task raised, and where, on one line."""
-    text = message_line(raised_text(event))
-    return ": " + (text if len(text) <= RAISED_CHARS else text[: RAISED_CHARS - 3] + "...")
+    return ": " + capped(message_line(raised_text(event)), RAISED_CHARS)
 
 
 def _resource_line(timeline: Timeline, event: Event, who: str) -> str | None:
