@@ -105,3 +105,39 @@ def test_a_pod_deleted_while_it_starts(run_scenario, app, fails):
     assert kinds.index("lifespan.startup.received") < kinds.index("signal.sent")
     if fails:  # the reference startup may finish before the signal lands: only the slow one is sure
         assert "lifespan.startup.complete" not in kinds
+
+
+@pytest.mark.parametrize(
+    ("signal_at", "blocked", "fails"),
+    [
+        pytest.param("in-flight", "0.5", set(), id="signal-once-serving"),
+        pytest.param("startup", "2", {"loop-not-blocked"}, id="signal-while-blocked"),
+    ],
+)
+def test_a_loop_blocked_at_startup(run_scenario, signal_at, blocked, fails):
+    """
+    1. The lifespan startup blocks the loop (`time.sleep` in `load_certificates`), then the
+       app serves as the reference does.
+    2. SIGTERM comes once it serves, or while its loop is blocked (`--signal-at startup`).
+    Result: a stall before anything was served and before the shutdown began held nothing up,
+    and is named without failing; a stall the signal had to wait out fails loop-not-blocked.
+    """
+    result = run_scenario(
+        app="tests.apps.blocks_at_startup:app",
+        signal_at=signal_at,
+        grace=5.0,
+        integrity=None,
+        env={"BLOCKS_AT_STARTUP_SECONDS": blocked},
+    )
+    assert result.failed == fails, result.explain()
+    kinds = [event.kind for event in result.timeline.events]
+    stalled = max(index for index, kind in enumerate(kinds) if kind in ("loop.lag", "loop.stall"))
+    served = kinds.index("lifespan.startup.complete")
+    assert stalled < served, result.explain()  # the stall ended before the app served
+    verdict = result.verdict("loop-not-blocked")
+    if fails:
+        assert kinds.index("signal.sent") < stalled, result.explain()
+        assert any("blocks_at_startup.py" in str(item) for item in verdict.evidence), result.explain()
+    else:
+        assert "the loop stalled at startup" in verdict.summary, verdict.summary
+        assert "in load_certificates" in verdict.summary, verdict.summary

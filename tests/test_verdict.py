@@ -285,6 +285,29 @@ CASES = [
         id="loop-fail",
     ),
     pytest.param(
+        V.LOOP_NOT_BLOCKED,
+        P,
+        graceful()
+        .add(-950, "loop.stall", stalled_ms=260, frame="app/main.py:9 in lifespan")
+        .add(-920, "loop.lag", lag_ms=300),
+        "(the loop stalled at startup, up to 300 ms, in app/main.py:9 in lifespan, before the process served",
+        id="loop-pass-stall-at-startup",
+    ),
+    pytest.param(
+        V.LOOP_NOT_BLOCKED,
+        F,
+        Journal().run_start().signal(-950).add(-920, "loop.lag", lag_ms=300).startup().exit(300),
+        "the event loop was blocked",
+        id="loop-fail-stall-at-startup-that-held-up-the-signal",
+    ),
+    pytest.param(
+        V.LOOP_NOT_BLOCKED,
+        F,
+        graceful().add(-890, "loop.lag", lag_ms=300),
+        "the event loop was blocked",
+        id="loop-fail-stall-once-serving",
+    ),
+    pytest.param(
         V.LOOP_NOT_BLOCKED, NA, Journal().signal(0).exit(10), "no server process loaded the probe", id="loop-na"
     ),
     # no-refused-while-routed
