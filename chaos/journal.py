@@ -77,6 +77,9 @@ class Kind(StrEnum):
     TASK_FINISHED = "task.finished"
     TASK_CANCELLED = "task.cancelled"
     TASK_FAILED = "task.failed"
+    # A task the app started at startup, still pending when its lifespan shutdown completed;
+    # `cancel_requested` whether the teardown had called its `cancel()` (and not awaited it).
+    TASK_PENDING = "task.pending"
     WEBSOCKET_OPEN = "websocket.open"
     WEBSOCKET_CLOSED = "websocket.closed"
     APP_UNAWAITED = "app.unawaited"  # a coroutine the app dropped unawaited, e.g. a close (`chaos.probe.unawaited`)

@@ -221,6 +221,7 @@ FIELD_TYPES: dict[str, str] = {
     "ok": _BOOL,
     "sync": _BOOL,
     "spawned": _BOOL,
+    "cancel_requested": _BOOL,
     "namespaced": _BOOL,
     "connection_close": _BOOL,
     "terminating": _BOOL,

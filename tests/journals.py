@@ -251,12 +251,19 @@ class Journal:
         *,
         finished: float | None = None,
         cancelled: float | None = None,
+        pending: float | None = None,
+        cancel_requested: bool = False,
         name: str = "app.consume_jobs",
         pid: int = WORKER,
     ) -> Journal:
-        """A task the app spawned during its lifespan startup (a queue consumer): no request's."""
+        """
+        A task the app spawned during its lifespan startup (a queue consumer): no request's;
+        `pending` when its lifespan shutdown completed with it still pending (and cancel asked).
+        """
         self.add(started, Kind.TASK_QUEUED, pid, task=task_id, name=name, spawned=True, startup=True)
         self.add(started, Kind.TASK_STARTED, pid, task=task_id)
+        if pending is not None:
+            self.add(pending, Kind.TASK_PENDING, pid, task=task_id, cancel_requested=cancel_requested)
         if cancelled is not None:
             self.add(cancelled, Kind.TASK_CANCELLED, pid, task=task_id)
         if finished is not None:

@@ -235,6 +235,13 @@ CASES = [
         id="bg-fail-service-never-ended",
     ),
     pytest.param(
+        V.BACKGROUND_FATE,
+        F,
+        graceful().service("a1", -850, pending=260, cancel_requested=True),
+        "1 of 1 task(s) the app started at startup outlived its teardown",
+        id="bg-fail-service-cancelled-not-awaited",
+    ),
+    pytest.param(
         V.TEARDOWN_AFTER_DRAIN,
         P,
         graceful().service("a1", -850, cancelled=255),
@@ -968,6 +975,47 @@ def test_a_service_killed_with_its_worker_is_named_as_the_lifespans_not_a_reques
     (evidence,) = verdict.evidence
     assert str(evidence).startswith("app.consumer.listen [a1], started at startup: killed (started -0.850s")
     assert "of request" not in str(evidence)
+
+
+@pytest.mark.parametrize(
+    ("service", "says"),
+    [
+        pytest.param(
+            {"pending": 260, "cancel_requested": True},
+            f"the teardown called its cancel() without awaiting it: still pending when worker {WORKER}'s lifespan "
+            "shutdown completed at +0.260s; it never ran); await the task after cancelling it",
+            id="cancel-asked-never-ran",
+        ),
+        pytest.param(
+            {"pending": 260, "cancel_requested": True, "cancelled": 270},
+            f"without awaiting it: still pending when worker {WORKER}'s lifespan shutdown completed at +0.260s; "
+            "its cancellation ran at +0.270s)",
+            id="cancel-asked-ran-late",
+        ),
+        pytest.param(
+            {"pending": 260},
+            f"(still running when worker {WORKER}'s lifespan shutdown completed at +0.260s; the process exited under "
+            "it; the teardown never asked it to stop); stop it in the lifespan's teardown: cancel it and await it",
+            id="never-asked",
+        ),
+        pytest.param(
+            {},
+            f"(still running when worker {WORKER}'s lifespan shutdown completed at +0.260s; the process exited under "
+            "it); stop it",
+            id="no-pending-line",
+        ),
+    ],
+)
+def test_a_service_left_pending_by_the_teardown_says_whether_it_was_asked_to_stop(service, says) -> None:
+    """
+    `task.cancel()` in a lifespan's teardown, not awaited, only asks: the shutdown completes with
+    the task still pending, and its cancellation runs later, or never (uvicorn re-raises SIGTERM
+    and the process ends at once). The evidence tells that apart from a task nobody stopped.
+    """
+    verdict = graceful().service("a1", -850, name="app.pubsub.notify", **service).verdict(V.BACKGROUND_FATE)
+    assert verdict.status == Status.FAIL
+    (evidence,) = verdict.evidence
+    assert says in str(evidence), str(evidence)
 
 
 @pytest.mark.parametrize(

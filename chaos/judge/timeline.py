@@ -105,6 +105,9 @@ class TaskView:
     failed: str | None = None
     # CancelledError inside the task; a sync task's thread may run on after it.
     cancelled: int | None = None
+    # A task started at startup and still pending when its lifespan shutdown completed: whether
+    # the teardown had called its cancel() (None: no such line, the task was not pending then).
+    cancel_requested: bool | None = None
 
     @property
     def from_preflight(self) -> bool:
@@ -610,6 +613,8 @@ def _fold_task(timeline: Timeline, event: Event) -> None:
         view.failed = raised_text(event)
     elif kind == Kind.TASK_CANCELLED:
         view.cancelled = event.t
+    elif kind == Kind.TASK_PENDING:
+        view.cancel_requested = event.get("cancel_requested") is True
 
 
 def raised_text(event: Event) -> str:

@@ -628,13 +628,21 @@ def _describe_service(timeline: Timeline, task: TaskView, fate: Fate) -> Evidenc
     worker = timeline.workers.get(task.pid)
     text = f"{task.name} [{task.id}], started at startup {timeline.at(task.started)}: {fate.value}"
     if fate == Fate.ABANDONED and worker is not None and worker.shutdown_complete is not None:
-        text += f" (still running when worker {task.pid}'s lifespan shutdown completed at "
-        text += f"{timeline.at(worker.shutdown_complete)}"
-        # Cancelled after the shutdown: by the loop closing, or by a teardown that cancelled it
-        # without awaiting it. Either way its last steps ran after teardown.
-        ended = f"cancelled only at {timeline.at(task.cancelled)}" if task.cancelled else "the process exited under it"
-        text += f"; {ended})"
-        text += "; stop it in the lifespan's teardown: cancel it and await it, or tell it to finish"
+        completed = f"worker {task.pid}'s lifespan shutdown completed at {timeline.at(worker.shutdown_complete)}"
+        if task.cancel_requested:
+            # The teardown called cancel() and went on: cancel() only asks, and the request is
+            # carried out at the task's next step, after the teardown, or never.
+            ended = f"its cancellation ran at {timeline.at(task.cancelled)}" if task.cancelled else "it never ran"
+            text += f" (the teardown called its cancel() without awaiting it: still pending when {completed}; {ended})"
+            text += "; await the task after cancelling it, so that its cancellation runs before the teardown goes on"
+        else:
+            # Cancelled after the shutdown by the loop closing, or never: its last steps ran after teardown.
+            ended = (
+                f"cancelled only at {timeline.at(task.cancelled)}" if task.cancelled else "the process exited under it"
+            )
+            unasked = "; the teardown never asked it to stop" if task.cancel_requested is False else ""
+            text += f" (still running when {completed}; {ended}{unasked})"
+            text += "; stop it in the lifespan's teardown: cancel it and await it, or tell it to finish"
         return Evidence(text, task=task.id, worker=task.pid, t=worker.shutdown_complete)
     return _describe_fate(timeline, task, fate, whose=", started at startup")
 

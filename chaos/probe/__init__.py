@@ -32,6 +32,7 @@ import sys
 import threading
 import time
 import traceback
+import weakref
 from collections.abc import Awaitable, Callable, Coroutine
 from json.encoder import encode_basestring_ascii as _quote  # the C encoder of one JSON string
 from threading import get_ident
@@ -285,6 +286,21 @@ _OWN_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep 
 # True while this process's lifespan startup runs: a task the app spawns then is a service of its
 # own (a queue consumer, a refresher), which its teardown must stop.
 _starting_up = False
+# Those services, held weakly (an app that keeps no reference to its task loses it as it would
+# without drainspec), to say at the end of the teardown which ones it left pending.
+_services: weakref.WeakValueDictionary[str, asyncio.Future[Any]] = weakref.WeakValueDictionary()
+
+
+def _record_pending_services() -> None:
+    """
+    Each service still pending as the lifespan shutdown completes, and whether the teardown
+    asked it to stop (`cancel()` called, the task not awaited): its cancellation, if it ever
+    runs, runs after the teardown, or never when the server exits at once.
+    """
+    for task_id, task in list(_services.items()):
+        if not task.done():
+            cancelling = getattr(task, "cancelling", None)
+            record(Kind.TASK_PENDING, task=task_id, cancel_requested=bool(cancelling and cancelling()))
 
 
 def install_task_factory(loop: asyncio.AbstractEventLoop) -> None:
@@ -307,6 +323,8 @@ def install_task_factory(loop: asyncio.AbstractEventLoop) -> None:
         kwargs["context"] = context
         task = previous(loop, coro, **kwargs) if previous is not None else asyncio.Task(coro, loop=loop, **kwargs)
         service = {"startup": True} if at_startup else {}
+        if at_startup:
+            _services[task_id] = task
         record(Kind.TASK_QUEUED, task=task_id, name=_name_of(coro), spawned=True, **service)
         record(Kind.TASK_STARTED, task=task_id)
         task.add_done_callback(functools.partial(_record_task_end, task_id))
@@ -537,6 +555,8 @@ class Probe:
             kind = message["type"]
             answered = True
             _starting_up = False
+            if kind in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
+                _record_pending_services()
             if kind == "lifespan.shutdown.complete":
                 delay = float(os.environ.get(TEARDOWN_DELAY_ENV) or 0)
                 if delay:
