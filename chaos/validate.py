@@ -238,6 +238,7 @@ FIELD_TYPES: dict[str, str] = {
     "signal": _SCALAR,
     "decision": _SCALAR,
     "problems": _LIST,
+    "unhooked": _LIST,
     "scenario": _OBJECT,
     "replay": _OBJECT,
     "rollout": _OBJECT,

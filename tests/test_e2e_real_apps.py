@@ -528,3 +528,21 @@ def test_an_app_the_fastapi_cli_serves_is_judged_in_the_probe(tmp_path, cli, cod
     assert "the script starts uvicorn with 1 worker(s)" in result.stdout, result.stdout
     ready = next(e for e in events if e.kind == Kind.SERVER_READY)
     assert ready.get("port") != 8000  # the CLI's own port was not the one served
+
+
+def test_a_client_no_hook_sees_is_named_when_no_resource_was_seen(tmp_path):
+    """
+    An app on aiosqlite directly: drainspec sees none of its resources, and says which library
+    it loaded unseen rather than leaving "no resource was seen" to read as "it holds none".
+    """
+    out = tmp_path / "out"
+    result = drainspec(
+        "run", "--app", "tests.apps.notes_aiosqlite:app", "--request-path", "GET /notes?seconds={seconds}",
+        "--requests", "1", "--request-seconds", "0.3", "--background", "0", "--out", str(out),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = json.loads((out / "report.json").read_text())
+    verdicts = {v["name"]: v for v in report["verdicts"]}
+    for name in ("resources-closed", "no-use-after-close"):
+        assert verdicts[name]["status"] == "not-applicable", verdicts[name]
+        assert "the app loaded aiosqlite, which drainspec does not hook" in verdicts[name]["summary"]

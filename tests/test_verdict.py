@@ -186,7 +186,21 @@ CASES = [
         "1 of 2 resource(s) never closed",
         id="res-fail-left-open",
     ),
-    pytest.param(V.RESOURCES_CLOSED, NA, graceful(), "no resource was seen opening", id="res-na"),
+    pytest.param(V.RESOURCES_CLOSED, NA, graceful(), "no resource was seen opening; record others", id="res-na"),
+    pytest.param(
+        V.RESOURCES_CLOSED,
+        NA,
+        graceful().add(-899, Kind.STARTUP_COMPLETE, unhooked=["psycopg2", "peewee"]),
+        "no resource was seen opening; the app loaded peewee and psycopg2, which drainspec does not hook; record",
+        id="res-na-names-what-the-app-loaded-unseen",
+    ),
+    pytest.param(
+        V.NO_USE_AFTER_CLOSE,
+        NA,
+        graceful().add(-899, Kind.STARTUP_COMPLETE, unhooked=["pymongo"]),
+        "pool events; the app loaded pymongo, which drainspec does not hook: drainspec sees SQLAlchemy",
+        id="use-na-names-what-the-app-loaded-unseen",
+    ),
     # background-fate
     pytest.param(V.BACKGROUND_FATE, P, graceful().task("t1", -90, -80, finished=150), "1 completed", id="bg-pass"),
     pytest.param(

@@ -225,6 +225,7 @@ class Timeline:
     _described_counts: Counter[str] = field(default_factory=Counter, repr=False)
     _labels_counted: int = field(default=-1, repr=False)  # how many resources the counts are of
     stalls: list[Event] = field(default_factory=list)
+    unhooked: set[str] = field(default_factory=set)  # client libraries the app loaded that no hook sees
     errors: list[Event] = field(default_factory=list)
     deleted: int | None = None  # the (first) pod deletion
     routed_until: int | None = None  # the (last) router removal
@@ -544,6 +545,7 @@ def _fold(timeline: Timeline, event: Event) -> None:
     elif kind == Kind.STARTUP_COMPLETE:
         worker.startup_complete = t
         worker.serving = worker.serving or t
+        timeline.unhooked.update(str(name) for name in event.get("unhooked") or ())
     elif kind == Kind.LIFESPAN_UNSUPPORTED:
         worker.serving = worker.serving or t
     elif kind == Kind.SHUTDOWN_RECEIVED:

@@ -293,8 +293,8 @@ def no_use_after_close(timeline: Timeline) -> Verdict:
         off = " (resource instrumentation was off: DRAINSPEC_INSTRUMENT=0)" if timeline.instrumented is False else ""
         return _not_applicable(
             name,
-            f"no resource was seen and the app journals no pool events{off}: drainspec sees SQLAlchemy, asyncpg, "
-            "psycopg, redis, httpx and aiohttp by itself; record others with chaos.record('pool.closed') and friends",
+            f"no resource was seen and the app journals no pool events{off}{_unhooked(timeline)}: drainspec sees "
+            f"{SEEN_BY_ITSELF} by itself; record others with chaos.record('pool.closed') and friends",
         )
     drained = drained_by_teardown(timeline)
     found = [misuse for resource in resources for misuse in _misuses(timeline, resource, drained)]
@@ -424,7 +424,8 @@ def resources_closed(timeline: Timeline) -> Verdict:
         off = " (resource instrumentation was off: DRAINSPEC_INSTRUMENT=0)" if timeline.instrumented is False else ""
         return _not_applicable(
             name,
-            f"no resource was seen opening{off}; record others with chaos.record('pool.open') and 'pool.closed'",
+            f"no resource was seen opening{off}{_unhooked(timeline)}; record others with chaos.record('pool.open') "
+            "and 'pool.closed'",
             idle,
         )
     left_open = [r for r in opened if r.closed is None]
@@ -692,6 +693,18 @@ def teardown_ran(timeline: Timeline) -> Verdict:
             problems.append(Evidence(f"SIGKILL was sent at {timeline.at(timeline.sigkill)}", t=timeline.sigkill))
         return _fail(name, summary, problems)
     return _pass(name, f"lifespan shutdown completed on {len(started)} worker(s)")
+
+
+SEEN_BY_ITSELF = "SQLAlchemy, asyncpg, psycopg 3, psycopg_pool, redis.asyncio, httpx and aiohttp"
+
+
+def _unhooked(timeline: Timeline) -> str:
+    """`; the app loaded psycopg2 and peewee, which drainspec does not hook`, when it did."""
+    names = sorted(timeline.unhooked)
+    if not names:
+        return ""
+    listed = names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+    return f"; the app loaded {listed}, which drainspec does not hook"
 
 
 def loop_not_blocked(timeline: Timeline) -> Verdict:

@@ -563,7 +563,9 @@ class Probe:
                     await asyncio.sleep(delay)  # an injected fault: a slow teardown
                 self.watchdog.stop()
             if kind in _LIFESPAN_SENT:
-                fields = {"message": message["message"]} if message.get("message") else {}
+                fields: dict[str, Any] = {"message": message["message"]} if message.get("message") else {}
+                if kind == "lifespan.startup.complete" and (unhooked := _unhooked_loaded()):
+                    fields["unhooked"] = unhooked
                 record(_LIFESPAN_SENT[kind], **fields)
             await send(message)
 
@@ -573,6 +575,12 @@ class Probe:
             if not answered:  # the app does not speak lifespan; servers then run without it
                 record(Kind.LIFESPAN_UNSUPPORTED, error=_describe(exc))
             raise
+
+
+def _unhooked_loaded() -> list[str]:
+    """The client libraries the app loaded that the resource hooks do not see, if they are on."""
+    resources = sys.modules.get("chaos.probe.resources")
+    return resources.unhooked_loaded() if resources is not None else []
 
 
 def _write_response_start(append: Callable[[bytes], None], status: str, tail: str) -> str:

@@ -1065,6 +1065,39 @@ LIBRARIES: tuple[str, ...] = tuple(dict.fromkeys(hook.library for hook in HOOKS)
 """The libraries drainspec sees by itself, in the order the README lists them."""
 
 
+UNHOOKED: dict[str, str] = {
+    "psycopg2": "psycopg2",
+    "pymysql": "PyMySQL",
+    "MySQLdb": "mysqlclient",
+    "aiomysql": "aiomysql",
+    "asyncmy": "asyncmy",
+    "aiosqlite": "aiosqlite",
+    "peewee": "peewee",
+    "tortoise": "Tortoise ORM",
+    "databases": "databases",
+    "pymongo": "pymongo",
+    "motor": "motor",
+    "beanie": "beanie",
+    "redis": "redis (drainspec sees its asyncio pools only)",
+    "valkey": "valkey",
+    "aioredis": "aioredis",
+    "aio_pika": "aio-pika",
+    "aiokafka": "aiokafka",
+    "nats": "nats-py",
+    "elasticsearch": "elasticsearch",
+}
+"""
+Client libraries no hook here sees (or, for redis, its sync client), by the module the app
+imports: named when a run saw no resource at all, so that "no resource was seen" does not read
+as "the app holds none".
+"""
+
+
+def unhooked_loaded() -> list[str]:
+    """The `UNHOOKED` libraries the app has loaded by now (none when the hooks are off)."""
+    return [name for module, name in UNHOOKED.items() if module in sys.modules] if _installed else []
+
+
 def _apply(hook: Hook, module: ModuleType) -> None:
     try:
         hook.patch(module)
