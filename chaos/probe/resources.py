@@ -1078,7 +1078,7 @@ UNHOOKED: dict[str, str] = {
     "pymongo": "pymongo",
     "motor": "motor",
     "beanie": "beanie",
-    "redis": "redis (drainspec sees its asyncio pools only)",
+    "redis": "redis's sync client",
     "valkey": "valkey",
     "aioredis": "aioredis",
     "aio_pika": "aio-pika",
@@ -1087,7 +1087,7 @@ UNHOOKED: dict[str, str] = {
     "elasticsearch": "elasticsearch",
 }
 """
-Client libraries no hook here sees (or, for redis, its sync client), by the module the app
+Client libraries no hook here sees (for redis, its sync client: its asyncio pools are seen), by the module the app
 imports: named when a run saw no resource at all, so that "no resource was seen" does not read
 as "the app holds none".
 """
