@@ -264,6 +264,24 @@ def test_the_fastapi_cli_is_said_to_leave_uvicorns_drain_unbounded(command, tmp_
     assert "--timeout-graceful-shutdown 23" in finding.recommendation, finding  # grace 30 - preStop 5 - margin 2
 
 
+@pytest.mark.parametrize(
+    ("script", "exec_form"),
+    [
+        pytest.param("alembic upgrade head && uvicorn app.main:app --port 8000", "[uvicorn, ...]", id="uvicorn"),
+        pytest.param(
+            "alembic upgrade head && fastapi run app/main.py --port 8000", "[fastapi, run, ...]", id="fastapi"
+        ),
+    ],
+)
+def test_a_shell_that_does_not_exec_is_told_the_exec_form_of_its_own_server(script, exec_form, tmp_path, monkeypatch):
+    (tmp_path / "app").mkdir()
+    (tmp_path / "app" / "main.py").write_text("")
+    monkeypatch.chdir(tmp_path)
+    pod = parse_manifest(pod_yaml("{}", command=f"[sh, -c, '{script}']"))
+    found = {f.code: f for f in static_findings(pod, pod.containers[0])}
+    assert f"use the exec form (command: {exec_form})" in found["shell-wrapper"].recommendation
+
+
 def test_localize_inside_a_shell_script_keeps_the_script():
     argv, app = localize(["sh", "-c", "echo hi; uvicorn app.main:app --host 0.0.0.0 --port 8000"], port=4321)
     assert app == "app.main:app"

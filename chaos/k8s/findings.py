@@ -166,8 +166,13 @@ def shell_wrapper(facts: Facts) -> Hit | None:
         "error",
         f"PID 1 is `{facts.command.shell}`, which has no SIGTERM handler and does not exec the app: "
         "the stop signal never reaches it and every termination waits the full grace period",
-        f"use the exec form (command: [{facts.command.server or 'uvicorn'}, ...]) or end the script with `exec`",
+        f"use the exec form (command: [{_server_words(facts)}, ...]) or end the script with `exec`",
     )
+
+
+def _server_words(facts: Facts) -> str:
+    """The server's command as the exec form would start it: `fastapi, run` for the FastAPI CLI."""
+    return "fastapi, run" if facts.fastapi_cli else facts.command.server or "uvicorn"
 
 
 def no_prestop(facts: Facts) -> Hit | None:
