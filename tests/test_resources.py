@@ -594,6 +594,56 @@ def test_redis_pools_commands_pipelines_and_a_silent_use_after_close(tmp_path: P
     assert closed.get("how") == "aclose" and of(events, Kind.RESOURCE_USE, op="GET")[0].t > closed.t
 
 
+def test_redis_sync_client_pools_commands_and_a_use_after_close(tmp_path: Path, redis_server: Service) -> None:
+    """The sync client (a rate limiter, a cache in a sync endpoint) is seen as redis.asyncio's is."""
+    pytest.importorskip("redis")
+    code = f"""
+    import redis
+
+    client = redis.Redis.from_url({redis_server.url!r})
+    client.set("k", "v")
+    with client.pipeline() as pipe:
+        pipe.get("k").incr("n").execute()
+    pubsub = client.pubsub()
+    pubsub.subscribe("news")
+    pubsub.get_message(timeout=0.01)
+    pubsub.close()
+    client.close()
+    assert client.get("k") == b"v"  # redis-py reconnects: nothing tells the app
+    """
+    events = instrumented(tmp_path, code)
+    no_secret(events, redis_server)
+    assert opened(events) == [(f"redis://127.0.0.1:{redis_server.port}/0", "redis pool")]
+    assert ops(events)[:2] == ["SET", "pipeline of 2 command(s)"] and "SUBSCRIBE" in ops(events)
+    assert "pub/sub read" in ops(events)
+    (closed,) = of(events, Kind.RESOURCE_CLOSED)
+    assert closed.get("how") in ("close", "disconnect")  # redis-py 5 disconnects the pool, 6 and later close it
+    assert of(events, Kind.RESOURCE_USE, op="GET")[-1].t > closed.t
+
+
+def test_celerys_own_redis_pools_are_not_the_apps(tmp_path: Path, redis_server: Service) -> None:
+    """
+    A task sent through Celery's Redis broker (kombu) opens pools the app neither opens nor closes:
+    only the app's own client is a resource.
+    """
+    pytest.importorskip("kombu")
+    code = f"""
+    import redis
+    from kombu import Connection
+
+    with Connection({redis_server.url!r}) as broker:
+        queue = broker.SimpleQueue("jobs")
+        queue.put({{"job": 1}})
+        queue.close()
+    client = redis.Redis.from_url({redis_server.url!r})
+    client.llen("jobs")
+    client.close()
+    """
+    events = instrumented(tmp_path, code)
+    assert opened(events) == [(f"redis://127.0.0.1:{redis_server.port}/0", "redis pool")]
+    assert ops(events) == ["LLEN"]
+
+
 def test_a_redis_pubsub_reading_across_the_close_of_its_pool_is_a_use_of_it(
     tmp_path: Path, redis_server: Service
 ) -> None:

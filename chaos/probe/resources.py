@@ -18,9 +18,10 @@ with who made it.
 - psycopg 3 connections: `connect()` / `close()` (or the end of their `with`); each `execute`;
 - psycopg_pool pools: opened, `close()`; each query on a pooled connection, or a refused
   `getconn()`;
-- redis.asyncio connection pools (a client's own, or one the app made): created, `aclose()` /
-  `disconnect()` (a client's `aclose()` closes the pool it owns); each command and pipeline, and
-  each pub/sub command and read on one of its connections;
+- redis connection pools, redis.asyncio's and the sync client's (a client's own, or one the app
+  made): created, `aclose()` / `close()` / `disconnect()` (a client's `aclose()` or `close()`
+  closes the pool it owns); each command and pipeline, and each pub/sub command and read on one
+  of its connections. Celery's own pools (kombu's broker transport) are not the app's: not seen;
 - httpx `Client` / `AsyncClient`: created, `close()` / `aclose()` or the end of its `with`;
   each `send`;
 - aiohttp `ClientSession`: created, `close()`; each request.
@@ -911,8 +912,16 @@ def _redis_name(pool: Any) -> str:
     return f"{scheme}://{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}/{kwargs.get('db', 0)}"
 
 
+# Celery's broker and result backend (kombu's transport) keep pools of their own for the life of
+# the process: the app neither opens nor closes those.
+_REDIS_OWNERS = ("kombu.", "celery.")
+
+
 def _open_redis_pool(pool: Any) -> None:
-    _open(pool, library="redis", what="redis.asyncio pool", name=_redis_name(pool))
+    if _opened_inside(_REDIS_OWNERS):
+        return
+    what = "redis.asyncio pool" if type(pool).__module__.startswith("redis.asyncio") else "redis pool"
+    _open(pool, library="redis", what=what, name=_redis_name(pool))
 
 
 def _disconnects_all(pool: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
@@ -943,7 +952,7 @@ def _hook_redis_connection(module: ModuleType) -> None:
             continue
         if "__init__" in cls.__dict__:
             _after(cls, "__init__", "redis", _open_redis_pool)
-        for method in _own_methods(cls, "aclose", "disconnect"):
+        for method in _own_methods(cls, "aclose", "close", "disconnect"):
             _closing(cls, method, "redis", when=_disconnects_all if method == "disconnect" else None)
 
 
@@ -1053,7 +1062,12 @@ PATCHES: dict[str, dict[str, Callable[[ModuleType], None]]] = {
         "psycopg.cursor_async": _hook_psycopg_cursor,
     },
     "psycopg_pool": {"psycopg_pool.pool": _hook_psycopg_pool, "psycopg_pool.pool_async": _hook_psycopg_pool},
-    "redis": {"redis.asyncio.connection": _hook_redis_connection, "redis.asyncio.client": _hook_redis_client},
+    "redis": {
+        "redis.asyncio.connection": _hook_redis_connection,
+        "redis.asyncio.client": _hook_redis_client,
+        "redis.connection": _hook_redis_connection,
+        "redis.client": _hook_redis_client,
+    },
     "httpx": {"httpx._client": _hook_httpx},
     "aiohttp": {"aiohttp.client": _hook_aiohttp},
 }
@@ -1078,7 +1092,6 @@ UNHOOKED: dict[str, str] = {
     "pymongo": "pymongo",
     "motor": "motor",
     "beanie": "beanie",
-    "redis": "redis's sync client",
     "valkey": "valkey",
     "aioredis": "aioredis",
     "aio_pika": "aio-pika",
@@ -1087,9 +1100,8 @@ UNHOOKED: dict[str, str] = {
     "elasticsearch": "elasticsearch",
 }
 """
-Client libraries no hook here sees (for redis, its sync client: its asyncio pools are seen), by the module the app
-imports: named when a run saw no resource at all, so that "no resource was seen" does not read
-as "the app holds none".
+Client libraries no hook here sees, by the module the app imports: named when a run saw no
+resource at all, so that "no resource was seen" does not read as "the app holds none".
 """
 
 
