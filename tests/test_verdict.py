@@ -115,7 +115,7 @@ CASES = [
         V.INFLIGHT_COMPLETED,
         NA,
         Journal().startup().request("r1", start=-300, end=-100).signal(0).exit(300),
-        "no request was in flight",
+        "the app had answered all 1 request(s) the run sent before it",
         id="inflight-na-answered-before-the-signal",
     ),
     pytest.param(
@@ -433,6 +433,22 @@ def _statuses_by_name() -> dict[str, set[Status]]:
         assert isinstance(name, VerdictName) and isinstance(status, Status)
         seen.setdefault(name.value, set()).add(status)
     return seen
+
+
+@pytest.mark.parametrize(
+    "journal",
+    [
+        pytest.param(Journal().startup().request("r1", -300, -100, role="steady").signal(0), id="not-the-run's"),
+        pytest.param(Journal().startup().request("r1", -300, -100).request("r2", 100, 200).signal(0), id="one-after"),
+        pytest.param(Journal().startup().request("r1", -300, -100).signal(0).request("r2", 100, 200), id="sent-after"),
+    ],
+)
+def test_inflight_completed_says_the_app_answered_first_only_of_the_runs_requests_all_answered_before(
+    journal: Journal,
+) -> None:
+    verdict = journal.verdict(V.INFLIGHT_COMPLETED)
+    assert verdict.status == Status.NOT_APPLICABLE
+    assert verdict.summary == "no request was in flight inside the app at the stop signal"
 
 
 def test_every_verdict_has_a_pass_and_a_fail_case() -> None:

@@ -137,7 +137,7 @@ def inflight_completed(timeline: Timeline) -> Verdict:
     accepted = timeline.in_flight_at_signal()
     if not accepted:
         began = "the pod's deletion" if timeline.deleted is not None else "the stop signal"
-        return _not_applicable(name, f"no request was in flight inside the app at {began}")
+        return _not_applicable(name, f"no request was in flight inside the app at {began}{_answered_before(timeline)}")
     problems = []
     for view in sorted(accepted, key=lambda v: v.start or 0):
         outcome = view.client_outcome
@@ -249,6 +249,28 @@ def _left_only(timeline: Timeline, request: str, drained: frozenset[str], moment
         if task.request == request and (task.work_end is None or task.work_end > moment)
     ]
     return bool(running) and all(task in drained for task in running)
+
+
+def _answered_before(timeline: Timeline) -> str:
+    """
+    Why nothing was in flight when the run did send its slow requests (`--requests`): the app
+    had answered each one before the shutdown began, so the endpoint is too fast to be caught
+    by a signal, and the user needs to be told what would be.
+    """
+    moment = timeline.shutdown_began
+    sent = [
+        view
+        for view in timeline.requests.values()
+        if view.client is not None and view.client.get("role") == "slow" and view.start is not None
+    ]
+    answered = [view.response_end for view in sent if view.response_end is not None]
+    if moment is None or not sent or len(answered) < len(sent) or max(answered) > moment:
+        return ""
+    return (
+        f": the app had answered all {len(sent)} request(s) the run sent before it, the last at "
+        f"{timeline.at(max(answered))}; to catch one in flight, send it to an endpoint that takes "
+        "{seconds} (--request-path), or to the probe's GET /__drainspec/hold?seconds={seconds}"
+    )
 
 
 def teardown_after_drain(timeline: Timeline) -> Verdict:
