@@ -154,6 +154,15 @@ def _experiment_arguments(parser: argparse.ArgumentParser) -> None:
 def _k8s_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("manifest", type=Path, help="Deployment or Pod YAML (multi-document is fine)")
     parser.add_argument("--container", help="which container, when the pod has several")
+    parser.add_argument(
+        "--dockerfile",
+        type=Path,
+        help="the Dockerfile the image is built from: its ENTRYPOINT and CMD when the manifest has no "
+        "command, its ENV and STOPSIGNAL",
+    )
+    parser.add_argument(
+        "--dockerfile-target", metavar="STAGE", help="the Dockerfile's stage the image is (default: the last)"
+    )
     _add_traffic_arguments(parser, requests=2, background=0)
     parser.add_argument(
         "--propagation", default="1", help="seconds routers keep sending new connections: 1.5 or 0.5..3"
@@ -671,14 +680,39 @@ def _print_findings(console: Console, findings: Sequence[Any]) -> None:
     console.print()
 
 
+def _app_variable_notes(container: Any) -> list[str]:
+    """What a script's server takes its app from, when it is a variable (`uvicorn "$APP_MODULE"`)."""
+    from chaos.k8s.manifest import IMPORT_STRING, analyse, app_variable, pod_env
+
+    name = app_variable(container.argv)
+    if name is None:
+        return []
+    server, value = analyse(container.argv).server, pod_env(container).get(name, "")
+    if IMPORT_STRING.match(value):
+        return [f"the app {server} runs is ${name}: {value}"]
+    return [
+        f"{server} takes its app from ${name}, which is not an import string here: set {name}=module:attribute "
+        "(in the environment or the manifest's env) so that requests are put in flight inside the app"
+    ]
+
+
 def _k8s(args: argparse.Namespace, console: Console) -> int:
     from chaos.k8s.findings import static_findings
-    from chaos.k8s.manifest import load_manifest, select_container
+    from chaos.k8s.manifest import load_manifest, select_container, with_image
     from chaos.k8s.plan import Replay
     from chaos.lifecycle import JOURNAL_FILE
 
     pod = load_manifest(args.manifest)
-    container = select_container(pod, args.container)
+    image = None
+    if args.dockerfile is not None:
+        from chaos.k8s.image import load_dockerfile
+
+        image = load_dockerfile(args.dockerfile, target=args.dockerfile_target)
+    elif args.dockerfile_target is not None:
+        raise UsageError("--dockerfile-target names a stage of --dockerfile: add --dockerfile PATH")
+    container, assumed = with_image(pod, select_container(pod, args.container), image)
+    for note in (*assumed, *_app_variable_notes(container)):
+        console.print(f"[dim]{escape(note)}[/]")
     if args.reset_rate > 1:
         raise UsageError(f"--reset-rate {args.reset_rate:g} must be a fraction between 0 and 1")
     options = K8sOptions(

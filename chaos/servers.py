@@ -165,6 +165,8 @@ class ServerSpec:
     drain_env: str | None = None
     config: ConfigFile | None = None
     tls_flags: tuple[str, ...] = ()  # the options that make the server speak HTTPS
+    # The stop signals the server drains on (without SIG); any other is not a graceful stop.
+    drains_on: tuple[str, ...] = ("TERM", "INT")
 
     @property
     def pip_command(self) -> str:
@@ -273,6 +275,7 @@ GUNICORN = ServerSpec(
     args_env="GUNICORN_CMD_ARGS",
     config=ConfigFile(flags=("-c", "--config"), default="gunicorn.conf.py", drain_setting="graceful_timeout"),
     tls_flags=("--certfile", "--keyfile"),
+    drains_on=("TERM",),  # SIGINT and SIGQUIT are its quick shutdown
 )
 
 HYPERCORN = ServerSpec(

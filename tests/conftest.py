@@ -129,21 +129,25 @@ K8S_OPTIONS = {f.name for f in dataclasses.fields(K8sOptions)}
 @pytest.fixture
 def replay_manifest(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., DrainResult]:
     """
-    Replay a manifest from `k8s/` (its first container): keyword arguments are `K8sOptions`
-    fields (propagation, seed, latency, ...) or the replay's traffic (`Scenario` fields).
+    Replay a manifest from `k8s/` (its first container; `dockerfile`, also in `k8s/`, the image
+    it runs): keyword arguments are `K8sOptions` fields (propagation, seed, latency, ...) or the
+    replay's traffic (`Scenario` fields).
     """
-    from chaos.k8s.manifest import load_manifest
+    from chaos.k8s.image import load_dockerfile
+    from chaos.k8s.manifest import load_manifest, with_image
     from chaos.k8s.plan import REPLAY_TRAFFIC, Replay
     from chaos.k8s.replay import replay
 
     monkeypatch.chdir(ROOT)
     counter = iter(range(1000))
 
-    def run(manifest: str, **overrides: Any) -> DrainResult:
+    def run(manifest: str, *, dockerfile: str | None = None, **overrides: Any) -> DrainResult:
         pod = load_manifest(ROOT / "k8s" / manifest)
+        image = load_dockerfile(ROOT / "k8s" / dockerfile) if dockerfile is not None else None
+        container, _ = with_image(pod, pod.containers[0], image)
         options = K8sOptions(**{k: v for k, v in overrides.items() if k in K8S_OPTIONS})
         traffic = dataclasses.replace(REPLAY_TRAFFIC, **{k: v for k, v in overrides.items() if k not in K8S_OPTIONS})
         run_dir = tmp_path / f"replay{next(counter)}"
-        return _judged(replay(Replay(pod, pod.containers[0], traffic, options), run_dir), run_dir)
+        return _judged(replay(Replay(pod, container, traffic, options), run_dir), run_dir)
 
     return run

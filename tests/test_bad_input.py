@@ -156,7 +156,18 @@ MANIFEST_CASES: list = [
     pytest.param("kind: Pod\nspec: [\n", [], "invalid YAML at line", id="invalid-yaml"),
     pytest.param("apiVersion: v1\nkind: Service\n", [], "found Service", id="unsupported-kind"),
     pytest.param(
-        "kind: Pod\nspec: {containers: [{name: web, image: app}]}\n", [], "ENTRYPOINT", id="command-from-image"
+        "kind: Pod\nspec: {containers: [{name: web, image: app}]}\n", [], "--dockerfile", id="command-from-image"
+    ),
+    pytest.param(UVICORN_POD, ["--dockerfile", "no-such-Dockerfile"], "no-such-Dockerfile", id="missing-dockerfile"),
+    pytest.param(UVICORN_POD, ["--dockerfile-target", "final"], "add --dockerfile", id="target-without-dockerfile"),
+    pytest.param(
+        UVICORN_POD, ["--dockerfile", "{tmp}/Dockerfile"], "STOPSIGNAL: unknown signal", id="bogus-image-stop-signal"
+    ),
+    pytest.param(
+        UVICORN_POD,
+        ["--dockerfile", "{tmp}/clean.Dockerfile", "--dockerfile-target", "nope"],
+        "no stage 'nope'",
+        id="unknown-dockerfile-stage",
     ),
     pytest.param(
         UVICORN_POD,
@@ -236,6 +247,9 @@ MANIFEST_CASES += [
 def test_bad_manifest_is_one_line_and_exit_2(tmp_path, text, args, message):
     manifest = tmp_path / "manifest.yaml"
     manifest.write_text(text)
+    (tmp_path / "Dockerfile").write_text("FROM python:3.12-slim AS build\nSTOPSIGNAL SIGBOGUS\nCMD [uvicorn]\n")
+    (tmp_path / "clean.Dockerfile").write_text("FROM python:3.12-slim AS build\nCMD [uvicorn]\n")
+    args = [arg.format(tmp=tmp_path) for arg in args]
     result, took = drainspec("k8s", str(manifest), *args, "--out", str(tmp_path / "out"))
     assert result.returncode == 2, result.stdout + result.stderr
     lines = result.stderr.strip().splitlines()

@@ -272,6 +272,49 @@ def test_an_entrypoint_script_file_is_replayed_as_written(
     assert started.get("argv") == [*interpreter, "-c", f"<{script}, run with the app on the probe>", str(script)]
 
 
+def test_a_script_that_takes_its_app_from_a_variable_runs_it_on_the_probe(replay_manifest, tmp_path, monkeypatch):
+    """`exec uvicorn "$APP_MODULE"`: the app is what the variable holds in the pod's environment."""
+    script = tmp_path / "boot.sh"
+    script.write_text(
+        "#!/bin/sh\nset -e\nAPP_MODULE=${APP_MODULE:-main:app}\n"
+        'exec uvicorn --host 0.0.0.0 --port 8000 "${APP_MODULE}" --timeout-graceful-shutdown 1\n'
+    )
+    manifest = tmp_path / "boot.yaml"
+    manifest.write_text(
+        (K8S / "deployment.yaml")
+        .read_text()
+        .replace(
+            'command: [uvicorn, app.main:app, --host, 0.0.0.0, --port, "8000", --timeout-graceful-shutdown, "4"]',
+            f"command: [sh, {script}]",
+        )
+    )
+    monkeypatch.setenv("APP_MODULE", "app.main:app")
+    result = replay_manifest(str(manifest), requests=1, request_seconds=0.3)
+    assert result.failed == set(), result.explain()
+    assert [e.get("app") for e in result.timeline.events if e.kind == "probe.loaded"] == ["app.main:app"]
+    assert result.verdict("inflight-completed").status == "pass"
+
+
+@pytest.mark.parametrize(
+    ("dockerfile", "fails"),
+    [
+        pytest.param("image/Dockerfile", set(), id="the-image-runs-uvicorn"),
+        pytest.param(
+            "image/stopsignal-quit.Dockerfile",
+            {"signal-reaches-app", "teardown-ran", "within-grace", "resources-closed"},
+            id="the-image-stops-it-with-sigquit",
+            marks=needs_namespace,
+        ),
+    ],
+)
+def test_a_manifest_without_command_runs_what_its_image_runs(replay_manifest, dockerfile, fails):
+    result = replay_manifest("image/deployment.yaml", dockerfile=dockerfile, requests=1, request_seconds=0.3)
+    assert result.failed == fails, result.explain()
+    (sent,) = [e for e in result.timeline.events if e.kind == "signal.sent"]
+    assert sent.get("signal") == ("SIGQUIT" if fails else "SIGTERM")
+    assert [e.get("app") for e in result.timeline.events if e.kind == "probe.loaded"] == ["app.main:app"]
+
+
 @needs_namespace
 def test_steady_load_runs_until_the_router_stops_routing_to_a_dead_pod(replay_manifest):
     """

@@ -5,6 +5,7 @@ misconfiguration in `k8s/bad/`, the budget arithmetic, and a clear error for any
 
 from __future__ import annotations
 
+import dataclasses
 import shlex
 import sys
 from pathlib import Path
@@ -23,6 +24,7 @@ from chaos.k8s.manifest import (
     PodSpec,
     SleepHook,
     analyse,
+    app_variable,
     expand_references,
     journaled_argv,
     load_manifest,
@@ -36,6 +38,7 @@ from chaos.k8s.manifest import (
     server_timeout,
     static_findings,
 )
+from chaos.servers import PROBE_APP
 from tests.conftest import ROOT
 
 PYTHON = shlex.quote(sys.executable)
@@ -428,6 +431,29 @@ def test_findings_that_need_more_than_the_file():
     } <= codes
 
 
+GUNICORN, UVICORN, HYPERCORN = (f"[{server}, app.main:app]" for server in ("gunicorn", "uvicorn", "hypercorn"))
+
+
+@pytest.mark.parametrize(
+    ("command", "lifecycle", "image", "says"),
+    [
+        pytest.param(GUNICORN, "SIGQUIT", None, "stopSignal SIGQUIT is gunicorn's quick", id="gunicorn"),
+        pytest.param(GUNICORN, None, "SIGINT", "the image's STOPSIGNAL SIGINT is gunicorn's", id="image"),
+        pytest.param(UVICORN, "QUIT", None, "SIGQUIT is not a signal uvicorn drains on", id="uvicorn"),
+        pytest.param(HYPERCORN, None, "3", "STOPSIGNAL SIGQUIT is not a signal hypercorn", id="number"),
+        pytest.param(UVICORN, None, "SIGINT", None, id="uvicorn-drains-on-int"),
+        pytest.param(GUNICORN, "SIGTERM", "SIGQUIT", None, id="lifecycle-over-image"),
+        pytest.param("[python, serve.py]", "SIGQUIT", None, None, id="unknown-server"),
+    ],
+)
+def test_a_stop_signal_the_server_does_not_drain_on(command, lifecycle, image, says):
+    signal = f", stopSignal: {lifecycle}" if lifecycle else ""
+    pod = parse_manifest(pod_yaml(f"{{lifecycle: {{preStop: {{sleep: {{seconds: 2}}}}{signal}}}}}", command=command))
+    container = dataclasses.replace(pod.containers[0], image_stop_signal=image)
+    found = [f for f in static_findings(pod, container) if f.code == "wrong-stop-signal"]
+    assert [says in f.message for f in found] == ([True] if says else []), found
+
+
 @pytest.mark.parametrize(
     ("config", "codes"),
     [
@@ -516,11 +542,6 @@ BAD = [
     pytest.param("", "found nothing", id="empty"),
     pytest.param("kind: Pod\nspec: {containers: []}\n", "no containers", id="no-containers"),
     pytest.param("kind: Deployment\nspec: {replicas: 2}\n", "no containers", id="no-template"),
-    pytest.param(
-        "kind: Pod\nspec: {containers: [{name: web, image: x}]}\n",
-        "cannot read the image's ENTRYPOINT",
-        id="no-command",
-    ),
     pytest.param(
         "kind: Pod\nspec: {containers: [{name: web, command: 'uvicorn a:b'}]}\n", "exec form", id="string-cmd"
     ),
@@ -747,3 +768,28 @@ def test_an_entrypoint_at_its_path_in_the_image_is_found_below_here(tmp_path, mo
     pod = parse_manifest(pod_yaml("{lifecycle: {preStop: {sleep: {seconds: 2}}}}", command=f"[{entrypoint}]"))
     (finding,) = [f for f in static_findings(pod, pod.containers[0]) if f.code == "shell-wrapper"]
     assert finding.severity == "error" and "command: [granian, ...]" in finding.recommendation
+
+
+ENTRYPOINT = (
+    '#!/bin/sh\n. "$PRE_START_PATH"\nexport APP_MODULE=${APP_MODULE:-"$MODULE_NAME:$VARIABLE_NAME"}\n'
+    'exec uvicorn --host 0.0.0.0 --port 8080 "${APP_MODULE}" --reload || { echo failed; exit 1; }\n'
+)
+
+
+@pytest.mark.parametrize(
+    ("env", "app"),
+    [
+        pytest.param({"APP_MODULE": "app.main:app", "PRE_START_PATH": "a.b:c"}, "app.main:app", id="set"),
+        pytest.param({"APP_MODULE": "/not/an/import/string"}, None, id="not-an-import-string"),
+        pytest.param({}, None, id="unset"),
+    ],
+)
+def test_a_script_server_takes_its_app_from_a_variable(env, app):
+    argv = ["sh", "-c", ENTRYPOINT]
+    assert app_variable(argv) == "APP_MODULE"
+    localized, found = localize(argv, port=5555, container_ports=[8080], env=env)
+    assert found == app
+    if app is not None:
+        assert f"exec uvicorn   {PROBE_APP} --host 127.0.0.1 --port 5555 --reload" in localized[2]
+        assert '. "$PRE_START_PATH"' in localized[2]  # only the server's own words are the app's
+    assert app_variable(["sh", "-c", "exec uvicorn app.main:app"]) is None

@@ -38,6 +38,7 @@ from chaos.k8s.manifest import (
     server_timeout,
     shlex_words,
 )
+from chaos.scenario import parse_signal
 from chaos.servers import SERVERS, runs_fastapi_cli
 
 Severity = Literal["error", "warning", "info"]
@@ -319,19 +320,28 @@ def drain_exceeds_grace(facts: Facts) -> Hit | None:
     )
 
 
-def _stop_signal(facts: Facts) -> str:
-    return (facts.container.stop_signal or "").upper().removeprefix("SIG")
-
-
 def wrong_stop_signal(facts: Facts) -> Hit | None:
-    name = _stop_signal(facts)
-    if name not in ("QUIT", "INT") or facts.command.server != "gunicorn":
+    """A stop signal (lifecycle.stopSignal, or the image's STOPSIGNAL) the server does not drain on."""
+    server = facts.command.server
+    try:
+        name = parse_signal(facts.container.signal).name.removeprefix("SIG")
+    except ValueError:
+        return None  # the replay refuses it with the reason
+    if server is None or name in SERVERS[server].drains_on:
         return None
-    return Hit(
-        "error",
-        f"stopSignal SIG{name} is gunicorn's quick shutdown: in-flight requests are answered 500",
-        "remove lifecycle.stopSignal; gunicorn drains on SIGTERM",
-    )
+    if facts.container.stop_signal:
+        said, fix = f"stopSignal SIG{name}", "remove lifecycle.stopSignal"
+    else:
+        said, fix = f"the image's STOPSIGNAL SIG{name}", "remove STOPSIGNAL from the Dockerfile"
+    drains = " and ".join(f"SIG{signal}" for signal in SERVERS[server].drains_on)
+    if server == "gunicorn" and name in ("QUIT", "INT"):
+        effect = "is gunicorn's quick shutdown: in-flight requests are answered 500"
+    else:
+        effect = (
+            f"is not a signal {server} drains on: as PID 1 it ignores it and the pod waits for SIGKILL at the grace "
+            "deadline; anywhere else it dies with its requests in flight"
+        )
+    return Hit("error", f"{said} {effect}", f"{fix}; {server} drains on {drains}")
 
 
 def stop_signal_without_os(facts: Facts) -> Hit | None:

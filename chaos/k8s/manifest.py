@@ -12,7 +12,9 @@ here); `recommend_budget` turns measured numbers into preStop / grace / server t
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import os
 import re
 import shlex
 import sys
@@ -43,6 +45,7 @@ from chaos.validate import MAX_MANIFEST_BYTES, load_yaml_documents, read_text
 if TYPE_CHECKING:
     from chaos.k8s.findings import Finding as Finding
     from chaos.k8s.findings import static_findings as static_findings
+    from chaos.k8s.image import ImageConfig
 
 DEFAULT_GRACE = 30.0
 MARGIN = 2  # seconds a budget keeps between the end of a bounded drain and SIGKILL (T >= S + D + M)
@@ -99,7 +102,16 @@ class ContainerSpec:
     readiness: ProbeSpec | None = None
     liveness: ProbeSpec | None = None
     prestop: Hook | None = None
-    stop_signal: str | None = None
+    stop_signal: str | None = None  # lifecycle.stopSignal
+    # No `command:`: the image's ENTRYPOINT runs, with `argv` (the manifest's args, if any) or the
+    # image's CMD after it; `with_image` fills them in from the Dockerfile.
+    from_image: bool = False
+    image_stop_signal: str | None = None  # the Dockerfile's STOPSIGNAL
+
+    @property
+    def signal(self) -> str:
+        """The stop signal the kubelet sends: lifecycle.stopSignal, else the image's STOPSIGNAL, else TERM."""
+        return self.stop_signal or self.image_stop_signal or "TERM"
 
 
 @dataclass(frozen=True)
@@ -212,11 +224,6 @@ def _container(raw: Any, where: str) -> ContainerSpec:
     env = _env(raw.get("env"), where)
     command = _words(raw.get("command"), f"{where}: command")
     args = _words(raw.get("args"), f"{where}: args")
-    if not command:
-        raise ManifestError(
-            f"{where}: no command; drainspec cannot read the image's ENTRYPOINT offline, "
-            "so spell it out in `command:` (exec form)"
-        )
     argv = tuple(expand_references(word, env) for word in (*command, *args))
     lifecycle = _mapping(raw.get("lifecycle"), f"{where}: lifecycle")
     stop_signal = lifecycle.get("stopSignal")
@@ -235,6 +242,7 @@ def _container(raw: Any, where: str) -> ContainerSpec:
         liveness=_probe(raw.get("livenessProbe"), f"{where}: livenessProbe"),
         prestop=_hook(lifecycle.get("preStop"), f"{where}: lifecycle.preStop"),
         stop_signal=str(stop_signal) if stop_signal else None,
+        from_image=not command,
     )
 
 
@@ -341,6 +349,81 @@ def select_container(pod: PodSpec, name: str | None) -> ContainerSpec:
             return container
     names = ", ".join(c.name for c in pod.containers)
     raise ManifestError(f"{pod.kind}/{pod.name} has no container {name!r}; its containers: {names}")
+
+
+DOCKERFILE_NAMES = ("Dockerfile", "Containerfile")
+
+
+def _dockerfiles_here() -> list[str]:
+    """The Dockerfiles in the directory drainspec runs in, or one level below (`container/Containerfile`)."""
+    here = [name for name in DOCKERFILE_NAMES if Path(name).is_file()]
+    below = sorted(str(path) for name in DOCKERFILE_NAMES for path in Path().glob(f"*/{name}") if path.is_file())
+    return here + below
+
+
+def _copied_here(argv: Sequence[str], image: ImageConfig) -> tuple[tuple[str, ...], list[str]]:
+    """
+    The image's files that the command names (`/entrypoint.sh`) as the build context holds them
+    here (`container/entrypoint.sh`, by the Dockerfile's COPY), so that the replay can run them.
+    """
+    words, notes = [], []
+    for word in argv:
+        local = image.local_path(word) if word.startswith("/") and not Path(word).exists() else None
+        if local is not None and Path(local).is_file():
+            notes.append(f"{word} in the image is {local} here (copied by {image.source})")
+            word = local if "/" in local else f"./{local}"
+        words.append(word)
+    return tuple(words), notes
+
+
+def with_image(pod: PodSpec, container: ContainerSpec, image: ImageConfig | None) -> tuple[ContainerSpec, list[str]]:
+    """
+    The container as the kubelet runs it from its image (`chaos.k8s.image`), and what was
+    assumed to get there. Without `command:` the image's ENTRYPOINT runs, followed by the
+    manifest's `args:` or else the image's CMD; the image's ENV lies under the manifest's `env:`,
+    and its STOPSIGNAL applies where `lifecycle.stopSignal` is not set.
+    """
+    where = f"{pod.kind}/{pod.name}: container {container.name}"
+    if image is None:
+        if container.from_image:
+            found = next(iter(_dockerfiles_here()), "PATH")
+            raise ManifestError(
+                f"{where}: no command: it runs its image's ENTRYPOINT and CMD, which drainspec cannot "
+                f"read from a registry; pass the Dockerfile the image is built from (--dockerfile {found}), "
+                "or spell the command out in `command:` (exec form)"
+            )
+        return container, []
+    notes = []
+    argv = container.argv
+    if container.from_image:
+        entrypoint = image.entrypoint
+        if entrypoint is None:
+            entrypoint = ()
+            notes.append(f"{image.source} sets no ENTRYPOINT: taken as none from its base image {image.base}")
+        if container.argv:
+            argv = (*entrypoint, *container.argv)
+        elif image.cmd is not None:
+            argv = (*entrypoint, *image.cmd)
+        elif entrypoint:
+            argv = entrypoint
+        else:
+            raise ManifestError(
+                f"{where}: no command, and {image.source} sets neither ENTRYPOINT nor CMD (its base image "
+                f"{image.base} does, and drainspec cannot read it offline); spell it out in `command:` (exec form)"
+            )
+        if not argv:
+            raise ManifestError(f"{where}: no command, and {image.source} runs nothing; spell it out in `command:`")
+        notes.append(f"the command is the image's, from {image.source}: {shlex.join(argv)}")
+    argv, copied = _copied_here(argv, image)
+    notes += copied
+    resolved = dataclasses.replace(
+        container,
+        argv=argv,
+        env={**image.env, **container.env},
+        image_stop_signal=image.stop_signal,
+        from_image=False,
+    )
+    return resolved, notes
 
 
 # -- the command: shells, inits, servers ---------------------------------------------------------
@@ -496,11 +579,15 @@ def _app_execs(shell: str | None, script: str | None) -> bool:
     return shell == "bash" and len(commands) == 1 and len(words) == len(commands[0])
 
 
-def localize(argv: Sequence[str], *, port: int, container_ports: Sequence[int] = ()) -> tuple[list[str], str | None]:
+def localize(
+    argv: Sequence[str], *, port: int, container_ports: Sequence[int] = (), env: Mapping[str, str] | None = None
+) -> tuple[list[str], str | None]:
     """
     The container's argv made to run here: bound to 127.0.0.1:`port`, the app wrapped in the
     probe. Returns the new argv and the app's import string (None when no known server
-    runs an app: then only the port is mapped, and there is nothing to probe).
+    runs an app: then only the port is mapped, and there is nothing to probe). A script's server
+    may take its app from a variable (`uvicorn "$APP_MODULE"`): its value in `env`, the
+    environment the pod gets, is the app.
     """
     command = analyse(argv)
     words = list(argv)
@@ -508,13 +595,13 @@ def localize(argv: Sequence[str], *, port: int, container_ports: Sequence[int] =
         # The file's text, localized, run as `sh -c TEXT FILE ARGS...`: its `$0` and arguments stay
         # its own. A shell given `-c` may exec the text's last command itself (bash does), which it
         # never does for a file: an `exit` of its status after it keeps that command a child.
-        script, app = _localize_script(command.script, port, container_ports)
+        script, app = _localize_script(command.script, port, container_ports, env or {})
         index = words.index(command.script_file)
         interpreter = list(command.shebang) if command.shebang else []
         return [*words[:index], *interpreter, "-c", f"{script}\n{AS_A_FILE}", *words[index:]], app
     if command.script is not None:
         index = words.index(command.script)
-        script, app = _localize_script(command.script, port, container_ports)
+        script, app = _localize_script(command.script, port, container_ports, env or {})
         words[index] = script
         return words, app
     return _localize_words(words, port, container_ports)
@@ -581,9 +668,56 @@ def _localize_words(words: list[str], port: int, container_ports: Sequence[int])
     return [*head, *out, *SERVERS[server].bind_words(port)], app
 
 
-def _localize_script(script: str, port: int, container_ports: Sequence[int]) -> tuple[str, str | None]:
+VARIABLE = re.compile(r"\$(?:\{([A-Za-z_]\w*)\}|([A-Za-z_]\w*))")
+
+
+def pod_env(container: ContainerSpec) -> dict[str, str]:
+    """The environment the replayed container starts with: drainspec's own, under the container's."""
+    return {**os.environ, **container.env}
+
+
+def app_variable(argv: Sequence[str]) -> str | None:
+    """
+    The variable a script's server takes its app from (`APP_MODULE` of `uvicorn "${APP_MODULE}"`),
+    when no import string is written out; None otherwise.
+    """
+    command = analyse(argv)
+    if command.script is None or command.server is None:
+        return None
+    words = shlex_words(command.script)
+    if any(IMPORT_STRING.match(word) for word in words):
+        return None
+    return next(iter(_app_variables(words)), None)
+
+
+def _app_variables(words: Sequence[str]) -> list[str]:
+    """The variables a server's command line is given as words of their own (`"$APP_MODULE"`)."""
+    names = []
+    in_server = False
+    for word in words:
+        if Path(word).name in SERVER_NAMES:
+            in_server = True
+        elif word in SHELL_OPERATORS:
+            in_server = False
+        elif in_server and (match := VARIABLE.fullmatch(word)):
+            names.append(match.group(1) or match.group(2))
+    return names
+
+
+SHELL_OPERATORS = frozenset({";", "&&", "||", "|", "&", "(", ")"})
+
+
+def _localize_script(
+    script: str, port: int, container_ports: Sequence[int], env: Mapping[str, str]
+) -> tuple[str, str | None]:
     words = shlex_words(script)
     app = next((w for w in words if IMPORT_STRING.match(w)), None)
+    reference = None
+    if app is None:  # `uvicorn "${APP_MODULE}"`: the app is what the variable holds in the pod
+        for name in _app_variables(words):
+            if IMPORT_STRING.match(env.get(name, "")):
+                app, reference = env[name], name
+                break
     server = _server_in(words)
     if server is None and (own := _own_script_in(script, words)) is not None:
         return own
@@ -603,7 +737,8 @@ def _localize_script(script: str, port: int, container_ports: Sequence[int]) -> 
     text = re.sub(rf"(?<!\S){FACTORY_FLAG}(?!\S)", "", text)
     bind = " ".join(SERVERS[server].bind_words(port))
     # Every command that names the app (an entrypoint's branches: debug, production) runs it on the probe.
-    text = re.sub(rf"(?<!\S){re.escape(app)}(?!\S)", f"{PROBE_APP} {bind}", text)
+    named = re.escape(app) if reference is None else rf"(\"?)\$(\{{{reference}\}}|{reference}(?!\w))\1"
+    text = re.sub(rf"(?<!\S){named}(?!\S)", f"{PROBE_APP} {bind}", text)
     return text, app
 
 

@@ -45,7 +45,7 @@ class Replay:
             workers=1,
             requests=self.traffic.requests if app else 0,
             background=self.traffic.background if app else 0,
-            signal=self.container.stop_signal or "TERM",
+            signal=self.container.signal,
             grace=self.pod.grace,
             env=self.container.env,
         )

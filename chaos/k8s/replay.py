@@ -29,7 +29,7 @@ from chaos.k8s import kubelet
 from chaos.k8s.findings import keepalive_below_proxy, server_keepalive, static_findings
 from chaos.k8s.ingress import Ingress, open_ingress, parse_options, upstream_idle_timeout
 from chaos.k8s.loopback import checked_paths, keep_loopback
-from chaos.k8s.manifest import journaled_argv, localize
+from chaos.k8s.manifest import journaled_argv, localize, pod_env
 from chaos.k8s.plan import Replay
 from chaos.k8s.pod import Pod, handles_signal
 from chaos.k8s.prestop import describe, prestop_runner
@@ -50,7 +50,7 @@ def replay(plan: Replay, run_dir: str | os.PathLike[str]) -> list[Event]:
 async def _replay(plan: Replay, run_dir: str | os.PathLike[str]) -> list[Event]:
     pod, container, options = plan.pod, plan.container, plan.options
     port = target.free_port()
-    argv, app = localize(container.argv, port=port, container_ports=container.ports)
+    argv, app = localize(container.argv, port=port, container_ports=container.ports, env=pod_env(container))
     argv = keep_loopback(argv)
     steady_path = checked_paths(plan)
     scenario = plan.scenario(app)

@@ -30,7 +30,7 @@ from chaos.journal import Event, Kind
 from chaos.k8s import kubelet
 from chaos.k8s.ingress import Ingress, open_ingress, parse_options
 from chaos.k8s.loopback import checked_paths, keep_loopback, pod_path, pod_url
-from chaos.k8s.manifest import ContainerSpec, PodSpec, ProbeSpec, journaled_argv, localize, resolve_fenceposts
+from chaos.k8s.manifest import ContainerSpec, PodSpec, ProbeSpec, journaled_argv, localize, pod_env, resolve_fenceposts
 from chaos.k8s.plan import Replay
 from chaos.k8s.pod import Pod
 from chaos.k8s.prestop import prestop_runner
@@ -94,7 +94,9 @@ class _Rollout:
 
     async def launch(self, generation: str) -> Replica:
         port = target.free_port()
-        argv, _ = localize(self.container.argv, port=port, container_ports=self.container.ports)
+        argv, _ = localize(
+            self.container.argv, port=port, container_ports=self.container.ports, env=pod_env(self.container)
+        )
         argv = keep_loopback(argv)
         self.run.require_command(argv[0])
         name = f"{self.pod.name}-{generation}{next(self._numbers)}"
@@ -157,7 +159,7 @@ async def _rollout(plan: Replay, run_dir: str | os.PathLike[str]) -> list[Event]
     pod, container, options = plan.pod, plan.container, plan.options
     strategy = Strategy.of(pod)
     steady_path = checked_paths(plan)
-    _, app = localize(container.argv, port=0, container_ports=container.ports)
+    _, app = localize(container.argv, port=0, container_ports=container.ports, env=pod_env(container))
     # The steady load is the rollout's traffic: no slow requests held inside one pod.
     scenario = plan.scenario(app)
     scenario = dataclasses.replace(scenario, requests=0, background=0)

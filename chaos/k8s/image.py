@@ -1,0 +1,205 @@
+"""
+What a container image runs when its manifest does not say: the ENTRYPOINT, CMD, ENV and
+STOPSIGNAL of the Dockerfile it was built from.
+
+Most Deployments leave `command:` out and run the image's own entrypoint, which drainspec cannot
+read from a registry offline; the Dockerfile beside the manifest says the same thing. It is read
+as Docker builds it: the last stage (or `target`), following `FROM <an earlier stage>` through
+the file; exec form (a JSON list) as written, shell form through the stage's `SHELL` (`/bin/sh -c`
+by default); an ENTRYPOINT set in a stage drops the CMD it inherited. A stage built on an image
+from a registry inherits what that image sets, which is not in the file: its ENTRYPOINT is taken
+as none (the official Python images set none) and said so, and its CMD as unknown.
+
+`dockerfile-parse` splits the file into instructions (continuations, comments, the `escape`
+directive, ARG substitution in ENV); the stages are followed here, where its `envs` stops at each
+`FROM`.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import shlex
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from chaos.errors import ManifestError
+from chaos.scenario import parse_signal
+from chaos.validate import read_text
+
+MAX_DOCKERFILE_BYTES = 1_000_000
+DEFAULT_SHELL = ("/bin/sh", "-c")
+
+
+@dataclass(frozen=True)
+class ImageConfig:
+    """
+    What the image sets, as far as its Dockerfile shows. `entrypoint` and `cmd` are None when
+    they come from a base image the file does not hold (`base` names it).
+    """
+
+    source: str
+    entrypoint: tuple[str, ...] | None = None
+    cmd: tuple[str, ...] | None = None
+    env: Mapping[str, str] = field(default_factory=dict)
+    stop_signal: str | None = None
+    base: str | None = None  # the registry image the final stage is built on
+    # (path in the image, path in the build context) of each COPY or ADD from the context
+    copies: tuple[tuple[str, str], ...] = ()
+
+    def local_path(self, path: str) -> str | None:
+        """
+        Where a file the image holds at `path` comes from in the build context (taken to be the
+        directory drainspec runs in): the last COPY that put it there, or None.
+        """
+        for dest, src in reversed(self.copies):
+            if path == dest:
+                return src
+            if path.startswith(dest.rstrip("/") + "/"):
+                return str(PurePosixPath(src) / path[len(dest.rstrip("/")) + 1 :])
+        return None
+
+
+@dataclass(frozen=True)
+class _Stage:
+    name: str | None
+    config: ImageConfig
+    shell: tuple[str, ...] = DEFAULT_SHELL
+    cmd_set_here: bool = False
+    workdir: str = "/"
+
+
+def load_dockerfile(path: Path, *, target: str | None = None) -> ImageConfig:
+    """The image config of `path`'s last stage (or the stage named `target`)."""
+    text = read_text(path, limit=MAX_DOCKERFILE_BYTES, what="Dockerfile", error=ManifestError)
+    return parse_dockerfile(text, source=str(path), target=target)
+
+
+def parse_dockerfile(text: str, *, source: str = "Dockerfile", target: str | None = None) -> ImageConfig:
+    from dockerfile_parse import DockerfileParser  # here: only a replay without `command:` reads one
+
+    parser = DockerfileParser(fileobj=io.BytesIO(text.encode()))
+    instructions = parser.structure
+    contexts = parser.context_structure
+    stages: list[_Stage] = []
+    for n, instruction in enumerate(instructions):
+        kind, value = instruction["instruction"], instruction["value"].strip()
+        line = f"{source}:{instruction['startline'] + 1}"
+        if kind == "FROM":
+            stages.append(_from(value, stages, source))
+            continue
+        if kind == "COMMENT":
+            continue
+        if not stages:
+            if kind in ("ARG", "COMMENT"):
+                continue  # ARG before the first FROM: a build argument of the FROM lines
+            raise ManifestError(f"{line}: {kind} before any FROM; is it a Dockerfile?")
+        stage = stages[-1]
+        config = stage.config
+        if kind == "ENTRYPOINT":
+            entrypoint = _command(value, stage.shell)
+            cmd = config.cmd if stage.cmd_set_here else ()  # an ENTRYPOINT drops the CMD it inherited
+            stages[-1] = replace(stage, config=replace(config, entrypoint=entrypoint, cmd=cmd))
+        elif kind == "CMD":
+            stages[-1] = replace(stage, config=replace(config, cmd=_command(value, stage.shell)), cmd_set_here=True)
+        elif kind == "SHELL":
+            stages[-1] = replace(stage, shell=_shell(value, line))
+        elif kind == "STOPSIGNAL":
+            try:
+                parse_signal(value)
+            except ValueError as exc:
+                raise ManifestError(f"{line}: STOPSIGNAL: {exc}") from None
+            stages[-1] = replace(stage, config=replace(config, stop_signal=value))
+        elif kind == "WORKDIR":
+            stages[-1] = replace(stage, workdir=str(PurePosixPath(stage.workdir) / value))
+        elif kind in ("COPY", "ADD") and (copied := _copied(value, stage.workdir)):
+            stages[-1] = replace(stage, config=replace(config, copies=(*config.copies, *copied)))
+        elif kind == "ENV":
+            env = {**stages[-1].config.env, **contexts[n].envs}
+            stages[-1] = replace(stage, config=replace(config, env=env))
+    if not stages:
+        raise ManifestError(f"{source}: no FROM line; is it a Dockerfile?")
+    return _target(stages, target, source).config
+
+
+def _from(value: str, stages: list[_Stage], source: str) -> _Stage:
+    """A new stage: `FROM [--platform=...] IMAGE [AS NAME]`, built on an earlier stage or an image."""
+    words = [word for word in value.split() if not word.startswith("--")]
+    if not words:
+        raise ManifestError(f"{source}: a FROM line names no image")
+    image = words[0]
+    name = words[2] if len(words) >= 3 and words[1].lower() == "as" else None
+    for stage in reversed(stages):
+        if stage.name is not None and stage.name.lower() == image.lower():
+            return _Stage(name, stage.config, stage.shell, workdir=stage.workdir)
+    return _Stage(name, ImageConfig(source=source, base=image))
+
+
+def _copied(value: str, workdir: str) -> tuple[tuple[str, str], ...]:
+    """
+    The (image path, context path) pairs of a COPY or ADD from the build context: none from
+    another stage or image (`--from`), a URL or a heredoc.
+    """
+    words = _json_words(value)
+    if words is None:
+        try:
+            words = tuple(shlex.split(value))
+        except ValueError:
+            return ()
+    flags = [word for word in words if word.startswith("--")]
+    paths = [word for word in words if not word.startswith("--")]
+    if any(flag.startswith("--from") for flag in flags) or len(paths) < 2:
+        return ()
+    *sources, dest = paths
+    if any("://" in src or src.startswith("<<") for src in sources):
+        return ()
+    target = PurePosixPath(workdir) / dest
+    into_directory = dest.endswith("/") or dest in (".", "..") or len(sources) > 1
+    pairs = []
+    for src in sources:
+        if any(char in src for char in "*?["):
+            continue  # a pattern: which files it copied is the build's to know
+        if Path(src).is_dir():  # a directory's contents, not the directory itself
+            pairs.append((str(target), src))
+        elif into_directory:
+            pairs.append((str(target / PurePosixPath(src).name), src))
+        else:
+            pairs.append((str(target), src))
+    return tuple(pairs)
+
+
+def _target(stages: list[_Stage], target: str | None, source: str) -> _Stage:
+    if target is None:
+        return stages[-1]
+    for stage in stages:
+        if stage.name is not None and stage.name.lower() == target.lower():
+            return stage
+    named = ", ".join(stage.name for stage in stages if stage.name) or "none"
+    raise ManifestError(f"{source} has no stage {target!r}; its named stages: {named}")
+
+
+def _command(value: str, shell: tuple[str, ...]) -> tuple[str, ...]:
+    """Exec form (a JSON list of strings) as written; anything else is shell form, as Docker reads it."""
+    exec_form = _json_words(value)
+    if exec_form is not None:
+        return exec_form
+    return (*shell, value) if value else ()
+
+
+def _shell(value: str, line: str) -> tuple[str, ...]:
+    words = _json_words(value)
+    if not words:
+        raise ManifestError(f'{line}: SHELL must be a JSON list, e.g. SHELL ["/bin/bash", "-c"]')
+    return words
+
+
+def _json_words(value: str) -> tuple[str, ...] | None:
+    try:
+        words: Any = json.loads(value)
+    except ValueError:
+        return None
+    if not isinstance(words, list) or not all(isinstance(word, str) for word in words):
+        return None
+    return tuple(words)

@@ -1,0 +1,213 @@
+"""What an image runs, read from its Dockerfile (`chaos.k8s.image`), and how a manifest without `command:` takes it."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from chaos.errors import ManifestError
+from chaos.k8s.image import ImageConfig, parse_dockerfile
+from chaos.k8s.manifest import parse_manifest, select_container, with_image
+
+UVICORN = '["uvicorn", "app.main:app", "--port", "8000"]'
+
+
+@pytest.mark.parametrize(
+    ("text", "entrypoint", "cmd"),
+    [
+        pytest.param(
+            f"FROM python:3.12\nCMD {UVICORN}\n", None, ("uvicorn", "app.main:app", "--port", "8000"), id="exec"
+        ),
+        pytest.param(
+            "FROM python:3.12\nCMD uvicorn app.main:app --port $PORT\n",
+            None,
+            ("/bin/sh", "-c", "uvicorn app.main:app --port $PORT"),
+            id="shell-form",
+        ),
+        pytest.param(
+            'FROM python:3.12\nSHELL ["/bin/bash", "-euc"]\nENTRYPOINT exec uvicorn app.main:app\n',
+            ("/bin/bash", "-euc", "exec uvicorn app.main:app"),
+            (),
+            id="shell-form-through-SHELL",
+        ),
+        pytest.param(
+            "FROM python:3.12\nCMD [uvicorn, app.main:app]\n",
+            None,
+            ("/bin/sh", "-c", "[uvicorn, app.main:app]"),
+            id="not-JSON-is-shell-form",
+        ),
+        pytest.param(
+            'FROM python:3.12\nCMD ["uvicorn", \\\n     "app.main:app"]\n',
+            None,
+            ("uvicorn", "app.main:app"),
+            id="continued",
+        ),
+        pytest.param(
+            f'FROM python:3.12 AS base\nCMD {UVICORN}\nFROM base\nENTRYPOINT ["tini", "--"]\n',
+            ("tini", "--"),
+            (),
+            id="an-entrypoint-drops-the-inherited-cmd",
+        ),
+        pytest.param(
+            f'FROM python:3.12\nCMD {UVICORN}\nENTRYPOINT ["tini", "--"]\n',
+            ("tini", "--"),
+            ("uvicorn", "app.main:app", "--port", "8000"),
+            id="a-cmd-of-the-same-stage-stays",
+        ),
+        pytest.param(
+            f'FROM python:3.12 AS build\nCMD ["build"]\nFROM python:3.12-slim\nCMD {UVICORN}\n',
+            None,
+            ("uvicorn", "app.main:app", "--port", "8000"),
+            id="the-last-stage",
+        ),
+        pytest.param(
+            f'FROM python:3.12 AS base\nENTRYPOINT ["/entrypoint.sh"]\nFROM base AS final\nCMD {UVICORN}\n',
+            ("/entrypoint.sh",),
+            ("uvicorn", "app.main:app", "--port", "8000"),
+            id="through-an-earlier-stage",
+        ),
+        pytest.param("FROM python:3.12\nRUN true\n", None, None, id="all-from-the-base-image"),
+    ],
+)
+def test_entrypoint_and_cmd_read_as_docker_builds_them(
+    text: str, entrypoint: tuple[str, ...] | None, cmd: tuple[str, ...] | None
+) -> None:
+    image = parse_dockerfile(text)
+    assert (image.entrypoint, image.cmd) == (entrypoint, cmd)
+
+
+def test_env_stop_signal_and_base_follow_the_stages() -> None:
+    image = parse_dockerfile(
+        "ARG PY=3.12\nFROM python:${PY}-slim AS base\nENV A=1 B=two\nSTOPSIGNAL SIGINT\n"
+        'FROM base AS final\nENV B=three\nCMD ["x"]\n'
+    )
+    assert image.env == {"A": "1", "B": "three"}
+    assert image.stop_signal == "SIGINT"
+    assert image.base == "python:${PY}-slim"
+    assert parse_dockerfile('FROM base:1 AS b\nCMD ["b"]\nFROM other:2\n', target="b").cmd == ("b",)
+
+
+def test_copies_say_where_an_image_file_comes_from(tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "src").mkdir()
+    image = parse_dockerfile(
+        "FROM python:3.12\nWORKDIR /app\nCOPY . .\nCOPY --chmod=755 container/entrypoint.sh /entrypoint.sh\n"
+        "COPY requirements.txt boot.sh ./bin/\nCOPY src /srv\nCOPY --from=build /wheels /wheels\n"
+        "ADD https://example.com/x.sh /x.sh\n"
+    )
+    assert image.local_path("/entrypoint.sh") == "container/entrypoint.sh"
+    assert image.local_path("/app/app/main.py") == "app/main.py"
+    assert image.local_path("/app/bin/boot.sh") == "boot.sh"
+    assert image.local_path("/srv/main.py") == "src/main.py"
+    assert image.local_path("/wheels/a.whl") is None
+    assert image.local_path("/x.sh") is None
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        pytest.param("RUN true\n", "before any FROM", id="no-from"),
+        pytest.param("# nothing\n", "no FROM line", id="empty"),
+        pytest.param("FROM python:3.12\nSTOPSIGNAL SIGNOPE\n", "STOPSIGNAL: unknown signal", id="bad-stop-signal"),
+        pytest.param("FROM python:3.12\nSHELL /bin/bash\n", "SHELL must be a JSON list", id="bad-shell"),
+    ],
+)
+def test_a_bad_dockerfile_is_a_manifest_error(text: str, message: str) -> None:
+    with pytest.raises(ManifestError, match=message):
+        parse_dockerfile(text)
+
+
+def _container(fields: str) -> tuple:
+    pod = parse_manifest(f"kind: Pod\nmetadata: {{name: p}}\nspec: {{containers: [{{name: web, {fields}}}]}}\n")
+    return pod, select_container(pod, None)
+
+
+IMAGE = ImageConfig(
+    source="Dockerfile",
+    entrypoint=("/entrypoint.sh",),
+    cmd=("uvicorn", "app.main:app"),
+    env={"PORT": "8000", "MODE": "image"},
+    stop_signal="SIGINT",
+)
+
+
+@pytest.mark.parametrize(
+    ("fields", "argv"),
+    [
+        pytest.param("image: x", ("/entrypoint.sh", "uvicorn", "app.main:app"), id="entrypoint-and-cmd"),
+        pytest.param(
+            "image: x, args: [gunicorn, app.main:app]", ("/entrypoint.sh", "gunicorn", "app.main:app"), id="args"
+        ),
+        pytest.param("image: x, command: [hypercorn, app.main:app]", ("hypercorn", "app.main:app"), id="command"),
+        pytest.param("image: x, command: [hypercorn], args: [app.main:app]", ("hypercorn", "app.main:app"), id="both"),
+    ],
+)
+def test_the_kubelet_rules_for_command_and_args(fields: str, argv: tuple[str, ...]) -> None:
+    pod, container = _container(fields)
+    resolved, _ = with_image(pod, container, IMAGE)
+    assert resolved.argv == argv
+
+
+def test_the_image_env_lies_under_the_manifests_and_its_stop_signal_under_lifecycle() -> None:
+    pod, container = _container("image: x, env: [{name: MODE, value: manifest}]")
+    resolved, _ = with_image(pod, container, IMAGE)
+    assert resolved.env == {"PORT": "8000", "MODE": "manifest"}
+    assert resolved.signal == "SIGINT"
+    pod, container = _container("image: x, lifecycle: {stopSignal: SIGTERM}")
+    assert with_image(pod, container, IMAGE)[0].signal == "SIGTERM"
+    pod, container = _container("command: [uvicorn, app.main:app]")
+    assert with_image(pod, container, None)[0].signal == "TERM"
+
+
+def test_an_entrypoint_taken_from_a_base_image_is_said() -> None:
+    pod, container = _container("image: x")
+    resolved, notes = with_image(pod, container, parse_dockerfile(f"FROM python:3.12-slim\nCMD {UVICORN}\n"))
+    assert resolved.argv == ("uvicorn", "app.main:app", "--port", "8000")
+    assert any("taken as none from its base image python:3.12-slim" in note for note in notes)
+
+
+@pytest.mark.parametrize(
+    ("dockerfile", "message"),
+    [
+        pytest.param(None, "pass the Dockerfile the image is built from (--dockerfile PATH)", id="no-dockerfile"),
+        pytest.param("FROM python:3.12\nRUN true\n", "sets neither ENTRYPOINT nor CMD", id="nothing-in-the-file"),
+    ],
+)
+def test_a_container_without_command_needs_what_its_image_runs(
+    dockerfile: str | None, message: str, tmp_path, monkeypatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    pod, container = _container("image: x")
+    with pytest.raises(ManifestError, match=re.escape(message)):
+        with_image(pod, container, parse_dockerfile(dockerfile) if dockerfile else None)
+
+
+def test_the_error_names_a_dockerfile_it_sees(tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "container").mkdir()
+    (tmp_path / "container" / "Containerfile").write_text("FROM python:3.12\n")
+    pod, container = _container("image: x")
+    with pytest.raises(ManifestError, match=r"--dockerfile container/Containerfile\)"):
+        with_image(pod, container, None)
+
+
+def test_a_sidecar_without_command_does_not_stop_the_replay_of_the_app() -> None:
+    pod = parse_manifest(
+        "kind: Pod\nspec: {containers: [{name: proxy, image: envoy}, {name: web, command: [uvicorn, app.main:app]}]}\n"
+    )
+    resolved, notes = with_image(pod, select_container(pod, "web"), None)
+    assert resolved.argv == ("uvicorn", "app.main:app") and notes == []
+
+
+def test_an_image_file_the_command_names_runs_from_the_build_context(tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "container").mkdir()
+    (tmp_path / "container" / "entrypoint.sh").write_text("#!/bin/sh\nexec uvicorn app.main:app\n")
+    image = parse_dockerfile(
+        'FROM python:3.12\nCOPY container/entrypoint.sh /entrypoint.sh\nENTRYPOINT ["/entrypoint.sh"]\n'
+    )
+    pod, container = _container("image: x")
+    resolved, notes = with_image(pod, container, image)
+    assert resolved.argv == ("container/entrypoint.sh",)
+    assert "/entrypoint.sh in the image is container/entrypoint.sh here" in notes[-1]
