@@ -13,7 +13,7 @@ import subprocess
 from pathlib import Path
 
 from chaos import target
-from chaos.errors import SetupError, failure_line, message_line
+from chaos.errors import SetupError, capped, failure_line, message_line
 from chaos.journal import Event, JournalTail, Kind
 from chaos.servers import HOST
 
@@ -82,8 +82,8 @@ async def wait_ready(
             )
         if loop.time() > deadline:
             raise SetupError(
-                f"the server was not ready within {timeout:g}s (no lifespan startup in the "
-                f"journal); raise --ready-timeout or check the log {log}"
+                f"the server was not ready within {timeout:g}s (no lifespan startup in the journal); its log "
+                f"ends {capped(target.last_log_line(log), 300)!r}: raise --ready-timeout, or see the whole log {log}"
             )
         await asyncio.sleep(0.02)
     await wait_port(process, port=port, timeout=max(0.0, deadline - loop.time()), log=log)
@@ -136,7 +136,10 @@ async def wait_port(process: subprocess.Popen[bytes], *, port: int, timeout: flo
                     f"{HOST}:{port} is answered by another process than the server, which never listened there; "
                     f"run again (a port picked for the run was taken meanwhile), or see {log}"
                 )
-            raise SetupError(f"the server never accepted connections on {HOST}:{port}; see {log}")
+            raise SetupError(
+                f"the server never accepted connections on {HOST}:{port} within {timeout:g}s; its log ends "
+                f"{capped(target.last_log_line(log), 300)!r}: raise --ready-timeout, or see the whole log {log}"
+            )
         await asyncio.sleep(0.02)
     target.check_loopback_only(process.pid)
 

@@ -51,7 +51,7 @@ CASES = [
     ),
     pytest.param(
         ["--app", "tests.apps.broken:never_ready", "--ready-timeout", "1.5"],
-        "not ready within 1.5s",
+        "not ready within 1.5s (no lifespan startup in the journal); its log ends 'INFO:     Waiting for application",
         id="never-ready",
     ),
     pytest.param(
@@ -187,6 +187,13 @@ MANIFEST_CASES: list = [
         ["--ready-timeout", "3"],
         "no-such-binary-here",
         id="missing-binary-in-command",
+    ),
+    pytest.param(
+        "kind: Pod\nspec: {containers: [{name: web, command: [python3, -c, 'import signal; "
+        "print(\"waiting for the broker\", flush=True); signal.pause()', '8000'], ports: [{containerPort: 8000}]}]}\n",
+        ["--ready-timeout", "1.5"],
+        "within 1.5s; its log ends 'waiting for the broker': raise --ready-timeout",
+        id="never-listens",
     ),
     pytest.param(
         "kind: Pod\nspec: {containers: [{name: web, command: [python3, serve.py]}]}\n",
