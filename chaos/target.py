@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from chaos.errors import SetupError
 from chaos.guardian import REAPED
+from chaos.redact import redact_text
 
 # HOST, PROBE_APP and SERVERS live in chaos.servers; other modules import them from here too.
 from chaos.servers import FACTORY_FLAG, HOST, PROBE_APP, SERVERS, own_script_of, refuse_tls
@@ -306,11 +307,12 @@ def _one_line(text: str) -> str:
 
 
 def last_log_line(log: Path) -> str:
+    """The server log's last line, URL passwords masked (a driver's error may quote its DSN)."""
     try:
         text = log.read_text(errors="replace")
     except OSError:
         return "(no server output)"
-    return _one_line(text) or "(no server output)"
+    return redact_text(_one_line(text)) or "(no server output)"
 
 
 def wait_gone(processes: list[psutil.Process], timeout: float) -> bool:

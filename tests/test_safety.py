@@ -364,3 +364,11 @@ def test_scenario_fields_of_the_wrong_type_never_reach_the_page_unescaped(tmp_pa
     events = [Event(1, 2, Kind.RUN_START, {"scenario": scenario.to_dict()})]
     page = render(Timeline(events=events, scenario=scenario), [])
     assert script not in page and "&lt;script&gt;" in page
+
+
+def test_the_server_log_line_an_error_quotes_has_no_url_password(tmp_path):
+    from chaos.target import last_log_line
+
+    log = tmp_path / "server.log"
+    log.write_text("starting\nOSError: cannot connect to postgresql://app:hunter2@db:5432/app\n\n")
+    assert last_log_line(log) == "OSError: cannot connect to postgresql://app:***@db:5432/app"
