@@ -779,8 +779,21 @@ def _k8s(args: argparse.Namespace, console: Console) -> int:
 
         settings = ", ".join(f"{key}={value}" for key, value in ingress_options.items())
         console.print(f"[dim]ingress: {args.ingress} with {STANDS_FOR[args.ingress]}'s defaults: {escape(settings)}[/]")
-    with _status(console, out / JOURNAL_FILE, ready_timeout=args.ready_timeout):
-        events = play(Replay(pod, container, _noted(console, _scenario(args)), options), out)
+    with contextlib.ExitStack() as stack:
+        workdir = None
+        if image is not None and image.rearranges():
+            import tempfile
+
+            from chaos.k8s.image import assemble_workdir
+
+            workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="drainspec-workdir-")))
+            assemble_workdir(image, workdir)
+            console.print(
+                f"[dim]the image's WORKDIR {escape(image.workdir)} is laid out from {escape(image.source)}'s COPY "
+                f"lines (links to the files here) in {workdir}: the command runs there[/]"
+            )
+        with _status(console, out / JOURNAL_FILE, ready_timeout=args.ready_timeout):
+            events = play(Replay(pod, container, _noted(console, _scenario(args)), options, workdir), out)
     from chaos.outcome import RunResult
 
     result = RunResult.of(events, out)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -124,6 +125,13 @@ class Run:
     _logs: list[Path] = field(default_factory=list)  # each server's log, read for its arbiter's account
     _started: float = field(default_factory=time.time)
     _directory: outdir.OutputDir | None = None  # claimed by `open`, released by `close`
+    cwd: str = field(default_factory=os.getcwd)  # where servers run, and import the app from
+
+    def run_in(self, directory: Path) -> None:
+        """Run the servers in `directory` (a replayed image's WORKDIR), importing the app from there."""
+        self.cwd = str(directory)
+        rest = self.env["PYTHONPATH"].split(os.pathsep)[1:]  # the first entry is where drainspec runs
+        self.env["PYTHONPATH"] = os.pathsep.join([self.cwd, *rest])
 
     @classmethod
     def open(cls, scenario: Scenario, run_dir: str | os.PathLike[str]) -> Run:
@@ -199,8 +207,14 @@ class Run:
         return JournalTail(self.journal_path)
 
     def require_command(self, program: str, what: str = "the container's command") -> None:
-        if shutil.which(program, path=self.env.get("PATH")) is None:
-            raise SetupError(f"{program!r}, {what}, was not found here; install it or put it on PATH")
+        if shutil.which(program, path=self.env.get("PATH")) is not None:
+            return
+        if "/" in program and Path(program).is_file():  # a script checked out without its mode bits
+            raise SetupError(
+                f"{program!r}, {what}, is here but not executable (the image's COPY --chmod or RUN chmod "
+                f"makes it so); chmod +x {shlex.quote(program)}"
+            )
+        raise SetupError(f"{program!r}, {what}, was not found here; install it or put it on PATH")
 
     def spawn(
         self, argv: Sequence[str], *, log: Path | None = None, journal_as: Kind | None = None
@@ -213,7 +227,7 @@ class Run:
         if not self._subreaper:
             target.become_subreaper()
             self._subreaper = True
-        process = target.spawn(argv, env=self.env, cwd=os.getcwd(), log=log or self.log)
+        process = target.spawn(argv, env=self.env, cwd=self.cwd, log=log or self.log)
         if journal_as is not None:
             self.journal.write(journal_as, target=process.pid, argv=list(argv))
         self._processes.append(process)
@@ -225,7 +239,7 @@ class Run:
         """Start a container's command as PID 1 of a new PID namespace; reaped when the run closes."""
         from chaos.k8s.pod import start_pod
 
-        pod = await start_pod(argv, env=self.env, cwd=os.getcwd(), log=log or self.log, namespace=namespace)
+        pod = await start_pod(argv, env=self.env, cwd=self.cwd, log=log or self.log, namespace=namespace)
         self._processes.append(pod.process)
         self._logs.append(log or self.log)
         self._descendants.add_root(pod.process.pid)

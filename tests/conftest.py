@@ -133,7 +133,7 @@ def replay_manifest(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable
     it runs): keyword arguments are `K8sOptions` fields (propagation, seed, latency, ...) or the
     replay's traffic (`Scenario` fields).
     """
-    from chaos.k8s.image import load_dockerfile
+    from chaos.k8s.image import assemble_workdir, load_dockerfile
     from chaos.k8s.manifest import load_manifest, with_image
     from chaos.k8s.plan import REPLAY_TRAFFIC, Replay
     from chaos.k8s.replay import replay
@@ -147,7 +147,13 @@ def replay_manifest(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable
         container, _ = with_image(pod, pod.containers[0], image)
         options = K8sOptions(**{k: v for k, v in overrides.items() if k in K8S_OPTIONS})
         traffic = dataclasses.replace(REPLAY_TRAFFIC, **{k: v for k, v in overrides.items() if k not in K8S_OPTIONS})
-        run_dir = tmp_path / f"replay{next(counter)}"
-        return _judged(replay(Replay(pod, container, traffic, options), run_dir), run_dir)
+        n = next(counter)
+        workdir = None
+        if image is not None and image.rearranges():
+            workdir = tmp_path / f"workdir{n}"
+            workdir.mkdir()
+            assemble_workdir(image, workdir)
+        run_dir = tmp_path / f"replay{n}"
+        return _judged(replay(Replay(pod, container, traffic, options, workdir), run_dir), run_dir)
 
     return run

@@ -360,3 +360,18 @@ def test_a_scenario_files_options_are_checked_against_the_command_run(tmp_path, 
         assert "must start with '/'" in result.stderr, result.stderr
     else:
         assert "unknown option(s) quiet" in result.stderr, result.stderr
+
+
+def test_a_script_checked_out_without_its_mode_bits_is_named_so(tmp_path):
+    script = tmp_path / "docker-entrypoint.sh"
+    script.write_text('#!/bin/sh\nexec "$@"\n')
+    script.chmod(0o644)
+    manifest = tmp_path / "manifest.yaml"
+    manifest.write_text(
+        f"kind: Pod\nspec: {{containers: [{{name: web, command: [{script}, uvicorn, app.main:app]}}]}}\n"
+    )
+    result, _ = drainspec("k8s", str(manifest), "--out", str(tmp_path / "out"))
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert f"is here but not executable (the image's COPY --chmod or RUN chmod makes it so); chmod +x {script}" in (
+        result.stderr
+    )

@@ -315,6 +315,20 @@ def test_a_manifest_without_command_runs_what_its_image_runs(replay_manifest, do
     assert [e.get("app") for e in result.timeline.events if e.kind == "probe.loaded"] == ["app.main:app"]
 
 
+def test_an_image_that_rearranges_the_checkout_runs_in_its_workdir_laid_out(replay_manifest, tmp_path):
+    """`COPY tests/apps/plain.py main.py`: `uvicorn main:app` runs where the WORKDIR holds main.py."""
+    dockerfile = tmp_path / "Dockerfile"
+    dockerfile.write_text(
+        "FROM python:3.12-slim\nWORKDIR /srv\nCOPY tests/apps/plain.py main.py\n"
+        'CMD ["uvicorn", "main:app", "--host", "0.0.0.0", "--port", "8000", "--timeout-graceful-shutdown", "4"]\n'
+    )
+    result = replay_manifest("image/deployment.yaml", dockerfile=str(dockerfile), requests=1, request_seconds=0.3)
+    assert result.failed == set(), result.explain()
+    assert [e.get("app") for e in result.timeline.events if e.kind == "probe.loaded"] == ["main:app"]
+    assert result.verdict("inflight-completed").status == "pass"
+    assert not (ROOT / "main.py").exists()
+
+
 @needs_namespace
 def test_steady_load_runs_until_the_router_stops_routing_to_a_dead_pod(replay_manifest):
     """

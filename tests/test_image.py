@@ -7,7 +7,7 @@ import re
 import pytest
 
 from chaos.errors import ManifestError
-from chaos.k8s.image import ImageConfig, parse_dockerfile
+from chaos.k8s.image import ImageConfig, assemble_workdir, parse_dockerfile
 from chaos.k8s.manifest import parse_manifest, select_container, with_image
 
 UVICORN = '["uvicorn", "app.main:app", "--port", "8000"]'
@@ -209,5 +209,37 @@ def test_an_image_file_the_command_names_runs_from_the_build_context(tmp_path, m
     )
     pod, container = _container("image: x")
     resolved, notes = with_image(pod, container, image)
-    assert resolved.argv == ("container/entrypoint.sh",)
+    assert resolved.argv == (str(tmp_path / "container" / "entrypoint.sh"),)
     assert "/entrypoint.sh in the image is container/entrypoint.sh here" in notes[-1]
+
+
+def test_a_relative_path_is_the_workdirs(tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "scripts").mkdir()
+    (tmp_path / "scripts" / "start.sh").write_text("#!/bin/sh\nexec uvicorn main:app\n")
+    image = parse_dockerfile('FROM python:3.12\nWORKDIR /app\nCOPY scripts/start.sh .\nCMD ["./start.sh"]\n')
+    pod, container = _container("image: x")
+    assert with_image(pod, container, image)[0].argv == (str(tmp_path / "scripts" / "start.sh"),)
+
+
+def test_a_workdir_that_rearranges_the_checkout_is_laid_out_with_links(tmp_path, monkeypatch) -> None:
+    context, into = tmp_path / "context", tmp_path / "workdir"
+    (context / "src" / "pkg").mkdir(parents=True)
+    (context / "src" / "app.py").write_text("app = 1\n")
+    (context / "src" / "pkg" / "a.py").write_text("")
+    (context / "extra").mkdir()
+    (context / "extra" / "b.py").write_text("")
+    (context / "boot.sh").write_text("")
+    into.mkdir()
+    monkeypatch.chdir(context)
+    image = parse_dockerfile(
+        "FROM python:3.12\nWORKDIR /app\nCOPY boot.sh .\nCOPY src .\nCOPY extra pkg/\nCOPY --from=x /w /app/w\n"
+    )
+    assert image.rearranges()
+    assemble_workdir(image, into)
+    assert (into / "app.py").resolve() == (context / "src" / "app.py").resolve()
+    assert (into / "boot.sh").is_symlink()
+    assert not (into / "pkg").is_symlink()  # opened up: a later COPY adds to it
+    assert {p.name for p in (into / "pkg").iterdir()} == {"a.py", "b.py"}
+    assert not (context / "src" / "pkg" / "b.py").exists()  # nothing in the checkout is written
+    assert not parse_dockerfile("FROM python:3.12\nWORKDIR /app\nCOPY . .\nCOPY app app\n").rearranges()

@@ -793,3 +793,30 @@ def test_a_script_server_takes_its_app_from_a_variable(env, app):
         assert f"exec uvicorn   {PROBE_APP} --host 127.0.0.1 --port 5555 --reload" in localized[2]
         assert '. "$PRE_START_PATH"' in localized[2]  # only the server's own words are the app's
     assert app_variable(["sh", "-c", "exec uvicorn app.main:app"]) is None
+
+
+@pytest.mark.parametrize(
+    ("line", "args", "pid_1", "fails"),
+    [
+        pytest.param('exec "$@"', ["uvicorn", "app.main:app"], "uvicorn", set(), id="exec-the-cmd"),
+        pytest.param('exec "${@}"  # the CMD', ["uvicorn", "app.main:app"], "uvicorn", set(), id="braces"),
+        pytest.param('"$@"', ["uvicorn", "app.main:app"], "sh", {"shell-wrapper"}, id="runs-the-cmd-as-a-child"),
+        pytest.param(
+            'exec "$@"', ["/bin/sh", "-c", "uvicorn app.main:app --port $PORT"], "sh", {"shell-wrapper"}, id="cmd-sh-c"
+        ),
+    ],
+)
+def test_an_entrypoint_script_that_runs_its_arguments(tmp_path, monkeypatch, line, args, pid_1, fails):
+    """The docker-entrypoint idiom: ENTRYPOINT a script ending in `exec "$@"`, CMD the server."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "entrypoint.sh").write_text(f"#!/bin/sh\nset -e\necho starting\n{line}\n")
+    argv = ["./entrypoint.sh", *args]
+    command = analyse(argv)
+    assert command.server == "uvicorn"
+    assert (command.shell or "uvicorn") == pid_1
+    pod = parse_manifest(pod_yaml("{lifecycle: {preStop: {sleep: {seconds: 2}}}}", command=str(argv)))
+    assert {f.code for f in static_findings(pod, pod.containers[0])} & {"shell-wrapper"} == fails
+    localized, app = localize(argv, port=5555, container_ports=[8000])
+    assert app == "app.main:app"
+    assert localized[0] == "./entrypoint.sh"
+    assert PROBE_APP in " ".join(localized) and "5555" in " ".join(localized)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import io
 import json
 import shlex
+import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
@@ -48,6 +49,28 @@ class ImageConfig:
     base: str | None = None  # the registry image the final stage is built on
     # (path in the image, path in the build context) of each COPY or ADD from the context
     copies: tuple[tuple[str, str], ...] = ()
+    workdir: str = "/"  # the last WORKDIR: where the command runs
+
+    def in_workdir(self, word: str) -> str:
+        """A path the command names, as the image resolves it: relative ones from its WORKDIR."""
+        return str(PurePosixPath(self.workdir) / word)
+
+    def workdir_copies(self) -> list[tuple[str, str]]:
+        """(path below the WORKDIR, path in the build context) of each copy into the WORKDIR."""
+        root = PurePosixPath(self.workdir)
+        copies = []
+        for dest, src in self.copies:
+            path = PurePosixPath(dest)
+            if path == root or root in path.parents:
+                copies.append((str(path.relative_to(root)), src))
+        return copies
+
+    def rearranges(self) -> bool:
+        """
+        The WORKDIR does not hold the build context's files at their own paths (`COPY src .`):
+        the command cannot run in the directory drainspec runs in, but in one laid out the same.
+        """
+        return any(PurePosixPath(rel) != PurePosixPath(src) for rel, src in self.workdir_copies())
 
     def local_path(self, path: str) -> str | None:
         """
@@ -121,7 +144,8 @@ def parse_dockerfile(text: str, *, source: str = "Dockerfile", target: str | Non
             stages[-1] = replace(stage, config=replace(config, env=env))
     if not stages:
         raise ManifestError(f"{source}: no FROM line; is it a Dockerfile?")
-    return _target(stages, target, source).config
+    stage = _target(stages, target, source)
+    return replace(stage.config, workdir=stage.workdir)
 
 
 def _from(value: str, stages: list[_Stage], source: str) -> _Stage:
@@ -203,3 +227,51 @@ def _json_words(value: str) -> tuple[str, ...] | None:
     if not isinstance(words, list) or not all(isinstance(word, str) for word in words):
         return None
     return tuple(words)
+
+
+def assemble_workdir(image: ImageConfig, into: Path) -> None:
+    """
+    Lay out in `into` what the image's WORKDIR holds from the build context (the directory
+    drainspec runs in), each file a link to the checkout's own, copied in the Dockerfile's order
+    so that a later COPY overrides an earlier one. Nothing in the checkout is written.
+    """
+    for rel, src in image.workdir_copies():
+        source = Path(src).resolve()
+        if not source.exists():
+            continue  # a file the build makes (or a .dockerignore'd one): not the replay's to invent
+        target = into / rel
+        if source.is_dir():  # a directory's contents, not the directory
+            _real_directory(target, into)
+            for entry in sorted(source.iterdir()):
+                _place(target / entry.name, entry, into)
+        else:
+            _place(target, source, into)
+
+
+def _place(path: Path, source: Path, root: Path) -> None:
+    _real_directory(path.parent, root)
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    elif path.is_dir():
+        if source.is_dir():  # a directory over one already laid out: their contents merge
+            for entry in sorted(source.iterdir()):
+                _place(path / entry.name, entry, root)
+            return
+        shutil.rmtree(path)
+    path.symlink_to(source)
+
+
+def _real_directory(directory: Path, root: Path) -> None:
+    """Every directory from `root` down to `directory` made real: one laid out as a link is opened up."""
+    current = root
+    for part in directory.relative_to(root).parts:
+        current = current / part
+        if current.is_symlink():
+            linked = current.resolve()
+            current.unlink()
+            current.mkdir()
+            if linked.is_dir():
+                for entry in sorted(linked.iterdir()):
+                    (current / entry.name).symlink_to(entry)
+        elif not current.exists():
+            current.mkdir()

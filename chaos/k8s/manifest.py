@@ -368,10 +368,11 @@ def _copied_here(argv: Sequence[str], image: ImageConfig) -> tuple[tuple[str, ..
     """
     words, notes = [], []
     for word in argv:
-        local = image.local_path(word) if word.startswith("/") and not Path(word).exists() else None
+        path_like = word.startswith(("/", "./", "../")) or ("/" in word and not word.startswith("-"))
+        local = image.local_path(image.in_workdir(word)) if path_like and not Path(word).exists() else None
         if local is not None and Path(local).is_file():
             notes.append(f"{word} in the image is {local} here (copied by {image.source})")
-            word = local if "/" in local else f"./{local}"
+            word = str(Path(local).resolve())  # absolute: the command may run in the laid-out WORKDIR
         words.append(word)
     return tuple(words), notes
 
@@ -459,17 +460,29 @@ def analyse(argv: Sequence[str]) -> Command:
                 break
     shell = script = script_file = None
     shebang: tuple[str, ...] = ()
+    passed: list[str] = []  # the words a script file is given: its "$@"
     if words and Path(words[0]).name in SHELLS:
         shell = Path(words[0]).name
         flags, rest = _shell_options(words[1:])
         if any("c" in flag.lstrip("-+") for flag in flags if not flag.startswith("--")) and rest:
             script = rest[0]
         elif rest:  # a script file: its text when it can be read here
-            script, script_file = read_script(rest[0]), rest[0]
+            script, script_file, passed = read_script(rest[0]), rest[0], rest[1:]
     elif words and (text := read_script(words[0])) is not None and (line := _shell_line(text)):
-        shell, script, script_file, shebang = Path(line[0]).name, text, words[0], line
+        shell, script, script_file, shebang, passed = Path(line[0]).name, text, words[0], line, words[1:]
     server = _server_in(shlex_words(script) if script is not None else words)
+    if server is None and script_file is not None and script is not None and passed:
+        runs_arguments = RUNS_ARGUMENTS.search(script)
+        if runs_arguments is not None:  # `exec "$@"`: the image's CMD, given to its ENTRYPOINT script
+            inner = analyse(passed)
+            if runs_arguments["exec"]:  # what it is given replaces the shell as PID 1
+                return dataclasses.replace(inner, init=init or inner.init)
+            return dataclasses.replace(inner, init=init, shell=shell, app_execs=False)
     return Command(init, shell, script, server, _app_execs(shell, script), script_file, shebang)
+
+
+# A script's line that runs what the script was given: `exec "$@"` (the docker-entrypoint idiom).
+RUNS_ARGUMENTS = re.compile(r'^[ \t]*(?P<exec>exec[ \t]+)?"\$(?:@|\{@\})"[ \t]*(?:#.*)?$', re.M)
 
 
 def _shell_options(words: Sequence[str]) -> tuple[list[str], list[str]]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import shlex
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from chaos.k8s.manifest import ContainerSpec, PodSpec
 from chaos.scenario import K8sOptions, Scenario
@@ -28,6 +29,9 @@ class Replay:
     container: ContainerSpec
     traffic: Scenario = REPLAY_TRAFFIC
     options: K8sOptions = field(default_factory=K8sOptions)
+    # Where the container's command runs: the image's WORKDIR laid out from its Dockerfile
+    # (`chaos.k8s.image.assemble_workdir`) when it rearranges the checkout; else where drainspec runs.
+    workdir: Path | None = None
 
     def scenario(self, app: str | None) -> Scenario:
         """

@@ -57,6 +57,8 @@ async def _replay(plan: Replay, run_dir: str | os.PathLike[str]) -> list[Event]:
     stop_signal = stop_signal_of(scenario.signal, where="lifecycle.stopSignal")
     propagation = options.pick_propagation()
     async with open_run(scenario, run_dir) as run:
+        if plan.workdir is not None:
+            run.run_in(plan.workdir)
         journal = run.journal
         run.env[PORT_ENV] = str(port)  # where an app's own script listens (`chaos.probe.script`)
         replay_info = {

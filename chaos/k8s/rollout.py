@@ -166,6 +166,8 @@ async def _rollout(plan: Replay, run_dir: str | os.PathLike[str]) -> list[Event]
     stop_signal = stop_signal_of(scenario.signal, where="lifecycle.stopSignal")
     propagation = options.pick_propagation()
     async with open_run(scenario, run_dir) as run:
+        if plan.workdir is not None:
+            run.run_in(plan.workdir)
         rollout_info = {
             "pod": pod.name,
             "replicas": strategy.replicas,
