@@ -682,14 +682,14 @@ def _print_findings(console: Console, findings: Sequence[Any]) -> None:
 
 def _app_variable_notes(container: Any) -> list[str]:
     """What a script's server takes its app from, when it is a variable (`uvicorn "$APP_MODULE"`)."""
-    from chaos.k8s.manifest import IMPORT_STRING, analyse, app_variable, pod_env
+    from chaos.k8s.manifest import analyse, app_variable, pod_env
 
-    name = app_variable(container.argv)
-    if name is None:
+    found = app_variable(container.argv, pod_env(container))
+    if found is None:
         return []
-    server, value = analyse(container.argv).server, pod_env(container).get(name, "")
-    if IMPORT_STRING.match(value):
-        return [f"the app {server} runs is ${name}: {value}"]
+    (name, app), server = found, analyse(container.argv).server
+    if app is not None:
+        return [f"the app {server} runs is ${name}: {app}"]
     return [
         f"{server} takes its app from ${name}, which is not an import string here: set {name}=module:attribute "
         "(in the environment or the manifest's env) so that requests are put in flight inside the app"

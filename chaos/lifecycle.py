@@ -82,14 +82,13 @@ def prepare_run_dir(path: str | os.PathLike[str]) -> Path:
         return directory.path
 
 
-def server_environment(scenario: Scenario, run_dir: Path, journal: Path) -> dict[str, str]:
+def server_environment(scenario: Scenario, run_dir: Path, journal: Path, cwd: str) -> dict[str, str]:
     """
     The environment every server of the run gets: the probe's settings, the app to wrap (when
     known), the user's `--env`, and the tools installed beside drainspec first on PATH (they are
     what the container image would hold).
     """
     env = dict(os.environ)
-    cwd = os.getcwd()
     env["PYTHONPATH"] = os.pathsep.join(p for p in (cwd, env.get("PYTHONPATH")) if p)
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", os.defpath)])
     env[JOURNAL_ENV] = str(journal)
@@ -127,14 +126,8 @@ class Run:
     _directory: outdir.OutputDir | None = None  # claimed by `open`, released by `close`
     cwd: str = field(default_factory=os.getcwd)  # where servers run, and import the app from
 
-    def run_in(self, directory: Path) -> None:
-        """Run the servers in `directory` (a replayed image's WORKDIR), importing the app from there."""
-        self.cwd = str(directory)
-        rest = self.env["PYTHONPATH"].split(os.pathsep)[1:]  # the first entry is where drainspec runs
-        self.env["PYTHONPATH"] = os.pathsep.join([self.cwd, *rest])
-
     @classmethod
-    def open(cls, scenario: Scenario, run_dir: str | os.PathLike[str]) -> Run:
+    def open(cls, scenario: Scenario, run_dir: str | os.PathLike[str], *, cwd: Path | None = None) -> Run:
         """
         Open a run in `run_dir`: the directory claimed and emptied, the journal created. No event
         loop is needed, so a run can spawn its server before asyncio loads; whoever opens a run
@@ -151,8 +144,9 @@ class Run:
         except BaseException:
             outdir.release(directory)
             raise
-        env = server_environment(scenario, directory.path, journal_path)
-        return cls(scenario, directory.path, journal, env, _directory=directory)
+        where = str(cwd) if cwd is not None else os.getcwd()
+        env = server_environment(scenario, directory.path, journal_path, where)
+        return cls(scenario, directory.path, journal, env, _directory=directory, cwd=where)
 
     async def close(self, *, strict: bool) -> None:
         """
@@ -356,12 +350,14 @@ class Run:
 
 
 @contextlib.asynccontextmanager
-async def open_run(scenario: Scenario, run_dir: str | os.PathLike[str]) -> AsyncIterator[Run]:
+async def open_run(
+    scenario: Scenario, run_dir: str | os.PathLike[str], *, cwd: Path | None = None
+) -> AsyncIterator[Run]:
     """
     Open a run in `run_dir`; on leaving, reap everything it started and read its journal back
     into `Run.events` (also when the play raised, so a caller can still show what happened).
     """
-    async with closing(Run.open(scenario, run_dir)) as run:
+    async with closing(Run.open(scenario, run_dir, cwd=cwd)) as run:
         yield run
 
 

@@ -165,8 +165,10 @@ class ServerSpec:
     drain_env: str | None = None
     config: ConfigFile | None = None
     tls_flags: tuple[str, ...] = ()  # the options that make the server speak HTTPS
-    # The stop signals the server drains on (without SIG); any other is not a graceful stop.
+    # The stop signals the server drains on (without SIG); any other is not a graceful stop, and
+    # those of `quick_on` stop it at once on purpose.
     drains_on: tuple[str, ...] = ("TERM", "INT")
+    quick_on: tuple[str, ...] = ()
 
     @property
     def pip_command(self) -> str:
@@ -275,7 +277,8 @@ GUNICORN = ServerSpec(
     args_env="GUNICORN_CMD_ARGS",
     config=ConfigFile(flags=("-c", "--config"), default="gunicorn.conf.py", drain_setting="graceful_timeout"),
     tls_flags=("--certfile", "--keyfile"),
-    drains_on=("TERM",),  # SIGINT and SIGQUIT are its quick shutdown
+    drains_on=("TERM",),
+    quick_on=("INT", "QUIT"),
 )
 
 HYPERCORN = ServerSpec(

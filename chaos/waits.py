@@ -82,8 +82,7 @@ async def wait_ready(
             )
         if loop.time() > deadline:
             raise SetupError(
-                f"the server was not ready within {timeout:g}s (no lifespan startup in the journal); its log "
-                f"ends {capped(target.last_log_line(log), 300)!r}: raise --ready-timeout, or see the whole log {log}"
+                f"the server was not ready within {timeout:g}s (no lifespan startup in the journal); {_log_ends(log)}"
             )
         await asyncio.sleep(0.02)
     await wait_port(process, port=port, timeout=max(0.0, deadline - loop.time()), log=log)
@@ -137,11 +136,15 @@ async def wait_port(process: subprocess.Popen[bytes], *, port: int, timeout: flo
                     f"run again (a port picked for the run was taken meanwhile), or see {log}"
                 )
             raise SetupError(
-                f"the server never accepted connections on {HOST}:{port} within {timeout:g}s; its log ends "
-                f"{capped(target.last_log_line(log), 300)!r}: raise --ready-timeout, or see the whole log {log}"
+                f"the server never accepted connections on {HOST}:{port} within {timeout:g}s; {_log_ends(log)}"
             )
         await asyncio.sleep(0.02)
     target.check_loopback_only(process.pid)
+
+
+def _log_ends(log: Path) -> str:
+    """What a server that never got ready last said, and what to do next."""
+    return f"its log ends {capped(target.last_log_line(log), 300)!r}: raise --ready-timeout, or see the whole log {log}"
 
 
 def _listens_on(pid: int, port: int) -> bool:

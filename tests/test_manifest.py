@@ -786,13 +786,13 @@ ENTRYPOINT = (
 )
 def test_a_script_server_takes_its_app_from_a_variable(env, app):
     argv = ["sh", "-c", ENTRYPOINT]
-    assert app_variable(argv) == "APP_MODULE"
+    assert app_variable(argv, env) == ("APP_MODULE", app)
     localized, found = localize(argv, port=5555, container_ports=[8080], env=env)
     assert found == app
     if app is not None:
         assert f"exec uvicorn   {PROBE_APP} --host 127.0.0.1 --port 5555 --reload" in localized[2]
         assert '. "$PRE_START_PATH"' in localized[2]  # only the server's own words are the app's
-    assert app_variable(["sh", "-c", "exec uvicorn app.main:app"]) is None
+    assert app_variable(["sh", "-c", "exec uvicorn app.main:app"], env) is None
 
 
 @pytest.mark.parametrize(

@@ -334,8 +334,8 @@ def wrong_stop_signal(facts: Facts) -> Hit | None:
     else:
         said, fix = f"the image's STOPSIGNAL SIG{name}", "remove STOPSIGNAL from the Dockerfile"
     drains = " and ".join(f"SIG{signal}" for signal in SERVERS[server].drains_on)
-    if server == "gunicorn" and name in ("QUIT", "INT"):
-        effect = "is gunicorn's quick shutdown: in-flight requests are answered 500"
+    if name in SERVERS[server].quick_on:
+        effect = f"is {server}'s quick shutdown: in-flight requests are answered 500"
     else:
         effect = (
             f"is not a signal {server} drains on: as PID 1 it ignores it and the pod waits for SIGKILL at the grace "

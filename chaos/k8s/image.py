@@ -32,6 +32,7 @@ from chaos.validate import read_text
 
 MAX_DOCKERFILE_BYTES = 1_000_000
 DEFAULT_SHELL = ("/bin/sh", "-c")
+DOCKERFILE_NAMES = ("Dockerfile", "Containerfile")
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,13 @@ class _Stage:
     workdir: str = "/"
 
 
+def dockerfiles_here() -> list[str]:
+    """The Dockerfiles in the directory drainspec runs in, or one level below (`container/Containerfile`)."""
+    here = [name for name in DOCKERFILE_NAMES if Path(name).is_file()]
+    below = sorted(str(path) for name in DOCKERFILE_NAMES for path in Path().glob(f"*/{name}") if path.is_file())
+    return here + below
+
+
 def load_dockerfile(path: Path, *, target: str | None = None) -> ImageConfig:
     """The image config of `path`'s last stage (or the stage named `target`)."""
     text = read_text(path, limit=MAX_DOCKERFILE_BYTES, what="Dockerfile", error=ManifestError)
@@ -116,7 +124,7 @@ def parse_dockerfile(text: str, *, source: str = "Dockerfile", target: str | Non
         if kind == "COMMENT":
             continue
         if not stages:
-            if kind in ("ARG", "COMMENT"):
+            if kind == "ARG":
                 continue  # ARG before the first FROM: a build argument of the FROM lines
             raise ManifestError(f"{line}: {kind} before any FROM; is it a Dockerfile?")
         stage = stages[-1]

@@ -351,16 +351,6 @@ def select_container(pod: PodSpec, name: str | None) -> ContainerSpec:
     raise ManifestError(f"{pod.kind}/{pod.name} has no container {name!r}; its containers: {names}")
 
 
-DOCKERFILE_NAMES = ("Dockerfile", "Containerfile")
-
-
-def _dockerfiles_here() -> list[str]:
-    """The Dockerfiles in the directory drainspec runs in, or one level below (`container/Containerfile`)."""
-    here = [name for name in DOCKERFILE_NAMES if Path(name).is_file()]
-    below = sorted(str(path) for name in DOCKERFILE_NAMES for path in Path().glob(f"*/{name}") if path.is_file())
-    return here + below
-
-
 def _copied_here(argv: Sequence[str], image: ImageConfig) -> tuple[tuple[str, ...], list[str]]:
     """
     The image's files that the command names (`/entrypoint.sh`) as the build context holds them
@@ -387,7 +377,9 @@ def with_image(pod: PodSpec, container: ContainerSpec, image: ImageConfig | None
     where = f"{pod.kind}/{pod.name}: container {container.name}"
     if image is None:
         if container.from_image:
-            found = next(iter(_dockerfiles_here()), "PATH")
+            from chaos.k8s.image import dockerfiles_here
+
+            found = next(iter(dockerfiles_here()), "PATH")
             raise ManifestError(
                 f"{where}: no command: it runs its image's ENTRYPOINT and CMD, which drainspec cannot "
                 f"read from a registry; pass the Dockerfile the image is built from (--dockerfile {found}), "
@@ -689,10 +681,11 @@ def pod_env(container: ContainerSpec) -> dict[str, str]:
     return {**os.environ, **container.env}
 
 
-def app_variable(argv: Sequence[str]) -> str | None:
+def app_variable(argv: Sequence[str], env: Mapping[str, str]) -> tuple[str, str | None] | None:
     """
-    The variable a script's server takes its app from (`APP_MODULE` of `uvicorn "${APP_MODULE}"`),
-    when no import string is written out; None otherwise.
+    The variable a script's server takes its app from (`APP_MODULE` of `uvicorn "${APP_MODULE}"`)
+    when no import string is written out, and the app it holds in `env` (None when what it holds
+    is not an import string); None when the app is written out, or no script runs a server.
     """
     command = analyse(argv)
     if command.script is None or command.server is None:
@@ -700,7 +693,16 @@ def app_variable(argv: Sequence[str]) -> str | None:
     words = shlex_words(command.script)
     if any(IMPORT_STRING.match(word) for word in words):
         return None
-    return next(iter(_app_variables(words)), None)
+    return _app_in_variables(words, env)
+
+
+def _app_in_variables(words: Sequence[str], env: Mapping[str, str]) -> tuple[str, str | None] | None:
+    """The first of the server's variables that holds an import string in `env`, else the first of them."""
+    names = _app_variables(words)
+    for name in names:
+        if IMPORT_STRING.match(env.get(name, "")):
+            return name, env[name]
+    return (names[0], None) if names else None
 
 
 def _app_variables(words: Sequence[str]) -> list[str]:
@@ -726,11 +728,8 @@ def _localize_script(
     words = shlex_words(script)
     app = next((w for w in words if IMPORT_STRING.match(w)), None)
     reference = None
-    if app is None:  # `uvicorn "${APP_MODULE}"`: the app is what the variable holds in the pod
-        for name in _app_variables(words):
-            if IMPORT_STRING.match(env.get(name, "")):
-                app, reference = env[name], name
-                break
+    if app is None and (found := _app_in_variables(words, env)) is not None and found[1] is not None:
+        reference, app = found  # `uvicorn "${APP_MODULE}"`: the app is what the variable holds in the pod
     server = _server_in(words)
     if server is None and (own := _own_script_in(script, words)) is not None:
         return own

@@ -11,7 +11,7 @@ import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from chaos.k8s.manifest import ContainerSpec, PodSpec
+from chaos.k8s.manifest import ContainerSpec, PodSpec, localize, pod_env
 from chaos.scenario import K8sOptions, Scenario
 
 REPLAY_TRAFFIC = Scenario(app="", requests=2, background=0)
@@ -32,6 +32,11 @@ class Replay:
     # Where the container's command runs: the image's WORKDIR laid out from its Dockerfile
     # (`chaos.k8s.image.assemble_workdir`) when it rearranges the checkout; else where drainspec runs.
     workdir: Path | None = None
+
+    def localized(self, port: int) -> tuple[list[str], str | None]:
+        """The container's command made to run here on `port`, and its app (`chaos.k8s.manifest.localize`)."""
+        container = self.container
+        return localize(container.argv, port=port, container_ports=container.ports, env=pod_env(container))
 
     def scenario(self, app: str | None) -> Scenario:
         """

@@ -29,7 +29,7 @@ from chaos.k8s import kubelet
 from chaos.k8s.findings import keepalive_below_proxy, server_keepalive, static_findings
 from chaos.k8s.ingress import Ingress, open_ingress, parse_options, upstream_idle_timeout
 from chaos.k8s.loopback import checked_paths, keep_loopback
-from chaos.k8s.manifest import journaled_argv, localize, pod_env
+from chaos.k8s.manifest import journaled_argv
 from chaos.k8s.plan import Replay
 from chaos.k8s.pod import Pod, handles_signal
 from chaos.k8s.prestop import describe, prestop_runner
@@ -50,15 +50,13 @@ def replay(plan: Replay, run_dir: str | os.PathLike[str]) -> list[Event]:
 async def _replay(plan: Replay, run_dir: str | os.PathLike[str]) -> list[Event]:
     pod, container, options = plan.pod, plan.container, plan.options
     port = target.free_port()
-    argv, app = localize(container.argv, port=port, container_ports=container.ports, env=pod_env(container))
+    argv, app = plan.localized(port)
     argv = keep_loopback(argv)
     steady_path = checked_paths(plan)
     scenario = plan.scenario(app)
     stop_signal = stop_signal_of(scenario.signal, where="lifecycle.stopSignal")
     propagation = options.pick_propagation()
-    async with open_run(scenario, run_dir) as run:
-        if plan.workdir is not None:
-            run.run_in(plan.workdir)
+    async with open_run(scenario, run_dir, cwd=plan.workdir) as run:
         journal = run.journal
         run.env[PORT_ENV] = str(port)  # where an app's own script listens (`chaos.probe.script`)
         replay_info = {

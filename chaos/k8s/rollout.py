@@ -30,7 +30,7 @@ from chaos.journal import Event, Kind
 from chaos.k8s import kubelet
 from chaos.k8s.ingress import Ingress, open_ingress, parse_options
 from chaos.k8s.loopback import checked_paths, keep_loopback, pod_path, pod_url
-from chaos.k8s.manifest import ContainerSpec, PodSpec, ProbeSpec, journaled_argv, localize, pod_env, resolve_fenceposts
+from chaos.k8s.manifest import PodSpec, ProbeSpec, journaled_argv, resolve_fenceposts
 from chaos.k8s.plan import Replay
 from chaos.k8s.pod import Pod
 from chaos.k8s.prestop import prestop_runner
@@ -38,7 +38,6 @@ from chaos.k8s.replay import steady_traffic
 from chaos.k8s.router import Router
 from chaos.lifecycle import Run, open_run
 from chaos.runner import stop_signal_of
-from chaos.scenario import K8sOptions
 
 MAX_REPLICAS = 8
 ROUTER_REMOVAL_SLACK = 2.0  # seconds past the propagation delay the rollout waits for the router
@@ -83,10 +82,9 @@ class Replica:
 class _Rollout:
     """The controller's side of one rolling update: launching new pods, deleting old ones."""
 
-    def __init__(
-        self, run: Run, pod: PodSpec, container: ContainerSpec, options: K8sOptions, stop_signal: signal.Signals
-    ) -> None:
-        self.run, self.pod, self.container, self.options = run, pod, container, options
+    def __init__(self, run: Run, plan: Replay, stop_signal: signal.Signals) -> None:
+        self.run, self.plan = run, plan
+        self.pod, self.container, self.options = plan.pod, plan.container, plan.options
         self.stop_signal = stop_signal
         self.router: Router | Ingress | None = None
         self.terminations: list[asyncio.Task[kubelet.Termination]] = []
@@ -94,9 +92,7 @@ class _Rollout:
 
     async def launch(self, generation: str) -> Replica:
         port = target.free_port()
-        argv, _ = localize(
-            self.container.argv, port=port, container_ports=self.container.ports, env=pod_env(self.container)
-        )
+        argv, _ = self.plan.localized(port)
         argv = keep_loopback(argv)
         self.run.require_command(argv[0])
         name = f"{self.pod.name}-{generation}{next(self._numbers)}"
@@ -156,18 +152,16 @@ def rollout(plan: Replay, run_dir: str | os.PathLike[str]) -> list[Event]:
 
 
 async def _rollout(plan: Replay, run_dir: str | os.PathLike[str]) -> list[Event]:
-    pod, container, options = plan.pod, plan.container, plan.options
+    pod, options = plan.pod, plan.options
     strategy = Strategy.of(pod)
     steady_path = checked_paths(plan)
-    _, app = localize(container.argv, port=0, container_ports=container.ports, env=pod_env(container))
+    _, app = plan.localized(0)
     # The steady load is the rollout's traffic: no slow requests held inside one pod.
     scenario = plan.scenario(app)
     scenario = dataclasses.replace(scenario, requests=0, background=0)
     stop_signal = stop_signal_of(scenario.signal, where="lifecycle.stopSignal")
     propagation = options.pick_propagation()
-    async with open_run(scenario, run_dir) as run:
-        if plan.workdir is not None:
-            run.run_in(plan.workdir)
+    async with open_run(scenario, run_dir, cwd=plan.workdir) as run:
         rollout_info = {
             "pod": pod.name,
             "replicas": strategy.replicas,
@@ -180,7 +174,7 @@ async def _rollout(plan: Replay, run_dir: str | os.PathLike[str]) -> list[Event]
             rollout_info["ingress"] = options.ingress
             rollout_info["ingress_options"] = ", ".join(f"{key}={value}" for key, value in ingress_options.items())
         run.journal.write(Kind.RUN_START, scenario=scenario.to_dict(), rollout=rollout_info)
-        controller = _Rollout(run, pod, container, options, stop_signal)
+        controller = _Rollout(run, plan, stop_signal)
         if options.ingress == "builtin":
             controller.router = await run.router(options, propagation)
         else:
