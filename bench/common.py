@@ -49,7 +49,7 @@ def uvicorn(app: str, *, probe: bool, workdir: Path) -> Iterator[Server]:
     port = target.free_port()
     env: Mapping[str, str]
     if probe:
-        env = server_environment(Scenario(app=app), workdir, workdir / "journal.jsonl")
+        env = server_environment(Scenario(app=app), workdir, workdir / "journal.jsonl", str(ROOT))
         argv = target.server_argv("uvicorn", port)
     else:
         env = {**os.environ, "PYTHONPATH": str(ROOT), "DRAINSPEC_RUN_DIR": str(workdir)}

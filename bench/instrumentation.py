@@ -46,7 +46,7 @@ def probed_server(*, instrument: bool, database_url: str) -> Iterator[tuple[str,
         (directory / "data").mkdir()
         port = target.free_port()
         env = {INSTRUMENT_ENV: "1" if instrument else "0", "BENCH_DATABASE_URL": database_url}
-        environ = server_environment(Scenario(app=APP, env=env), directory, directory / "journal.jsonl")
+        environ = server_environment(Scenario(app=APP, env=env), directory, directory / "journal.jsonl", str(ROOT))
         log = directory / "server.log"
         process = target.spawn(target.server_argv("uvicorn", port), env=environ, cwd=ROOT, log=log)
         try:

@@ -21,7 +21,7 @@ URL = os.environ.get("BENCH_DATABASE_URL", "")
 @contextlib.asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     if URL.startswith("postgresql://"):
-        import asyncpg
+        import asyncpg  # type: ignore[import-untyped]
 
         pool = await asyncpg.create_pool(URL, min_size=4, max_size=8)
         app.state.query = lambda: pool.fetchval("SELECT 1")

@@ -21,6 +21,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from common import ROOT, workdir
 
@@ -43,7 +44,7 @@ def once() -> tuple[float, float, float]:
         subprocess.run([*DRAINSPEC, "run", *ARGS, "--out", str(out)], cwd=ROOT, check=True)
         wall = time.perf_counter() - started
         events = [json.loads(line) for line in (out / "journal.jsonl").read_text().splitlines() if line.strip()]
-    first = {}
+    first: dict[str, dict[str, Any]] = {}
     for event in events:
         first.setdefault(event["kind"], event)
     server = (first["server.exited"]["t"] - first["server.spawned"]["t"]) / 1e9
