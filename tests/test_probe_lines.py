@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
+import json
 from pathlib import Path
 
 import pytest
 
 from chaos import probe
-from chaos.journal import Kind, read_journal
+from chaos.journal import Kind, read_journal, segments_of
 from chaos.judge import timeline
 
 
@@ -126,3 +128,51 @@ def test_a_failed_request_journals_what_the_app_raised_where_and_no_password(pro
     assert not any(
         "hunter2" in path.read_text(errors="replace") for path in journal.parent.rglob("*") if path.is_file()
     )
+
+
+@pytest.mark.parametrize(
+    ("host", "error", "task", "in_thread"),
+    [
+        pytest.param(None, None, None, False, id="a query in a request"),
+        pytest.param("db.internal:5432", 'OperationalError: "closed"', None, False, id="host and error quoted"),
+        pytest.param(None, None, 'a"1', False, id="in a background task"),
+        pytest.param(None, None, None, True, id="from a worker thread"),
+    ],
+)
+def test_a_resource_use_line_is_what_record_writes(
+    probe_journal: Path, host: str | None, error: str | None, task: str | None, in_thread: bool
+) -> None:
+    """Every query of an app is written by hand (`resources._write_use`): field for field, in
+    order, it must be the line `record` writes, or the verdicts on resources read nothing."""
+    import threading
+
+    from chaos.probe import resources
+
+    resource = resources._Resource('4.ab"c.1')
+    extra = {key: value for key, value in (("host", host), ("error", error)) if value is not None}
+
+    def both() -> None:
+        probe.current_request.set('r"7')
+        if task is not None:
+            probe.current_task.set(task)
+        resources._write_use(resource, "SELECT 1", 123, host, error)
+        probe.record(Kind.RESOURCE_USE, resource=resource.id, op="SELECT 1", start=123, **extra)
+
+    context = contextvars.copy_context()
+    if in_thread:
+        worker = threading.Thread(target=context.run, args=(both,), name="worker 1")
+        worker.start()
+        worker.join(timeout=10)
+    else:
+        context.run(both)
+    by_hand, recorded = (
+        {key: value for key, value in json.loads(line).items() if key != "t"} for line in _raw_lines(probe_journal)
+    )
+    assert list(by_hand.items()) == list(recorded.items())
+    assert by_hand["request"] == 'r"7' and by_hand.get("thread") == ("worker 1" if in_thread else None)
+
+
+def _raw_lines(journal: Path) -> list[str]:
+    """The lines of this process's journal segment as written, in order."""
+    (segment,) = segments_of(journal).iterdir()
+    return segment.read_bytes().split(b"\0", 1)[0].decode().splitlines()

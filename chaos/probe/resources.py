@@ -62,10 +62,13 @@ import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from json.encoder import encode_basestring_ascii as _quote  # the C encoder of one JSON string
+from threading import get_ident
+from time import monotonic_ns
 from types import FrameType, ModuleType
 from typing import Any, cast
 from urllib.parse import urlsplit
 
+from chaos import probe
 from chaos.environment import INSTRUMENT_ENV
 from chaos.journal import Kind
 from chaos.probe import _journal, current_request, current_task, record
@@ -90,12 +93,13 @@ def enabled(environ: Mapping[str, str] = os.environ) -> bool:
 
 
 class _Resource:
-    """The probe's handle on one resource: its journal id, and whether it was closed."""
+    """The probe's handle on one resource: its journal id (and that id as JSON), and whether it was closed."""
 
-    __slots__ = ("closed", "id")
+    __slots__ = ("closed", "id", "quoted")
 
     def __init__(self, resource_id: str) -> None:
         self.id = resource_id
+        self.quoted = _quote(resource_id)
         self.closed = False
 
 
@@ -193,42 +197,42 @@ def _use_end(begun: Use, error: BaseException | str | None = None) -> None:
         fields = {"error": text} if text is not None else {}
         record(Kind.RESOURCE_USE_END, resource=resource.id, use=use, **fields)
         return
-    _write_use(resource.id, op, start, host, text)
+    _write_use(resource, op, start, host, text)
 
 
 _USE_KIND = _quote(Kind.RESOURCE_USE.value)
 
 
-def _write_use(resource_id: str, op: str, start: int, host: str | None, error: str | None) -> None:
+def _write_use(resource: _Resource, op: str, start: int, host: str | None, error: str | None) -> None:
     """
     `record(Kind.RESOURCE_USE, ...)`, the same line with the same fields (request, task and
     thread included), written out by hand: every query of the app comes through here, and a
-    dict, a dataclass and `json.dumps` per query were most of the instrumentation's cost. It is
-    written at once, a copy into the process's journal segment: no system call hands the GIL to
-    the app's other threads (aiosqlite's, a thread pool's), which a write per query did.
+    dict, a dataclass and `json.dumps` per query were most of the instrumentation's cost. The
+    probe's own pid and main thread are read as it keeps them (updated in a forked worker), not
+    asked of the system per query. It is written at once, a copy into the process's journal
+    segment: no system call hands the GIL to the app's other threads (aiosqlite's, a thread
+    pool's), which a write per query did.
     """
-    writer = _journal()
+    writer = probe._writer or _journal()
     if writer is None:
         return
-    parts = [
-        f'{{"t":{time.monotonic_ns()},"pid":{os.getpid()},"kind":{_USE_KIND},"resource":{_quote(resource_id)},'
+    line = (
+        f'{{"t":{monotonic_ns()},"pid":{probe._pid},"kind":{_USE_KIND},"resource":{resource.quoted},'
         f'"op":{_quote(op)},"start":{start}'
-    ]
+    )
     if host:
-        parts.append(f',"host":{_quote(host)}')
+        line += f',"host":{_quote(host)}'
     if error is not None:
-        parts.append(f',"error":{_quote(error)}')
+        line += f',"error":{_quote(error)}'
     request = current_request.get()
     if request is not None:
-        parts.append(f',"request":{_quote(request)}')
+        line += f',"request":{_quote(request)}'
     task = current_task.get()
     if task is not None:
-        parts.append(f',"task":{_quote(task)}')
-    thread = threading.current_thread()
-    if thread is not threading.main_thread():
-        parts.append(f',"thread":{_quote(thread.name)}')
-    parts.append("}\n")
-    writer.append_line("".join(parts).encode())
+        line += f',"task":{_quote(task)}'
+    if get_ident() != probe._main_ident:
+        line += f',"thread":{_quote(threading.current_thread().name)}'
+    writer.append_line(f"{line}}}\n".encode())
 
 
 def _error_text(exc: BaseException) -> str:
