@@ -84,7 +84,7 @@ def test_env_stop_signal_and_base_follow_the_stages() -> None:
     )
     assert image.env == {"A": "1", "B": "three"}
     assert image.stop_signal == "SIGINT"
-    assert image.base == "python:${PY}-slim"
+    assert image.base == "python:3.12-slim"
     assert parse_dockerfile('FROM base:1 AS b\nCMD ["b"]\nFROM other:2\n', target="b").cmd == ("b",)
 
 
@@ -104,6 +104,35 @@ def test_copies_say_where_an_image_file_comes_from(tmp_path, monkeypatch) -> Non
     assert image.local_path("/x.sh") is None
 
 
+def test_variables_are_substituted_where_docker_substitutes_them(tmp_path, monkeypatch) -> None:
+    """The layout of a multi-stage build that names its directories once: `WORKDIR $APP_HOME`."""
+    monkeypatch.chdir(tmp_path)
+    image = parse_dockerfile(
+        "ARG PY=3.12\nARG SIG=SIGINT\nFROM python:${PY}-slim AS base\nARG SIG\nARG OWN=x\n"
+        "ENV APP_HOME=/srv/app PORT=8000\nENV URL=http://0.0.0.0:$PORT\nWORKDIR $APP_HOME\nSTOPSIGNAL $SIG\n"
+        'FROM base AS runtime\nARG PORT=9\nCOPY app "${APP_HOME}/app"\nCOPY ["boot.sh", "$APP_HOME/bin/"]\n'
+        "COPY main.py '$APP_HOME'\nENV FROM_ARG=[$OWN] SEEN=$PORT\nCMD uvicorn app.main:app --port $PORT\n"
+    )
+    assert image.base == "python:3.12-slim"
+    assert image.workdir == "/srv/app"
+    assert image.stop_signal == "SIGINT"  # a stage's ARG without a default takes the one before FROM
+    assert image.env["URL"] == "http://0.0.0.0:8000"
+    assert image.env["FROM_ARG"] == "[]"  # an ARG ends with its stage
+    assert image.env["SEEN"] == "8000"  # an ENV over an ARG of the same name
+    assert image.local_path("/srv/app/app/main.py") == "app/main.py"
+    assert image.local_path("/srv/app/bin/boot.sh") == "boot.sh"
+    assert image.local_path("/srv/app/$APP_HOME") == "main.py"  # single quotes keep a word as written
+    assert image.cmd == ("/bin/sh", "-c", "uvicorn app.main:app --port $PORT")  # the shell's to expand
+
+
+def test_a_variable_the_file_never_set_is_the_hosts(monkeypatch) -> None:
+    """`$PATH` in an ENV is the base image's, which the replay's host stands in for."""
+    monkeypatch.setenv("PATH", "/usr/local/bin:/usr/bin")
+    image = parse_dockerfile('FROM python:3.12-slim\nENV PATH="/opt/venv/bin:$PATH" HOME_APP=$NOT_SET_ANYWHERE\n')
+    assert image.env["PATH"] == "/opt/venv/bin:/usr/local/bin:/usr/bin"
+    assert image.env["HOME_APP"] == ""
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
@@ -111,6 +140,7 @@ def test_copies_say_where_an_image_file_comes_from(tmp_path, monkeypatch) -> Non
         pytest.param("# nothing\n", "no FROM line", id="empty"),
         pytest.param("FROM python:3.12\nSTOPSIGNAL SIGNOPE\n", "STOPSIGNAL: unknown signal", id="bad-stop-signal"),
         pytest.param("FROM python:3.12\nSHELL /bin/bash\n", "SHELL must be a JSON list", id="bad-shell"),
+        pytest.param("FROM python:3.12\nENV A=1 B\n", "ENV 'A=1 B' cannot be read", id="bad-env"),
     ],
 )
 def test_a_bad_dockerfile_is_a_manifest_error(text: str, message: str) -> None:

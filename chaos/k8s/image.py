@@ -10,16 +10,19 @@ by default); an ENTRYPOINT set in a stage drops the CMD it inherited. A stage bu
 from a registry inherits what that image sets, which is not in the file: its ENTRYPOINT is taken
 as none (the official Python images set none) and said so, and its CMD as unknown.
 
-`dockerfile-parse` splits the file into instructions (continuations, comments, the `escape`
-directive, ARG substitution in ENV); the stages are followed here, where its `envs` stops at each
-`FROM`.
+Variables are substituted where Docker substitutes them (ENV, ARG defaults, WORKDIR, COPY and
+ADD, STOPSIGNAL, FROM), with the ENV a stage inherited through `FROM <an earlier stage>` and its own
+ARGs (an ENV over an ARG of the same name); CMD and ENTRYPOINT are left to the shell, as Docker
+does. `dockerfile-parse` splits the file into instructions (continuations, comments, the `escape`
+directive) and does the substitution itself (`$NAME`, `${NAME}`); the stages are followed here,
+where its own per-line environment stops at each `FROM`.
 """
 
 from __future__ import annotations
 
 import io
 import json
-import shlex
+import os
 import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -93,6 +96,19 @@ class _Stage:
     shell: tuple[str, ...] = DEFAULT_SHELL
     cmd_set_here: bool = False
     workdir: str = "/"
+    args: Mapping[str, str] = field(default_factory=dict)  # a stage's ARGs end with it
+
+    def expand(self, text: str) -> str:
+        """`text` with the stage's variables substituted and its quotes consumed, as Docker reads a word."""
+        from dockerfile_parse.util import WordSplitter
+
+        return str(WordSplitter(text, args=dict(self.args), envs=dict(self.config.env)).dequote())
+
+    def split(self, text: str) -> tuple[str, ...]:
+        """`text`'s words, substituted and unquoted (a shell-form COPY's sources and destination)."""
+        from dockerfile_parse.util import WordSplitter
+
+        return tuple(WordSplitter(text, args=dict(self.args), envs=dict(self.config.env)).split())
 
 
 def dockerfiles_here() -> list[str]:
@@ -112,20 +128,23 @@ def parse_dockerfile(text: str, *, source: str = "Dockerfile", target: str | Non
     from dockerfile_parse import DockerfileParser  # here: only a replay without `command:` reads one
 
     parser = DockerfileParser(fileobj=io.BytesIO(text.encode()))
-    instructions = parser.structure
-    contexts = parser.context_structure
     stages: list[_Stage] = []
-    for n, instruction in enumerate(instructions):
+    top = _Stage(None, ImageConfig(source=source))  # what comes before the first FROM: its ARGs
+    for instruction in parser.structure:
         kind, value = instruction["instruction"], instruction["value"].strip()
         line = f"{source}:{instruction['startline'] + 1}"
         if kind == "FROM":
-            stages.append(_from(value, stages, source))
+            stages.append(_from(top.expand(value), stages, source))
             continue
         if kind == "COMMENT":
             continue
+        if kind == "ARG":
+            if stages:
+                stages[-1] = replace(stages[-1], args={**stages[-1].args, **_args(value, stages[-1], top.args)})
+            else:  # a build argument of the FROM lines, and the default of a stage's ARG of that name
+                top = replace(top, args={**top.args, **_args(value, top, {})})
+            continue
         if not stages:
-            if kind == "ARG":
-                continue  # ARG before the first FROM: a build argument of the FROM lines
             raise ManifestError(f"{line}: {kind} before any FROM; is it a Dockerfile?")
         stage = stages[-1]
         config = stage.config
@@ -138,18 +157,18 @@ def parse_dockerfile(text: str, *, source: str = "Dockerfile", target: str | Non
         elif kind == "SHELL":
             stages[-1] = replace(stage, shell=_shell(value, line))
         elif kind == "STOPSIGNAL":
+            signal = stage.expand(value)
             try:
-                parse_signal(value)
+                parse_signal(signal)
             except ValueError as exc:
                 raise ManifestError(f"{line}: STOPSIGNAL: {exc}") from None
-            stages[-1] = replace(stage, config=replace(config, stop_signal=value))
+            stages[-1] = replace(stage, config=replace(config, stop_signal=signal))
         elif kind == "WORKDIR":
-            stages[-1] = replace(stage, workdir=str(PurePosixPath(stage.workdir) / value))
-        elif kind in ("COPY", "ADD") and (copied := _copied(value, stage.workdir)):
+            stages[-1] = replace(stage, workdir=str(PurePosixPath(stage.workdir) / stage.expand(value)))
+        elif kind in ("COPY", "ADD") and (copied := _copied(value, stage)):
             stages[-1] = replace(stage, config=replace(config, copies=(*config.copies, *copied)))
         elif kind == "ENV":
-            env = {**stages[-1].config.env, **contexts[n].envs}
-            stages[-1] = replace(stage, config=replace(config, env=env))
+            stages[-1] = replace(stage, config=replace(config, env={**config.env, **_env(value, stage, line)}))
     if not stages:
         raise ManifestError(f"{source}: no FROM line; is it a Dockerfile?")
     stage = _target(stages, target, source)
@@ -169,17 +188,45 @@ def _from(value: str, stages: list[_Stage], source: str) -> _Stage:
     return _Stage(name, ImageConfig(source=source, base=image))
 
 
-def _copied(value: str, workdir: str) -> tuple[tuple[str, str], ...]:
+def _args(value: str, stage: _Stage, defaults: Mapping[str, str]) -> dict[str, str]:
+    """
+    The names an ARG declares and their values: its own default, else the one an ARG before the
+    first FROM gave (`defaults`), else empty (a `--build-arg` is the build's, not the file's).
+    """
+    from dockerfile_parse.util import WordSplitter
+
+    declared = {}
+    for word in WordSplitter(value).split(dequote=False):
+        name, has_default, default = word.partition("=")
+        declared[name] = stage.expand(default) if has_default else defaults.get(name, "")
+    return declared
+
+
+def _env(value: str, stage: _Stage, line: str) -> dict[str, str]:
+    """
+    An ENV's pairs (`K=V ...`, or the older `K V`), substituted with what the stage held before it.
+    A variable the file never set comes from its base image (`ENV PATH="/opt/venv/bin:$PATH"`),
+    which the replay's host stands in for: drainspec's own environment gives its value, so that
+    the replayed command still finds the host's tools.
+    """
+    from dockerfile_parse.util import get_key_val_dictionary
+
+    known = {**os.environ, **stage.config.env}
+    try:
+        pairs = get_key_val_dictionary(value, env_replace=True, args=dict(stage.args), envs=known)
+    except (ValueError, IndexError) as exc:
+        raise ManifestError(f"{line}: ENV {value!r} cannot be read ({exc}); write it as ENV NAME=value") from None
+    return {str(key): str(val) for key, val in pairs.items()}
+
+
+def _copied(value: str, stage: _Stage) -> tuple[tuple[str, str], ...]:
     """
     The (image path, context path) pairs of a COPY or ADD from the build context: none from
     another stage or image (`--from`), a URL or a heredoc.
     """
-    words = _json_words(value)
-    if words is None:
-        try:
-            words = tuple(shlex.split(value))
-        except ValueError:
-            return ()
+    workdir = stage.workdir
+    exec_form = _json_words(value)
+    words = stage.split(value) if exec_form is None else tuple(stage.expand(word) for word in exec_form)
     flags = [word for word in words if word.startswith("--")]
     paths = [word for word in words if not word.startswith("--")]
     if any(flag.startswith("--from") for flag in flags) or len(paths) < 2:
