@@ -89,8 +89,6 @@ def server_environment(scenario: Scenario, run_dir: Path, journal: Path, cwd: st
     what the container image would hold).
     """
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (cwd, env.get("PYTHONPATH")) if p)
-    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", os.defpath)])
     env[JOURNAL_ENV] = str(journal)
     env[STALL_ENV] = str(scenario.stall_ms)
     if scenario.app:
@@ -100,7 +98,17 @@ def server_environment(scenario: Scenario, run_dir: Path, journal: Path, cwd: st
         env[INSTRUMENT_ENV] = "0"
     env["PYTHONUNBUFFERED"] = "1"
     env.update(scenario.env)
+    # After the user's and the image's own (`ENV PATH="/opt/venv/bin:$PATH"`, `ENV PYTHONPATH=/app`):
+    # paths of an image that do not exist here must not hide the tools and the app that do.
+    env["PYTHONPATH"] = _first_on(cwd, env.get("PYTHONPATH"))
+    env["PATH"] = _first_on(str(Path(sys.executable).parent), env.get("PATH", os.defpath))
     return env
+
+
+def _first_on(directory: str, search_path: str | None) -> str:
+    """`search_path` with `directory` first (once), and no empty entry (which would mean the cwd)."""
+    rest = [entry for entry in (search_path or "").split(os.pathsep) if entry and entry != directory]
+    return os.pathsep.join([directory, *rest] if directory else rest)
 
 
 @dataclass

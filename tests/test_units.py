@@ -165,3 +165,24 @@ def test_a_subcommand_built_alone_reads_as_it_does_among_all(name):
 def test_the_report_subcommand_says_where_each_report_goes():
     text = " ".join(_subcommand_help(build_parser(only="report"), "report").split())
     assert "write report.json here" in text and "write JUnit XML here" in text, text
+
+
+def test_an_image_path_does_not_hide_the_tools_and_the_app_here(tmp_path, monkeypatch):
+    """An image's `ENV PATH="/opt/venv/bin:$PATH"` or `ENV PYTHONPATH=/app` names directories of
+    the image: the replay keeps them, after the tools beside drainspec and the run's directory."""
+    import os
+    import sys
+    from pathlib import Path
+
+    from chaos.lifecycle import server_environment
+
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    image_env = {"PATH": "/opt/venv/bin:/usr/bin:/bin", "PYTHONPATH": "/app"}
+    env = server_environment(
+        Scenario(app="app.main:app", env=image_env), tmp_path, tmp_path / "journal.jsonl", "/work/app"
+    )
+    tools = str(Path(sys.executable).parent)
+    assert env["PATH"].split(os.pathsep) == [tools, "/opt/venv/bin", "/usr/bin", "/bin"]
+    assert env["PYTHONPATH"].split(os.pathsep) == ["/work/app", "/app"]
+    plain = server_environment(Scenario(app="app.main:app"), tmp_path, tmp_path / "journal.jsonl", "/work/app")
+    assert plain["PATH"].split(os.pathsep) == [tools, "/usr/bin", "/bin"]
