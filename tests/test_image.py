@@ -133,6 +133,16 @@ def test_a_variable_the_file_never_set_is_the_hosts(monkeypatch) -> None:
     assert image.env["HOME_APP"] == ""
 
 
+def test_a_default_or_alternative_value_is_resolved(monkeypatch) -> None:
+    monkeypatch.delenv("PORT", raising=False)
+    image = parse_dockerfile(
+        "FROM python:3.12\nARG ROOT\nENV PORT=${PORT:-8000} SET=${PORT:+yes}\nENV AGAIN=${PORT:+yes}\n"
+        "WORKDIR ${ROOT:-/srv}/app\n"
+    )
+    assert image.env == {"PORT": "8000", "SET": "", "AGAIN": "yes"}  # an ENV reads what came before it
+    assert image.workdir == "/srv/app"
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [

@@ -14,8 +14,9 @@ Variables are substituted where Docker substitutes them (ENV, ARG defaults, WORK
 ADD, STOPSIGNAL, FROM), with the ENV a stage inherited through `FROM <an earlier stage>` and its own
 ARGs (an ENV over an ARG of the same name); CMD and ENTRYPOINT are left to the shell, as Docker
 does. `dockerfile-parse` splits the file into instructions (continuations, comments, the `escape`
-directive) and does the substitution itself (`$NAME`, `${NAME}`); the stages are followed here,
-where its own per-line environment stops at each `FROM`.
+directive) and does the substitution itself (`$NAME`, `${NAME}`; `${NAME:-word}` and
+`${NAME:+word}` are resolved here first); the stages are followed here, where its own per-line
+environment stops at each `FROM`.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -102,13 +104,35 @@ class _Stage:
         """`text` with the stage's variables substituted and its quotes consumed, as Docker reads a word."""
         from dockerfile_parse.util import WordSplitter
 
-        return str(WordSplitter(text, args=dict(self.args), envs=dict(self.config.env)).dequote())
+        return str(WordSplitter(self.with_defaults(text), args=dict(self.args), envs=dict(self.config.env)).dequote())
 
     def split(self, text: str) -> tuple[str, ...]:
         """`text`'s words, substituted and unquoted (a shell-form COPY's sources and destination)."""
         from dockerfile_parse.util import WordSplitter
 
-        return tuple(WordSplitter(text, args=dict(self.args), envs=dict(self.config.env)).split())
+        return tuple(WordSplitter(self.with_defaults(text), args=dict(self.args), envs=dict(self.config.env)).split())
+
+    def with_defaults(self, text: str, under: Mapping[str, str] | None = None) -> str:
+        """`text` with its `${NAME:-word}` forms resolved by the stage's variables (over `under`)."""
+        return with_defaults(text, {**(under or {}), **self.args, **self.config.env})
+
+
+_MODIFIED = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*):?(?P<how>[-+])(?P<word>[^}]*)\}")
+
+
+def with_defaults(text: str, variables: Mapping[str, str]) -> str:
+    """
+    `${NAME:-word}` (NAME, or word when it is unset or empty) and `${NAME:+word}` (word when NAME
+    is set) resolved, as Docker does; `dockerfile-parse` substitutes only `$NAME` and `${NAME}`.
+    """
+
+    def resolve(match: re.Match[str]) -> str:
+        value = variables.get(match["name"], "")
+        if match["how"] == "-":
+            return value or match["word"]
+        return match["word"] if value else ""
+
+    return _MODIFIED.sub(resolve, text)
 
 
 def dockerfiles_here() -> list[str]:
@@ -213,7 +237,9 @@ def _env(value: str, stage: _Stage, line: str) -> dict[str, str]:
 
     known = {**os.environ, **stage.config.env}
     try:
-        pairs = get_key_val_dictionary(value, env_replace=True, args=dict(stage.args), envs=known)
+        pairs = get_key_val_dictionary(
+            stage.with_defaults(value, os.environ), env_replace=True, args=dict(stage.args), envs=known
+        )
     except (ValueError, IndexError) as exc:
         raise ManifestError(f"{line}: ENV {value!r} cannot be read ({exc}); write it as ENV NAME=value") from None
     return {str(key): str(val) for key, val in pairs.items()}
