@@ -283,3 +283,24 @@ def test_a_workdir_that_rearranges_the_checkout_is_laid_out_with_links(tmp_path,
     assert {p.name for p in (into / "pkg").iterdir()} == {"a.py", "b.py"}
     assert not (context / "src" / "pkg" / "b.py").exists()  # nothing in the checkout is written
     assert not parse_dockerfile("FROM python:3.12\nWORKDIR /app\nCOPY . .\nCOPY app app\n").rearranges()
+
+
+@pytest.mark.parametrize(
+    ("dockerfile", "advice"),
+    [
+        pytest.param(
+            'FROM python:3.12\nCMD ["/bin/sh", "-c", "alembic upgrade head && uvicorn app:app"]\n',
+            'use the exec form in Dockerfile (CMD ["uvicorn", ...])',
+            id="the-dockerfiles-cmd",
+        ),
+        pytest.param(None, "use the exec form (command: [uvicorn, ...])", id="the-manifests-command"),
+    ],
+)
+def test_a_shell_wrapper_is_told_where_its_exec_form_goes(dockerfile: str | None, advice: str) -> None:
+    from chaos.k8s.findings import static_findings
+
+    command = "" if dockerfile else ", command: [sh, -c, 'alembic upgrade head && uvicorn app:app']"
+    pod, container = _container(f"image: x{command}")
+    resolved, _ = with_image(pod, container, parse_dockerfile(dockerfile) if dockerfile else None)
+    found = {f.code: f for f in static_findings(pod, resolved)}
+    assert advice in found["shell-wrapper"].recommendation

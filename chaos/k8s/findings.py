@@ -167,8 +167,20 @@ def shell_wrapper(facts: Facts) -> Hit | None:
         "error",
         f"PID 1 is `{facts.command.shell}`, which has no SIGTERM handler and does not exec the app: "
         "the stop signal never reaches it and every termination waits the full grace period",
-        f"use the exec form (command: [{_server_words(facts)}, ...]) or end the script with `exec`",
+        _exec_form_advice(facts),
     )
+
+
+def _exec_form_advice(facts: Facts) -> str:
+    """Where the exec form goes: the Dockerfile's CMD, when the command came from it, or `command:`."""
+    words = _server_words(facts)
+    if facts.container.command_from is not None:
+        quoted = ", ".join(f'"{word}"' for word in words.split(", "))
+        return (
+            f"use the exec form in {facts.container.command_from} (CMD [{quoted}, ...]), or set "
+            f"command: [{words}, ...] in the manifest, or end the script with `exec`"
+        )
+    return f"use the exec form (command: [{words}, ...]) or end the script with `exec`"
 
 
 def _server_words(facts: Facts) -> str:

@@ -107,6 +107,7 @@ class ContainerSpec:
     # image's CMD after it; `with_image` fills them in from the Dockerfile.
     from_image: bool = False
     image_stop_signal: str | None = None  # the Dockerfile's STOPSIGNAL
+    command_from: str | None = None  # the Dockerfile `with_image` read the command from
 
     @property
     def signal(self) -> str:
@@ -415,6 +416,7 @@ def with_image(pod: PodSpec, container: ContainerSpec, image: ImageConfig | None
         env={**image.env, **container.env},
         image_stop_signal=image.stop_signal,
         from_image=False,
+        command_from=image.source if container.from_image else None,
     )
     return resolved, notes
 

@@ -203,8 +203,9 @@ def cut_short(timeline: Timeline) -> str | None:
     if "shell-wrapper" in codes or (handled is False and comm in SHELL_NAMES):
         return (
             f"PID 1 is a shell ({comm}) that does not exec the server: it has no {timeline.signal_name} handler, so "
-            "the signal never reached the app and it was SIGKILLed. Use the exec form (command: [uvicorn, ...], "
-            "or `exec uvicorn ...` in the script), then replay again to measure the drain"
+            "the signal never reached the app and it was SIGKILLed. Use the exec form (command: [uvicorn, ...] in the "
+            'manifest or CMD ["uvicorn", ...] in the Dockerfile, or `exec uvicorn ...` in the script), then replay '
+            "again to measure the drain"
         )
     if handled is False:
         return (
