@@ -313,6 +313,7 @@ def test_a_manifest_without_command_runs_what_its_image_runs(replay_manifest, do
     (sent,) = [e for e in result.timeline.events if e.kind == "signal.sent"]
     assert sent.get("signal") == ("SIGQUIT" if fails else "SIGTERM")
     assert [e.get("app") for e in result.timeline.events if e.kind == "probe.loaded"] == ["app.main:app"]
+    assert result.timeline.replay["dockerfile"] == str(ROOT / "k8s" / dockerfile)  # the reports name it
 
 
 def test_an_image_that_rearranges_the_checkout_runs_in_its_workdir_laid_out(replay_manifest, tmp_path):

@@ -66,6 +66,8 @@ async def _replay(plan: Replay, run_dir: str | os.PathLike[str]) -> list[Event]:
             "seed": options.seed,
             "prestop": describe(container.prestop),
         }
+        if container.command_from is not None:  # the command was the image's, read from this Dockerfile
+            replay_info["dockerfile"] = container.command_from
         ingress_options = parse_options(options.ingress, options.ingress_options)
         if options.ingress != "builtin":
             replay_info["ingress"] = options.ingress
