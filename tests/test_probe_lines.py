@@ -29,6 +29,13 @@ async def _streamed(scope, receive, send) -> None:
     await send({"type": "http.response.body", "body": b"b"})
 
 
+async def _enum_status(scope, receive, send) -> None:
+    from http import HTTPStatus
+
+    await send({"type": "http.response.start", "status": HTTPStatus.ACCEPTED, "headers": []})
+    await send({"type": "http.response.body", "body": b"ok"})
+
+
 async def _fails_after_the_start(scope, receive, send) -> None:
     await send({"type": "http.response.start", "status": 500, "headers": []})
     raise RuntimeError("boom")
@@ -48,6 +55,12 @@ async def _fails_after_the_start(scope, receive, send) -> None:
             [Kind.REQUEST_START, Kind.RESPONSE_START, Kind.RESPONSE_END, Kind.REQUEST_END],
             206,
             id="streamed: its start is written",
+        ),
+        pytest.param(
+            _enum_status,
+            [Kind.REQUEST_START, Kind.RESPONSE_END, Kind.REQUEST_END],
+            202,
+            id="a status given as HTTPStatus: written as its number",
         ),
         pytest.param(
             _fails_after_the_start,

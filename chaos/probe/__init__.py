@@ -120,12 +120,14 @@ def record(kind: str, **fields: Any) -> None:
 
 
 _pid = os.getpid()
+_pid_text = str(_pid)  # as every hand-built line writes it: an int's decimal digits cost more than the rest
 
 
 def _forked() -> None:
     """A gunicorn worker is not its arbiter: its own pid, its own main thread, its own segment."""
-    global _pid, _main_ident, _writer, _writer_lock
+    global _pid, _pid_text, _main_ident, _writer, _writer_lock
     _pid = os.getpid()
+    _pid_text = str(_pid)
     _main_ident = threading.get_ident()
     _writer = None  # the arbiter's map is shared with the arbiter: writing there would mix lines
     _writer_lock = threading.Lock()
@@ -142,7 +144,7 @@ _REQUEST_END = _quote(Kind.REQUEST_END.value)
 
 
 def _whose() -> str:
-    """The task and thread fields `record` adds, as JSON (`,"key":value` pairs): here, once per request."""
+    """The task and thread fields `record` adds, as JSON (`,"key":value` pairs), when a request has them."""
     fields = ""
     task = current_task.get()
     if task is not None:
@@ -153,7 +155,7 @@ def _whose() -> str:
 
 
 def _new_id(prefix: str) -> str:
-    return f"{prefix}{_pid}.{next(_ids)}"
+    return f"{prefix}{_pid_text}.{next(_ids)}"
 
 
 def _name_of(func: Any) -> str:
@@ -480,7 +482,8 @@ class Probe:
         append = writer.append_line
         request_id = _request_id(scope)
         token = current_request.set(request_id)
-        tail = f',"pid":{_pid},"request":{_quote(request_id)}{_whose()}}}\n'
+        whose = _whose() if current_task.get() is not None or get_ident() != _main_ident else ""
+        tail = f',"pid":{_pid_text},"request":{_quote(request_id)}{whose}}}\n'
         method, path = _quote(scope["method"]), _quote(scope["path"])
         append(f'{{"t":{monotonic_ns()},"kind":{_REQUEST_START},"method":{method},"path":{path}{tail}'.encode())
         status = ""  # the response's status field, until a line has carried it
@@ -491,7 +494,8 @@ class Probe:
             nonlocal status
             kind = message["type"]
             if kind == "http.response.start":
-                status = f',"status":{int(message["status"])}'
+                code = message["status"]
+                status = _STATUS_FIELDS.get(code) or _status_field(code)
             elif kind == "http.response.body":
                 if not message.get("more_body"):
                     carried, status = status, ""
@@ -581,6 +585,17 @@ def _unhooked_loaded() -> list[str]:
     """The client libraries the app loaded that the resource hooks do not see, if they are on."""
     resources = sys.modules.get("chaos.probe.resources")
     return resources.unhooked_loaded() if resources is not None else []
+
+
+_STATUS_FIELDS: dict[Any, str] = {}
+
+
+def _status_field(code: Any) -> str:
+    """A response's status as its line writes it (`,"status":200`), remembered for the next response."""
+    field = f',"status":{int(code)}'
+    if len(_STATUS_FIELDS) < 1000 and type(code) is int:
+        _STATUS_FIELDS[code] = field
+    return field
 
 
 def _write_response_start(append: Callable[[bytes], None], status: str, tail: str) -> str:

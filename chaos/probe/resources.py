@@ -217,7 +217,7 @@ def _write_use(resource: _Resource, op: str, start: int, host: str | None, error
     if writer is None:
         return
     line = (
-        f'{{"t":{monotonic_ns()},"pid":{probe._pid},"kind":{_USE_KIND},"resource":{resource.quoted},'
+        f'{{"t":{monotonic_ns()},"pid":{probe._pid_text},"kind":{_USE_KIND},"resource":{resource.quoted},'
         f'"op":{_quote(op)},"start":{start}'
     )
     if host:
