@@ -48,6 +48,7 @@ check: lint typecheck test
 bench: $(STAMP)
 	$(BIN)/python bench/overhead.py
 	$(BIN)/python bench/probe_throughput.py
+	$(BIN)/python bench/instructions.py
 	$(BIN)/python bench/scale.py
 	$(BIN)/python bench/driver.py
 	$(BIN)/python bench/instrumentation.py
