@@ -125,12 +125,16 @@ def test_variables_are_substituted_where_docker_substitutes_them(tmp_path, monke
     assert image.cmd == ("/bin/sh", "-c", "uvicorn app.main:app --port $PORT")  # the shell's to expand
 
 
-def test_a_variable_the_file_never_set_is_the_hosts(monkeypatch) -> None:
-    """`$PATH` in an ENV is the base image's, which the replay's host stands in for."""
+def test_a_search_path_the_file_extends_is_the_hosts_and_nothing_else(monkeypatch) -> None:
+    """`$PATH` in an ENV is the base image's, which the replay's host stands in for; a secret in
+    drainspec's own environment is not carried into the pod's (and the reports)."""
     monkeypatch.setenv("PATH", "/usr/local/bin:/usr/bin")
-    image = parse_dockerfile('FROM python:3.12-slim\nENV PATH="/opt/venv/bin:$PATH" HOME_APP=$NOT_SET_ANYWHERE\n')
+    monkeypatch.setenv("API_TOKEN", "hunter2")
+    image = parse_dockerfile(
+        'FROM python:3.12-slim\nENV PATH="/opt/venv/bin:$PATH" GREETING="token=$API_TOKEN" OTHER=${API_TOKEN:-none}\n'
+    )
     assert image.env["PATH"] == "/opt/venv/bin:/usr/local/bin:/usr/bin"
-    assert image.env["HOME_APP"] == ""
+    assert image.env["GREETING"] == "token=" and image.env["OTHER"] == "none"
 
 
 def test_a_default_or_alternative_value_is_resolved(monkeypatch) -> None:

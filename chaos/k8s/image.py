@@ -38,6 +38,7 @@ from chaos.validate import read_text
 MAX_DOCKERFILE_BYTES = 1_000_000
 DEFAULT_SHELL = ("/bin/sh", "-c")
 DOCKERFILE_NAMES = ("Dockerfile", "Containerfile")
+HOST_SEARCH_PATHS = ("PATH", "PYTHONPATH", "LD_LIBRARY_PATH")  # what a base image sets and an ENV extends
 
 
 @dataclass(frozen=True)
@@ -229,16 +230,19 @@ def _args(value: str, stage: _Stage, defaults: Mapping[str, str]) -> dict[str, s
 def _env(value: str, stage: _Stage, line: str) -> dict[str, str]:
     """
     An ENV's pairs (`K=V ...`, or the older `K V`), substituted with what the stage held before it.
-    A variable the file never set comes from its base image (`ENV PATH="/opt/venv/bin:$PATH"`),
-    which the replay's host stands in for: drainspec's own environment gives its value, so that
-    the replayed command still finds the host's tools.
+    A search path the file extends without setting it first (`ENV PATH="/opt/venv/bin:$PATH"`)
+    is its base image's, which the replay's host stands in for: drainspec's own value is taken,
+    so that the replayed command still finds the host's tools. Any other variable the file never
+    set reads empty, as it would in a build without it: a value from drainspec's environment
+    must not travel into the pod's environment and the reports that show it.
     """
     from dockerfile_parse.util import get_key_val_dictionary
 
-    known = {**os.environ, **stage.config.env}
+    host = {name: os.environ[name] for name in HOST_SEARCH_PATHS if name in os.environ}
+    known = {**host, **stage.config.env}
     try:
         pairs = get_key_val_dictionary(
-            stage.with_defaults(value, os.environ), env_replace=True, args=dict(stage.args), envs=known
+            stage.with_defaults(value, host), env_replace=True, args=dict(stage.args), envs=known
         )
     except (ValueError, IndexError) as exc:
         raise ManifestError(f"{line}: ENV {value!r} cannot be read ({exc}); write it as ENV NAME=value") from None
