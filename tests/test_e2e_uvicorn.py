@@ -10,6 +10,7 @@ import importlib
 import pytest
 
 from chaos.judge.verdict import Fate, Status, fate_of
+from tests.conftest import ROOT
 
 pytestmark = pytest.mark.e2e
 
@@ -48,7 +49,8 @@ def test_faulty_variant_fails_exactly_its_verdicts(run_scenario, variant):
 def test_blocking_frame_is_named(run_scenario):
     result = run_scenario(app="app.variants.blocking_background:app")
     evidence = "\n".join(str(item) for item in result.verdict("loop-not-blocked").evidence)
-    assert "blocking_background.py" in evidence and "in deliver" in evidence
+    assert "app/variants/blocking_background.py:" in evidence and "in deliver" in evidence
+    assert str(ROOT) not in evidence  # named as the user names the file, from where the server runs
 
 
 def test_graceful_timeout_shorter_than_the_work_is_reported(run_scenario):

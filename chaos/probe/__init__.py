@@ -264,11 +264,18 @@ def _raised_in_app(exc: BaseException) -> dict[str, str]:
         return {}
     own = [frame for frame in frames if not _is_library(frame[0])]
     path, line, name = (own or frames)[-1]
-    for prefix in (os.getcwd(), *_LIBRARY_DIRS):  # a library frame as its package names it
+    return {"raised_at": f"{_shown(path)}:{line} in {name}"}
+
+
+def _shown(path: str) -> str:
+    """
+    A source file as the reports name it: relative to the working directory when below it, a
+    library's as its package names it (`fastapi/routing.py`), anything else as it is.
+    """
+    for prefix in (os.getcwd(), *_LIBRARY_DIRS):
         if path.startswith(prefix + os.sep):
-            path = path[len(prefix) + 1 :]
-            break
-    return {"raised_at": f"{path}:{line} in {name}"}
+            return path[len(prefix) + 1 :]
+    return path
 
 
 # --- bare asyncio tasks -------------------------------------------------------------------------
@@ -428,20 +435,20 @@ def _blocking_frame(frame: Any) -> str:
     """
     Where the app blocked the loop: the innermost frame of the app's own code (outside the
     standard library, site-packages and drainspec), then the library frame it was blocked in,
-    e.g. `app/news.py:41 in fetch, blocked in .../http/client.py:286 in _read_status`.
+    e.g. `app/news.py:41 in fetch, blocked in http/client.py:286 in _read_status`.
     """
     innermost = frame
     while frame is not None:
         code = frame.f_code
         if not _is_library(code.co_filename):
-            where = f"{code.co_filename}:{frame.f_lineno} in {code.co_name}"
+            where = f"{_shown(code.co_filename)}:{frame.f_lineno} in {code.co_name}"
             if frame is innermost:
                 return where
             blocked = innermost.f_code
-            return f"{where}, blocked in {blocked.co_filename}:{innermost.f_lineno} in {blocked.co_name}"
+            return f"{where}, blocked in {_shown(blocked.co_filename)}:{innermost.f_lineno} in {blocked.co_name}"
         frame = frame.f_back
     code = innermost.f_code
-    return f"{code.co_filename}:{innermost.f_lineno} in {code.co_name}"
+    return f"{_shown(code.co_filename)}:{innermost.f_lineno} in {code.co_name}"
 
 
 # --- the ASGI wrapper ---------------------------------------------------------------------------
