@@ -326,13 +326,22 @@ def test_the_switch() -> None:
     assert resources.enabled({}) and resources.enabled({"DRAINSPEC_INSTRUMENT": "1"})
     for off in ("0", "false", "No", " off "):
         assert not resources.enabled({"DRAINSPEC_INSTRUMENT": off})
-    assert resources.LIBRARIES == ("sqlalchemy", "asyncpg", "psycopg", "psycopg_pool", "redis", "httpx", "aiohttp")
+    assert resources.LIBRARIES == (
+        "sqlalchemy",
+        "asyncpg",
+        "psycopg",
+        "psycopg_pool",
+        "psycopg2",
+        "redis",
+        "httpx",
+        "aiohttp",
+    )
 
 
 def test_no_library_is_imported_that_the_app_does_not_import(tmp_path: Path) -> None:
     code = """
     import sys
-    watched = ("sqlalchemy", "asyncpg", "psycopg", "psycopg_pool", "redis", "httpx", "aiohttp")
+    watched = ("sqlalchemy", "asyncpg", "psycopg", "psycopg_pool", "psycopg2", "redis", "httpx", "aiohttp")
     assert not [name for name in watched if name in sys.modules], sys.modules.keys()
     import httpx
     assert getattr(httpx.AsyncClient.send, "_drainspec", False)
@@ -568,6 +577,39 @@ def test_psycopg_connections_and_pools_and_sqlalchemy_on_them_count_once(tmp_pat
     assert ("psycopg_pool pool", "getconn") in used and ("SQLAlchemy engine", "SELECT 3") in used
     assert len([op for _, op in used if op == "SELECT 3"]) == 1  # SQLAlchemy's psycopg connection: not counted again
     assert [e.get("how") for e in of(events, Kind.RESOURCE_CLOSED)] == ["close", "close", "dispose"]
+
+
+@pytest.mark.parametrize("pool_class", ["SimpleConnectionPool", "ThreadedConnectionPool"])
+def test_psycopg2_pools_a_refused_getconn_and_a_connection_given_back_late(
+    tmp_path: Path, postgres: Service, pool_class: str
+) -> None:
+    """psycopg2's queries run in C and are not seen; its pools are Python, and what makes a use after close is."""
+    pytest.importorskip("psycopg2")
+    dsn = f"dbname=shop user=postgres password={postgres.password} host=127.0.0.1 port={postgres.port}"
+    code = f"""
+    import psycopg2.pool
+
+    pool = psycopg2.pool.{pool_class}(1, 2, {dsn!r})
+    conn = pool.getconn()
+    conn.cursor().execute("SELECT 1")
+    pool.putconn(conn)
+    held = pool.getconn()
+    pool.closeall()
+    for late in (lambda: pool.putconn(held), pool.getconn):
+        try:
+            late()
+        except psycopg2.pool.PoolError:
+            pass
+    """
+    events = instrumented(tmp_path, code)
+    no_secret(events, postgres)
+    assert opened(events) == [(f"postgresql://127.0.0.1:{postgres.port}/shop", "psycopg2 pool")]
+    (closed,) = of(events, Kind.RESOURCE_CLOSED)
+    assert closed.get("how") == "closeall"
+    late = [e for e in events if e.kind == Kind.RESOURCE_USE]
+    assert [e.get("op") for e in late] == ["connection given back (checked out before the close)", "getconn"]
+    assert all(e.t > closed.t for e in late)
+    assert errors(events) == ["PoolError: connection pool is closed"]
 
 
 def test_redis_pools_commands_pipelines_and_a_silent_use_after_close(tmp_path: Path, redis_server: Service) -> None:

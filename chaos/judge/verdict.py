@@ -717,7 +717,7 @@ def teardown_ran(timeline: Timeline) -> Verdict:
     return _pass(name, f"lifespan shutdown completed on {len(started)} worker(s)")
 
 
-SEEN_BY_ITSELF = "SQLAlchemy, asyncpg, psycopg 3, psycopg_pool, redis, httpx and aiohttp"
+SEEN_BY_ITSELF = "SQLAlchemy, asyncpg, psycopg 3, psycopg_pool, psycopg2's pools, redis, httpx and aiohttp"
 
 
 def _unhooked(timeline: Timeline) -> str:

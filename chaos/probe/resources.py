@@ -18,6 +18,8 @@ with who made it.
 - psycopg 3 connections: `connect()` / `close()` (or the end of their `with`); each `execute`;
 - psycopg_pool pools: opened, `close()`; each query on a pooled connection, or a refused
   `getconn()`;
+- psycopg2's pools: opened, `closeall()`; a refused `getconn()`, or a connection given back
+  after the close (its queries run in C cursors, which are not seen);
 - redis connection pools, redis.asyncio's and the sync client's (a client's own, or one the app
   made): created, `aclose()` / `close()` / `disconnect()` (a client's `aclose()` or `close()`
   closes the pool it owns); each command and pipeline, and each pub/sub command and read on one
@@ -396,9 +398,11 @@ def _self(obj: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     return obj
 
 
-def _closing(cls: type, name: str, library: str, *, target: Target = _self, when: Target | None = None) -> None:
-    """`cls.name` closes its resource: journaled as it is called, before it waits for anything."""
-    how = name.strip("_").removeprefix("a") if name in ("__exit__", "__aexit__") else name
+def _closing(
+    cls: type, name: str, library: str, *, target: Target = _self, when: Target | None = None, how: str | None = None
+) -> None:
+    """`cls.name` closes its resource: journaled as it is called (`how`, its name by default), before it waits."""
+    how = how or (name.strip("_").removeprefix("a") if name in ("__exit__", "__aexit__") else name)
 
     def close(self: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         if when is None or when(self, args, kwargs):
@@ -905,6 +909,59 @@ def _hook_psycopg_pool(module: ModuleType) -> None:
         _returning(cls, "putconn", "psycopg_pool", _itself)
 
 
+# --- psycopg2's pools ------------------------------------------------------------------------------
+
+
+def _psycopg2_pool_name(pool: Any) -> str:
+    """Where the pool connects, from its `connect()` arguments: a DSN (URL or `key=value`) and keywords."""
+    args = getattr(pool, "_args", ())
+    kwargs = getattr(pool, "_kwargs", {})
+    dsn = args[0] if args and isinstance(args[0], str) else kwargs.get("dsn") or ""
+    if "://" in dsn:
+        return _dsn_name(dsn)
+    try:
+        from psycopg2.extensions import parse_dsn
+
+        params = {**parse_dsn(dsn), **{key: value for key, value in kwargs.items() if key != "dsn"}}
+    except Exception:
+        return "postgresql://?"
+    return _db_name(
+        "postgresql", params.get("host"), params.get("port"), params.get("dbname") or params.get("database")
+    )
+
+
+def _open_psycopg2_pool(pool: Any) -> None:
+    _open(pool, library="psycopg2", what="psycopg2 pool", name=_psycopg2_pool_name(pool))
+
+
+def _psycopg2_refusal(pool: Any) -> str | None:
+    return "PoolError: connection pool is closed" if getattr(pool, "closed", False) else None
+
+
+_PSYCOPG2_ALIASES = {"getconn": "_getconn", "putconn": "_putconn", "closeall": "_closeall"}
+"""`SimpleConnectionPool`'s public methods are the base's own functions, bound when the class was made."""
+
+
+def _hook_psycopg2_pool(module: ModuleType) -> None:
+    """
+    psycopg2's pools (`SimpleConnectionPool`, `ThreadedConnectionPool`), written in Python over its
+    C connections: opened when made, closed by `closeall()`, a `getconn()` the closed pool refused
+    and a connection given back after the close are uses after close. Its queries run in C
+    cursors, which no hook can reach: they are not seen.
+    """
+    base = module.AbstractConnectionPool
+    originals = {name: base.__dict__[name] for name in _PSYCOPG2_ALIASES.values()}
+    _after(base, "__init__", "psycopg2", _open_psycopg2_pool)
+    _closing(base, "_closeall", "psycopg2", how="closeall")
+    _refusing(base, "_getconn", "psycopg2", _psycopg2_refusal, "getconn")
+    _returning(base, "_putconn", "psycopg2", _itself)
+    for cls in vars(module).values():
+        if isinstance(cls, type) and issubclass(cls, base) and cls is not base:
+            for public, private in _PSYCOPG2_ALIASES.items():
+                if cls.__dict__.get(public) is originals[private]:
+                    setattr(cls, public, base.__dict__[private])
+
+
 # --- redis.asyncio ------------------------------------------------------------------------------
 
 
@@ -1066,6 +1123,7 @@ PATCHES: dict[str, dict[str, Callable[[ModuleType], None]]] = {
         "psycopg.cursor_async": _hook_psycopg_cursor,
     },
     "psycopg_pool": {"psycopg_pool.pool": _hook_psycopg_pool, "psycopg_pool.pool_async": _hook_psycopg_pool},
+    "psycopg2": {"psycopg2.pool": _hook_psycopg2_pool},
     "redis": {
         "redis.asyncio.connection": _hook_redis_connection,
         "redis.asyncio.client": _hook_redis_client,
@@ -1084,7 +1142,7 @@ LIBRARIES: tuple[str, ...] = tuple(dict.fromkeys(hook.library for hook in HOOKS)
 
 
 UNHOOKED: dict[str, str] = {
-    "psycopg2": "psycopg2",
+    "psycopg2": "psycopg2",  # its connections; its pools are hooked
     "pymysql": "PyMySQL",
     "MySQLdb": "mysqlclient",
     "aiomysql": "aiomysql",
