@@ -43,18 +43,28 @@ def pinned(argv: list[str], cpu: int | None) -> list[str]:
     return ["taskset", "-c", str(cpu), *argv]
 
 
+def launch(
+    app: str, *, probe: bool, workdir: Path, port: int, env: Mapping[str, str] | None = None
+) -> tuple[list[str], Mapping[str, str]]:
+    """
+    The argv and environment of uvicorn on `app` at `port`: bare, or wrapped in drainspec's
+    probe with the journal on in `workdir` (`env`: the probe's scenario environment).
+    """
+    (workdir / "data").mkdir(exist_ok=True)
+    if probe:
+        scenario = Scenario(app=app, env=dict(env or {}))
+        return target.server_argv("uvicorn", port), server_environment(
+            scenario, workdir, workdir / "journal.jsonl", str(ROOT)
+        )
+    environ = {**os.environ, "PYTHONPATH": str(ROOT), "DRAINSPEC_RUN_DIR": str(workdir)}
+    return [sys.executable, "-m", "uvicorn", app, "--host", target.HOST, "--port", str(port)], environ
+
+
 @contextmanager
 def uvicorn(app: str, *, probe: bool, workdir: Path) -> Iterator[Server]:
     """uvicorn on `app`, bare or wrapped in drainspec's probe (journal on), always reaped."""
     port = target.free_port()
-    env: Mapping[str, str]
-    if probe:
-        env = server_environment(Scenario(app=app), workdir, workdir / "journal.jsonl", str(ROOT))
-        argv = target.server_argv("uvicorn", port)
-    else:
-        env = {**os.environ, "PYTHONPATH": str(ROOT), "DRAINSPEC_RUN_DIR": str(workdir)}
-        argv = [sys.executable, "-m", "uvicorn", app, "--host", target.HOST, "--port", str(port)]
-    (workdir / "data").mkdir(exist_ok=True)
+    argv, env = launch(app, probe=probe, workdir=workdir, port=port)
     process = target.spawn(pinned(argv, SERVER_CPU), env=env, cwd=ROOT, log=workdir / "server.log")
     try:
         asyncio.run(waits.wait_port(process, port=port, timeout=20, log=workdir / "server.log"))

@@ -19,23 +19,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import http.client
-import os
 import shutil
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from common import ROOT, workdir
+from common import ROOT, launch, workdir
 
 from chaos import target, waits
 from chaos.environment import STALL_ENV
-from chaos.lifecycle import server_environment
-from chaos.scenario import Scenario
 
 PATHS = ("/healthz", "/slow?seconds=0")
 EVENTS = ("Ir", "I1mr", "D1mr")  # instructions, and first-level cache misses for code and data
@@ -62,15 +59,8 @@ class Server:
 def under_callgrind(*, probe: bool, directory: Path) -> Iterator[Server]:
     """uvicorn on the reference app under callgrind, counting nothing until told; always reaped."""
     port = target.free_port()
-    env: Mapping[str, str]
-    if probe:
-        scenario = Scenario(app="app.main:app", env={STALL_ENV: "1000000"})  # valgrind's pace is no stall
-        env = server_environment(scenario, directory, directory / "journal.jsonl", str(ROOT))
-        argv = target.server_argv("uvicorn", port)
-    else:
-        env = {**os.environ, "PYTHONPATH": str(ROOT), "DRAINSPEC_RUN_DIR": str(directory)}
-        argv = [sys.executable, "-m", "uvicorn", "app.main:app", "--host", target.HOST, "--port", str(port)]
-    (directory / "data").mkdir(exist_ok=True)
+    # valgrind's pace is no stall: the watchdog would record stacks, work a real server never does
+    argv, env = launch("app.main:app", probe=probe, workdir=directory, port=port, env={STALL_ENV: "1000000"})
     dumps = directory / "callgrind.out"
     valgrind = [
         "valgrind",

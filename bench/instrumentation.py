@@ -27,12 +27,10 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from common import Measure, measure  # noqa: E402
+from common import Measure, launch, measure  # noqa: E402
 
 from chaos import target, waits  # noqa: E402
 from chaos.environment import INSTRUMENT_ENV  # noqa: E402
-from chaos.lifecycle import server_environment  # noqa: E402
-from chaos.scenario import Scenario  # noqa: E402
 
 APP = "bench.one_query:app"
 PATH = "/one"
@@ -43,12 +41,11 @@ def probed_server(*, instrument: bool, database_url: str) -> Iterator[tuple[str,
     """uvicorn on the bench app through drainspec's probe; the instrumentation on or off."""
     with tempfile.TemporaryDirectory(prefix="drainspec-bench-") as name:
         directory = Path(name)
-        (directory / "data").mkdir()
         port = target.free_port()
         env = {INSTRUMENT_ENV: "1" if instrument else "0", "BENCH_DATABASE_URL": database_url}
-        environ = server_environment(Scenario(app=APP, env=env), directory, directory / "journal.jsonl", str(ROOT))
+        argv, environ = launch(APP, probe=True, workdir=directory, port=port, env=env)
         log = directory / "server.log"
-        process = target.spawn(target.server_argv("uvicorn", port), env=environ, cwd=ROOT, log=log)
+        process = target.spawn(argv, env=environ, cwd=ROOT, log=log)
         try:
             asyncio.run(waits.wait_port(process, port=port, timeout=20, log=log))
             yield f"http://{target.HOST}:{port}{PATH}", psutil.Process(process.pid)
