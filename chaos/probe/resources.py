@@ -64,7 +64,6 @@ import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from json.encoder import encode_basestring_ascii as _quote  # the C encoder of one JSON string
-from threading import get_ident
 from time import monotonic_ns
 from types import FrameType, ModuleType
 from typing import Any, cast
@@ -73,7 +72,7 @@ from urllib.parse import urlsplit
 from chaos import probe
 from chaos.environment import INSTRUMENT_ENV
 from chaos.journal import Kind
-from chaos.probe import _journal, current_request, current_task, record
+from chaos.probe import _journal, current_request, record
 from chaos.probe.imports import when_imported
 from chaos.redact import redact_text
 
@@ -210,10 +209,10 @@ def _write_use(resource: _Resource, op: str, start: int, host: str | None, error
     `record(Kind.RESOURCE_USE, ...)`, the same line with the same fields (request, task and
     thread included), written out by hand: every query of the app comes through here, and a
     dict, a dataclass and `json.dumps` per query were most of the instrumentation's cost. The
-    probe's own pid and main thread are read as it keeps them (updated in a forked worker), not
-    asked of the system per query. It is written at once, a copy into the process's journal
-    segment: no system call hands the GIL to the app's other threads (aiosqlite's, a thread
-    pool's), which a write per query did.
+    probe's own pid is read as it keeps it (updated in a forked worker), not asked of the system
+    per query, and the task and thread fields are the probe's own (`_whose`). It is written at
+    once, a copy into the process's journal segment: no system call hands the GIL to the app's
+    other threads (aiosqlite's, a thread pool's), which a write per query did.
     """
     writer = probe._writer or _journal()
     if writer is None:
@@ -229,12 +228,7 @@ def _write_use(resource: _Resource, op: str, start: int, host: str | None, error
     request = current_request.get()
     if request is not None:
         line += f',"request":{_quote(request)}'
-    task = current_task.get()
-    if task is not None:
-        line += f',"task":{_quote(task)}'
-    if get_ident() != probe._main_ident:
-        line += f',"thread":{_quote(threading.current_thread().name)}'
-    writer.append_line(f"{line}}}\n".encode())
+    writer.append_line(f"{line}{probe._whose()}}}\n".encode())
 
 
 def _error_text(exc: BaseException) -> str:
