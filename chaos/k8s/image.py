@@ -103,15 +103,16 @@ class _Stage:
 
     def expand(self, text: str) -> str:
         """`text` with the stage's variables substituted and its quotes consumed, as Docker reads a word."""
-        from dockerfile_parse.util import WordSplitter
-
-        return str(WordSplitter(self.with_defaults(text), args=dict(self.args), envs=dict(self.config.env)).dequote())
+        return str(self._splitter(text).dequote())
 
     def split(self, text: str) -> tuple[str, ...]:
         """`text`'s words, substituted and unquoted (a shell-form COPY's sources and destination)."""
+        return tuple(self._splitter(text).split())
+
+    def _splitter(self, text: str) -> Any:
         from dockerfile_parse.util import WordSplitter
 
-        return tuple(WordSplitter(self.with_defaults(text), args=dict(self.args), envs=dict(self.config.env)).split())
+        return WordSplitter(self.with_defaults(text), args=dict(self.args), envs=dict(self.config.env))
 
     def with_defaults(self, text: str, under: Mapping[str, str] | None = None) -> str:
         """`text` with its `${NAME:-word}` forms resolved by the stage's variables (over `under`)."""
