@@ -332,6 +332,7 @@ def test_the_switch() -> None:
         "psycopg",
         "psycopg_pool",
         "psycopg2",
+        "peewee",
         "redis",
         "httpx",
         "aiohttp",
@@ -341,7 +342,7 @@ def test_the_switch() -> None:
 def test_no_library_is_imported_that_the_app_does_not_import(tmp_path: Path) -> None:
     code = """
     import sys
-    watched = ("sqlalchemy", "asyncpg", "psycopg", "psycopg_pool", "psycopg2", "redis", "httpx", "aiohttp")
+    watched = ("sqlalchemy", "asyncpg", "psycopg", "psycopg_pool", "psycopg2", "peewee", "redis", "httpx", "aiohttp")
     assert not [name for name in watched if name in sys.modules], sys.modules.keys()
     import httpx
     assert getattr(httpx.AsyncClient.send, "_drainspec", False)
@@ -610,6 +611,70 @@ def test_psycopg2_pools_a_refused_getconn_and_a_connection_given_back_late(
     assert [e.get("op") for e in late] == ["connection given back (checked out before the close)", "getconn"]
     assert all(e.t > closed.t for e in late)
     assert errors(events) == ["PoolError: connection pool is closed"]
+
+
+def test_peewee_connections_per_thread_and_a_query_after_the_close_opens_another(tmp_path: Path) -> None:
+    """peewee keeps a connection per thread and reconnects on a query after `close()`: each is a resource."""
+    pytest.importorskip("peewee")
+    path = tmp_path / "shop.db"
+    code = f"""
+    import threading, peewee
+
+    db = peewee.SqliteDatabase({str(path)!r})
+    db.connect()
+    db.execute_sql("CREATE TABLE item (id INTEGER PRIMARY KEY)")
+    worker = threading.Thread(target=lambda: db.execute_sql("SELECT count(*) FROM item"))  # its own, autoconnected
+    worker.start()
+    worker.join()
+    db.close()
+    db.execute_sql("INSERT INTO item (id) VALUES (1)")  # after the close: peewee connects again
+    try:
+        with db.atomic():
+            db.close()  # refused inside a transaction: nothing closed
+    except peewee.OperationalError:
+        pass
+    """
+    events = instrumented(tmp_path, code)
+    name = f"sqlite:///{path}"
+    assert opened(events) == [(name, "peewee connection")] * 3
+    first, in_thread, again = (e.get("resource") for e in of(events, Kind.RESOURCE_OPEN))
+    assert [(e.get("resource"), e.get("how")) for e in of(events, Kind.RESOURCE_CLOSED)] == [(first, "close")]
+    used = [(e.get("resource"), e.get("op"), e.get("thread")) for e in of(events, Kind.RESOURCE_USE)]
+    assert used[0] == (first, "CREATE TABLE item", None)
+    assert used[1][:2] == (in_thread, "SELECT count(*) FROM") and used[1][2]  # named with its thread
+    assert (again, "INSERT INTO item", None) in used  # the INSERT, then the transaction's BEGIN
+    assert of(events, Kind.RESOURCE_OPEN, resource=again)[0].t > of(events, Kind.RESOURCE_CLOSED)[0].t
+
+
+@pytest.mark.parametrize("driver", ["psycopg2", "psycopg"])
+def test_peewee_on_postgresql_named_without_its_password(tmp_path: Path, postgres: Service, driver: str) -> None:
+    """
+    A URL given as the database's name (libpq expands it) is named without its credentials; on
+    psycopg 3, whose own connections are hooked too, each connection is counted once.
+    """
+    peewee = pytest.importorskip("peewee")
+    pytest.importorskip(driver)
+    if driver == "psycopg" and not hasattr(peewee.PostgresqlDatabase, "psycopg3_adapter"):
+        pytest.skip(f"peewee {peewee.__version__} does not drive psycopg 3")
+    options = ", prefer_psycopg3=True" if driver == "psycopg" else ""
+    code = f"""
+    import peewee
+
+    db = peewee.PostgresqlDatabase({postgres.url!r}{options})
+    db.execute_sql("SELECT 1")  # autoconnect
+    db.close()
+    by_keywords = peewee.PostgresqlDatabase("shop", user="postgres", password={postgres.password!r},
+                                            host="127.0.0.1", port={postgres.port}{options})
+    with by_keywords.connection_context():
+        by_keywords.execute_sql("SELECT 2")
+    """
+    events = instrumented(tmp_path, code)
+    no_secret(events, postgres)
+    name = f"postgresql://127.0.0.1:{postgres.port}/shop"
+    assert opened(events) == [(name, "peewee connection")] * 2
+    assert ops(events) == ["SELECT 1", "SELECT 2"]
+    assert {e.get("library") for e in of(events, Kind.RESOURCE_OPEN)} == {"peewee"}
+    assert [e.get("how") for e in of(events, Kind.RESOURCE_CLOSED)] == ["close", "close"]
 
 
 def test_redis_pools_commands_pipelines_and_a_silent_use_after_close(tmp_path: Path, redis_server: Service) -> None:

@@ -20,6 +20,9 @@ with who made it.
   `getconn()`;
 - psycopg2's pools: opened, `closeall()`; a refused `getconn()`, or a connection given back
   after the close (its queries run in C cursors, which are not seen);
+- peewee's connections: opened by `connect()` or a query's autoconnect (one per thread),
+  closed by `close()`; each `execute_sql`. playhouse's pooled databases give a connection back
+  to their pool on `close()`, which reads as its close; their `close_all()` is not judged;
 - redis connection pools, redis.asyncio's and the sync client's (a client's own, or one the app
   made): created, `aclose()` / `close()` / `disconnect()` (a client's `aclose()` or `close()`
   closes the pool it owns); each command and pipeline, and each pub/sub command and read on one
@@ -151,12 +154,20 @@ def _open(obj: Any, *, library: str, what: str, name: str) -> _Resource | None:
     existing = _resource_of(obj)
     if existing is not None:
         return existing
-    resource = _Resource(f"{os.getpid()}.{_token}.{next(_resource_ids)}")
+    resource = _new_resource()
     if not _attach(obj, resource):
         return None
+    _record_open(resource, library=library, what=what, name=name)
+    return resource
+
+
+def _new_resource() -> _Resource:
+    return _Resource(f"{os.getpid()}.{_token}.{next(_resource_ids)}")
+
+
+def _record_open(resource: _Resource, *, library: str, what: str, name: str) -> None:
     fields = {"main_rerun": True} if rerunning_main else {}
     record(Kind.RESOURCE_OPEN, resource=resource.id, name=redact_text(name), library=library, type=what, **fields)
-    return resource
 
 
 # True while a spawned child re-runs the app's own script as `__mp_main__` (`chaos.probe.spawned`):
@@ -166,7 +177,13 @@ rerunning_main = False
 
 def _close(obj: Any, how: str) -> None:
     resource = _resource_of(obj)
-    if resource is None or resource.closed:
+    if resource is not None:
+        _mark_closed(resource, how)
+
+
+def _mark_closed(resource: _Resource, how: str) -> None:
+    """Journal a resource's closing, once."""
+    if resource.closed:
         return
     resource.closed = True
     record(Kind.RESOURCE_CLOSED, resource=resource.id, how=how)
@@ -787,7 +804,7 @@ def _hook_asyncpg(pool_module: ModuleType) -> None:
 # --- psycopg 3 and psycopg_pool -----------------------------------------------------------------
 
 
-_PSYCOPG_OWNERS = ("sqlalchemy.", "psycopg_pool.")
+_PSYCOPG_OWNERS = ("sqlalchemy.", "psycopg_pool.", "peewee", "playhouse.")
 
 
 def _psycopg_name(conn: Any) -> str:
@@ -911,12 +928,17 @@ def _psycopg2_pool_name(pool: Any) -> str:
     args = getattr(pool, "_args", ())
     kwargs = getattr(pool, "_kwargs", {})
     dsn = args[0] if args and isinstance(args[0], str) else kwargs.get("dsn") or ""
+    return _libpq_name(dsn, {key: value for key, value in kwargs.items() if key != "dsn"})
+
+
+def _libpq_name(dsn: str, keywords: Mapping[str, Any]) -> str:
+    """Where libpq connects, given a DSN (URL or `key=value`) and keywords over it."""
     if "://" in dsn:
         return _dsn_name(dsn)
     try:
         from psycopg2.extensions import parse_dsn
 
-        params = {**parse_dsn(dsn), **{key: value for key, value in kwargs.items() if key != "dsn"}}
+        params = {**parse_dsn(dsn), **keywords}
     except Exception:
         return "postgresql://?"
     return _db_name(
@@ -954,6 +976,119 @@ def _hook_psycopg2_pool(module: ModuleType) -> None:
             for public, private in _PSYCOPG2_ALIASES.items():
                 if cls.__dict__.get(public) is originals[private]:
                     setattr(cls, public, base.__dict__[private])
+
+
+# --- peewee ---------------------------------------------------------------------------------------
+
+_peewee_connections: dict[int, _Resource] = {}
+"""
+The resource of each connection a peewee database holds open, by the connection's id: a
+driver's connection takes neither an attribute nor (sqlite3's) a weak reference, and pinning it
+would keep alive what the app dropped. The entry goes when the connection closes, or is dropped
+by `dispose()`.
+"""
+
+
+def _peewee_name(db: Any) -> str:
+    """`postgresql://host:port/db`, `mysql://...` or `sqlite:///path`, from the database's own settings."""
+    database = str(getattr(db, "database", None) or "")
+    classes = {klass.__name__ for klass in type(db).__mro__}
+    if "SqliteDatabase" in classes:
+        return f"sqlite:///{database}" if database and database != ":memory:" else "sqlite (in memory)"
+    params = getattr(db, "connect_params", None)
+    params = params if isinstance(params, dict) else {}
+    where = {key: params[key] for key in ("host", "port") if params.get(key)}
+    if "PostgresqlDatabase" in classes:
+        if "://" in database or "=" in database:  # a DSN given as the database, which libpq expands
+            return _libpq_name(database, where)
+        return _db_name("postgresql", where.get("host"), where.get("port"), database)
+    scheme = "mysql" if "MySQLDatabase" in classes else type(db).__name__.lower()
+    return (
+        _dsn_name(database, scheme)
+        if "://" in database
+        else _db_name(scheme, where.get("host"), where.get("port"), database)
+    )
+
+
+def _peewee_connection(db: Any) -> Any:
+    """The connection the database holds open for this thread (peewee's state is per thread), or None."""
+    state = db._state
+    return None if state.closed else state.conn
+
+
+def _open_peewee(db: Any) -> None:
+    conn = _peewee_connection(db)
+    if conn is None or id(conn) in _peewee_connections:
+        return
+    resource = _new_resource()
+    _peewee_connections[id(conn)] = resource
+    _record_open(resource, library="peewee", what="peewee connection", name=_peewee_name(db))
+
+
+def _close_peewee(conn: Any, how: str) -> None:
+    resource = _peewee_connections.pop(id(conn), None)
+    if resource is not None and how:
+        _mark_closed(resource, how)
+
+
+def _peewee_used(
+    db: Any, args: tuple[Any, ...], kwargs: dict[str, Any], start: int, error: BaseException | None
+) -> None:
+    """A query, journaled at its end: the connection it ran on is only known then (peewee connects on first use)."""
+    conn = _peewee_connection(db)
+    resource = _peewee_connections.get(id(conn)) if conn is not None else None
+    if resource is not None:
+        op = _sql_op(args[0] if args else kwargs.get("sql", ""))
+        _use_end((resource, start, op, None, None), error)
+
+
+def _hook_peewee(module: ModuleType) -> None:
+    """
+    peewee's databases (SQLite, PostgreSQL, MySQL): each connection a database opens, by
+    `connect()` or by a query's autoconnect, is a resource until `close()`; each `execute_sql`
+    is a use of it. peewee keeps a connection per thread and its guide opens and closes one per
+    request, so a query after the close is not a use of a closed connection but a new one,
+    opened after the teardown and never closed (which `resources-closed` names).
+    """
+    base = module.Database
+    _after(base, "connect", "peewee", _open_peewee)
+
+    def closing(call: Callable[..., Any], is_async: bool) -> Callable[..., Any]:
+        def close(self: Any, *args: Any, **kwargs: Any) -> Any:
+            conn = _guarded("peewee", "Database.close", _peewee_connection, self)
+            result = call(self, *args, **kwargs)  # refused inside a transaction: then nothing closed
+            if conn is not None:
+                _guarded("peewee", "Database.close", _close_peewee, conn, "close")
+            return result
+
+        return close
+
+    def disposing(call: Callable[..., Any], is_async: bool) -> Callable[..., Any]:
+        def dispose(self: Any, *args: Any, **kwargs: Any) -> Any:
+            conn = _guarded("peewee", "Database.dispose", _peewee_connection, self)
+            if conn is not None:  # dropped, not closed: it stays open, and is said so
+                _guarded("peewee", "Database.dispose", _close_peewee, conn, "")
+            return call(self, *args, **kwargs)
+
+        return dispose
+
+    def executing(call: Callable[..., Any], is_async: bool) -> Callable[..., Any]:
+        def execute_sql(self: Any, *args: Any, **kwargs: Any) -> Any:
+            start = monotonic_ns()
+            try:
+                result = call(self, *args, **kwargs)
+            except BaseException as exc:
+                _guarded("peewee", "Database.execute_sql", _peewee_used, self, args, kwargs, start, exc)
+                raise
+            _guarded("peewee", "Database.execute_sql", _peewee_used, self, args, kwargs, start, None)
+            return result
+
+        return execute_sql
+
+    _wrap(base, "close", closing)
+    if "dispose" in base.__dict__:
+        _wrap(base, "dispose", disposing)
+    _wrap(base, "execute_sql", executing)
 
 
 # --- redis.asyncio ------------------------------------------------------------------------------
@@ -1118,6 +1253,7 @@ PATCHES: dict[str, dict[str, Callable[[ModuleType], None]]] = {
     },
     "psycopg_pool": {"psycopg_pool.pool": _hook_psycopg_pool, "psycopg_pool.pool_async": _hook_psycopg_pool},
     "psycopg2": {"psycopg2.pool": _hook_psycopg2_pool},
+    "peewee": {"peewee": _hook_peewee},
     "redis": {
         "redis.asyncio.connection": _hook_redis_connection,
         "redis.asyncio.client": _hook_redis_client,
@@ -1142,7 +1278,6 @@ UNHOOKED: dict[str, str] = {
     "aiomysql": "aiomysql",
     "asyncmy": "asyncmy",
     "aiosqlite": "aiosqlite",
-    "peewee": "peewee",
     "tortoise": "Tortoise ORM",
     "databases": "databases",
     "pymongo": "pymongo",
