@@ -191,6 +191,33 @@ def test_clients_opened_by_requests_and_never_closed_are_each_named() -> None:
     )
 
 
+def test_resources_of_one_label_are_counted_once_in_a_summary() -> None:
+    journal = served()
+    for n in range(1, 4):
+        journal.resource(f"c{n}", -60 + n, None, name="api", type="HTTP client", library="httpx", request=f"r{n}")
+    journal.shutdown(250, complete=270).exit(300)
+    verdict = journal.verdict(V.RESOURCES_CLOSED)
+    assert verdict.summary == f"4 of 4 resource(s) never closed: {PG}, api (HTTP client) of worker {WORKER} (x3)"
+    assert len(verdict.evidence) == 4  # each one still named, with who opened it
+
+
+@pytest.mark.parametrize(
+    ("library", "request_id", "says_per_thread"),
+    [("peewee", "r1", True), ("peewee", None, False), ("psycopg", "r1", False)],
+    ids=["peewee-by-a-request", "peewee-at-startup", "other-library"],
+)
+def test_a_peewee_connection_a_request_left_open_is_told_to_close_per_request(
+    library: str, request_id: str | None, says_per_thread: bool
+) -> None:
+    """peewee's connections are per thread: the lifespan cannot close one a request's thread opened."""
+    journal = served()
+    journal.resource("c1", -60, None, name=PG, type=f"{library} connection", library=library, request=request_id)
+    journal.shutdown(250, complete=270).add(260, Kind.RESOURCE_CLOSED, resource="p1", how="close").exit(300)
+    (item,) = journal.verdict(V.RESOURCES_CLOSED).evidence
+    assert ("peewee keeps a connection per thread" in str(item)) is says_per_thread
+    assert "lifespan shutdown completed at +0.270s without closing it" in str(item)
+
+
 def test_a_close_while_the_worker_starts_is_a_reset_not_a_close() -> None:
     """A forked worker disposing its parent's pool, then using the engine: it is open again."""
     journal = (

@@ -15,6 +15,7 @@ happen (a stalled loop, a pool used after it closed, broken data).
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -410,7 +411,9 @@ def _who(timeline: Timeline, use: UseView) -> str:
 
 
 def _labels(timeline: Timeline, resources: Sequence[ResourceView], limit: int = 4) -> str:
-    labels = [timeline.label(r) for r in resources]
+    """The resources' labels, each once with how many share it (a connection per request: `... (x12)`)."""
+    counts = Counter(timeline.label(r) for r in resources)
+    labels = [label if count == 1 else f"{label} (x{count})" for label, count in counts.items()]
     return ", ".join(labels[:limit]) + (f" and {len(labels) - limit} more" if len(labels) > limit else "")
 
 
@@ -500,15 +503,16 @@ def _why_still_open(timeline: Timeline, resource: ResourceView) -> str:
     if worker is not None and worker.shutdown_complete is not None:
         completed = f"lifespan shutdown completed at {at(worker.shutdown_complete)} without closing it"
         ended = timeline.signal_that_ended(resource.pid)
+        per_thread = _per_thread_remedy(resource)
         if ended is None or ended != timeline.signal_name:
-            return completed
+            return f"{completed}{f'; {per_thread}' if per_thread else ''}"
         after = "an `atexit` handler"
         if timeline.script_server is not None:
             after = "a `finally` around `server.serve()`, code after it or an `atexit` handler"
         return (
             f"{completed}, and the process then died of {ended} (uvicorn re-raises the stop signal once "
             f"it has shut down), so nothing after its server returned ran: {after} never closes it; "
-            "close it in the lifespan"
+            f"{per_thread or 'close it in the lifespan'}"
         )
     if timeline.sigkill is not None:
         return f"worker {resource.pid} was SIGKILLed with it open at {at(timeline.sigkill)}"
@@ -523,6 +527,20 @@ def _why_still_open(timeline: Timeline, resource: ResourceView) -> str:
         return f"worker {resource.pid} stopped during its lifespan startup, so no shutdown closed it"
     last = at(worker.last_event) if worker is not None else "never"
     return f"worker {resource.pid} ended without a lifespan shutdown (last sign of life at {last})"
+
+
+def _per_thread_remedy(resource: ResourceView) -> str:
+    """
+    What closes a peewee connection a request opened: peewee keeps one per thread, so the
+    lifespan's `close()` closes its own thread's and never this one.
+    """
+    if resource.library != "peewee" or resource.long_lived:
+        return ""
+    return (
+        "peewee keeps a connection per thread and the lifespan's close() closes only its own: open and "
+        "close one around each request (a dependency or middleware that calls connect() and close(), "
+        "as peewee's guide does)"
+    )
 
 
 def fate_of(timeline: Timeline, task: TaskView) -> Fate:
