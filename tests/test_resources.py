@@ -201,6 +201,16 @@ def test_resources_of_one_label_are_counted_once_in_a_summary() -> None:
     assert len(verdict.evidence) == 4  # each one still named, with who opened it
 
 
+def test_a_connection_per_request_is_listed_up_to_a_limit_then_counted() -> None:
+    journal = served()
+    for n in range(1, 31):
+        journal.resource(f"c{n}", -80 + n, -79 + n, type="peewee connection", library="peewee", request="r1")
+    journal.shutdown(250, complete=270).add(260, Kind.RESOURCE_CLOSED, resource="p1", how="close").exit(300)
+    for verdict in (journal.verdict(V.RESOURCES_CLOSED), journal.verdict(V.NO_USE_AFTER_CLOSE)):
+        assert verdict.status == Status.PASS
+        assert len(verdict.evidence) == 21 and str(verdict.evidence[-1]) == "... and 11 more"
+
+
 @pytest.mark.parametrize(
     ("library", "request_id", "says_per_thread"),
     [("peewee", "r1", True), ("peewee", None, False), ("psycopg", "r1", False)],

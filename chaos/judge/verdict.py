@@ -337,7 +337,7 @@ def no_use_after_close(timeline: Timeline) -> Verdict:
         return _fail(name, summary, evidence)
     closed = [r for r in resources if r.closed is not None]
     never = [r for r in resources if r.closed is None and r.opened is not None]
-    notes = [_resource_note(timeline, r) for r in resources]
+    notes = _resource_notes(timeline, resources)
     unclosed = ""
     if never:
         unclosed = f"{_labels(timeline, never)} never closed{_killed_with_it_open(timeline, never)}"
@@ -435,6 +435,14 @@ def _resource_note(timeline: Timeline, resource: ResourceView) -> Evidence:
     return Evidence(text, request=resource.request, task=resource.task, worker=resource.pid, t=resource.closed)
 
 
+def _resource_notes(timeline: Timeline, resources: Sequence[ResourceView]) -> list[Evidence]:
+    """One note per resource up to `MAX_LISTED` (a connection per request makes hundreds), then how many more."""
+    notes = [_resource_note(timeline, r) for r in resources[:MAX_LISTED]]
+    if len(resources) > MAX_LISTED:
+        notes.append(Evidence(f"... and {len(resources) - MAX_LISTED} more"))
+    return notes
+
+
 def resources_closed(timeline: Timeline) -> Verdict:
     """
     Every resource opened at startup, by a request or by a task (an engine, a pool, a client)
@@ -458,7 +466,7 @@ def resources_closed(timeline: Timeline) -> Verdict:
         return _pass(
             name,
             f"all {len(opened)} resource(s) closed: {_labels(timeline, opened)}",
-            [*(_resource_note(timeline, r) for r in opened), *idle],
+            [*_resource_notes(timeline, opened), *idle],
         )
     evidence = []
     for resource in left_open[:MAX_LISTED]:
