@@ -11,6 +11,7 @@ passes the correct version of each app, and fails each mistake on the verdict it
 | `counter_redis` | the Redis client is closed before the drain | no-use-after-close, and what follows |
 | `notifier_httpx` | the client is closed, then pending background sends use it | no-use-after-close, and what follows |
 | `tracked_jobs` | spawned jobs cancelled, not awaited, before the dispose | teardown-after-drain, no-use-after-close |
+| `todos_peewee` | queries on peewee's autoconnect: a connection per pool thread, never closed | resources-closed |
 
 "What follows" a close before the drain: teardown began while work was in flight
 (teardown-after-drain), and the background work ran after it (background-fate).
@@ -261,3 +262,39 @@ def test_jobs_the_teardown_cancels(run_scenario, env: dict[str, str], fails: set
         assert all(use.start >= engine.closed for use in cleanups), result.explain()
     else:
         assert all(use.end is not None and use.end <= engine.closed for use in cleanups), result.explain()
+
+
+@pytest.mark.parametrize("mistake", [False, True], ids=["connection-per-request", "connection-per-thread"])
+def test_peewee_connections_each_closed_or_each_named(run_scenario, tmp_path: Path, mistake: bool) -> None:
+    """
+    peewee keeps a connection per thread: requests and background tasks in the server's thread
+    pool each open one. Closed around each piece of work, every one is closed and the app passes;
+    left to autoconnect, every pool thread's connection outlives the teardown, which closed only
+    its own, and each is named with who opened it and what closes it.
+    """
+    pytest.importorskip("peewee")
+    env = {"TODOS_DB": str(tmp_path / "todos.db"), **({"TODOS_PER_THREAD": "1"} if mistake else {})}
+    result = run_scenario(
+        app="tests.apps.todos_peewee:app",
+        request_path="GET /todos?seconds={seconds}",
+        background_path="POST /todos/{id}?done_seconds={seconds}",
+        env=env,
+        integrity=None,
+        **TRAFFIC,
+    )
+    connections = list(result.timeline.resources.values())
+    assert all(r.type == "peewee connection" and r.label == f"sqlite:///{env['TODOS_DB']}" for r in connections)
+    (lifespan,) = [r for r in connections if r.long_lived]
+    assert lifespan.closed is not None, result.explain()  # the lifespan's own, closed by its close()
+    by_work = [r for r in connections if not r.long_lived]
+    # the requests', the posts' and the background tasks' (a thread may serve more than one)
+    assert by_work and all(r.request for r in by_work), result.explain()
+    if not mistake:
+        assert result.failed == set(), result.explain()
+        assert all(r.closed is not None for r in by_work)
+        return
+    assert result.failed == {"resources-closed"}, result.explain()
+    verdict = result.verdict("resources-closed")
+    assert all(r.closed is None for r in by_work)
+    assert len(verdict.evidence) == len(by_work), result.explain()
+    assert all("peewee keeps a connection per thread" in item.text and item.request for item in verdict.evidence)

@@ -510,17 +510,18 @@ def _why_still_open(timeline: Timeline, resource: ResourceView) -> str:
     at, worker = timeline.at, timeline.workers.get(resource.pid)
     if worker is not None and worker.shutdown_complete is not None:
         completed = f"lifespan shutdown completed at {at(worker.shutdown_complete)} without closing it"
+        if per_thread := _per_thread_remedy(resource):
+            return f"{completed}; {per_thread}"  # no close at exit would reach another thread's either
         ended = timeline.signal_that_ended(resource.pid)
-        per_thread = _per_thread_remedy(resource)
         if ended is None or ended != timeline.signal_name:
-            return f"{completed}{f'; {per_thread}' if per_thread else ''}"
+            return completed
         after = "an `atexit` handler"
         if timeline.script_server is not None:
             after = "a `finally` around `server.serve()`, code after it or an `atexit` handler"
         return (
             f"{completed}, and the process then died of {ended} (uvicorn re-raises the stop signal once "
             f"it has shut down), so nothing after its server returned ran: {after} never closes it; "
-            f"{per_thread or 'close it in the lifespan'}"
+            "close it in the lifespan"
         )
     if timeline.sigkill is not None:
         return f"worker {resource.pid} was SIGKILLed with it open at {at(timeline.sigkill)}"
