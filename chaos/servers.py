@@ -312,6 +312,55 @@ SERVERS: Mapping[str, ServerSpec] = MappingProxyType(
 )
 
 
+def loaded_servers(modules: Mapping[str, object] = sys.modules) -> dict[str, str]:
+    """
+    The servers running this process, as the probe journals them: each one's module already
+    loaded, with its release (`__version__`; a server without one is named with `?`).
+    """
+    found = {}
+    for spec in SERVERS.values():
+        module = modules.get(spec.module)
+        if module is not None:
+            version = getattr(module, "__version__", None)
+            found[spec.requires[0].distribution] = version if isinstance(version, str) else "?"
+    return found
+
+
+@dataclass(frozen=True)
+class Flaw:
+    """
+    A shutdown bug of a server's releases older than `fixed_in`, measured by drainspec's own
+    runs: a verdict it fails names it, so that what fixes it reads as an upgrade of the server
+    and not as a change to the app.
+    """
+
+    distribution: str
+    fixed_in: str
+    does: str
+    reference: str
+
+    def found_in(self, servers: Mapping[str, str]) -> str | None:
+        """The flawed release among a process's `servers` (`loaded_servers`), or None."""
+        version = servers.get(self.distribution)
+        if version is None or version == "?" or at_least(version, self.fixed_in):
+            return None
+        return version
+
+    def told(self, version: str) -> str:
+        return (
+            f"{self.distribution} {version} {self.does} (fixed in {self.fixed_in}, {self.reference}): "
+            f"upgrade it, pip install '{self.distribution}>={self.fixed_in}'"
+        )
+
+
+SHUTDOWN_SKIPPED_AFTER_A_SIGNAL_IN_STARTUP = Flaw(
+    "uvicorn",
+    "0.41.0",
+    "returns without running the lifespan shutdown when the stop signal comes while the lifespan startup runs",
+    "uvicorn#2812",
+)
+
+
 SCRIPT_LAUNCHER = "chaos.probe.script"
 _PYTHON = re.compile(r"python(\d+(\.\d+)*)?$")
 _OPTIONS_WITH_VALUE = frozenset({"-X", "-W", "-Q"})

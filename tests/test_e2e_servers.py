@@ -14,6 +14,7 @@ import sys
 import pytest
 
 from chaos.judge.verdict import Fate, fate_of
+from chaos.servers import SHUTDOWN_SKIPPED_AFTER_A_SIGNAL_IN_STARTUP, at_least, installed_version
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.e2e
@@ -114,6 +115,35 @@ def test_uvicorn_exit_code_depends_on_the_signal_not_the_drain(run_scenario, sig
     result = run_scenario(signal=signal)
     assert result.failed == set(), result.explain()
     assert result.timeline.exit is not None and result.timeline.exit.get("exit_code") == exit_code
+
+
+def test_uvicorn_runs_the_shutdown_after_a_signal_in_startup_from_0_41(run_scenario):
+    """
+    1. The lifespan startup opens the pool, then warms up for a second (`slow_startup`).
+    2. SIGTERM comes while it runs (`--signal-at startup`).
+    Result: uvicorn 0.41 and later finish the startup, then run the shutdown, and the app passes;
+    older releases return without any shutdown (uvicorn#2812): teardown-ran and resources-closed
+    fail, and name the release and the upgrade. `make compat` runs this on uvicorn 0.30.
+    """
+    result = run_scenario(
+        app="app.variants.slow_startup:app",
+        signal_at="startup",
+        grace=10.0,
+        integrity=None,
+        env={"REFERENCE_WARM_UP_SECONDS": "1"},
+    )
+    (worker,) = result.timeline.workers.values()
+    assert result.timeline.signal is not None and worker.startup_complete is not None, result.explain()
+    assert result.timeline.signal < worker.startup_complete  # the harness's --signal-at startup
+    version = installed_version("uvicorn")
+    assert version is not None and worker.servers == {"uvicorn": version}
+    if at_least(version, SHUTDOWN_SKIPPED_AFTER_A_SIGNAL_IN_STARTUP.fixed_in):
+        assert result.failed == set(), result.explain()
+        return
+    assert result.failed == {"teardown-ran", "resources-closed"}, result.explain()
+    for name in ("teardown-ran", "resources-closed"):  # the worker; each resource its startup opened
+        evidence = result.verdict(name).evidence
+        assert all(f"uvicorn {version} returns without running the lifespan shutdown" in e.text for e in evidence)
 
 
 @pytest.mark.parametrize("server", ["uvicorn", "gunicorn"])

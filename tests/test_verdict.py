@@ -30,6 +30,7 @@ from chaos.reports.html import build_markers
 from chaos.reports.json import REPORT_SCHEMA, to_dict, write_json
 from chaos.reports.junit import write_junit
 from chaos.scenario import Scenario
+from chaos.servers import SHUTDOWN_SKIPPED_AFTER_A_SIGNAL_IN_STARTUP, loaded_servers
 from tests.journals import HARNESS, WORKER, Journal, graceful, ns
 
 ROLLOUT = {"pod": "web", "replicas": 2, "max_surge": 1, "max_unavailable": 0, "propagation": 0.2}
@@ -1152,3 +1153,50 @@ def test_a_teardown_still_running_at_the_deadline_is_named_by_within_grace() -> 
         f"worker {WORKER}: its lifespan shutdown, begun at +1.050s, had not completed: "
         "the teardown itself ran into the deadline"
     )
+
+
+@pytest.mark.parametrize(
+    ("uvicorn", "startup_complete", "named"),
+    [
+        pytest.param("0.32.0", 40, True, id="flawed-release-signalled-in-startup"),
+        pytest.param("0.41.0", 40, False, id="fixed-release"),
+        pytest.param("0.32.0", -10, False, id="startup-complete-before-the-signal"),
+        pytest.param("?", 40, False, id="release-unknown"),
+    ],
+)
+def test_a_server_that_skips_the_shutdown_after_a_signal_in_startup_is_named(uvicorn, startup_complete, named) -> None:
+    """
+    uvicorn before 0.41 returns without a lifespan shutdown when the stop signal comes during the
+    startup: teardown-ran and resources-closed name the release and the upgrade, and only then.
+    """
+    journal = (
+        Journal()
+        .run_start()
+        .add(-60, Kind.PROBE_LOADED, servers={"uvicorn": uvicorn})
+        .add(-50, Kind.STARTUP_RECEIVED)
+        .resource("p1", -45)
+        .signal(0)
+        .add(startup_complete, Kind.STARTUP_COMPLETE)
+        .exit(60, returncode=-15)
+    )
+    flaw = "uvicorn 0.32.0 returns without running the lifespan shutdown when the stop signal comes while"
+    for name in (V.TEARDOWN_RAN, V.RESOURCES_CLOSED):
+        verdict = journal.verdict(name)
+        assert verdict.status == Status.FAIL
+        (evidence,) = verdict.evidence
+        assert (flaw in str(evidence)) is named, str(evidence)
+        if named:
+            assert str(evidence).endswith(
+                "before its startup completed at +0.040s, and " + flaw + " the lifespan startup runs "
+                "(fixed in 0.41.0, uvicorn#2812): upgrade it, pip install 'uvicorn>=0.41.0'"
+            )
+
+
+def test_the_servers_a_process_runs_in_are_read_from_their_modules() -> None:
+    class Module:
+        def __init__(self, version: object) -> None:
+            self.__version__ = version
+
+    modules = {"uvicorn": Module("0.32.0"), "gunicorn": Module(None), "json": Module("2.0.9")}
+    assert loaded_servers(modules) == {"uvicorn": "0.32.0", "gunicorn": "?"}
+    assert SHUTDOWN_SKIPPED_AFTER_A_SIGNAL_IN_STARTUP.found_in(loaded_servers(modules)) == "0.32.0"

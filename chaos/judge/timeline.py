@@ -38,6 +38,7 @@ class WorkerView:
     resource_closed_name: str | None = None
     serving: int | None = None  # lifespan startup complete, or the first request: closes before are resets
     last_event: int = 0
+    servers: dict[str, str] = field(default_factory=dict)  # the servers it ran in, with their releases
 
     @property
     def teardown(self) -> int | None:
@@ -540,7 +541,9 @@ def _fold(timeline: Timeline, event: Event) -> None:
         return
     worker = timeline.worker(event.pid)
     worker.last_event = t
-    if kind == Kind.STARTUP_RECEIVED:
+    if kind == Kind.PROBE_LOADED and isinstance(servers := event.get("servers"), dict):
+        worker.servers = {str(name): str(version) for name, version in servers.items()}
+    elif kind == Kind.STARTUP_RECEIVED:
         worker.startup_received = worker.startup_received or t
     elif kind == Kind.STARTUP_COMPLETE:
         worker.startup_complete = t

@@ -24,6 +24,7 @@ from typing import Any
 from chaos.errors import exception_line, failure_line
 from chaos.journal import Event, Kind
 from chaos.judge.timeline import ResourceView, TaskView, Timeline, UseView, WorkerView, build
+from chaos.servers import SHUTDOWN_SKIPPED_AFTER_A_SIGNAL_IN_STARTUP
 
 
 class VerdictName(StrEnum):
@@ -525,17 +526,38 @@ def _why_still_open(timeline: Timeline, resource: ResourceView) -> str:
         )
     if timeline.sigkill is not None:
         return f"worker {resource.pid} was SIGKILLed with it open at {at(timeline.sigkill)}"
+    flaw = _server_flaw(timeline, worker)
     death = timeline.death_of(resource.pid)
     if death is not None:
-        return f"worker {resource.pid} died of {death.get('signal')} with it open ({_account(death)})"
+        return f"worker {resource.pid} died of {death.get('signal')} with it open ({_account(death)}){flaw}"
     if timeline.died_by_signal:
-        return f"worker {resource.pid} died of a signal with it open"
+        return f"worker {resource.pid} died of a signal with it open{flaw}"
     if worker is not None and worker.shutdown_received is not None:
         return f"lifespan shutdown began at {at(worker.shutdown_received)} and never completed"
     if worker is not None and worker.startup_received is not None and worker.startup_complete is None:
         return f"worker {resource.pid} stopped during its lifespan startup, so no shutdown closed it"
     last = at(worker.last_event) if worker is not None else "never"
     return f"worker {resource.pid} ended without a lifespan shutdown (last sign of life at {last})"
+
+
+def _server_flaw(timeline: Timeline, worker: WorkerView | None) -> str:
+    """
+    The server's own bug that kept a worker from its lifespan shutdown, when the journal shows
+    it (`; ...`, else nothing): the stop signal sent before the worker's startup completed, no
+    shutdown after it, and a uvicorn release that then returns without one.
+    """
+    flaw = SHUTDOWN_SKIPPED_AFTER_A_SIGNAL_IN_STARTUP
+    if worker is None or worker.shutdown_received is not None or timeline.signal is None:
+        return ""
+    if worker.startup_complete is None or worker.startup_complete < timeline.signal:
+        return ""  # a startup that never completed was cut short; one complete before the signal was not this
+    version = flaw.found_in(worker.servers)
+    if version is None:
+        return ""
+    return (
+        f"; the stop signal came at {timeline.at(timeline.signal)}, before its startup completed at "
+        f"{timeline.at(worker.startup_complete)}, and {flaw.told(version)}"
+    )
 
 
 def _per_thread_remedy(resource: ResourceView) -> str:
@@ -735,6 +757,7 @@ def teardown_ran(timeline: Timeline) -> Verdict:
             )
         if (death := timeline.death_of(worker.pid)) is not None:
             text += f"; it died of {death.get('signal')} ({_account(death)})"
+        text += _server_flaw(timeline, worker)
         problems.append(Evidence(text, worker=worker.pid))
     if problems:
         summary = f"teardown did not complete on {len(problems)} of {len(started)} worker(s)"

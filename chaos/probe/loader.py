@@ -22,6 +22,7 @@ from chaos.environment import APP_ENV
 from chaos.journal import Kind
 from chaos.probe import ASGIApp, Probe, patch_starlette_background, record, resources, unawaited
 from chaos.probe.shapes import is_factory, not_asgi
+from chaos.servers import loaded_servers
 
 
 def load(import_string: str) -> tuple[ASGIApp, bool]:
@@ -88,5 +89,12 @@ def wrap(app: ASGIApp, *, name: str, module: str, factory: bool) -> Probe:
     # Where the app came from: a package of the same name earlier on the path (a regular package
     # wins over a directory without `__init__.py`) would otherwise be judged in its place, unseen.
     source = str(getattr(sys.modules.get(module), "__file__", None) or "?")
-    record(Kind.PROBE_LOADED, app=name, instrument=resources.enabled(), source=source, factory=factory)
+    record(
+        Kind.PROBE_LOADED,
+        app=name,
+        instrument=resources.enabled(),
+        source=source,
+        factory=factory,
+        servers=loaded_servers(),
+    )
     return probe
