@@ -356,7 +356,8 @@ class Flaw:
 SHUTDOWN_SKIPPED_AFTER_A_SIGNAL_IN_STARTUP = Flaw(
     "uvicorn",
     "0.41.0",
-    "returns without running the lifespan shutdown when the stop signal comes while the lifespan startup runs",
+    "returns without running the lifespan shutdown when the stop signal comes before its startup is over "
+    "(the app's lifespan startup, then its sockets)",
     "uvicorn#2812",
 )
 

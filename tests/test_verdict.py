@@ -1156,18 +1156,22 @@ def test_a_teardown_still_running_at_the_deadline_is_named_by_within_grace() -> 
 
 
 @pytest.mark.parametrize(
-    ("uvicorn", "startup_complete", "named"),
+    ("uvicorn", "startup_complete", "served", "named"),
     [
-        pytest.param("0.32.0", 40, True, id="flawed-release-signalled-in-startup"),
-        pytest.param("0.41.0", 40, False, id="fixed-release"),
-        pytest.param("0.32.0", -10, False, id="startup-complete-before-the-signal"),
-        pytest.param("?", 40, False, id="release-unknown"),
+        pytest.param("0.32.0", 40, False, True, id="flawed-release-signalled-in-startup"),
+        pytest.param("0.32.0", -10, False, True, id="signalled-as-it-binds-its-sockets"),
+        pytest.param("0.41.0", 40, False, False, id="fixed-release"),
+        pytest.param("0.32.0", -10, True, False, id="serving-before-the-signal"),
+        pytest.param("?", 40, False, False, id="release-unknown"),
     ],
 )
-def test_a_server_that_skips_the_shutdown_after_a_signal_in_startup_is_named(uvicorn, startup_complete, named) -> None:
+def test_a_server_that_skips_the_shutdown_after_a_signal_in_startup_is_named(
+    uvicorn, startup_complete, served, named
+) -> None:
     """
-    uvicorn before 0.41 returns without a lifespan shutdown when the stop signal comes during the
-    startup: teardown-ran and resources-closed name the release and the upgrade, and only then.
+    uvicorn before 0.41 returns without a lifespan shutdown when the stop signal comes before
+    its startup is over (which ends after the app's lifespan startup, once its sockets are bound):
+    teardown-ran and resources-closed name the release and the upgrade, and only then.
     """
     journal = (
         Journal()
@@ -1175,11 +1179,12 @@ def test_a_server_that_skips_the_shutdown_after_a_signal_in_startup_is_named(uvi
         .add(-60, Kind.PROBE_LOADED, servers={"uvicorn": uvicorn})
         .add(-50, Kind.STARTUP_RECEIVED)
         .resource("p1", -45)
-        .signal(0)
         .add(startup_complete, Kind.STARTUP_COMPLETE)
-        .exit(60, returncode=-15)
     )
-    flaw = "uvicorn 0.32.0 returns without running the lifespan shutdown when the stop signal comes while"
+    if served:
+        journal.request("r1", start=-5, end=-2)
+    journal.signal(0).exit(60, returncode=-15)
+    flaw = "uvicorn 0.32.0 returns without running the lifespan shutdown when the stop signal comes before"
     for name in (V.TEARDOWN_RAN, V.RESOURCES_CLOSED):
         verdict = journal.verdict(name)
         assert verdict.status == Status.FAIL
@@ -1187,8 +1192,10 @@ def test_a_server_that_skips_the_shutdown_after_a_signal_in_startup_is_named(uvi
         assert (flaw in str(evidence)) is named, str(evidence)
         if named:
             assert str(evidence).endswith(
-                "before its startup completed at +0.040s, and " + flaw + " the lifespan startup runs "
-                "(fixed in 0.41.0, uvicorn#2812): upgrade it, pip install 'uvicorn>=0.41.0'"
+                f"(its lifespan startup completed at {'+0.040s' if startup_complete > 0 else '-0.010s'}), and "
+                + flaw
+                + " its startup is over (the app's lifespan startup, then its sockets) (fixed in 0.41.0, "
+                "uvicorn#2812): upgrade it, pip install 'uvicorn>=0.41.0'"
             )
 
 

@@ -543,20 +543,27 @@ def _why_still_open(timeline: Timeline, resource: ResourceView) -> str:
 def _server_flaw(timeline: Timeline, worker: WorkerView | None) -> str:
     """
     The server's own bug that kept a worker from its lifespan shutdown, when the journal shows
-    it (`; ...`, else nothing): the stop signal sent before the worker's startup completed, no
-    shutdown after it, and a uvicorn release that then returns without one.
+    it (`; ...`, else nothing). uvicorn before 0.41 returns without a shutdown when the stop signal
+    comes before its startup is over, which is after the app's lifespan startup completes: the
+    server still binds its sockets then. So: a completed startup, no request served before the
+    signal, no shutdown after it, the process dead of that signal and not SIGKILLed, and a
+    flawed release in the process.
     """
     flaw = SHUTDOWN_SKIPPED_AFTER_A_SIGNAL_IN_STARTUP
-    if worker is None or worker.shutdown_received is not None or timeline.signal is None:
+    if worker is None or worker.startup_complete is None or worker.shutdown_received is not None:
         return ""
-    if worker.startup_complete is None or worker.startup_complete < timeline.signal:
-        return ""  # a startup that never completed was cut short; one complete before the signal was not this
+    signalled = timeline.signal
+    if signalled is None or timeline.sigkill is not None or timeline.signal_that_ended(worker.pid) is None:
+        return ""
+    if any(view.pid == worker.pid and view.start is not None and view.start < signalled
+           for view in timeline.requests.values()):  # fmt: skip
+        return ""  # it was serving: its startup was over
     version = flaw.found_in(worker.servers)
     if version is None:
         return ""
     return (
-        f"; the stop signal came at {timeline.at(timeline.signal)}, before its startup completed at "
-        f"{timeline.at(worker.startup_complete)}, and {flaw.told(version)}"
+        f"; the stop signal came at {timeline.at(signalled)}, before the server had served anything (its lifespan "
+        f"startup completed at {timeline.at(worker.startup_complete)}), and {flaw.told(version)}"
     )
 
 
