@@ -93,10 +93,15 @@ def at_least(version: str, minimum: str) -> bool:
 
 @dataclass(frozen=True)
 class Requirement:
-    """A distribution a server needs, and the oldest release drainspec supports."""
+    """
+    A distribution a server needs, and the oldest release drainspec supports; `raised_by` raises
+    that minimum where another installed distribution needs it: (other, from its release, the
+    minimum then).
+    """
 
     distribution: str  # the pip name
     minimum: str
+    raised_by: tuple[tuple[str, str, str], ...] = ()
 
     @property
     def pip(self) -> str:
@@ -201,6 +206,14 @@ class ServerSpec:
                     f"{self.name} needs {requirement.distribution}; install it: pip install {requirement.pip}"
                 )
             self._check(requirement, found)
+            for other, since, minimum in requirement.raised_by:
+                beside = version_of(other)
+                if beside is not None and at_least(beside, since) and not at_least(found, minimum):
+                    raise SetupError(
+                        f"{requirement.distribution} {found} does not run on {other} {beside} (its workers fail "
+                        f"to boot on {other} >= {since}); upgrade it: pip install --upgrade "
+                        f"{shlex.quote(f'{requirement.distribution}>={minimum}')}"
+                    )
         return version
 
     def _check(self, requirement: Requirement, version: str) -> None:
@@ -261,7 +274,8 @@ UVICORN = ServerSpec(
 GUNICORN = ServerSpec(
     name="gunicorn",
     module="gunicorn",
-    requires=(Requirement("gunicorn", "23"), Requirement("uvicorn-worker", "0.3")),
+    # uvicorn 0.36 replaced the loop setup uvicorn-worker 0.3 calls: its workers fail to boot.
+    requires=(Requirement("gunicorn", "23"), Requirement("uvicorn-worker", "0.3", (("uvicorn", "0.36", "0.4"),))),
     launch=(
         APP,
         Flag(BIND),

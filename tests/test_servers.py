@@ -114,6 +114,28 @@ def test_gunicorn_needs_recent_uvicorn_workers():
         spec.installed(versions(gunicorn="25.3.0"))
 
 
+@pytest.mark.parametrize(
+    ("worker", "uvicorn", "refused"),
+    [
+        pytest.param("0.3.0", "0.35.0", False, id="old-worker-old-uvicorn"),
+        pytest.param("0.3.0", "0.36.0", True, id="old-worker-new-uvicorn"),
+        pytest.param("0.4.0", "0.55.0", False, id="new-worker-new-uvicorn"),
+    ],
+)
+def test_uvicorn_worker_0_3_is_refused_beside_uvicorn_0_36(worker, uvicorn, refused):
+    """uvicorn 0.36 replaced the loop setup uvicorn-worker 0.3 calls: its workers would fail to boot."""
+    found = versions(gunicorn="23.0.0", uvicorn=uvicorn, **{"uvicorn-worker": worker})
+    if not refused:
+        assert SERVERS["gunicorn"].installed(found) == "23.0.0"
+        return
+    with pytest.raises(SetupError) as raised:
+        SERVERS["gunicorn"].installed(found)
+    assert str(raised.value) == (
+        f"uvicorn-worker 0.3.0 does not run on uvicorn {uvicorn} (its workers fail to boot on uvicorn >= 0.36); "
+        "upgrade it: pip install --upgrade 'uvicorn-worker>=0.4'"
+    )
+
+
 def test_a_missing_server_names_every_package_to_install():
     with pytest.raises(SetupError, match=r"not installed here; install it: pip install 'gunicorn>=23' 'uvicorn-worker"):
         SERVERS["gunicorn"].installed(versions())
