@@ -191,8 +191,8 @@ CASES = [
     pytest.param(
         V.RESOURCES_CLOSED,
         NA,
-        graceful().add(-899, Kind.STARTUP_COMPLETE, unhooked=["psycopg2", "peewee"]),
-        "no resource was seen opening; the app loaded peewee and psycopg2, which drainspec does not hook; record",
+        graceful().add(-899, Kind.STARTUP_COMPLETE, unhooked=["psycopg2", "pymongo"]),
+        "no resource was seen opening; the app loaded psycopg2 and pymongo, which drainspec does not hook; record",
         id="res-na-names-what-the-app-loaded-unseen",
     ),
     pytest.param(

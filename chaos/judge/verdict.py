@@ -778,7 +778,7 @@ SEEN_BY_ITSELF = "SQLAlchemy, asyncpg, psycopg 3, psycopg_pool, psycopg2's pools
 
 
 def _unhooked(timeline: Timeline) -> str:
-    """`; the app loaded psycopg2 and peewee, which drainspec does not hook`, when it did."""
+    """`; the app loaded psycopg2 and pymongo, which drainspec does not hook`, when it did."""
     names = sorted(timeline.unhooked)
     if not names:
         return ""
