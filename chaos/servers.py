@@ -356,9 +356,11 @@ class Flaw:
     def found_in(self, servers: Mapping[str, str]) -> str | None:
         """The flawed release among a process's `servers` (`loaded_servers`), or None."""
         version = servers.get(self.distribution)
-        if version is None or version == "?" or at_least(version, self.fixed_in):
+        try:
+            flawed = version is not None and not at_least(version, self.fixed_in)
+        except (SetupError, ValueError):  # a release nobody can read (a journal's, a server's own odd one)
             return None
-        return version
+        return version if flawed else None
 
     def told(self, version: str) -> str:
         return (

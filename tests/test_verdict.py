@@ -1207,3 +1207,5 @@ def test_the_servers_a_process_runs_in_are_read_from_their_modules() -> None:
     modules = {"uvicorn": Module("0.32.0"), "gunicorn": Module(None), "json": Module("2.0.9")}
     assert loaded_servers(modules) == {"uvicorn": "0.32.0", "gunicorn": "?"}
     assert SHUTDOWN_SKIPPED_AFTER_A_SIGNAL_IN_STARTUP.found_in(loaded_servers(modules)) == "0.32.0"
+    for unreadable in ("?", "dev", "", "9" * 5000):  # a journal's claim, or a server's odd release: no flaw
+        assert SHUTDOWN_SKIPPED_AFTER_A_SIGNAL_IN_STARTUP.found_in({"uvicorn": unreadable}) is None

@@ -19,6 +19,8 @@ from chaos.journal import Event, Kind
 from chaos.scenario import Scenario
 from chaos.traffic import PREFLIGHT_ID_PREFIX
 
+_MAX_NAME = 64  # a server's name or release, as a journal may claim it
+
 
 @dataclass
 class WorkerView:
@@ -542,7 +544,7 @@ def _fold(timeline: Timeline, event: Event) -> None:
     worker = timeline.worker(event.pid)
     worker.last_event = t
     if kind == Kind.PROBE_LOADED and isinstance(servers := event.get("servers"), dict):
-        worker.servers = {str(name): str(version) for name, version in servers.items()}
+        worker.servers = {str(name)[:_MAX_NAME]: str(version)[:_MAX_NAME] for name, version in servers.items()}
     elif kind == Kind.STARTUP_RECEIVED:
         worker.startup_received = worker.startup_received or t
     elif kind == Kind.STARTUP_COMPLETE:
