@@ -376,6 +376,13 @@ def test_the_switch() -> None:
     )
 
 
+def test_the_verdicts_name_every_library_the_hooks_see_in_their_order() -> None:
+    from chaos.judge.verdict import SEEN_BY_ITSELF
+
+    named = SEEN_BY_ITSELF.lower().replace(" and ", ", ").split(", ")
+    assert [name.split()[0].removesuffix("'s") for name in named] == list(resources.LIBRARIES)
+
+
 def test_no_library_is_imported_that_the_app_does_not_import(tmp_path: Path) -> None:
     code = """
     import sys
