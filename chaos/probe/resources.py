@@ -22,7 +22,9 @@ with who made it.
   after the close (its queries run in C cursors, which are not seen);
 - peewee's connections: opened by `connect()` or a query's autoconnect (one per thread),
   closed by `close()`; each `execute_sql`. playhouse's pooled databases give a connection back
-  to their pool on `close()`, which reads as its close; their `close_all()` is not judged;
+  to their pool on `close()`, which reads as its close; their `close_all()` is not judged.
+  peewee 4's asyncio databases (`playhouse.pwasyncio`) run their own connections: not seen here
+  (their asyncpg pools are, as asyncpg pools);
 - redis connection pools, redis.asyncio's and the sync client's (a client's own, or one the app
   made): created, `aclose()` / `close()` / `disconnect()` (a client's `aclose()` or `close()`
   closes the pool it owns); each command and pipeline, and each pub/sub command and read on one
