@@ -96,12 +96,12 @@ class Requirement:
     """
     A distribution a server needs, and the oldest release drainspec supports; `raised_by` raises
     that minimum where another installed distribution needs it: (other, from its release, the
-    minimum then).
+    minimum then, what goes wrong below it).
     """
 
     distribution: str  # the pip name
     minimum: str
-    raised_by: tuple[tuple[str, str, str], ...] = ()
+    raised_by: tuple[tuple[str, str, str, str], ...] = ()
 
     @property
     def pip(self) -> str:
@@ -206,12 +206,12 @@ class ServerSpec:
                     f"{self.name} needs {requirement.distribution}; install it: pip install {requirement.pip}"
                 )
             self._check(requirement, found)
-            for other, since, minimum in requirement.raised_by:
+            for other, since, minimum, why in requirement.raised_by:
                 beside = version_of(other)
                 if beside is not None and at_least(beside, since) and not at_least(found, minimum):
                     raise SetupError(
-                        f"{requirement.distribution} {found} does not run on {other} {beside} (its workers fail "
-                        f"to boot on {other} >= {since}); upgrade it: pip install --upgrade "
+                        f"{requirement.distribution} {found} does not run on {other} {beside} ({why} on "
+                        f"{other} >= {since}); upgrade it: pip install --upgrade "
                         f"{shlex.quote(f'{requirement.distribution}>={minimum}')}"
                     )
         return version
@@ -274,8 +274,11 @@ UVICORN = ServerSpec(
 GUNICORN = ServerSpec(
     name="gunicorn",
     module="gunicorn",
-    # uvicorn 0.36 replaced the loop setup uvicorn-worker 0.3 calls: its workers fail to boot.
-    requires=(Requirement("gunicorn", "23"), Requirement("uvicorn-worker", "0.3", (("uvicorn", "0.36", "0.4"),))),
+    # uvicorn 0.36 replaced the loop setup uvicorn-worker 0.3 calls.
+    requires=(
+        Requirement("gunicorn", "23"),
+        Requirement("uvicorn-worker", "0.3", (("uvicorn", "0.36", "0.4", "its workers fail to boot"),)),
+    ),
     launch=(
         APP,
         Flag(BIND),
