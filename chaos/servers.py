@@ -26,7 +26,7 @@ import shlex
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from types import MappingProxyType
+from types import FrameType, MappingProxyType
 
 from chaos.errors import SetupError
 
@@ -329,18 +329,41 @@ SERVERS: Mapping[str, ServerSpec] = MappingProxyType(
 )
 
 
-def loaded_servers(modules: Mapping[str, object] = sys.modules) -> dict[str, str]:
+WORKERS_OF: Mapping[str, tuple[str, tuple[str, ...]]] = MappingProxyType(
+    {"gunicorn": ("uvicorn", ("uvicorn_worker", "uvicorn.workers"))}
+)
+"""A server whose workers can be another server's: gunicorn's UvicornWorker serves with uvicorn's `Server`."""
+
+
+def running_servers(frame: FrameType | None, modules: Mapping[str, object] = sys.modules) -> dict[str, str]:
     """
-    The servers running this process, as the probe journals them: each one's module already
-    loaded, with its release (`__version__`; a server without one is named with `?`).
+    The servers whose code is on the stack from `frame` up (the one importing the app), and the
+    server its workers are (`WORKERS_OF`), with their releases, as the probe journals them. A
+    server the app merely imports (`import uvicorn` for its `__main__`, or the probe's own use of
+    uvicorn's importer) is not on the stack, and not named.
     """
-    found = {}
-    for spec in SERVERS.values():
-        module = modules.get(spec.module)
-        if module is not None:
-            version = getattr(module, "__version__", None)
-            found[spec.requires[0].distribution] = version if isinstance(version, str) else "?"
-    return found
+    on_stack: set[str] = set()
+    while frame is not None:
+        name = frame.f_globals.get("__name__")
+        if isinstance(name, str):
+            on_stack.add(name.partition(".")[0])
+        frame = frame.f_back
+    for server, (worker, worker_modules) in WORKERS_OF.items():
+        if server in on_stack and any(module in modules for module in worker_modules):
+            on_stack.add(worker)
+    return {
+        spec.requires[0].distribution: _release_of(spec, modules[spec.module])
+        for spec in SERVERS.values()
+        if spec.module in on_stack and spec.module in modules
+    }
+
+
+def _release_of(spec: ServerSpec, module: object) -> str:
+    """A running server's release: its `__version__`, else what pip installed (hypercorn has none), else `?`."""
+    version = getattr(module, "__version__", None)
+    if isinstance(version, str):
+        return version
+    return installed_version(spec.requires[0].distribution) or "?"
 
 
 @dataclass(frozen=True)
@@ -357,7 +380,7 @@ class Flaw:
     reference: str
 
     def found_in(self, servers: Mapping[str, str]) -> str | None:
-        """The flawed release among a process's `servers` (`loaded_servers`), or None."""
+        """The flawed release among a process's `servers` (`running_servers`), or None."""
         version = servers.get(self.distribution)
         try:
             flawed = version is not None and not at_least(version, self.fixed_in)

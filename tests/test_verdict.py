@@ -9,6 +9,9 @@ from __future__ import annotations
 import json
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
+from dataclasses import dataclass
+from types import FrameType
+from typing import cast
 
 import pytest
 from rich.console import Console
@@ -30,7 +33,7 @@ from chaos.reports.html import build_markers
 from chaos.reports.json import REPORT_SCHEMA, to_dict, write_json
 from chaos.reports.junit import write_junit
 from chaos.scenario import Scenario
-from chaos.servers import SHUTDOWN_SKIPPED_AFTER_A_SIGNAL_IN_STARTUP, loaded_servers
+from chaos.servers import SHUTDOWN_SKIPPED_AFTER_A_SIGNAL_IN_STARTUP, running_servers
 from tests.journals import HARNESS, WORKER, Journal, graceful, ns
 
 ROLLOUT = {"pod": "web", "replicas": 2, "max_surge": 1, "max_unavailable": 0, "propagation": 0.2}
@@ -1199,13 +1202,60 @@ def test_a_server_that_skips_the_shutdown_after_a_signal_in_startup_is_named(
             )
 
 
-def test_the_servers_a_process_runs_in_are_read_from_their_modules() -> None:
-    class Module:
-        def __init__(self, version: object) -> None:
-            self.__version__ = version
+@dataclass
+class Frame:
+    """A stack frame as `running_servers` reads one: its module's name, and its caller."""
 
-    modules = {"uvicorn": Module("0.32.0"), "gunicorn": Module(None), "json": Module("2.0.9")}
-    assert loaded_servers(modules) == {"uvicorn": "0.32.0", "gunicorn": "?"}
-    assert SHUTDOWN_SKIPPED_AFTER_A_SIGNAL_IN_STARTUP.found_in(loaded_servers(modules)) == "0.32.0"
+    name: str
+    f_back: Frame | None = None
+
+    @property
+    def f_globals(self) -> dict[str, str]:
+        return {"__name__": self.name}
+
+
+def stack(*modules: str) -> FrameType:
+    """The innermost of frames in `modules`, outermost first."""
+    frame = None
+    for name in modules:
+        frame = Frame(name, frame)
+    return cast(FrameType, frame)
+
+
+class Module:
+    def __init__(self, version: object) -> None:
+        self.__version__ = version
+
+
+@pytest.mark.parametrize(
+    ("frames", "running"),
+    [
+        pytest.param(
+            ("uvicorn.main", "uvicorn.config", "importlib", "chaos.probe.asgi"), {"uvicorn": "0.32.0"}, id="uvicorn"
+        ),
+        pytest.param(
+            ("gunicorn.arbiter", "gunicorn.workers.base", "importlib", "chaos.probe.asgi"),
+            {"uvicorn": "0.32.0", "gunicorn": "23.0.0"},
+            id="gunicorn-uvicorn-worker",
+        ),  # fmt: skip
+        pytest.param(("granian._internal", "chaos.probe.asgi"), {"granian": "2.2.1"}, id="granian-app-imports-uvicorn"),
+        pytest.param(("__main__", "chaos.probe.script"), {}, id="the-apps-own-script"),
+    ],
+)
+def test_the_servers_a_process_runs_in_are_those_on_the_stack(frames, running) -> None:
+    """uvicorn is loaded in every probed process (the probe and apps import it): only the stack says who serves."""
+    modules = {
+        "uvicorn": Module("0.32.0"),
+        "gunicorn": Module("23.0.0"),
+        "uvicorn_worker": Module("0.4.0"),  # gunicorn loads its worker class: uvicorn's
+        "granian": Module("2.2.1"),
+        "json": Module("2"),
+    }
+    assert running_servers(stack(*frames), modules) == running
+
+
+def test_an_unreadable_release_names_no_flaw() -> None:
+    flaw = SHUTDOWN_SKIPPED_AFTER_A_SIGNAL_IN_STARTUP
+    assert flaw.found_in({"uvicorn": "0.32.0"}) == "0.32.0" and flaw.found_in({"uvicorn": "0.41.0"}) is None
     for unreadable in ("?", "dev", "", "9" * 5000):  # a journal's claim, or a server's odd release: no flaw
-        assert SHUTDOWN_SKIPPED_AFTER_A_SIGNAL_IN_STARTUP.found_in({"uvicorn": unreadable}) is None
+        assert flaw.found_in({"uvicorn": unreadable}) is None

@@ -22,7 +22,7 @@ from chaos.environment import APP_ENV
 from chaos.journal import Kind
 from chaos.probe import ASGIApp, Probe, patch_starlette_background, record, resources, unawaited
 from chaos.probe.shapes import is_factory, not_asgi
-from chaos.servers import loaded_servers
+from chaos.servers import running_servers
 
 
 def load(import_string: str) -> tuple[ASGIApp, bool]:
@@ -95,6 +95,6 @@ def wrap(app: ASGIApp, *, name: str, module: str, factory: bool) -> Probe:
         instrument=resources.enabled(),
         source=source,
         factory=factory,
-        servers=loaded_servers(),
+        servers=running_servers(sys._getframe()),
     )
     return probe
