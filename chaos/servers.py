@@ -378,6 +378,7 @@ class Flaw:
     fixed_in: str
     does: str
     reference: str
+    hangs: bool = False  # it never stops, and the deadline's SIGKILL ends it; else it exits without a shutdown
 
     def found_in(self, servers: Mapping[str, str]) -> str | None:
         """The flawed release among a process's `servers` (`running_servers`), or None."""
@@ -402,6 +403,15 @@ SHUTDOWN_SKIPPED_AFTER_A_SIGNAL_IN_STARTUP = Flaw(
     "(the app's lifespan startup, then its sockets)",
     "uvicorn#2812",
 )
+WORKER_HANGS_AFTER_A_SIGNAL_IN_STARTUP = Flaw(
+    "granian",
+    "2.2.2",
+    "never stops a worker the stop signal reaches before it serves: the worker runs on until SIGKILL",
+    "measured by drainspec: 2.0.0 to 2.2.1 hang, 2.2.2 and later stop",
+    hangs=True,
+)
+STARTUP_FLAWS = (SHUTDOWN_SKIPPED_AFTER_A_SIGNAL_IN_STARTUP, WORKER_HANGS_AFTER_A_SIGNAL_IN_STARTUP)
+"""What releases of the servers do when the stop signal comes before they serve (a pod deleted as it starts)."""
 
 
 SCRIPT_LAUNCHER = "chaos.probe.script"

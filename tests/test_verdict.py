@@ -1259,3 +1259,33 @@ def test_an_unreadable_release_names_no_flaw() -> None:
     assert flaw.found_in({"uvicorn": "0.32.0"}) == "0.32.0" and flaw.found_in({"uvicorn": "0.41.0"}) is None
     for unreadable in ("?", "dev", "", "9" * 5000):  # a journal's claim, or a server's odd release: no flaw
         assert flaw.found_in({"uvicorn": unreadable}) is None
+
+
+@pytest.mark.parametrize(
+    ("granian", "named"),
+    [pytest.param("2.2.1", True, id="hanging-release"), pytest.param("2.2.2", False, id="fixed-release")],
+)
+def test_a_server_that_hangs_after_a_signal_in_startup_is_named(granian, named) -> None:
+    """granian before 2.2.2 never stops a worker signalled before it serves: the deadline's SIGKILL ends it."""
+    journal = (
+        Journal()
+        .run_start()
+        .add(-60, Kind.PROBE_LOADED, servers={"granian": granian})
+        .add(-50, Kind.STARTUP_RECEIVED)
+        .resource("p1", -45)
+        .signal(0)
+        .add(40, Kind.STARTUP_COMPLETE)
+        .sigkill(4000)
+        .exit(4001, returncode=-9, killed=True)
+    )
+    flaw = f"granian {granian} never stops a worker the stop signal reaches before it serves"
+    for name in (V.TEARDOWN_RAN, V.RESOURCES_CLOSED):
+        evidence = [
+            str(item) for item in journal.verdict(name).evidence if str(item).startswith(("worker", "postgresql:"))
+        ]
+        assert evidence and all((flaw in item) is named for item in evidence), evidence
+        if named:
+            assert evidence[0].endswith(
+                f"{flaw}: the worker runs on until SIGKILL (fixed in 2.2.2, measured by drainspec: 2.0.0 to 2.2.1 "
+                "hang, 2.2.2 and later stop): upgrade it, pip install 'granian>=2.2.2'"
+            )

@@ -24,7 +24,7 @@ from typing import Any
 from chaos.errors import exception_line, failure_line
 from chaos.journal import Event, Kind
 from chaos.judge.timeline import ResourceView, TaskView, Timeline, UseView, WorkerView, build
-from chaos.servers import SHUTDOWN_SKIPPED_AFTER_A_SIGNAL_IN_STARTUP
+from chaos.servers import STARTUP_FLAWS
 
 
 class VerdictName(StrEnum):
@@ -524,9 +524,9 @@ def _why_still_open(timeline: Timeline, resource: ResourceView) -> str:
             f"it has shut down), so nothing after its server returned ran: {after} never closes it; "
             "close it in the lifespan"
         )
-    if timeline.sigkill is not None:
-        return f"worker {resource.pid} was SIGKILLed with it open at {at(timeline.sigkill)}"
     flaw = _server_flaw(timeline, worker)
+    if timeline.sigkill is not None:
+        return f"worker {resource.pid} was SIGKILLed with it open at {at(timeline.sigkill)}{flaw}"
     death = timeline.death_of(resource.pid)
     if death is not None:
         return f"worker {resource.pid} died of {death.get('signal')} with it open ({_account(death)}){flaw}"
@@ -543,28 +543,33 @@ def _why_still_open(timeline: Timeline, resource: ResourceView) -> str:
 def _server_flaw(timeline: Timeline, worker: WorkerView | None) -> str:
     """
     The server's own bug that kept a worker from its lifespan shutdown, when the journal shows
-    it (`; ...`, else nothing). uvicorn before 0.41 returns without a shutdown when the stop signal
-    comes before its startup is over, which is after the app's lifespan startup completes: the
-    server still binds its sockets then. So: a completed startup, no request served before the
-    signal, no shutdown after it, the process dead of that signal and not SIGKILLed, and a
-    flawed release in the process.
+    it (`; ...`, else nothing): a completed startup, no request served before the stop signal, no
+    shutdown after it, a flawed release in the process (`STARTUP_FLAWS`), and the end that release
+    comes to: the process dead of the signal (uvicorn before 0.41 returns; its startup is over only
+    once its sockets are bound, after the app's lifespan startup) or the deadline's SIGKILL
+    (granian before 2.2.2 never stops the worker).
     """
-    flaw = SHUTDOWN_SKIPPED_AFTER_A_SIGNAL_IN_STARTUP
     if worker is None or worker.startup_complete is None or worker.shutdown_received is not None:
         return ""
     signalled = timeline.signal
-    if signalled is None or timeline.sigkill is not None or timeline.signal_that_ended(worker.pid) is None:
+    if signalled is None:
         return ""
     if any(view.pid == worker.pid and view.start is not None and view.start < signalled
            for view in timeline.requests.values()):  # fmt: skip
         return ""  # it was serving: its startup was over
-    version = flaw.found_in(worker.servers)
-    if version is None:
-        return ""
-    return (
-        f"; the stop signal came at {timeline.at(signalled)}, before the server had served anything (its lifespan "
-        f"startup completed at {timeline.at(worker.startup_complete)}), and {flaw.told(version)}"
-    )
+    for flaw in STARTUP_FLAWS:
+        version = flaw.found_in(worker.servers)
+        if version is None:
+            continue
+        if flaw.hangs != (timeline.sigkill is not None):
+            continue
+        if not flaw.hangs and timeline.signal_that_ended(worker.pid) is None:
+            continue
+        return (
+            f"; the stop signal came at {timeline.at(signalled)}, before the server had served anything (its "
+            f"lifespan startup completed at {timeline.at(worker.startup_complete)}), and {flaw.told(version)}"
+        )
+    return ""
 
 
 def _per_thread_remedy(resource: ResourceView) -> str:
