@@ -1158,6 +1158,17 @@ def test_a_teardown_still_running_at_the_deadline_is_named_by_within_grace() -> 
     )
 
 
+def starting(servers: dict[str, str]) -> Journal:
+    """A worker of `servers` (as the probe journals them) whose lifespan startup has begun, its pool open."""
+    return (
+        Journal()
+        .run_start()
+        .add(-60, Kind.PROBE_LOADED, servers=servers)
+        .add(-50, Kind.STARTUP_RECEIVED)
+        .resource("p1", -45)
+    )
+
+
 @pytest.mark.parametrize(
     ("uvicorn", "startup_complete", "served", "named"),
     [
@@ -1176,14 +1187,7 @@ def test_a_server_that_skips_the_shutdown_after_a_signal_in_startup_is_named(
     its startup is over (which ends after the app's lifespan startup, once its sockets are bound):
     teardown-ran and resources-closed name the release and the upgrade, and only then.
     """
-    journal = (
-        Journal()
-        .run_start()
-        .add(-60, Kind.PROBE_LOADED, servers={"uvicorn": uvicorn})
-        .add(-50, Kind.STARTUP_RECEIVED)
-        .resource("p1", -45)
-        .add(startup_complete, Kind.STARTUP_COMPLETE)
-    )
+    journal = starting({"uvicorn": uvicorn}).add(startup_complete, Kind.STARTUP_COMPLETE)
     if served:
         journal.request("r1", start=-5, end=-2)
     journal.signal(0).exit(60, returncode=-15)
@@ -1268,11 +1272,7 @@ def test_an_unreadable_release_names_no_flaw() -> None:
 def test_a_server_that_hangs_after_a_signal_in_startup_is_named(granian, named) -> None:
     """granian before 2.2.2 never stops a worker signalled before it serves: the deadline's SIGKILL ends it."""
     journal = (
-        Journal()
-        .run_start()
-        .add(-60, Kind.PROBE_LOADED, servers={"granian": granian})
-        .add(-50, Kind.STARTUP_RECEIVED)
-        .resource("p1", -45)
+        starting({"granian": granian})
         .signal(0)
         .add(40, Kind.STARTUP_COMPLETE)
         .sigkill(4000)
