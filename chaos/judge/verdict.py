@@ -554,9 +554,6 @@ def _server_flaw(timeline: Timeline, worker: WorkerView | None) -> str:
     signalled = timeline.signal
     if signalled is None:
         return ""
-    if any(view.pid == worker.pid and view.start is not None and view.start < signalled
-           for view in timeline.requests.values()):  # fmt: skip
-        return ""  # it was serving: its startup was over
     for flaw in STARTUP_FLAWS:
         version = flaw.found_in(worker.servers)
         if version is None:
@@ -565,6 +562,9 @@ def _server_flaw(timeline: Timeline, worker: WorkerView | None) -> str:
             continue
         if not flaw.hangs and timeline.signal_that_ended(worker.pid) is None:
             continue
+        if any(view.pid == worker.pid and view.start is not None and view.start < signalled
+               for view in timeline.requests.values()):  # fmt: skip
+            return ""  # it was serving: its startup was over
         return (
             f"; the stop signal came at {timeline.at(signalled)}, before the server had served anything (its "
             f"lifespan startup completed at {timeline.at(worker.startup_complete)}), and {flaw.told(version)}"
