@@ -501,8 +501,7 @@ def _explore(args: argparse.Namespace, server_args: Sequence[str], console: Cons
             )
         else:
             console.print(
-                f"[bold red]FAIL[/] the stop signal at +{attempt.offset:.3f}s after the work was in flight "
-                f"({escape(attempt.why)}) breaks: {', '.join(failure.failed)}"
+                f"[bold red]FAIL[/] the stop signal {escape(attempt.moment)} breaks: {', '.join(failure.failed)}"
             )
             if failure.before_signal:
                 console.print(f"  ({', '.join(failure.before_signal)} failed before the signal: not its moment)")

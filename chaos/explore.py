@@ -75,6 +75,15 @@ class Attempt:
         isolate, signal_at = VARIANTS[variant]
         return cls(milliseconds / 1000, isolate, signal_at, why=f"seed {seed}")
 
+    @property
+    def moment(self) -> str:
+        """When its stop signal comes, as a sentence's end: `the stop signal {moment}`."""
+        if self.signal_at == "startup":
+            return "during the lifespan startup"
+        if self.signal_at == "ready":
+            return "once the server was ready, with nothing in flight"
+        return f"at +{self.offset:.3f}s after the work was in flight ({self.why})"
+
     def apply(self, scenario: Scenario) -> Scenario:
         requests = 0 if self.isolate else scenario.requests
         return dataclasses.replace(scenario, signal_delay=self.offset, requests=requests, signal_at=self.signal_at)

@@ -47,6 +47,23 @@ def test_a_seed_is_the_whole_attempt(attempt):
     assert scenario.requests == (0 if attempt.isolate else 1)
 
 
+@pytest.mark.parametrize(
+    ("attempt", "moment"),
+    [
+        pytest.param(
+            Attempt(0.25, why="just before task t1 ended"),
+            "at +0.250s after the work was in flight (just before task t1 ended)",
+            id="in-flight",
+        ),
+        pytest.param(Attempt(0.0, signal_at="ready"), "once the server was ready, with nothing in flight", id="ready"),
+        pytest.param(Attempt(0.0, signal_at="startup"), "during the lifespan startup", id="startup"),
+    ],
+)
+def test_an_attempt_says_when_its_signal_came(attempt, moment):
+    """A startup attempt is not "+0.000s after the work was in flight": no work was."""
+    assert attempt.moment == moment
+
+
 def test_seeds_of_different_attempts_differ():
     seeds = {Attempt(offset / 1000, isolate, at).seed for offset in range(50) for isolate, at in VARIANTS}
     assert len(seeds) == 50 * len(VARIANTS)
