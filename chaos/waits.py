@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -77,15 +78,38 @@ async def wait_ready(
         if started >= workers:
             break
         if process.poll() is not None:
-            raise SetupError(
-                f"the server exited with code {process.returncode} before it was ready: {target.last_log_line(log)}"
-            )
+            raise _exited_early(process.returncode, log)
         if loop.time() > deadline:
             raise SetupError(
                 f"the server was not ready within {timeout:g}s (no lifespan startup in the journal); {_log_ends(log)}"
             )
         await asyncio.sleep(0.02)
     await wait_port(process, port=port, timeout=max(0.0, deadline - loop.time()), log=log)
+
+
+_PROBE_MISSING = "No module named 'chaos'"
+_ENVIRONMENT = re.compile(r'File "(/[^"]+)/bin/[^"/]+", line')
+
+
+def _exited_early(returncode: int, log: Path) -> SetupError:
+    """
+    A server gone before it was ready, with what it said last; when what it said is that it
+    cannot import drainspec's probe, the server ran in a Python environment of its own (`uv run`,
+    `poetry run`, a project venv's uvicorn): say which, and what puts drainspec there.
+    """
+    said = target.last_log_line(log)
+    if _PROBE_MISSING not in said:
+        return SetupError(f"the server exited with code {returncode} before it was ready: {said}")
+    try:
+        found = _ENVIRONMENT.search(log.read_text(errors="replace"))
+    except OSError:
+        found = None
+    where = f"in {found.group(1)}, a Python environment" if found else "in a Python environment"
+    return SetupError(
+        f"the server ran {where} where drainspec is not installed (its command starts it "
+        "through an environment of its own, such as `uv run` or `poetry run`): install drainspec in that "
+        "environment (`uv add --dev drainspec`, `poetry add --group dev drainspec`) and run drainspec again"
+    )
 
 
 def _cannot_load(event: Event) -> SetupError:

@@ -375,3 +375,27 @@ def test_a_script_checked_out_without_its_mode_bits_is_named_so(tmp_path):
     assert f"is here but not executable (the image's COPY --chmod or RUN chmod makes it so); chmod +x {script}" in (
         result.stderr
     )
+
+
+def test_a_server_in_an_environment_without_drainspec_is_named_with_the_fix(tmp_path):
+    """`uv run uvicorn ...` starts the project's own uvicorn, in a venv drainspec was never installed into."""
+    bare = "/usr/bin/python3"  # the system's Python: no drainspec in it
+    if not os.access(bare, os.X_OK):
+        pytest.skip(f"{bare} is not here")
+    environment = tmp_path / "project" / ".venv"
+    (environment / "bin").mkdir(parents=True)
+    uvicorn = environment / "bin" / "uvicorn"
+    uvicorn.write_text(f"#!{bare} -I\nimport chaos.probe.asgi\n")  # what its uvicorn does with drainspec's app
+    uvicorn.chmod(0o755)
+    result, _ = drainspec(
+        "run", "--app", "app.main:app", "--command", f"{uvicorn} {{app}} --port {{port}}", *BASE,
+        "--out", str(tmp_path / "out"),
+    )  # fmt: skip
+    assert result.returncode == 2, result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert lines == [
+        f"drainspec: error: the server ran in {environment}, a Python environment where drainspec is not installed "
+        "(its command starts it through an environment of its own, such as `uv run` or `poetry run`): install "
+        "drainspec in that environment (`uv add --dev drainspec`, `poetry add --group dev drainspec`) and run "
+        "drainspec again"
+    ], result.stderr
