@@ -11,6 +11,7 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from chaos.reports.json import REPORT_SCHEMA
+from chaos.servers import installed_version
 from tests.conftest import ROOT
 from tests.test_bad_input import drainspec
 
@@ -37,6 +38,7 @@ def test_exit_code_and_reports(tmp_path, app, code, failed):
     assert result.returncode == code, result.stdout + result.stderr
     module = app.partition(":")[0].replace(".", "/")
     assert f"{app} loaded from {ROOT / module}.py" in result.stdout  # which app was judged, by its file
+    assert f", served by uvicorn {installed_version('uvicorn')}\n" in result.stdout  # and which release ran it
     report = json.loads((out / "report.json").read_text())
     assert report["schema"] == REPORT_SCHEMA
     assert {v["name"] for v in report["verdicts"] if v["status"] == "fail"} == failed

@@ -199,7 +199,11 @@ def print_console(
         if loaded is not None:
             made = " (an app factory: called, its app judged)" if loaded.get("factory") else ""
             app, source = escape(str(loaded.get("app"))), escape(str(loaded.get("source")))
-            console.print(f"  [dim]{app} loaded from {source}{made}[/]")
+            servers = loaded.get("servers")
+            served = ""
+            if isinstance(servers, dict) and servers:  # the releases a verdict may name as the cause
+                served = ", served by " + " and ".join(escape(f"{name} {version}") for name, version in servers.items())
+            console.print(f"  [dim]{app} loaded from {source}{made}{served}[/]")
         if (started := timeline.script_server) is not None:
             server, workers = escape(str(started.get("server"))), escape(str(started.get("workers")))
             console.print(f"  [dim]the script starts {server} with {workers} worker(s)[/]")
