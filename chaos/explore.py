@@ -40,7 +40,7 @@ from chaos.judge.verdict import Verdict, VerdictName
 from chaos.outcome import RunResult
 from chaos.parallel import run_all
 from chaos.runner import execute
-from chaos.scenario import Scenario, SignalAt
+from chaos.scenario import SIGNAL_MOMENTS, Scenario, SignalAt
 
 EPSILON_SECONDS = 0.02  # "just after" / "just before" a moment of the learning run
 LUCKY_MARGIN_SECONDS = 0.05
@@ -78,11 +78,7 @@ class Attempt:
     @property
     def moment(self) -> str:
         """When its stop signal comes, as a sentence's end: `the stop signal {moment}`."""
-        if self.signal_at == "startup":
-            return "during the lifespan startup"
-        if self.signal_at == "ready":
-            return "once the server was ready, with nothing in flight"
-        return f"at +{self.offset:.3f}s after the work was in flight ({self.why})"
+        return SIGNAL_MOMENTS.get(self.signal_at) or f"at +{self.offset:.3f}s after the work was in flight ({self.why})"
 
     def apply(self, scenario: Scenario) -> Scenario:
         requests = 0 if self.isolate else scenario.requests

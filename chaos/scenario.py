@@ -16,6 +16,7 @@ import random
 import signal
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, Literal
 
 from chaos.errors import SetupError
@@ -25,6 +26,10 @@ from chaos.servers import SCRIPT_LAUNCHER
 BackgroundPolicy = Literal["complete", "allow-cancel"]
 SignalAt = Literal["in-flight", "ready", "startup"]
 SIGNAL_AT: tuple[SignalAt, ...] = ("in-flight", "ready", "startup")
+SIGNAL_MOMENTS: Mapping[str, str] = MappingProxyType(
+    {"ready": "once ready, with nothing in flight", "startup": "during the lifespan startup"}
+)
+"""When the stop signal comes, for each `signal_at` but in-flight, as the words after "the stop signal"."""
 
 HOLD_PATH = "GET /__drainspec/hold?seconds={seconds}"
 BACKGROUND_PATH = "GET /__drainspec/background?seconds={seconds}"
@@ -136,9 +141,9 @@ class Scenario:
     def workload(self) -> str:
         """What the stop signal meets, for a report's first line."""
         if self.signal_at == "startup":
-            return "the stop signal during the lifespan startup, nothing sent"
+            return f"the stop signal {SIGNAL_MOMENTS['startup']}, nothing sent"
         if self.signal_at == "ready":
-            return "the stop signal once ready, nothing in flight"
+            return f"the stop signal {SIGNAL_MOMENTS['ready']}"
         return f"{self.requests} request(s) and {self.background} background request(s) put in flight"
 
     @property

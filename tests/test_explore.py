@@ -55,7 +55,7 @@ def test_a_seed_is_the_whole_attempt(attempt):
             "at +0.250s after the work was in flight (just before task t1 ended)",
             id="in-flight",
         ),
-        pytest.param(Attempt(0.0, signal_at="ready"), "once the server was ready, with nothing in flight", id="ready"),
+        pytest.param(Attempt(0.0, signal_at="ready"), "once ready, with nothing in flight", id="ready"),
         pytest.param(Attempt(0.0, signal_at="startup"), "during the lifespan startup", id="startup"),
     ],
 )

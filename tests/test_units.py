@@ -142,7 +142,7 @@ def test_a_report_names_what_ran_once(changes, subject):
     ("signal_at", "workload"),
     [
         pytest.param("in-flight", "3 request(s) and 1 background request(s) put in flight", id="in-flight"),
-        pytest.param("ready", "the stop signal once ready, nothing in flight", id="ready"),
+        pytest.param("ready", "the stop signal once ready, with nothing in flight", id="ready"),
         pytest.param("startup", "the stop signal during the lifespan startup, nothing sent", id="startup"),
     ],
 )
