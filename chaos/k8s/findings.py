@@ -174,18 +174,19 @@ def shell_wrapper(facts: Facts) -> Hit | None:
 def _exec_form_advice(facts: Facts) -> str:
     """Where the exec form goes: the Dockerfile's CMD, when the command came from it, or `command:`."""
     words = _server_words(facts)
+    listed = ", ".join(words)
     if facts.container.command_from is not None:
-        quoted = ", ".join(f'"{word}"' for word in words.split(", "))
+        quoted = ", ".join(f'"{word}"' for word in words)
         return (
             f"use the exec form in {facts.container.command_from} (CMD [{quoted}, ...]), or set "
-            f"command: [{words}, ...] in the manifest, or end the script with `exec`"
+            f"command: [{listed}, ...] in the manifest, or end the script with `exec`"
         )
-    return f"use the exec form (command: [{words}, ...]) or end the script with `exec`"
+    return f"use the exec form (command: [{listed}, ...]) or end the script with `exec`"
 
 
-def _server_words(facts: Facts) -> str:
-    """The server's command as the exec form would start it: `fastapi, run` for the FastAPI CLI."""
-    return "fastapi, run" if facts.fastapi_cli else facts.command.server or "uvicorn"
+def _server_words(facts: Facts) -> tuple[str, ...]:
+    """The server's command as the exec form would start it: `fastapi run` for the FastAPI CLI."""
+    return ("fastapi", "run") if facts.fastapi_cli else (facts.command.server or "uvicorn",)
 
 
 def no_prestop(facts: Facts) -> Hit | None:
