@@ -209,10 +209,10 @@ class ServerSpec:
             for other, since, minimum, why in requirement.raised_by:
                 beside = version_of(other)
                 if beside is not None and at_least(beside, since) and not at_least(found, minimum):
+                    raised = Requirement(requirement.distribution, minimum)
                     raise SetupError(
                         f"{requirement.distribution} {found} does not run on {other} {beside} ({why} on "
-                        f"{other} >= {since}); upgrade it: pip install --upgrade "
-                        f"{shlex.quote(f'{requirement.distribution}>={minimum}')}"
+                        f"{other} >= {since}); upgrade it: pip install --upgrade {raised.pip}"
                     )
         return version
 
@@ -392,7 +392,7 @@ class Flaw:
     def told(self, version: str) -> str:
         return (
             f"{self.distribution} {version} {self.does} (fixed in {self.fixed_in}, {self.reference}): "
-            f"upgrade it, pip install '{self.distribution}>={self.fixed_in}'"
+            f"upgrade it, pip install {Requirement(self.distribution, self.fixed_in).pip}"
         )
 
 
